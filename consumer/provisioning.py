@@ -1,0 +1,243 @@
+"""``setup``: make MinIO and Kafka look the way minio-notify.json and the settings say.
+
+Idempotent: each step reads the current state first and changes only what differs, and
+reports what it did, so a second run reports "unchanged" everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from minio import Minio
+from minio.error import MinioException
+from minio.notificationconfig import (
+    NotificationConfig,
+    PrefixFilterRule,
+    QueueConfig,
+    SuffixFilterRule,
+)
+from urllib3.exceptions import HTTPError
+
+from consumer.errors import ConnectionFailed, SetupFailed
+from consumer.minio_client import minio_client
+from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
+from consumer.settings import Settings
+
+
+class Action(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of setup's report."""
+
+    resource: str  # "bucket", "notification", "topic"
+    name: str
+    action: Action
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------------------
+# Pure: desired notification state and its comparison with what the server has
+# --------------------------------------------------------------------------------------
+
+_RuleKey = tuple[str, str, tuple[str, ...], str, str]
+
+
+def queue_configs_for(rules: Iterable[NotifyRule], arn: str) -> list[QueueConfig]:
+    """The minio-py QueueConfigs that express ``rules`` for the target ``arn``."""
+    return [
+        QueueConfig(
+            queue=arn,
+            events=list(rule.events),
+            config_id=rule.id,
+            prefix_filter_rule=PrefixFilterRule(rule.prefix) if rule.prefix else None,
+            suffix_filter_rule=SuffixFilterRule(rule.suffix) if rule.suffix else None,
+        )
+        for rule in rules
+    ]
+
+
+def _rule_key(config: QueueConfig) -> _RuleKey:
+    prefix = config.prefix_filter_rule.value if config.prefix_filter_rule else ""
+    suffix = config.suffix_filter_rule.value if config.suffix_filter_rule else ""
+    return (
+        config.config_id or "",
+        config.queue or "",
+        tuple(sorted(config.events)),
+        prefix or "",
+        suffix or "",
+    )
+
+
+def merge_notification(
+    current: NotificationConfig, desired: Sequence[QueueConfig], arn: str
+) -> NotificationConfig | None:
+    """The configuration to write, or None when ``current`` already matches.
+
+    Our target's queue configs are replaced by ``desired``; everything else on the bucket
+    (other targets, topic/lambda configs) is kept, since someone else put it there.
+    """
+    ours = [config for config in current.queue_config_list if config.queue == arn]
+    if sorted(map(_rule_key, ours)) == sorted(map(_rule_key, desired)):
+        return None
+    foreign = [config for config in current.queue_config_list if config.queue != arn]
+    return NotificationConfig(
+        cloud_func_config_list=current.cloud_func_config_list,
+        queue_config_list=[*foreign, *desired],
+        topic_config_list=current.topic_config_list,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# I/O: MinIO
+# --------------------------------------------------------------------------------------
+
+
+def ensure_bucket(client: Minio, bucket: str, region: str) -> Change:
+    if client.bucket_exists(bucket):
+        return Change("bucket", bucket, Action.UNCHANGED)
+    client.make_bucket(bucket, location=region)
+    return Change("bucket", bucket, Action.CREATED)
+
+
+def ensure_notifications(
+    client: Minio, bucket: str, rules: Sequence[NotifyRule], arn: str
+) -> Change:
+    """Apply ``rules`` for ``arn`` to ``bucket``; a no-op when they are already there."""
+    desired = queue_configs_for(rules, arn)
+    current = client.get_bucket_notification(bucket)
+    merged = merge_notification(current, desired, arn)
+    if merged is None:
+        return Change("notification", bucket, Action.UNCHANGED, f"{len(desired)} rule(s)")
+    client.set_bucket_notification(bucket, merged)
+    action = (
+        Action.UPDATED
+        if any(c.queue == arn for c in current.queue_config_list)
+        else (Action.CREATED)
+    )
+    return Change("notification", bucket, action, f"{len(desired)} rule(s) -> {arn}")
+
+
+def provision_minio(client: Minio, settings: Settings, notify: NotifyConfig) -> list[Change]:
+    """Buckets first, then their notifications. Raises SetupFailed / ConnectionFailed."""
+    buckets = list(dict.fromkeys([*settings.managed_buckets, *(b.bucket for b in notify.buckets)]))
+    changes: list[Change] = []
+    try:
+        for bucket in buckets:
+            changes.append(ensure_bucket(client, bucket, settings.minio_region))
+        for entry in notify.buckets:
+            changes.append(
+                ensure_notifications(client, entry.bucket, entry.rules, notify.target.arn)
+            )
+    except MinioException as exc:
+        raise SetupFailed(_describe_minio_error(exc, notify.target.arn)) from exc
+    except (HTTPError, OSError) as exc:
+        raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+    return changes
+
+
+def _describe_minio_error(exc: MinioException, arn: str) -> str:
+    text = str(exc)
+    if "ARN" in text:
+        return (
+            f"MinIO does not know the notify target {arn}: start it with "
+            "MINIO_NOTIFY_KAFKA_ENABLE_<ID>=on (see infra/stack.py) and make the id match "
+            "minio-notify.json"
+        )
+    return f"MinIO refused the request: {text}"
+
+
+# --------------------------------------------------------------------------------------
+# I/O: Kafka
+# --------------------------------------------------------------------------------------
+
+
+async def provision_topics(settings: Settings) -> list[Change]:
+    """Create the events topic (partitioned by object key) and the DLQ if missing."""
+    wanted = {
+        settings.kafka_events_topic: settings.kafka_events_partitions,
+        settings.kafka_dlq_topic: 1,
+    }
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
+    )
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise ConnectionFailed(
+            f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
+        ) from exc
+    try:
+        return await _ensure_topics(admin, wanted, settings.kafka_replication_factor)
+    except KafkaError as exc:
+        raise SetupFailed(f"Kafka refused topic creation: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+async def _ensure_topics(
+    admin: AIOKafkaAdminClient, wanted: dict[str, int], replication: int
+) -> list[Change]:
+    existing = set(await admin.list_topics())
+    changes: list[Change] = []
+    missing = [
+        NewTopic(name, parts, replication) for name, parts in wanted.items() if name not in existing
+    ]
+    if missing:
+        # Created concurrently by another setup: the end state is what we want.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(missing)
+    present = [name for name in wanted if name in existing]
+    partitions = await _partition_counts(admin, present) if present else {}
+    for name, parts in wanted.items():
+        if name not in existing:
+            changes.append(Change("topic", name, Action.CREATED, f"{parts} partition(s)"))
+        elif partitions.get(name, parts) < parts:
+            # Adding partitions would move keys to other partitions and break per-object
+            # order for in-flight events, so setup reports it instead of doing it.
+            changes.append(
+                Change(
+                    "topic",
+                    name,
+                    Action.WARNING,
+                    f"has {partitions[name]} partition(s), settings ask {parts}",
+                )
+            )
+        else:
+            changes.append(
+                Change(
+                    "topic", name, Action.UNCHANGED, f"{partitions.get(name, parts)} partition(s)"
+                )
+            )
+    return changes
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(topics)
+    return {entry["topic"]: len(entry["partitions"]) for entry in described}
+
+
+# --------------------------------------------------------------------------------------
+# The whole setup
+# --------------------------------------------------------------------------------------
+
+
+async def run_setup(settings: Settings) -> list[Change]:
+    """Topics, buckets, notifications. Raises ConfigError, SetupFailed, ConnectionFailed."""
+    notify = load_notify_config(settings.minio_notify_config, settings)
+    changes = await provision_topics(settings)
+    client = minio_client(settings)
+    changes += await asyncio.to_thread(provision_minio, client, settings, notify)
+    return changes

@@ -1,0 +1,90 @@
+"""Settings, built once in ``main`` and passed down explicitly.
+
+Names are the contract of ../shared/notes/design.md (and the seed documents): they are read
+from the environment or a ``.env`` file. Secrets are ``SecretStr`` so they never show up in a
+repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NOTIFY_CONFIG = Path(__file__).resolve().parent.parent / "minio-notify.json"
+
+
+class Settings(BaseSettings):
+    """Every knob of the consumer; environment names are given by each field's alias."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    # --- MinIO -------------------------------------------------------------------------
+    minio_endpoint: str = Field("127.0.0.1:9000", alias="MINIO_ENDPOINT")
+    minio_access_key: str = Field("", alias="MINIO_ACCESS_KEY")
+    minio_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_SECRET_KEY")
+    minio_use_ssl: bool = Field(False, alias="MINIO_USE_SSL")
+    minio_cert_path: Path | None = Field(None, alias="MINIO_CERT_PATH")
+    minio_region: str = Field("us-east-1", alias="MINIO_REGION")
+    minio_bucket_name: str = Field("voxpersona-storage", alias="MINIO_BUCKET_NAME")
+    minio_audio_bucket_name: str = Field("voxpersona-audio", alias="MINIO_AUDIO_BUCKET_NAME")
+    minio_results_bucket_name: str = Field("processed-results", alias="MINIO_RESULTS_BUCKET_NAME")
+    minio_max_retries: int = Field(3, ge=0, le=100, alias="MINIO_MAX_RETRIES")
+    minio_retry_backoff: float = Field(2.0, gt=0, le=600, alias="MINIO_RETRY_BACKOFF")
+    minio_max_file_size: int = Field(2 * 1024**3, gt=0, alias="MINIO_MAX_FILE_SIZE")
+    minio_cleanup_days: int = Field(30, ge=0, alias="MINIO_CLEANUP_DAYS")
+    minio_health_check_interval: float = Field(60.0, gt=0, alias="MINIO_HEALTH_CHECK_INTERVAL")
+    minio_notify_config: Path = Field(DEFAULT_NOTIFY_CONFIG, alias="MINIO_NOTIFY_CONFIG")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_events_topic: str = Field("minio-events", alias="KAFKA_EVENTS_TOPIC")
+    kafka_dlq_topic: str = Field("minio-events-dlq", alias="KAFKA_DLQ_TOPIC")
+    kafka_group_id: str = Field("indexer", alias="KAFKA_GROUP_ID")
+    kafka_events_partitions: int = Field(4, ge=1, le=1000, alias="KAFKA_EVENTS_PARTITIONS")
+    kafka_replication_factor: int = Field(1, ge=1, le=7, alias="KAFKA_REPLICATION_FACTOR")
+
+    # --- Service ---------------------------------------------------------------------
+    health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
+    health_port: int = Field(8080, ge=0, le=65535, alias="HEALTH_PORT")
+    log_level: str = Field("info", alias="LOG_LEVEL")
+
+    # --- Index -------------------------------------------------------------------------
+    index_url: str = Field("sqlite:///voxpersona-index.sqlite3", alias="INDEX_URL")
+
+    @field_validator("minio_endpoint")
+    @classmethod
+    def _endpoint_is_host_port(cls, value: str) -> str:
+        # minio-py wants "host[:port]" without a scheme; accept a URL and strip it, since
+        # that is the most common copy-paste mistake.
+        for scheme in ("http://", "https://"):
+            if value.startswith(scheme):
+                value = value[len(scheme) :]
+        value = value.rstrip("/")
+        if not value or "/" in value:
+            raise ValueError("MINIO_ENDPOINT must be host:port, e.g. 127.0.0.1:9000")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers_not_empty(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers:
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS must name at least one host:port")
+        return ",".join(servers)
+
+    @property
+    def managed_buckets(self) -> tuple[str, ...]:
+        """The buckets this project owns, in the order setup creates them."""
+        return (
+            self.minio_audio_bucket_name,
+            self.minio_bucket_name,
+            self.minio_results_bucket_name,
+        )

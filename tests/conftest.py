@@ -1,0 +1,181 @@
+"""Fixtures that hand every integration test a running stack (MinIO, Kafka, PostgreSQL).
+
+Where the stack comes from, in order:
+1. environment variables naming existing endpoints (MINIO_ENDPOINT, MINIO_ACCESS_KEY,
+   MINIO_SECRET_KEY, KAFKA_BOOTSTRAP_SERVERS and POSTGRES_URL all set) — used as they are;
+2. a Docker engine that answers — testcontainers' MinIO, Kafka and PostgreSQL modules;
+3. otherwise the local processes of infra/stack.py (what CI does on this machine).
+
+The stack is started once per session. Each test gets its own buckets, topics and group
+ids from the factory fixtures below, which also clean up after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+
+from consumer.minio_client import minio_client
+from consumer.notify_config import load_notify_config
+from consumer.provisioning import ensure_notifications
+from consumer.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_ENDPOINT_VARS = (
+    "MINIO_ENDPOINT",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "POSTGRES_URL",
+)
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """What a test needs to reach the stack; ``values`` uses the settings' env names."""
+
+    values: dict[str, str]
+    origin: str  # "env", "docker" or "local"
+
+    @property
+    def events_topic(self) -> str:
+        return self.values.get("KAFKA_EVENTS_TOPIC", "minio-events")
+
+    @property
+    def postgres_url(self) -> str:
+        return self.values["POSTGRES_URL"]
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings pointing at this stack; ``overrides`` by env name or field name."""
+        data: dict[str, object] = {k: v for k, v in self.values.items() if k != "POSTGRES_URL"}
+        data.update(overrides)
+        return Settings(_env_file=None, **data)  # type: ignore[call-arg]
+
+
+def _from_environment() -> StackEndpoints | None:
+    if all(os.environ.get(name) for name in _ENDPOINT_VARS):
+        values = {name: os.environ[name] for name in _ENDPOINT_VARS}
+        for optional in ("KAFKA_EVENTS_TOPIC", "KAFKA_DLQ_TOPIC", "MINIO_USE_SSL"):
+            if os.environ.get(optional):
+                values[optional] = os.environ[optional]
+        return StackEndpoints(values, "env")
+    return None
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("VOXPERSONA_TEST_NO_DOCKER") or shutil.which("docker") is None:
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackEndpoints]:
+    """The running stack for this test session (see the module docstring)."""
+    from_env = _from_environment()
+    if from_env is not None:
+        yield from_env
+        return
+    if _docker_answers():
+        from tests.docker_stack import docker_stack
+
+        with docker_stack() as values:
+            yield StackEndpoints(values, "docker")
+        return
+    from infra.stack import Stack
+
+    state_dir = Path(tempfile.mkdtemp(prefix="voxpersona-test-stack-"))
+    local = Stack(state_dir)
+    try:
+        local.up()
+        yield StackEndpoints(local.env(), "local")
+    finally:
+        local.down(quiet=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def unique_name(prefix: str) -> str:
+    """A bucket/topic/group name no other test uses (S3 bucket-name rules respected)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def minio(stack: StackEndpoints) -> Minio:
+    return minio_client(stack.settings())
+
+
+def _empty_and_remove_bucket(client: Minio, bucket: str) -> None:
+    if not client.bucket_exists(bucket):
+        return
+    doomed = [
+        DeleteObject(obj.object_name or "", obj.version_id)
+        for obj in client.list_objects(bucket, recursive=True, include_version=True)
+    ]
+    for error in client.remove_objects(bucket, doomed):
+        raise AssertionError(f"cleanup of {bucket} failed: {error}")
+    client.remove_bucket(bucket)
+
+
+@pytest.fixture
+def make_bucket(minio: Minio, stack: StackEndpoints) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh bucket wired to the Kafka target like minio-notify.json's buckets.
+
+    ``make_bucket(notify=False)`` gives a bucket without notifications.
+    """
+    created: list[str] = []
+    settings = stack.settings()
+    notify = load_notify_config(REPO_ROOT / "minio-notify.json", settings)
+    rules = notify.for_bucket(settings.minio_audio_bucket_name)
+
+    def factory(prefix: str = "t", *, notify_events: bool = True) -> str:
+        bucket = unique_name(prefix)
+        minio.make_bucket(bucket)
+        created.append(bucket)
+        if notify_events:
+            ensure_notifications(minio, bucket, rules, notify.target.arn)
+        return bucket
+
+    yield factory
+    for bucket in created:
+        _empty_and_remove_bucket(minio, bucket)
+
+
+@pytest.fixture
+async def make_topic(stack: StackEndpoints) -> AsyncIterator[Callable[..., object]]:
+    """Factory (async): a fresh Kafka topic, deleted after the test."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.values["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    created: list[str] = []
+
+    async def factory(prefix: str = "t", partitions: int = 1) -> str:
+        topic = unique_name(prefix)
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        created.append(topic)
+        return topic
+
+    try:
+        yield factory
+    finally:
+        if created:
+            await admin.delete_topics(created)
+        await admin.close()
+
+
+@pytest.fixture
+def group_id() -> str:
+    return unique_name("group")
