@@ -341,7 +341,14 @@ class Stack:
 
     # --- lifecycle ----------------------------------------------------------------------
 
+    def _reap(self) -> None:
+        """Collect the exit status of children that died (killed from outside, crashed)."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
     def running_pids(self) -> dict[str, int]:
+        self._reap()
         state = self.load_state()
         if state is None:
             return {}
@@ -407,6 +414,7 @@ class Stack:
                 _say(f"stopped {name} (pid {pid})")
         state.pids = {}
         self._save_state(state)
+        self._reap()
         return stopped
 
     def status(self) -> dict[str, str]:

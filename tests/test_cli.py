@@ -1,0 +1,54 @@
+"""The CLI's error contract: bad usage or input → one line on stderr, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "KAFKA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (("no-such-verb",), {}, "invalid choice"),
+        (("setup", "--bogus"), {}, "unrecognized arguments"),
+        ((), {}, "required"),
+        (("setup",), {"MINIO_MAX_RETRIES": "many"}, "MINIO_MAX_RETRIES"),
+        (("setup",), {"MINIO_NOTIFY_CONFIG": "/nonexistent/notify.json"}, "not found"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    args: tuple[str, ...], env: dict[str, str], fragment: str
+) -> None:
+    result = run_cli(*args, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_a_runtime_failure_exit_1() -> None:
+    # Port 9 on loopback: nothing listens there, the connection is refused at once.
+    result = run_cli("setup", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", MINIO_ENDPOINT="127.0.0.1:9")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "unreachable" in result.stderr.strip().splitlines()[-1]
