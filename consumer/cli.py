@@ -11,14 +11,19 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
+from consumer.index import IndexStore, ObjectRecord, open_index
 from consumer.logs import configure_logging
+from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
+from consumer.service import Role
 from consumer.settings import Settings
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,7 +44,58 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     setup = verbs.add_parser("setup", help="create buckets, notifications and topics (idempotent)")
     setup.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    run = verbs.add_parser("run", help="consume events until SIGTERM/SIGINT, then drain")
+    run.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.ALL.value,
+        help="which role to run (default: all)",
+    )
+    run.add_argument(
+        "--burst",
+        action="store_true",
+        help="stop once the events topic is drained (for scripts and tests)",
+    )
+
+    ls = verbs.add_parser("ls", help="live objects from the index")
+    ls.add_argument("--bucket")
+    ls.add_argument("--user")
+    ls.add_argument("--prefix")
+    ls.add_argument("--limit", type=_positive_int, default=1000)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    search = verbs.add_parser("search", help="live objects whose metadata match KEY=VALUE…")
+    search.add_argument("criteria", nargs="+", metavar="KEY=VALUE")
+    search.add_argument("--bucket")
+    search.add_argument("--limit", type=_positive_int, default=1000)
+    search.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    usage = verbs.add_parser("usage", help="objects and bytes per user or bucket")
+    usage.add_argument("--by", choices=["user", "bucket"], default="user")
+    usage.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def parse_criteria(criteria: Sequence[str]) -> dict[str, str]:
+    """``["session-type=interview", …]`` → a metadata filter. Raises InvalidInput."""
+    parsed: dict[str, str] = {}
+    for item in criteria:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"search criteria must be KEY=VALUE, got {item!r}")
+        parsed[name.strip().lower()] = value
+    return parsed
 
 
 def _settings_or_exit() -> Settings:
@@ -77,8 +133,74 @@ def _cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.service import run_service
+
+    asyncio.run(run_service(settings, Role(args.role), burst=args.burst))
+    return EXIT_OK
+
+
+_OBJECT_COLUMNS = ("bucket", "key", "size", "content_type", "user_id", "event_time", "metadata")
+
+
+def _print_objects(records: Sequence[ObjectRecord], as_json: bool) -> None:
+    rows = [object_fields(record) for record in records]
+    if as_json:
+        sys.stdout.write(json_lines(rows))
+    else:
+        sys.stdout.write(table(rows, _OBJECT_COLUMNS))
+
+
+async def _with_index(settings: Settings, query: Callable[[IndexStore], Awaitable[T]]) -> T:
+    async with open_index(settings.index_url) as store:
+        return await query(store)
+
+
+def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    records = asyncio.run(
+        _with_index(
+            settings,
+            lambda store: store.list_objects(
+                bucket=args.bucket, user_id=args.user, prefix=args.prefix, limit=args.limit
+            ),
+        )
+    )
+    _print_objects(records, args.json)
+    return EXIT_OK
+
+
+def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    criteria = parse_criteria(args.criteria)
+    records = asyncio.run(
+        _with_index(
+            settings,
+            lambda store: store.list_objects(
+                bucket=args.bucket, metadata=criteria, limit=args.limit
+            ),
+        )
+    )
+    _print_objects(records, args.json)
+    return EXIT_OK
+
+
+def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    rows = asyncio.run(_with_index(settings, lambda store: store.usage(by=args.by)))
+    fields = [usage_fields(row, args.by) for row in rows]
+    if args.json:
+        sys.stdout.write(json_lines(fields))
+    else:
+        for row in fields:
+            row["size"] = human_bytes(row["bytes"])
+        sys.stdout.write(table(fields, (args.by, "objects", "bytes", "size")))
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "setup": _cmd_setup,
+    "run": _cmd_run,
+    "ls": _cmd_ls,
+    "search": _cmd_search,
+    "usage": _cmd_usage,
 }
 
 

@@ -1,0 +1,82 @@
+"""The metadata index: live object inventory and event journal, on SQLite or PostgreSQL.
+
+``open_index(settings.index_url)`` picks the backend; the store is started with
+``await store.start()`` or ``async with store:``. Semantics shared by both backends
+(ordering, tombstones, idempotent batches) live in ``consumer.index.base``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from consumer.errors import ConfigError
+from consumer.index.base import (
+    Action,
+    BatchResult,
+    IndexStore,
+    IndexUnavailable,
+    IndexWriteFailed,
+    JournalRecord,
+    KafkaPosition,
+    ObjectRecord,
+    StoredState,
+    UsageRow,
+    decide,
+)
+from consumer.index.migrations import MIGRATIONS, Migration
+from consumer.index.postgres import PostgresIndex
+from consumer.index.sqlite import SqliteIndex
+
+__all__ = [
+    "MIGRATIONS",
+    "Action",
+    "BatchResult",
+    "IndexStore",
+    "IndexUnavailable",
+    "IndexWriteFailed",
+    "JournalRecord",
+    "KafkaPosition",
+    "Migration",
+    "ObjectRecord",
+    "PostgresIndex",
+    "SqliteIndex",
+    "StoredState",
+    "UsageRow",
+    "decide",
+    "open_index",
+    "sqlite_path",
+]
+
+_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+_SQLITE_SCHEME: Final = "sqlite:///"
+
+
+def open_index(url: str) -> IndexStore:
+    """An unstarted store for ``url`` (the INDEX_URL setting).
+
+    ``postgresql://…`` / ``postgres://…`` → PostgresIndex; ``sqlite:///relative.db``,
+    ``sqlite:////abs/path.db`` or a bare file path → SqliteIndex.
+    Raises ConfigError for anything else.
+    """
+    if url.startswith(_POSTGRES_SCHEMES):
+        return PostgresIndex(url)
+    return SqliteIndex(sqlite_path(url))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file named by a ``sqlite:///`` URL or a bare path. Raises ConfigError."""
+    if url.startswith(_SQLITE_SCHEME):
+        # SQLAlchemy's convention: three slashes then the path, so an absolute path
+        # has four ("sqlite:////var/lib/index.db").
+        path = url[len(_SQLITE_SCHEME) :]
+    elif "://" in url or url.startswith("sqlite:"):
+        scheme = url.split(":", 1)[0]
+        raise ConfigError(
+            f"INDEX_URL scheme {scheme!r} is not supported: use sqlite:///path or postgresql://"
+        )
+    else:
+        path = url
+    if not path.strip() or path == ":memory:":
+        raise ConfigError("INDEX_URL must name a database file (or a postgresql:// URL)")
+    return Path(path)

@@ -1,0 +1,398 @@
+"""The metadata index: its Protocol, its records, and the pure rules every backend follows.
+
+Nothing here does I/O. ``decide`` says what one event does to one stored row;
+``order_for_apply`` puts a batch in the order those decisions must be taken; ``run_batch``
+drives a backend's ``BatchWriter`` through a batch inside the backend's transaction. Both
+backends (sqlite.py, postgres.py) only translate these steps into SQL, so they cannot
+disagree about semantics.
+
+Ordering: an event is newer than a stored row when its sequencer is greater (numerically;
+sequencers are normalised to fixed-width hex so string order is numeric order). Equal
+sequencers are broken by ``event_time`` — MinIO can give a tagging change the sequencer of
+the write it tags — and an event equal in both is not newer, so a redelivery never wins
+over itself. A missing sequencer ("") is older than any real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Final, Literal, Protocol, Self
+
+from consumer.errors import ConnectionFailed, ConsumerError, InvalidInput
+from consumer.events import EventKind, ObjectEvent
+
+# MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
+DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
+LIKE_ESCAPE: Final = "\\"
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+class IndexUnavailable(ConnectionFailed):
+    """The index database cannot be reached or is locked right now; retrying may work."""
+
+
+class IndexWriteFailed(ConsumerError):
+    """The index refused a read or write for a reason retrying cannot fix.
+
+    Examples: a corrupt SQLite file, a schema newer than this consumer, bad credentials.
+    """
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaPosition:
+    """Where an event was read from; stored in the journal for tracing and replay."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one ``apply_batch`` did; counts sum to the batch size as described per field."""
+
+    journaled: int  # events newly written to the journal
+    duplicates: int  # events already journaled (redeliveries): skipped entirely
+    objects_changed: int  # rows of ``objects`` inserted or updated
+    stale_ignored: int  # journaled, but older than (or equal to) the stored row
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One row of the live inventory (or a tombstone when ``deleted``). Times are UTC."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int | None
+    etag: str | None
+    content_type: str | None
+    user_id: str | None
+    metadata: dict[str, str]
+    first_event_time: datetime
+    last_event_time: datetime
+    sequencer: str
+    indexed_at: datetime
+    deleted: bool
+    last_event_name: str = ""
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One journaled event. ``kafka`` is None for events that did not come from Kafka."""
+
+    id: int
+    bucket: str
+    key: str
+    version_id: str
+    event_name: str
+    kind: EventKind
+    event_time: datetime
+    sequencer: str
+    principal_id: str | None
+    source_ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    size: int | None
+    etag: str | None
+    kafka: KafkaPosition | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Live objects and their bytes for one user or bucket (``group`` None: no user)."""
+
+    group: str | None
+    objects: int
+    bytes: int
+
+
+# --- the store's Protocol ----------------------------------------------------------------
+
+
+class IndexStore(Protocol):
+    """What the indexer, the CLI and the processors need from the index.
+
+    Every method raises IndexUnavailable (retriable) when the database cannot be reached or
+    is locked, and IndexWriteFailed for permanent failures.
+    """
+
+    async def start(self) -> None:
+        """Connect and apply pending migrations. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises IndexUnavailable if it does not answer."""
+
+    async def apply_batch(
+        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
+    ) -> BatchResult:
+        """Journal and apply ``items`` in ONE transaction; idempotent under redelivery."""
+
+    async def list_objects(
+        self,
+        *,
+        bucket: str | None = None,
+        user_id: str | None = None,
+        prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_deleted: bool = False,
+        limit: int = 1000,
+        after: tuple[str, str, str] | None = None,
+    ) -> list[ObjectRecord]:
+        """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
+
+        ``prefix`` matches key prefixes literally (``%`` and ``_`` are not wildcards);
+        ``metadata`` names are matched lower-cased, as events store them.
+        """
+
+    async def get_object(
+        self, bucket: str, key: str, version_id: str = ""
+    ) -> ObjectRecord | None: ...
+
+    async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
+        """Live objects and bytes per group, ordered by group (None last)."""
+
+    async def journal(
+        self, *, bucket: str | None = None, key: str | None = None, limit: int = 100
+    ) -> list[JournalRecord]:
+        """Most recently journaled first."""
+
+    async def prune_journal(self, older_than: datetime) -> int:
+        """Delete journal entries whose event_time is before ``older_than``; their count."""
+
+    async def counts(self) -> dict[str, int]:
+        """{"objects": live rows, "tombstones": deleted rows, "journal": journal rows}."""
+
+
+# --- pure decisions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """The part of an ``objects`` row that decides whether an event is newer."""
+
+    sequencer: str
+    event_time: datetime
+    deleted: bool
+
+
+class Action(StrEnum):
+    """What to do to the ``objects`` row of the event's (bucket, key, version_id)."""
+
+    JOURNAL_ONLY = "journal_only"  # NOOP / OTHER: the inventory does not change
+    STALE = "stale"  # older than (or equal to) the stored row: leave it
+    INSERT = "insert"  # no row yet: insert a live row
+    OVERWRITE = "overwrite"  # newer content: replace every field, revive a tombstone
+    TOUCH = "touch"  # newer metadata change: update what the event carries
+    TOMBSTONE = "tombstone"  # newer removal of a known row: mark it deleted
+    INSERT_TOMBSTONE = "insert_tombstone"  # removal of an unknown row: remember it
+
+    @property
+    def changes_objects(self) -> bool:
+        return self not in (Action.JOURNAL_ONLY, Action.STALE)
+
+
+_LIVE_KINDS: Final = frozenset({EventKind.CREATED, EventKind.METADATA_CHANGED})
+_REMOVAL_KINDS: Final = frozenset({EventKind.REMOVED, EventKind.EXPIRED})
+
+
+def is_newer(event: ObjectEvent, stored: StoredState) -> bool:
+    """Whether ``event`` happened after the event that last wrote ``stored``.
+
+    Sequencer first, then event_time for equal sequencers; equal in both is not newer.
+    """
+    if event.sequencer != stored.sequencer:
+        return event.is_newer_than(stored.sequencer)
+    return event.event_time > stored.event_time
+
+
+def decide(stored: StoredState | None, event: ObjectEvent) -> Action:
+    """What ``event`` does to the row it addresses, given that row's state (None: no row).
+
+    * NOOP / OTHER only go to the journal.
+    * No row: a create or metadata change inserts a live row (a metadata event is how we
+      may first learn of an object); a removal inserts a tombstone, so that an older
+      create arriving later cannot bring the object back.
+    * A row exists: events not newer than it are stale. A newer create overwrites (and
+      revives a tombstone); a newer metadata change touches — it also revives a
+      tombstone, because the object must exist again to be changed after its removal;
+      a newer removal tombstones.
+    """
+    if event.kind not in _LIVE_KINDS and event.kind not in _REMOVAL_KINDS:
+        return Action.JOURNAL_ONLY
+    removal = event.kind in _REMOVAL_KINDS
+    if stored is None:
+        return Action.INSERT_TOMBSTONE if removal else Action.INSERT
+    if not is_newer(event, stored):
+        return Action.STALE
+    if removal:
+        return Action.TOMBSTONE
+    return Action.OVERWRITE if event.kind is EventKind.CREATED else Action.TOUCH
+
+
+def sweeps_other_versions(event: ObjectEvent) -> bool:
+    """Whether a removal also tombstones the key's other versions (live and older).
+
+    Only MinIO's DeleteAllVersions (a force delete) does: every version of the key is gone.
+    A DeleteMarkerCreated only hides the current version; the versions behind the marker
+    still exist and still take space, so they stay live rows.
+    """
+    return event.kind in _REMOVAL_KINDS and event.event_name == DELETE_ALL_VERSIONS
+
+
+def order_for_apply(events: Sequence[ObjectEvent]) -> list[ObjectEvent]:
+    """``events`` grouped by (bucket, key), each group in (sequencer, event_time) order.
+
+    Stable, so equal events keep arrival order. Grouping by key (not by version) keeps a
+    DeleteAllVersions after the version writes it supersedes. Because of this order, a
+    batch ends in the same state as its events applied one at a time in sequencer order,
+    whatever order they arrived in.
+    """
+    return sorted(events, key=lambda e: (e.bucket, e.key, e.sequencer, e.event_time))
+
+
+def escape_like(prefix: str) -> str:
+    """A LIKE pattern matching keys that start with ``prefix`` literally (ESCAPE '\\')."""
+    escaped = (
+        prefix.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
+        .replace("%", LIKE_ESCAPE + "%")
+        .replace("_", LIKE_ESCAPE + "_")
+    )
+    return escaped + "%"
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` if positive; raises InvalidInput otherwise (SQLite reads -1 as "all")."""
+    if limit < 1:
+        raise InvalidInput(f"limit must be a positive number, got {limit}")
+    return limit
+
+
+def lower_names(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Metadata filters with names lower-cased, as ObjectEvent stores user metadata."""
+    return {name.lower(): value for name, value in (metadata or {}).items()}
+
+
+# --- the batch algorithm both backends share ---------------------------------------------
+
+
+class BatchWriter(Protocol):
+    """The steps of ``run_batch``, each one statement inside the backend's transaction."""
+
+    async def add_to_journal(self, event: ObjectEvent, position: KafkaPosition | None) -> bool:
+        """Insert into the journal; False when the event's identity is already there."""
+
+    async def load_state(self, event: ObjectEvent) -> StoredState | None: ...
+
+    async def write(self, action: Action, event: ObjectEvent) -> None:
+        """Carry out an action for which ``Action.changes_objects`` is true."""
+
+    async def sweep_versions(self, event: ObjectEvent) -> int:
+        """Tombstone the key's other live versions older than ``event``; rows changed."""
+
+
+@dataclass
+class _Tally:
+    journaled: int = 0
+    duplicates: int = 0
+    objects_changed: int = 0
+    stale_ignored: int = 0
+    fresh: list[ObjectEvent] = field(default_factory=list)
+
+    def result(self) -> BatchResult:
+        return BatchResult(
+            self.journaled, self.duplicates, self.objects_changed, self.stale_ignored
+        )
+
+
+async def run_batch(
+    writer: BatchWriter, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
+) -> BatchResult:
+    """Journal every event in arrival order, then apply the new ones in apply order.
+
+    Events already in the journal are skipped: the transaction that journaled them also
+    applied them, so applying them again could only repeat (or, after a newer event,
+    undo) that effect. The caller owns the transaction.
+    """
+    tally = _Tally()
+    for event, position in items:
+        if await writer.add_to_journal(event, position):
+            tally.journaled += 1
+            tally.fresh.append(event)
+        else:
+            tally.duplicates += 1
+    for event in order_for_apply(tally.fresh):
+        await _apply_one(writer, event, tally)
+    return tally.result()
+
+
+async def _apply_one(writer: BatchWriter, event: ObjectEvent, tally: _Tally) -> None:
+    action = decide(await writer.load_state(event), event)
+    if action is Action.STALE:
+        tally.stale_ignored += 1
+    elif action.changes_objects:
+        await writer.write(action, event)
+        tally.objects_changed += 1
+    if action.changes_objects and sweeps_other_versions(event):
+        tally.objects_changed += await writer.sweep_versions(event)
+
+
+# --- building WHERE clauses without formatting values into SQL ---------------------------
+
+
+@dataclass
+class Conditions:
+    """AND-ed SQL conditions with their parameters, for either placeholder style.
+
+    Templates are constant SQL fragments with ``{}`` where a parameter goes; only the
+    placeholders ("?" or "$n") are formatted in, values always travel as parameters.
+    """
+
+    placeholder: Callable[[int], str]  # 1-based parameter number -> placeholder text
+    clauses: list[str] = field(default_factory=list)
+    params: list[object] = field(default_factory=list)
+
+    def add(self, template: str, *values: object) -> None:
+        first = len(self.params) + 1
+        marks = [self.placeholder(first + i) for i in range(len(values))]
+        self.clauses.append(template.format(*marks))
+        self.params.extend(values)
+
+    def next_placeholder(self) -> str:
+        """The placeholder for a parameter appended after the conditions (e.g. LIMIT)."""
+        return self.placeholder(len(self.params) + 1)
+
+    @property
+    def where(self) -> str:
+        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
+
+
+def qmark(_: int) -> str:
+    return "?"
+
+
+def dollar(number: int) -> str:
+    return f"${number}"

@@ -1,0 +1,238 @@
+"""Versioned schema migrations for both index dialects.
+
+Each migration is (version, description, statements per dialect). ``start()`` of a store
+applies the pending ones in version order, in ONE transaction, and records them in
+``schema_migrations``; applied versions are never run again, so starting is idempotent.
+Concurrency: SQLite takes the write lock up front (BEGIN IMMEDIATE); PostgreSQL takes a
+transaction-scoped advisory lock, so two processes starting at once apply each migration
+once — the second waits, then finds nothing pending.
+
+To change the schema, append a Migration with the next version; never edit an applied one.
+The ``jobs`` table of the processing workers will be such a later migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiosqlite
+
+from consumer.index.base import IndexWriteFailed
+
+# Two-key advisory lock ids ("vox", "migr"); the two-key space never collides with the
+# one-key locks postgres.py takes per object.
+PG_MIGRATION_LOCK: Final = (0x766F78, 0x6D696772)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+_SQLITE_OBJECTS: Final = """
+CREATE TABLE objects (
+    bucket           TEXT    NOT NULL,
+    key              TEXT    NOT NULL,
+    version_id       TEXT    NOT NULL DEFAULT '',
+    size             INTEGER,
+    etag             TEXT,
+    content_type     TEXT,
+    user_metadata    TEXT    NOT NULL DEFAULT '{}',
+    user_id          TEXT,
+    first_event_time TEXT    NOT NULL,
+    last_event_time  TEXT    NOT NULL,
+    sequencer        TEXT    NOT NULL DEFAULT '',
+    last_event_name  TEXT    NOT NULL,
+    deleted          INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    deleted_at       TEXT,
+    indexed_at       TEXT    NOT NULL,
+    PRIMARY KEY (bucket, key, version_id)
+)"""
+
+_SQLITE_JOURNAL: Final = """
+CREATE TABLE journal (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket          TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    version_id      TEXT    NOT NULL DEFAULT '',
+    event_name      TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    event_time      TEXT    NOT NULL,
+    sequencer       TEXT    NOT NULL DEFAULT '',
+    principal_id    TEXT,
+    source_ip       TEXT,
+    user_agent      TEXT,
+    request_id      TEXT,
+    size            INTEGER,
+    etag            TEXT,
+    kafka_topic     TEXT,
+    kafka_partition INTEGER,
+    kafka_offset    INTEGER,
+    recorded_at     TEXT    NOT NULL,
+    UNIQUE (bucket, key, version_id, event_name, sequencer)
+)"""
+
+_PG_OBJECTS: Final = """
+CREATE TABLE objects (
+    bucket           text COLLATE "C" NOT NULL,
+    key              text COLLATE "C" NOT NULL,
+    version_id       text COLLATE "C" NOT NULL DEFAULT '',
+    size             bigint,
+    etag             text,
+    content_type     text,
+    user_metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
+    user_id          text COLLATE "C",
+    first_event_time timestamptz NOT NULL,
+    last_event_time  timestamptz NOT NULL,
+    sequencer        text COLLATE "C" NOT NULL DEFAULT '',
+    last_event_name  text NOT NULL,
+    deleted          boolean NOT NULL DEFAULT false,
+    deleted_at       timestamptz,
+    indexed_at       timestamptz NOT NULL,
+    PRIMARY KEY (bucket, key, version_id)
+)"""
+
+_PG_JOURNAL: Final = """
+CREATE TABLE journal (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    bucket          text COLLATE "C" NOT NULL,
+    key             text COLLATE "C" NOT NULL,
+    version_id      text COLLATE "C" NOT NULL DEFAULT '',
+    event_name      text NOT NULL,
+    kind            text NOT NULL,
+    event_time      timestamptz NOT NULL,
+    sequencer       text COLLATE "C" NOT NULL DEFAULT '',
+    principal_id    text,
+    source_ip       text,
+    user_agent      text,
+    request_id      text,
+    size            bigint,
+    etag            text,
+    kafka_topic     text,
+    kafka_partition integer,
+    kafka_offset    bigint,
+    recorded_at     timestamptz NOT NULL,
+    UNIQUE (bucket, key, version_id, event_name, sequencer)
+)"""
+
+# Listing by (bucket, key) uses the primary key; the journal's UNIQUE serves per-key
+# history. Byte-wise collation ("C" on PostgreSQL, SQLite's BINARY) gives both backends
+# the same order and lets a LIKE prefix use the index.
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "objects inventory and event journal",
+        sqlite=(
+            _SQLITE_OBJECTS,
+            "CREATE INDEX objects_by_user ON objects (user_id, bucket, key, version_id)",
+            # SQLite cannot index arbitrary JSON members; metadata search scans the live
+            # rows, which is fine at embedded scale (PostgreSQL gets a GIN index).
+            "CREATE INDEX objects_live ON objects (deleted, bucket, key)",
+            _SQLITE_JOURNAL,
+            "CREATE INDEX journal_by_event_time ON journal (event_time)",
+        ),
+        postgres=(
+            _PG_OBJECTS,
+            "CREATE INDEX objects_by_user ON objects (user_id, bucket, key, version_id)",
+            "CREATE INDEX objects_by_metadata ON objects USING gin (user_metadata jsonb_path_ops)",
+            _PG_JOURNAL,
+            "CREATE INDEX journal_by_event_time ON journal (event_time)",
+        ),
+    ),
+)
+
+_SQLITE_BOOKKEEPING: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
+)"""
+
+_PG_BOOKKEEPING: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL
+)"""
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version
+
+
+def pending(
+    applied: Iterable[int], migrations: tuple[Migration, ...] = MIGRATIONS
+) -> list[Migration]:
+    """The migrations not yet applied, in version order.
+
+    Raises IndexWriteFailed when the database has a version this code does not know: a
+    newer consumer migrated it, and running older code against it could corrupt it.
+    """
+    done = set(applied)
+    unknown = done - {m.version for m in migrations}
+    if unknown:
+        raise IndexWriteFailed(
+            f"index schema has version(s) {sorted(unknown)} unknown to this consumer "
+            f"(it knows up to {migrations[-1].version}); upgrade the consumer"
+        )
+    return sorted((m for m in migrations if m.version not in done), key=lambda m: m.version)
+
+
+async def migrate_sqlite(conn: aiosqlite.Connection) -> list[int]:
+    """Apply pending migrations on an autocommit connection; the versions applied.
+
+    Raises sqlite3 errors untranslated; the caller translates them.
+    """
+    # IMMEDIATE takes the write lock before reading schema_migrations, so a concurrent
+    # starter waits (busy_timeout) instead of applying the same migration twice.
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(_SQLITE_BOOKKEEPING)
+        rows = await conn.execute_fetchall("SELECT version FROM schema_migrations")
+        todo = pending(row[0] for row in rows)
+        for migration in todo:
+            for statement in migration.sqlite:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, _now_text()),
+            )
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    return [m.version for m in todo]
+
+
+async def migrate_postgres(conn: Any) -> list[int]:
+    """Apply pending migrations with an asyncpg connection; the versions applied.
+
+    Raises asyncpg errors untranslated; the caller translates them.
+    """
+    async with conn.transaction():
+        # Held until commit: a second process blocks here, then sees the versions applied.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *PG_MIGRATION_LOCK)
+        await conn.execute(_PG_BOOKKEEPING)
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        todo = pending(row["version"] for row in rows)
+        for migration in todo:
+            for statement in migration.postgres:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at)"
+                " VALUES ($1, $2, $3)",
+                migration.version,
+                migration.description,
+                datetime.now(UTC),
+            )
+    return [m.version for m in todo]
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

@@ -1,0 +1,500 @@
+"""The embedded index: one SQLite file, WAL mode, one connection per process.
+
+WAL lets readers (the CLI) work while the indexer writes. Every write transaction starts
+with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s`` for the lock rather
+than failing half-way when a read lock cannot be upgraded. ``synchronous=FULL`` because
+Kafka offsets are committed after ``apply_batch`` returns: a transaction lost in a power
+cut would be an event lost for good.
+
+Times are stored as ISO-8601 UTC text with microseconds (fixed width, so text order is
+time order); booleans as 0/1; user metadata as JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import aiosqlite
+
+from consumer.events import EventKind, ObjectEvent
+from consumer.index.base import (
+    Action,
+    BatchResult,
+    Conditions,
+    IndexUnavailable,
+    IndexWriteFailed,
+    JournalRecord,
+    KafkaPosition,
+    ObjectRecord,
+    StoredState,
+    UsageRow,
+    check_limit,
+    escape_like,
+    lower_names,
+    qmark,
+    run_batch,
+)
+from consumer.index.migrations import migrate_sqlite
+
+# Primary result codes (the low byte of extended codes) that mean "try again later".
+_TRANSIENT_CODES: Final = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR}
+)
+
+_OBJECT_COLUMNS: Final = (
+    "bucket, key, version_id, size, etag, content_type, user_id, user_metadata,"
+    " first_event_time, last_event_time, sequencer, indexed_at, deleted, last_event_name,"
+    " deleted_at"
+)
+_JOURNAL_COLUMNS: Final = (
+    "id, bucket, key, version_id, event_name, kind, event_time, sequencer, principal_id,"
+    " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
+    " kafka_offset, recorded_at"
+)
+
+_INSERT_JOURNAL: Final = """
+INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
+                     principal_id, source_ip, user_agent, request_id, size, etag,
+                     kafka_topic, kafka_partition, kafka_offset, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
+
+_LOAD_STATE: Final = """
+SELECT sequencer, last_event_time, deleted FROM objects
+WHERE bucket = ? AND key = ? AND version_id = ?"""
+
+_INSERT_OBJECT: Final = """
+INSERT INTO objects (bucket, key, version_id, size, etag, content_type, user_metadata, user_id,
+                     first_event_time, last_event_time, sequencer, last_event_name, deleted,
+                     deleted_at, indexed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+_OVERWRITE_OBJECT: Final = """
+UPDATE objects SET size = ?, etag = ?, content_type = ?, user_metadata = ?, user_id = ?,
+                   last_event_time = ?, sequencer = ?, last_event_name = ?,
+                   deleted = 0, deleted_at = NULL, indexed_at = ?
+WHERE bucket = ? AND key = ? AND version_id = ?"""
+
+# A metadata change carries what it carries: keep stored values it does not mention.
+_TOUCH_OBJECT: Final = """
+UPDATE objects SET size = COALESCE(?, size), etag = COALESCE(?, etag),
+                   content_type = COALESCE(?, content_type),
+                   user_metadata = COALESCE(?, user_metadata), user_id = COALESCE(?, user_id),
+                   last_event_time = ?, sequencer = ?, last_event_name = ?,
+                   deleted = 0, deleted_at = NULL, indexed_at = ?
+WHERE bucket = ? AND key = ? AND version_id = ?"""
+
+_TOMBSTONE_OBJECT: Final = """
+UPDATE objects SET deleted = 1, deleted_at = ?, last_event_time = ?, sequencer = ?,
+                   last_event_name = ?, indexed_at = ?
+WHERE bucket = ? AND key = ? AND version_id = ?"""
+
+_SWEEP_VERSIONS: Final = """
+UPDATE objects SET deleted = 1, deleted_at = ?, last_event_time = ?, sequencer = ?,
+                   last_event_name = ?, indexed_at = ?
+WHERE bucket = ? AND key = ? AND version_id <> ? AND deleted = 0 AND sequencer < ?"""
+
+_USAGE: Final[Mapping[str, str]] = {
+    "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
+               WHERE deleted = 0 GROUP BY user_id ORDER BY user_id IS NULL, user_id""",
+    "bucket": """SELECT bucket, COUNT(*), COALESCE(SUM(size), 0) FROM objects
+                 WHERE deleted = 0 GROUP BY bucket ORDER BY bucket""",
+}
+
+_COUNTS: Final = """
+SELECT (SELECT COUNT(*) FROM objects WHERE deleted = 0),
+       (SELECT COUNT(*) FROM objects WHERE deleted = 1),
+       (SELECT COUNT(*) FROM journal)"""
+
+
+class SqliteIndex:
+    """IndexStore on one SQLite file. Operations of one instance are serialised.
+
+    ``busy_timeout_s``: how long a write waits for another process's lock before
+    IndexUnavailable is raised.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._conn: aiosqlite.Connection | None = None
+        # One connection cannot hold two transactions: callers take turns.
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteIndex({str(self._path)!r})"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the file (creating its directory) and migrate. Idempotent.
+
+        Raises IndexUnavailable (cannot open, locked) or IndexWriteFailed.
+        """
+        async with self._lock:
+            if self._conn is not None:
+                return
+            with _translated():
+                await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
+                conn = await aiosqlite.connect(
+                    self._path, timeout=self._busy_timeout_s, isolation_level=None
+                )
+            try:
+                with _translated():
+                    await _configure(conn)
+                    await migrate_sqlite(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+
+    async def close(self) -> None:
+        """Close the connection. Idempotent."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with _translated():
+                    await conn.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        """Raises IndexUnavailable if the file cannot be read right now."""
+        await self._fetch("SELECT 1", ())
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def apply_batch(
+        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
+    ) -> BatchResult:
+        """See IndexStore.apply_batch: one IMMEDIATE transaction for the whole batch."""
+        if not items:
+            return BatchResult(0, 0, 0, 0)
+        async with self._transaction() as conn:
+            return await run_batch(_Writer(conn, _text(datetime.now(UTC))), items)
+
+    async def prune_journal(self, older_than: datetime) -> int:
+        """Delete journal entries with event_time before ``older_than``; their count."""
+        async with (
+            self._transaction() as conn,
+            conn.execute(
+                "DELETE FROM journal WHERE event_time < ?", (_text(older_than),)
+            ) as cursor,
+        ):
+            return cursor.rowcount
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def list_objects(
+        self,
+        *,
+        bucket: str | None = None,
+        user_id: str | None = None,
+        prefix: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        include_deleted: bool = False,
+        limit: int = 1000,
+        after: tuple[str, str, str] | None = None,
+    ) -> list[ObjectRecord]:
+        """See IndexStore.list_objects."""
+        where = _object_conditions(bucket, user_id, prefix, metadata, include_deleted, after)
+        sql = (
+            f"SELECT {_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
+            " ORDER BY bucket, key, version_id LIMIT ?"
+        )
+        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        return [_object_record(row) for row in rows]
+
+    async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
+        """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
+        rows = await self._fetch(
+            f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+            " WHERE bucket = ? AND key = ? AND version_id = ?",
+            (bucket, key, version_id),
+        )
+        return _object_record(rows[0]) if rows else None
+
+    async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
+        """See IndexStore.usage."""
+        rows = await self._fetch(_USAGE[by], ())
+        return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+
+    async def journal(
+        self, *, bucket: str | None = None, key: str | None = None, limit: int = 100
+    ) -> list[JournalRecord]:
+        """See IndexStore.journal."""
+        where = Conditions(qmark)
+        if bucket is not None:
+            where.add("bucket = {}", bucket)
+        if key is not None:
+            where.add("key = {}", key)
+        sql = (
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
+            " ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        return [_journal_record(row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """See IndexStore.counts."""
+        (row,) = await self._fetch(_COUNTS, ())
+        return {"objects": row[0], "tombstones": row[1], "journal": row[2]}
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise IndexUnavailable(f"{self!r} is not started (call start() first)")
+        return self._conn
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
+        async with self._lock:
+            conn = self._connection()
+            with _translated():
+                return list(await conn.execute_fetchall(sql, params))
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            conn = self._connection()
+            with _translated():
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await _rollback(conn)
+                    raise
+
+
+class _Writer:
+    """The BatchWriter steps as SQLite statements, inside the batch's transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection, now: str) -> None:
+        self._conn = conn
+        self._now = now
+
+    async def add_to_journal(self, event: ObjectEvent, position: KafkaPosition | None) -> bool:
+        params = (
+            event.bucket,
+            event.key,
+            event.version_id,
+            event.event_name,
+            event.kind.value,
+            _text(event.event_time),
+            event.sequencer,
+            event.principal_id,
+            event.source_ip,
+            event.user_agent,
+            event.request_id,
+            event.size,
+            event.etag,
+            position.topic if position else None,
+            position.partition if position else None,
+            position.offset if position else None,
+            self._now,
+        )
+        async with self._conn.execute(_INSERT_JOURNAL, params) as cursor:
+            return cursor.rowcount == 1
+
+    async def load_state(self, event: ObjectEvent) -> StoredState | None:
+        rows = await self._conn.execute_fetchall(
+            _LOAD_STATE, (event.bucket, event.key, event.version_id)
+        )
+        for sequencer, last_event_time, deleted in rows:
+            return StoredState(sequencer, datetime.fromisoformat(last_event_time), bool(deleted))
+        return None
+
+    async def write(self, action: Action, event: ObjectEvent) -> None:
+        sql, params = self._statement(action, event)
+        await self._conn.execute(sql, params)
+
+    async def sweep_versions(self, event: ObjectEvent) -> int:
+        when = _text(event.event_time)
+        params = (when, when, event.sequencer, event.event_name, self._now)
+        where = (event.bucket, event.key, event.version_id, event.sequencer)
+        async with self._conn.execute(_SWEEP_VERSIONS, params + where) as cursor:
+            return cursor.rowcount
+
+    def _statement(self, action: Action, event: ObjectEvent) -> tuple[str, tuple[object, ...]]:
+        when = _text(event.event_time)
+        row = (event.bucket, event.key, event.version_id)
+        progress = (when, event.sequencer, event.event_name, self._now)
+        if action is Action.INSERT or action is Action.INSERT_TOMBSTONE:
+            return _INSERT_OBJECT, self._insert_params(action, event)
+        if action is Action.OVERWRITE:
+            return _OVERWRITE_OBJECT, (
+                *_content(event, _json(event.user_metadata)),
+                *progress,
+                *row,
+            )
+        if action is Action.TOUCH:
+            return _TOUCH_OBJECT, (
+                *_content(event, _json_or_none(event.user_metadata)),
+                *progress,
+                *row,
+            )
+        if action is Action.TOMBSTONE:
+            return _TOMBSTONE_OBJECT, (when, *progress, *row)
+        raise IndexWriteFailed(f"action {action} does not write objects")
+
+    def _insert_params(self, action: Action, event: ObjectEvent) -> tuple[object, ...]:
+        when = _text(event.event_time)
+        deleted = action is Action.INSERT_TOMBSTONE
+        return (
+            event.bucket,
+            event.key,
+            event.version_id,
+            *_content(event, _json(event.user_metadata)),
+            when,
+            when,
+            event.sequencer,
+            event.event_name,
+            int(deleted),
+            when if deleted else None,
+            self._now,
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = FULL")
+    # LIKE is ASCII-case-insensitive by default; S3 keys are case-sensitive.
+    await conn.execute("PRAGMA case_sensitive_like = ON")
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing to undo then.
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            await conn.execute("ROLLBACK")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn sqlite3/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _TRANSIENT_CODES:
+            raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
+        raise IndexWriteFailed(f"SQLite index error: {exc}") from exc
+    except OSError as exc:
+        raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
+
+
+def _object_conditions(
+    bucket: str | None,
+    user_id: str | None,
+    prefix: str | None,
+    metadata: Mapping[str, str] | None,
+    include_deleted: bool,
+    after: tuple[str, str, str] | None,
+) -> Conditions:
+    where = Conditions(qmark)
+    if not include_deleted:
+        where.add("deleted = 0")
+    if bucket is not None:
+        where.add("bucket = {}", bucket)
+    if user_id is not None:
+        where.add("user_id = {}", user_id)
+    if prefix:
+        where.add("key LIKE {} ESCAPE '\\'", escape_like(prefix))
+    for name, value in lower_names(metadata).items():
+        where.add(
+            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
+            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
+            name,
+            value,
+        )
+    if after is not None:
+        where.add("(bucket, key, version_id) > ({}, {}, {})", *after)
+    return where
+
+
+def _content(event: ObjectEvent, metadata: str | None) -> tuple[object, ...]:
+    return (event.size, event.etag, event.content_type, metadata, event.user_id)
+
+
+def _json(metadata: Mapping[str, str]) -> str:
+    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_or_none(metadata: Mapping[str, str]) -> str | None:
+    return _json(metadata) if metadata else None
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _object_record(row: Any) -> ObjectRecord:
+    return ObjectRecord(
+        bucket=row[0],
+        key=row[1],
+        version_id=row[2],
+        size=row[3],
+        etag=row[4],
+        content_type=row[5],
+        user_id=row[6],
+        metadata=json.loads(row[7]),
+        first_event_time=datetime.fromisoformat(row[8]),
+        last_event_time=datetime.fromisoformat(row[9]),
+        sequencer=row[10],
+        indexed_at=datetime.fromisoformat(row[11]),
+        deleted=bool(row[12]),
+        last_event_name=row[13],
+        deleted_at=_time(row[14]),
+    )
+
+
+def _journal_record(row: Any) -> JournalRecord:
+    topic, partition, offset = row[14], row[15], row[16]
+    return JournalRecord(
+        id=row[0],
+        bucket=row[1],
+        key=row[2],
+        version_id=row[3],
+        event_name=row[4],
+        kind=EventKind(row[5]),
+        event_time=datetime.fromisoformat(row[6]),
+        sequencer=row[7],
+        principal_id=row[8],
+        source_ip=row[9],
+        user_agent=row[10],
+        request_id=row[11],
+        size=row[12],
+        etag=row[13],
+        kafka=KafkaPosition(topic, partition, offset) if topic is not None else None,
+        recorded_at=datetime.fromisoformat(row[17]),
+    )

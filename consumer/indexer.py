@@ -1,0 +1,371 @@
+"""The indexer: MinIO events from Kafka into the metadata index, at least once, idempotently.
+
+One loop, one batch at a time:
+
+    getmany → decode (poison → DLQ) → one index transaction → commit offsets
+
+Offsets are committed only after the batch's index transaction committed, so a crash
+anywhere means redelivery, never loss; the index makes redelivery harmless (journal dedupe,
+sequencer comparison, tombstones). Events of one object share a Kafka partition (MinIO keys
+messages by "<bucket>/<key>"), and a partition's batches are applied in offset order, so
+per-object order is kept.
+
+When the index is unavailable the loop pauses fetching and retries with backoff and jitter
+while still polling Kafka (so the group keeps it), then resumes: nothing is committed, and
+nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from consumer.errors import ConnectionFailed
+from consumer.events import MalformedEvent, ObjectEvent, parse_message
+from consumer.index import IndexStore
+from consumer.index.base import BatchResult, KafkaPosition
+from consumer.retry import StopRequested, retry
+from consumer.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+
+
+# --------------------------------------------------------------------------------------
+# Pure parts
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that cannot be indexed, with the reason it goes to the DLQ."""
+
+    record: ConsumerRecord[bytes, bytes]
+    error_class: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    events: list[tuple[ObjectEvent, KafkaPosition]]
+    dead_letters: list[DeadLetter]
+
+
+def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
+    """Split a fetched batch into events (with their Kafka position) and poison messages."""
+    events: list[tuple[ObjectEvent, KafkaPosition]] = []
+    dead: list[DeadLetter] = []
+    for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+        for record in batch[tp]:
+            position = KafkaPosition(record.topic, record.partition, record.offset)
+            try:
+                parsed = parse_message(record.value, max_bytes=max_message_bytes)
+            except MalformedEvent as exc:
+                dead.append(DeadLetter(record, exc.error_class, exc.reason))
+                continue
+            events.extend((event, position) for event in parsed)
+    return DecodedBatch(events, dead)
+
+
+def offsets_to_commit(batch: Batch) -> dict[TopicPartition, int]:
+    """The next offset to read per partition: one past the last record of the batch."""
+    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+def dead_letter_headers(
+    letter: DeadLetter, *, group_id: str, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Headers that tell a person (or a replay tool) what failed, why, and where it was."""
+    record = letter.record
+    return [
+        ("x-error-class", letter.error_class.encode()),
+        ("x-error-reason", letter.reason.encode()[:1000]),
+        ("x-original-topic", record.topic.encode()),
+        ("x-original-partition", str(record.partition).encode()),
+        ("x-original-offset", str(record.offset).encode()),
+        ("x-original-timestamp-ms", str(record.timestamp).encode()),
+        ("x-consumer-group", group_id.encode()),
+        ("x-failed-at", now.isoformat().encode()),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Statistics (read by tests, /status and metrics)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexerStats:
+    batches: int = 0
+    messages: int = 0
+    events: int = 0
+    journaled: int = 0
+    duplicates: int = 0
+    objects_changed: int = 0
+    stale_ignored: int = 0
+    dead_lettered: int = 0
+    index_retries: int = 0
+    last_batch_s: float = 0.0
+    events_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, decoded: DecodedBatch, result: BatchResult, elapsed_s: float) -> None:
+        self.batches += 1
+        self.events += len(decoded.events)
+        self.journaled += result.journaled
+        self.duplicates += result.duplicates
+        self.objects_changed += result.objects_changed
+        self.stale_ignored += result.stale_ignored
+        self.dead_lettered += len(decoded.dead_letters)
+        self.last_batch_s = elapsed_s
+        for event, _ in decoded.events:
+            self.events_by_kind[event.kind] = self.events_by_kind.get(event.kind, 0) + 1
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+class KafkaUnavailable(ConnectionFailed):
+    """The broker could not take a DLQ write or an offset commit right now."""
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Let the in-flight batch finish (and commit) before partitions move elsewhere."""
+
+    def __init__(self, batch_lock: asyncio.Lock) -> None:
+        self._batch_lock = batch_lock
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._batch_lock:
+            log.info("partitions revoked", partitions=sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", partitions=sorted(str(tp) for tp in assigned))
+
+
+class Indexer:
+    """Consumes the events topic into ``store``. ``run()`` until ``stop()`` (or drained)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore,
+        *,
+        topic: str | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self.topic = topic or settings.kafka_events_topic
+        self.group_id = group_id or settings.kafka_group_id
+        self.stats = IndexerStats()
+        self._stop = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, burst: bool = False) -> IndexerStats:
+        """Consume until ``stop()``; with ``burst``, return once every partition is drained."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"voxpersona-{self.group_id}",
+            max_partition_fetch_bytes=max(
+                1_048_576, self._settings.indexer_max_message_bytes + 1024
+            ),
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            client_id=f"voxpersona-{self.group_id}-dlq",
+        )
+        await self._start_clients()
+        try:
+            self._consumer.subscribe([self.topic], listener=_CommitOnRevoke(self._batch_lock))
+            await self._loop(burst)
+        finally:
+            await self._close_clients()
+        return self.stats
+
+    async def _start_clients(self) -> None:
+        assert self._consumer is not None
+        assert self._producer is not None
+        try:
+            await self._consumer.start()
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._close_clients()
+            raise KafkaUnavailable(
+                f"Kafka at {self._settings.kafka_bootstrap_servers} unreachable: {exc}"
+            ) from exc
+
+    async def _close_clients(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(KafkaError):
+                    await client.stop()
+
+    async def _loop(self, burst: bool) -> None:
+        assert self._consumer is not None
+        max_records = self._settings.indexer_batch_max_records
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
+            if batch:
+                # Shielded: a cancellation (grace period over) must not cut between the
+                # index transaction and the offset commit of a batch already written.
+                try:
+                    await asyncio.shield(self._process(batch))
+                except StopRequested:
+                    # Stopped while the index was down: this batch was not written and not
+                    # committed, so it is delivered again on the next start.
+                    log.info(
+                        "stopped before the batch could be indexed",
+                        messages=sum(len(records) for records in batch.values()),
+                    )
+                    return
+            elif burst and await self._drained():
+                return
+
+    async def _process(self, batch: Batch) -> None:
+        async with self._batch_lock:
+            started = time.perf_counter()
+            decoded = decode_batch(
+                batch, max_message_bytes=self._settings.indexer_max_message_bytes
+            )
+            self.stats.messages += sum(len(records) for records in batch.values())
+            if decoded.dead_letters:
+                await self._retry_paused(
+                    lambda: self._send_dead_letters(decoded.dead_letters), "dead-letter write"
+                )
+            result = await self._retry_paused(
+                lambda: self._store.apply_batch(decoded.events), "index write"
+            )
+            await self._commit(offsets_to_commit(batch))
+            elapsed = time.perf_counter() - started
+            self.stats.add(decoded, result, elapsed)
+            log.debug(
+                "batch indexed",
+                events=len(decoded.events),
+                journaled=result.journaled,
+                duplicates=result.duplicates,
+                dead=len(decoded.dead_letters),
+                elapsed_ms=round(elapsed * 1000, 1),
+            )
+
+    async def _retry_paused(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """Retry a write; while waiting, fetching is paused but Kafka is still polled."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        paused: set[TopicPartition] = set()
+
+        async def keep_membership() -> None:
+            nonlocal paused
+            assignment = consumer.assignment()
+            if assignment - paused:
+                consumer.pause(*assignment)
+                paused = set(assignment)
+                self.stats.index_retries += 1
+                log.warning("fetching paused", reason=what)
+            # Paused partitions return nothing; the call keeps max.poll.interval satisfied.
+            # A partition assigned by a rebalance during this call is not paused yet and may
+            # return records: rewind it so they are read again after the retry, never skipped.
+            stray = await consumer.getmany(timeout_ms=0)
+            for tp, records in stray.items():
+                consumer.seek(tp, records[0].offset)
+
+        try:
+            return await retry(
+                operation,
+                what=what,
+                base_s=self._settings.minio_retry_backoff / 4,
+                cap_s=30.0,
+                on_wait=keep_membership,
+                stop=self._stop,
+            )
+        finally:
+            if paused:
+                consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
+                log.info("fetching resumed", after=what)
+
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        assert self._producer is not None
+        now = datetime.now(UTC)
+        try:
+            sends = [
+                await self._producer.send(
+                    self._settings.kafka_dlq_topic,
+                    value=letter.record.value,
+                    key=letter.record.key,
+                    headers=dead_letter_headers(letter, group_id=self.group_id, now=now),
+                )
+                for letter in letters
+            ]
+            await asyncio.gather(*sends)
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"cannot write to {self._settings.kafka_dlq_topic}: {exc}"
+            ) from exc
+        for letter in letters:
+            log.warning(
+                "dead-lettered",
+                error_class=letter.error_class,
+                reason=letter.reason,
+                topic=letter.record.topic,
+                partition=letter.record.partition,
+                offset=letter.record.offset,
+            )
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        mine = {tp: offset for tp, offset in offsets.items() if tp in consumer.assignment()}
+        if not mine:
+            return
+
+        async def commit() -> None:
+            try:
+                await consumer.commit(mine)
+            except CommitFailedError:
+                # The group rebalanced: the new owner re-reads from the last commit, and the
+                # index makes the redelivery harmless.
+                log.warning("commit refused after rebalance", partitions=len(mine))
+            except KafkaError as exc:
+                raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
+
+        await retry(commit, what="offset commit", base_s=0.2, cap_s=5.0, max_attempts=20)
+
+    async def _drained(self) -> bool:
+        """True when every assigned partition's position has reached its end offset."""
+        assert self._consumer is not None
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        ends = await self._consumer.end_offsets(list(assignment))
+        for tp in assignment:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True

@@ -1,0 +1,199 @@
+"""The index's pure rules, without a database: decide, is_newer, ordering, LIKE escaping."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from consumer.errors import InvalidInput
+from consumer.events import EventKind
+from consumer.index.base import (
+    Action,
+    Conditions,
+    StoredState,
+    check_limit,
+    decide,
+    dollar,
+    escape_like,
+    is_newer,
+    lower_names,
+    order_for_apply,
+    qmark,
+    sweeps_other_versions,
+)
+from tests.index.factories import T0, event
+
+SEQ = 10  # the event's sequencer in the table below
+EVENT_TIME = T0 + timedelta(seconds=SEQ)
+
+# name -> stored row state relative to an event with sequencer SEQ at EVENT_TIME
+STATES: dict[str, StoredState | None] = {
+    "no_row": None,
+    "older_live": StoredState(f"{5:032X}", T0 + timedelta(seconds=5), deleted=False),
+    "equal_live": StoredState(f"{SEQ:032X}", EVENT_TIME, deleted=False),
+    "newer_live": StoredState(f"{20:032X}", T0 + timedelta(seconds=20), deleted=False),
+    "older_tombstone": StoredState(f"{5:032X}", T0 + timedelta(seconds=5), deleted=True),
+    "equal_tombstone": StoredState(f"{SEQ:032X}", EVENT_TIME, deleted=True),
+    "newer_tombstone": StoredState(f"{20:032X}", T0 + timedelta(seconds=20), deleted=True),
+}
+
+_C, _M, _R = EventKind.CREATED, EventKind.METADATA_CHANGED, EventKind.REMOVED
+EXPECTED: dict[EventKind, dict[str, Action]] = {
+    _C: {
+        "no_row": Action.INSERT,
+        "older_live": Action.OVERWRITE,
+        "equal_live": Action.STALE,
+        "newer_live": Action.STALE,
+        "older_tombstone": Action.OVERWRITE,
+        "equal_tombstone": Action.STALE,
+        "newer_tombstone": Action.STALE,
+    },
+    _M: {
+        "no_row": Action.INSERT,
+        "older_live": Action.TOUCH,
+        "equal_live": Action.STALE,
+        "newer_live": Action.STALE,
+        "older_tombstone": Action.TOUCH,
+        "equal_tombstone": Action.STALE,
+        "newer_tombstone": Action.STALE,
+    },
+    _R: {
+        "no_row": Action.INSERT_TOMBSTONE,
+        "older_live": Action.TOMBSTONE,
+        "equal_live": Action.STALE,
+        "newer_live": Action.STALE,
+        "older_tombstone": Action.TOMBSTONE,
+        "equal_tombstone": Action.STALE,
+        "newer_tombstone": Action.STALE,
+    },
+}
+EXPECTED[EventKind.EXPIRED] = EXPECTED[_R]
+EXPECTED[EventKind.NOOP] = dict.fromkeys(STATES, Action.JOURNAL_ONLY)
+EXPECTED[EventKind.OTHER] = dict.fromkeys(STATES, Action.JOURNAL_ONLY)
+
+CASES = [(kind, state) for kind in EventKind for state in STATES]
+
+
+class TestDecide:
+    @pytest.mark.parametrize(("kind", "state"), CASES, ids=[f"{k}-{s}" for k, s in CASES])
+    def test_every_kind_against_every_row_state(self, kind: EventKind, state: str) -> None:
+        assert decide(STATES[state], event(kind, seq=SEQ)) is EXPECTED[kind][state]
+
+    def test_only_journal_only_and_stale_leave_objects_alone(self) -> None:
+        unchanged = {a for a in Action if not a.changes_objects}
+        assert unchanged == {Action.JOURNAL_ONLY, Action.STALE}
+
+    def test_equal_sequencer_later_time_is_newer(self) -> None:
+        # MinIO can stamp a tagging change with the sequencer of the write it tags.
+        stored = STATES["equal_live"]
+        later = event(EventKind.METADATA_CHANGED, seq=SEQ, at=EVENT_TIME + timedelta(seconds=1))
+        assert decide(stored, later) is Action.TOUCH
+
+    def test_equal_sequencer_earlier_time_is_stale(self) -> None:
+        earlier = event(EventKind.CREATED, seq=SEQ, at=EVENT_TIME - timedelta(seconds=1))
+        assert decide(STATES["equal_live"], earlier) is Action.STALE
+
+    def test_sequencer_beats_event_time(self) -> None:
+        # A higher sequencer wins even with an earlier clock reading (clock skew).
+        skewed = event(EventKind.CREATED, seq=30, at=T0)
+        assert decide(STATES["newer_live"], skewed) is Action.OVERWRITE
+
+    def test_sequencers_compare_as_numbers_not_as_short_strings(self) -> None:
+        stored = StoredState(f"{0xF:032X}", T0, deleted=False)
+        assert decide(stored, event(seq=0x10, at=T0)) is Action.OVERWRITE
+
+    def test_missing_sequencer_is_older_than_any(self) -> None:
+        stored = StoredState(f"{1:032X}", T0, deleted=False)
+        no_seq = event(seq=-1, at=T0 + timedelta(days=1))
+        assert no_seq.sequencer == ""
+        assert decide(stored, no_seq) is Action.STALE
+
+    def test_missing_sequencers_fall_back_to_event_time(self) -> None:
+        stored = StoredState("", T0, deleted=False)
+        assert decide(stored, event(seq=-1, at=T0 + timedelta(seconds=1))) is Action.OVERWRITE
+        assert decide(stored, event(seq=-1, at=T0)) is Action.STALE
+
+
+class TestIsNewer:
+    def test_redelivery_is_not_newer_than_itself(self) -> None:
+        e = event(seq=SEQ)
+        assert not is_newer(e, StoredState(e.sequencer, e.event_time, deleted=False))
+
+
+class TestSweep:
+    def test_only_delete_all_versions_sweeps(self) -> None:
+        names = {
+            "s3:ObjectRemoved:DeleteAllVersions": True,
+            "s3:ObjectRemoved:DeleteMarkerCreated": False,
+            "s3:ObjectRemoved:Delete": False,
+        }
+        for name, sweeps in names.items():
+            assert sweeps_other_versions(event(_R, seq=1, event_name=name)) is sweeps
+
+    def test_a_create_never_sweeps(self) -> None:
+        create = event(_C, seq=1, event_name="s3:ObjectRemoved:DeleteAllVersions")
+        assert not sweeps_other_versions(create)
+
+
+class TestOrderForApply:
+    def test_groups_by_key_and_sorts_by_sequencer(self) -> None:
+        events = [
+            event(seq=3, key="b"),
+            event(seq=2, key="a"),
+            event(seq=1, key="b"),
+            event(seq=5, key="a"),
+        ]
+        ordered = [(e.key, int(e.sequencer, 16)) for e in order_for_apply(events)]
+        assert ordered == [("a", 2), ("a", 5), ("b", 1), ("b", 3)]
+
+    def test_is_independent_of_arrival_order(self) -> None:
+        events = [event(kind, seq=seq) for seq, kind in enumerate(EventKind, start=1)]
+        shuffled = events[:]
+        random.Random(7).shuffle(shuffled)
+        assert order_for_apply(shuffled) == order_for_apply(events) == events
+
+    def test_is_stable_for_equal_events(self) -> None:
+        first = event(_C, seq=1, etag="first")
+        second = event(_C, seq=1, etag="second")
+        assert [e.etag for e in order_for_apply([first, second])] == ["first", "second"]
+        assert [e.etag for e in order_for_apply([second, first])] == ["second", "first"]
+
+
+class TestQueryHelpers:
+    @pytest.mark.parametrize(
+        ("prefix", "pattern"),
+        [
+            ("user_1/", "user\\_1/%"),
+            ("100%", "100\\%%"),
+            ("a\\b", "a\\\\b%"),
+            ("plain", "plain%"),
+        ],
+    )
+    def test_escape_like(self, prefix: str, pattern: str) -> None:
+        assert escape_like(prefix) == pattern
+
+    def test_lower_names(self) -> None:
+        assert lower_names({"Session-Type": "Interview"}) == {"session-type": "Interview"}
+        assert lower_names(None) == {}
+
+    @pytest.mark.parametrize("limit", [0, -1])
+    def test_check_limit_refuses_non_positive(self, limit: int) -> None:
+        with pytest.raises(InvalidInput):
+            check_limit(limit)
+
+    def test_conditions_number_placeholders(self) -> None:
+        where = Conditions(dollar)
+        where.add("NOT deleted")
+        where.add("bucket = {}", "b")
+        where.add("(a, b) > ({}, {})", 1, 2)
+        assert where.where == " WHERE NOT deleted AND bucket = $1 AND (a, b) > ($2, $3)"
+        assert where.params == ["b", 1, 2]
+        assert where.next_placeholder() == "$4"
+
+    def test_conditions_qmark(self) -> None:
+        where = Conditions(qmark)
+        assert where.where == ""
+        where.add("key = {}", "k")
+        assert (where.where, where.next_placeholder()) == (" WHERE key = ?", "?")
