@@ -402,7 +402,10 @@ def _describe(error: ErrorDetails) -> str:
     message = error["msg"]
     if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
         message = "expected a JSON object"  # pydantic would name our private class
-    return f"{where.lstrip('.') or '<root>'}: {message}"
+    where = where.lstrip(".") or "<root>"
+    if len(where) > _REASON_MAX_CHARS:  # a huge metadata name must not make a huge reason
+        where = where[:_REASON_MAX_CHARS] + "…"
+    return f"{where}: {message}"
 
 
 def _event_at(index: int, record: _RawRecord) -> ObjectEvent:
@@ -494,7 +497,7 @@ def _check_envelope(message: _RawMessage, event: ObjectEvent) -> None:
     ):
         raise MalformedEvent(
             "name_mismatch",
-            f"envelope EventName {_short(message.event_name)} != {event.event_name}",
+            f"envelope EventName {_short(message.event_name)} != {_short(event.event_name)}",
         )
 
 

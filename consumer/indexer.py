@@ -91,7 +91,7 @@ def dead_letter_headers(
     record = letter.record
     return [
         ("x-error-class", letter.error_class.encode()),
-        ("x-error-reason", letter.reason.encode()[:1000]),
+        ("x-error-reason", _utf8_prefix(letter.reason, 1000)),
         ("x-original-topic", record.topic.encode()),
         ("x-original-partition", str(record.partition).encode()),
         ("x-original-offset", str(record.offset).encode()),
@@ -99,6 +99,11 @@ def dead_letter_headers(
         ("x-consumer-group", group_id.encode()),
         ("x-failed-at", now.isoformat().encode()),
     ]
+
+
+def _utf8_prefix(text: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` of UTF-8, never cutting a character in half."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore").encode()
 
 
 # --------------------------------------------------------------------------------------
@@ -235,10 +240,8 @@ class Indexer:
         while not self._stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
             if batch:
-                # Shielded: a cancellation (grace period over) must not cut between the
-                # index transaction and the offset commit of a batch already written.
                 try:
-                    await asyncio.shield(self._process(batch))
+                    await self._process_shielded(batch)
                 except StopRequested:
                     # Stopped while the index was down: this batch was not written and not
                     # committed, so it is delivered again on the next start.
@@ -249,6 +252,20 @@ class Indexer:
                     return
             elif burst and await self._drained():
                 return
+
+    async def _process_shielded(self, batch: Batch) -> None:
+        """Process a batch so that a cancellation (grace period over) cannot cut between
+        the index transaction and its offset commit: the batch finishes first, then the
+        cancellation goes on. The wait is bounded: with stop set, a batch stuck retrying
+        gives up (StopRequested) within one backoff step."""
+        task = asyncio.ensure_future(self._process(batch))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._stop.set()
+            with contextlib.suppress(StopRequested):
+                await task
+            raise
 
     async def _process(self, batch: Batch) -> None:
         async with self._batch_lock:

@@ -74,6 +74,15 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
         )
         try:
             return await indexing
+        except asyncio.CancelledError:
+            if not (indexer.stopping and indexing.cancelled()):
+                raise
+            # The grace period ran out: the batch in flight was finished or left
+            # uncommitted (redelivered on the next start); either way nothing is lost.
+            log.warning(
+                "grace period expired, stopped without draining", grace_s=settings.shutdown_grace_s
+            )
+            return indexer.stats
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

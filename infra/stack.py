@@ -341,21 +341,25 @@ class Stack:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def _reap(self) -> None:
-        """Collect the exit status of children that died (killed from outside, crashed)."""
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
+    def _is_alive(self, pid: int) -> bool:
+        """Alive check that also reaps: our own children are polled (so a dead one is
+        collected, not left a zombie), other pids are looked up in /proc."""
+        child = self._children.get(pid)
+        if child is None:
+            return _pid_alive(pid)
+        if child.poll() is None:
+            return True
+        del self._children[pid]
+        return False
 
     def running_pids(self) -> dict[str, int]:
-        self._reap()
         state = self.load_state()
         if state is None:
             return {}
         return {
             name: pid
             for name, pid in state.pids.items()
-            if _pid_alive(pid) and _pid_belongs_to(pid, self.state_dir)
+            if self._is_alive(pid) and _pid_belongs_to(pid, self.state_dir)
         }
 
     def up(self) -> StackState:
@@ -403,7 +407,7 @@ class Stack:
         # Reverse start order: MinIO first so it does not queue events for a dying Kafka.
         for name in ("minio", "kafka", "postgres"):
             pid = state.pids.get(name)
-            if pid is None or not _pid_alive(pid) or not _pid_belongs_to(pid, self.state_dir):
+            if pid is None or not self._is_alive(pid) or not _pid_belongs_to(pid, self.state_dir):
                 continue
             _stop_process_group(pid)
             child = self._children.pop(pid, None)
@@ -414,7 +418,6 @@ class Stack:
                 _say(f"stopped {name} (pid {pid})")
         state.pids = {}
         self._save_state(state)
-        self._reap()
         return stopped
 
     def status(self) -> dict[str, str]:

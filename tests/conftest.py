@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
+from consumer.index import IndexStore, open_index, sqlite_path
 from consumer.minio_client import minio_client
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
@@ -73,15 +79,30 @@ def _from_environment() -> StackEndpoints | None:
 
 
 def _docker_answers() -> bool:
-    if os.environ.get("VOXPERSONA_TEST_NO_DOCKER") or shutil.which("docker") is None:
+    """True when a Docker engine answers its ``/_ping`` (checked with a plain socket: the
+    docker library leaks its socket when the engine is absent)."""
+    if os.environ.get("VOXPERSONA_TEST_NO_DOCKER"):
         return False
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
     try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=3).ping()
-    except Exception:
+        if host.startswith("unix://"):
+            path = host[len("unix://") :]
+            if not os.path.exists(path):
+                return False
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(3)
+                sock.connect(path)
+                sock.sendall(request)
+                return b" 200 " in sock.recv(1024)
+        if host.startswith("tcp://"):
+            address, _, port = host[len("tcp://") :].rpartition(":")
+            with socket.create_connection((address, int(port)), timeout=3) as sock:
+                sock.sendall(request)
+                return b" 200 " in sock.recv(1024)
+    except (OSError, ValueError):
         return False
-    return True
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +200,71 @@ async def make_topic(stack: StackEndpoints) -> AsyncIterator[Callable[..., objec
 @pytest.fixture
 def group_id() -> str:
     return unique_name("group")
+
+
+# --------------------------------------------------------------------------------------
+# Index backends: one fresh database per test, on each backend. SQLite: a file in
+# tmp_path. PostgreSQL: a new database ``test_<uuid>`` on the session's server, dropped
+# after the test, so tests never share state.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one test's index lives; ``new_store()`` gives another, unstarted, handle."""
+
+    name: str
+    url: str
+
+    def new_store(self) -> IndexStore:
+        return open_index(self.url)
+
+    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a raw query, bypassing the store (to look at bookkeeping tables)."""
+        if self.name == "sqlite":
+            with sqlite3.connect(sqlite_path(self.url)) as conn:
+                return list(conn.execute(sql).fetchall())
+        conn = await asyncpg.connect(self.url)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pg_admin_url(request: pytest.FixtureRequest, backend_name: str) -> str | None:
+    # Only the PostgreSQL runs need the stack; resolved here, in a synchronous fixture,
+    # because starting the stack must not happen inside a running event loop.
+    if backend_name != "postgres":
+        return None
+    stack: StackEndpoints = request.getfixturevalue("stack")
+    return stack.postgres_url
+
+
+@pytest.fixture
+async def backend(
+    backend_name: str, pg_admin_url: str | None, tmp_path: Path
+) -> AsyncIterator[Backend]:
+    if pg_admin_url is None:
+        yield Backend("sqlite", f"sqlite:///{tmp_path / 'index.sqlite3'}")
+        return
+    name = f"test_{uuid.uuid4().hex}"
+    # Identifiers cannot be bound parameters; the name is generated above, not input.
+    await _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield Backend("postgres", urlsplit(pg_admin_url)._replace(path=f"/{name}").geturl())
+    finally:
+        await _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

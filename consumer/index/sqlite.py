@@ -382,10 +382,29 @@ class _Writer:
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:
-    await conn.execute("PRAGMA journal_mode = WAL")
+    await _ensure_wal(conn)
     await conn.execute("PRAGMA synchronous = FULL")
     # LIKE is ASCII-case-insensitive by default; S3 keys are case-sensitive.
     await conn.execute("PRAGMA case_sensitive_like = ON")
+
+
+async def _ensure_wal(conn: aiosqlite.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL (persistent, so usually already done).
+
+    The switch needs an exclusive lock and SQLite answers SQLITE_BUSY at once, without the
+    busy handler, when another connection is opening the same new file: retry briefly.
+    """
+    for attempt in range(attempts):
+        async with conn.execute("PRAGMA journal_mode") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and str(row[0]).lower() == "wal":
+            return
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.02 * (attempt + 1))
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -23,7 +23,7 @@ from consumer.index import (
     ObjectRecord,
     UsageRow,
 )
-from tests.index.conftest import Backend
+from tests.conftest import Backend
 from tests.index.factories import T0, event
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from minio.commonconfig import Tags
 from consumer.index import SqliteIndex, open_index
 from consumer.indexer import Indexer
 from consumer.settings import Settings
-from tests.conftest import StackEndpoints, unique_name
+from tests.conftest import Backend, StackEndpoints, unique_name
 from tests.helpers import read_bucket_events, topic_end_offsets
 
 pytestmark = pytest.mark.integration
@@ -36,9 +36,13 @@ def _put(minio: Minio, bucket: str, key: str, body: bytes, **meta: str) -> None:
     )
 
 
-def _settings(stack: StackEndpoints, tmp_path: Path, **overrides: object) -> Settings:
+def _settings(
+    stack: StackEndpoints, tmp_path: Path, index_url: str | None = None, **overrides: object
+) -> Settings:
     return stack.settings(
-        INDEX_URL=f"sqlite:///{tmp_path / 'index.sqlite3'}", MINIO_RETRY_BACKOFF=0.4, **overrides
+        INDEX_URL=index_url or f"sqlite:///{tmp_path / 'index.sqlite3'}",
+        MINIO_RETRY_BACKOFF=0.4,
+        **overrides,
     )
 
 
@@ -74,7 +78,11 @@ async def _index_once(settings: Settings, group: str, topic: str | None = None) 
 
 
 async def test_uploads_overwrites_tags_and_deletes_are_indexed(
-    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+    stack: StackEndpoints,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     bucket = make_bucket("idx")
     published = _Published(stack)
@@ -89,7 +97,7 @@ async def test_uploads_overwrites_tags_and_deletes_are_indexed(
     minio.remove_object(bucket, "never-was.ogg")
     await published.wait(bucket, 7)
 
-    settings = _settings(stack, tmp_path)
+    settings = _settings(stack, tmp_path, backend.url)
     indexer = await _index_once(settings, unique_name("g"))
     assert indexer.stats.dead_lettered == 0
 
@@ -127,7 +135,11 @@ async def test_uploads_overwrites_tags_and_deletes_are_indexed(
 
 
 async def test_redelivery_changes_nothing(
-    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+    stack: StackEndpoints,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     bucket = make_bucket("dup")
     published = _Published(stack)
@@ -135,7 +147,7 @@ async def test_redelivery_changes_nothing(
     for key in KEYS:
         _put(minio, bucket, key, b"x")
     await published.wait(bucket, len(KEYS))
-    settings = _settings(stack, tmp_path)
+    settings = _settings(stack, tmp_path, backend.url)
     await _index_once(settings, unique_name("g"))
     async with open_index(settings.index_url) as store:
         before = await store.list_objects(bucket=bucket)

@@ -1,0 +1,180 @@
+"""Pure tests of consumer.output: JSON lines, the aligned table, human-readable sizes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from consumer.index import ObjectRecord, UsageRow
+from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
+
+# The fields the design promises on every `ls --json` line (shared/notes/design.md).
+DOCUMENTED_FIELDS = {
+    "bucket",
+    "key",
+    "version_id",
+    "size",
+    "etag",
+    "content_type",
+    "user_id",
+    "metadata",
+    "event_time",
+    "indexed_at",
+    "processing_status",
+}
+
+FIRST = datetime(2026, 11, 21, 9, 0, 0, 123000, tzinfo=UTC)
+LAST = datetime(2026, 11, 21, 9, 5, 0, tzinfo=UTC)
+INDEXED = datetime(2026, 11, 21, 9, 5, 1, tzinfo=UTC)
+
+
+def record(**overrides: object) -> ObjectRecord:
+    values: dict[str, object] = {
+        "bucket": "voxpersona-audio",
+        "key": "user_5/интервью 1.ogg",
+        "version_id": "",
+        "size": 48213,
+        "etag": "5d41402abc4b2a76b9719d911017c592",
+        "content_type": "audio/ogg",
+        "user_id": "5",
+        "metadata": {"user-id": "5", "session-type": "interview"},
+        "first_event_time": FIRST,
+        "last_event_time": LAST,
+        "sequencer": "0" * 16 + "1860F1F0A5B2C3D4",
+        "indexed_at": INDEXED,
+        "deleted": False,
+    }
+    values.update(overrides)
+    return ObjectRecord(**values)  # type: ignore[arg-type]
+
+
+class TestObjectFields:
+    def test_every_documented_field_is_present(self) -> None:
+        fields = object_fields(record())
+        assert fields.keys() >= DOCUMENTED_FIELDS
+
+    def test_values(self) -> None:
+        fields = object_fields(record())
+        assert fields["bucket"] == "voxpersona-audio"
+        assert fields["key"] == "user_5/интервью 1.ogg"
+        assert fields["size"] == 48213
+        assert fields["user_id"] == "5"
+        assert fields["metadata"] == {"user-id": "5", "session-type": "interview"}
+        assert fields["event_time"] == LAST.isoformat()  # the last event, not the first
+        assert fields["indexed_at"] == INDEXED.isoformat()
+        assert fields["processing_status"] is None
+
+    def test_unknown_values_stay_null(self) -> None:
+        fields = object_fields(record(size=None, etag=None, content_type=None, user_id=None))
+        assert fields["size"] is None
+        assert fields["etag"] is None
+        assert fields["content_type"] is None
+        assert fields["user_id"] is None
+
+    def test_is_json_serialisable(self) -> None:
+        line = json_lines([object_fields(record())])
+        assert json.loads(line)["event_time"] == LAST.isoformat()
+
+
+class TestUsageFields:
+    def test_group_is_named_by_the_by_argument(self) -> None:
+        row = UsageRow(group="voxpersona-audio", objects=3, bytes=1536)
+        assert usage_fields(row, "bucket") == {
+            "bucket": "voxpersona-audio",
+            "objects": 3,
+            "bytes": 1536,
+        }
+        assert usage_fields(UsageRow(None, 1, 0), "user") == {
+            "user": None,
+            "objects": 1,
+            "bytes": 0,
+        }
+
+
+class TestJsonLines:
+    def test_round_trips_one_object_per_line(self) -> None:
+        rows = [
+            {"key": "a b+c%d/голос.ogg", "size": 1, "metadata": {"k": "v"}, "x": None},
+            {"key": "日本語/ファイル.wav", "size": 0, "metadata": {}, "x": [1, 2]},
+        ]
+        text = json_lines(rows)
+        assert text.endswith("\n")
+        lines = text.splitlines()
+        assert len(lines) == 2
+        assert [json.loads(line) for line in lines] == rows
+
+    def test_keeps_unicode_unescaped(self) -> None:
+        text = json_lines([{"key": "голос.ogg"}])
+        assert "голос.ogg" in text
+        assert "\\u" not in text
+
+    def test_keeps_field_order(self) -> None:
+        text = json_lines([{"z": 1, "a": 2}])
+        assert text == '{"z": 1, "a": 2}\n'
+
+    def test_newlines_in_values_stay_on_one_line(self) -> None:
+        text = json_lines([{"key": "line1\nline2"}])
+        assert text.count("\n") == 1
+
+    def test_no_rows_is_empty(self) -> None:
+        assert json_lines([]) == ""
+
+
+class TestTable:
+    def test_header_and_aligned_columns(self) -> None:
+        rows = [
+            {"bucket": "audio", "key": "a-long-key.ogg", "size": 5},
+            {"bucket": "storage-bucket", "key": "k", "size": 12345},
+        ]
+        text = table(rows, ("bucket", "key", "size"))
+        assert text.endswith("\n")
+        lines = text.splitlines()
+        assert lines == [
+            "BUCKET          KEY             SIZE",
+            "audio           a-long-key.ogg  5",
+            "storage-bucket  k               12345",
+        ]
+        # Every column starts at the same offset on every line.
+        for column in ("KEY", "SIZE"):
+            start = lines[0].index(column)
+            assert all(line[start - 2 : start] == "  " for line in lines)
+            assert all(line[start] != " " for line in lines)
+
+    def test_empty_input_gives_just_the_header(self) -> None:
+        assert table([], ("bucket", "objects")) == "BUCKET  OBJECTS\n"
+
+    def test_missing_none_and_dict_cells(self) -> None:
+        rows: list[dict[str, Any]] = [
+            {"key": "k1", "metadata": {"b": "2", "a": "1"}, "user_id": None},
+            {"key": "k2", "metadata": {}},
+        ]
+        lines = table(rows, ("key", "user_id", "metadata")).splitlines()
+        assert lines[1].split() == ["k1", "-", "a=1,b=2"]
+        assert lines[2].split() == ["k2", "-", "-"]
+
+    def test_no_trailing_spaces(self) -> None:
+        rows = [{"a": "x", "b": ""}, {"a": "longer", "b": ""}]
+        assert all(line == line.rstrip() for line in table(rows, ("a", "b")).splitlines())
+
+
+class TestHumanBytes:
+    @pytest.mark.parametrize(
+        ("size", "expected"),
+        [
+            (None, "-"),
+            (0, "0 B"),
+            (1, "1 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (1024**2, "1.0 MiB"),
+            (5 * 1024**3 // 2, "2.5 GiB"),
+            (1024**4, "1.0 TiB"),
+            (2048 * 1024**4, "2048.0 TiB"),
+        ],
+    )
+    def test_units(self, size: int | None, expected: str) -> None:
+        assert human_bytes(size) == expected
