@@ -356,11 +356,14 @@ class Stack:
         state = self.load_state()
         if state is None:
             return {}
-        return {
-            name: pid
-            for name, pid in state.pids.items()
-            if self._is_alive(pid) and _pid_belongs_to(pid, self.state_dir)
-        }
+        return {name: pid for name, pid in state.pids.items() if self._is_ours_and_alive(pid)}
+
+    def _is_ours_and_alive(self, pid: int) -> bool:
+        if not self._is_alive(pid):
+            return False
+        # A child of this object is ours for sure (and a dying one has an empty cmdline);
+        # any other pid must prove it by naming our state dir (pids get reused).
+        return pid in self._children or _pid_belongs_to(pid, self.state_dir)
 
     def up(self) -> StackState:
         """Install (cached), start and wait for MinIO, Kafka and PostgreSQL.
@@ -407,7 +410,7 @@ class Stack:
         # Reverse start order: MinIO first so it does not queue events for a dying Kafka.
         for name in ("minio", "kafka", "postgres"):
             pid = state.pids.get(name)
-            if pid is None or not self._is_alive(pid) or not _pid_belongs_to(pid, self.state_dir):
+            if pid is None or not self._is_ours_and_alive(pid):
                 continue
             _stop_process_group(pid)
             child = self._children.pop(pid, None)

@@ -121,6 +121,28 @@ class UsageRow:
 # --- the store's Protocol ----------------------------------------------------------------
 
 
+class AsyncLifecycle:
+    """``async with store:`` = ``await store.start()`` … ``await store.close()``."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
 class IndexStore(Protocol):
     """What the indexer, the CLI and the processors need from the index.
 

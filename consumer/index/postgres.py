@@ -18,14 +18,14 @@ import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 import asyncpg
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     Action,
+    AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
@@ -128,7 +128,7 @@ SELECT (SELECT COUNT(*) FROM objects WHERE NOT deleted),
        (SELECT COUNT(*) FROM journal)"""
 
 
-class PostgresIndex:
+class PostgresIndex(AsyncLifecycle):
     """IndexStore on PostgreSQL. Safe to share one database between many processes.
 
     ``dsn`` is a ``postgresql://`` URL; it may hold a password, so it never appears in a
@@ -191,18 +191,6 @@ class PostgresIndex:
             if pool is not None:
                 with _translated():
                     await pool.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def ping(self) -> None:
         """Raises IndexUnavailable if the server does not answer."""

@@ -19,14 +19,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 import aiosqlite
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     Action,
+    AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
@@ -115,7 +115,7 @@ SELECT (SELECT COUNT(*) FROM objects WHERE deleted = 0),
        (SELECT COUNT(*) FROM journal)"""
 
 
-class SqliteIndex:
+class SqliteIndex(AsyncLifecycle):
     """IndexStore on one SQLite file. Operations of one instance are serialised.
 
     ``busy_timeout_s``: how long a write waits for another process's lock before
@@ -167,18 +167,6 @@ class SqliteIndex:
             if conn is not None:
                 with _translated():
                     await conn.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def ping(self) -> None:
         """Raises IndexUnavailable if the file cannot be read right now."""

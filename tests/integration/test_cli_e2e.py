@@ -23,23 +23,11 @@ from minio import Minio
 
 from tests.conftest import REPO_ROOT, StackEndpoints, unique_name
 from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.test_output import DOCUMENTED_FIELDS
 
 pytestmark = pytest.mark.integration
 
 # The fields every `ls --json` line promises (shared/notes/design.md).
-DOCUMENTED_FIELDS = {
-    "bucket",
-    "key",
-    "version_id",
-    "size",
-    "etag",
-    "content_type",
-    "user_id",
-    "metadata",
-    "event_time",
-    "indexed_at",
-    "processing_status",
-}
 INTERVIEW = {"user-id": "5", "session-type": "interview"}
 # key → (body, metadata); two of them carry the interview metadata.
 OBJECTS: dict[str, tuple[bytes, dict[str, str] | None]] = {
