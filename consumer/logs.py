@@ -24,6 +24,20 @@ def _redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, An
     return event_dict
 
 
+# aiokafka logs these at ERROR while a group coordinator is being elected — a normal,
+# seconds-long state on a fresh broker. Operators should not be paged for it.
+_TRANSIENT_KAFKA_ERRORS = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError")
+
+
+class _DowngradeTransientKafkaErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith("aiokafka"):
+            message = record.getMessage()
+            if any(name in message for name in _TRANSIENT_KAFKA_ERRORS):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(level: str = "info", *, json_output: bool | None = None) -> None:
     """Set up structlog and route stdlib logging through it. Call once, from main."""
     if json_output is None:
@@ -56,6 +70,7 @@ def configure_logging(level: str = "info", *, json_output: bool | None = None) -
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_DowngradeTransientKafkaErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -178,3 +178,23 @@ class TestHumanBytes:
     )
     def test_units(self, size: int | None, expected: str) -> None:
         assert human_bytes(size) == expected
+
+
+def test_transient_kafka_coordinator_errors_are_logged_as_warnings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import logging
+
+    from consumer.logs import configure_logging
+
+    configure_logging("info", json_output=True)
+    try:
+        logging.getLogger("aiokafka.consumer.group_coordinator").error(
+            "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+        )
+        logging.getLogger("aiokafka.consumer.group_coordinator").error("something else broke")
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["level"] for line in lines] == ["warning", "error"]
