@@ -98,7 +98,7 @@ def parse_criteria(criteria: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-def _settings_or_exit() -> Settings:
+def _load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m consumer``; returns the process exit code."""
     args = _build_parser().parse_args(argv)
     try:
-        settings = _settings_or_exit()
+        settings = _load_settings()
         configure_logging(settings.log_level)
         return _COMMANDS[args.verb](args, settings)
     except (ConfigError, InvalidInput) as exc:

@@ -121,7 +121,7 @@ class IndexerStats:
     objects_changed: int = 0
     stale_ignored: int = 0
     dead_lettered: int = 0
-    index_retries: int = 0
+    fetch_pauses: int = 0  # times fetching was paused to wait for the index (or the DLQ)
     last_batch_s: float = 0.0
     events_by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -147,8 +147,9 @@ class KafkaUnavailable(ConnectionFailed):
     """The broker could not take a DLQ write or an offset commit right now."""
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Let the in-flight batch finish (and commit) before partitions move elsewhere."""
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Let the in-flight batch finish (it commits its own offsets) before partitions move
+    elsewhere, so a revoked partition is never left with a written, uncommitted batch."""
 
     def __init__(self, batch_lock: asyncio.Lock) -> None:
         self._batch_lock = batch_lock
@@ -210,7 +211,7 @@ class Indexer:
         )
         await self._start_clients()
         try:
-            self._consumer.subscribe([self.topic], listener=_CommitOnRevoke(self._batch_lock))
+            self._consumer.subscribe([self.topic], listener=_FinishBatchOnRevoke(self._batch_lock))
             await self._loop(burst)
         finally:
             await self._close_clients()
@@ -305,7 +306,7 @@ class Indexer:
             if assignment - paused:
                 consumer.pause(*assignment)
                 paused = set(assignment)
-                self.stats.index_retries += 1
+                self.stats.fetch_pauses += 1
                 log.warning("fetching paused", reason=what)
             # Paused partitions return nothing; the call keeps max.poll.interval satisfied.
             # A partition assigned by a rebalance during this call is not paused yet and may

@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,12 +96,14 @@ def _run_logged(cmd: list[str], log_path: Path, env: dict[str, str], what: str) 
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         started = time.monotonic()
+        next_report_s = 30.0
         try:
             while proc.poll() is None:
                 time.sleep(1.0)
                 elapsed = time.monotonic() - started
-                if int(elapsed) % 30 == 0:
+                if elapsed >= next_report_s:
                     _say(f"{what}: still working ({elapsed:.0f}s, log: {log_path})")
+                    next_report_s += 30.0
         except BaseException:
             proc.terminate()
             proc.wait()
@@ -641,7 +644,7 @@ class Stack:
         """Create the events topic (partitioned) and the DLQ before MinIO starts, so the
         broker's auto-creation never makes a one-partition events topic."""
         wanted = {self.events_topic: self.events_partitions, self.dlq_topic: 1}
-        if not _create_topics(state.kafka_port, wanted):
+        if not _create_kafka_topics(state.kafka_port, wanted):
             raise StackError(f"could not create Kafka topics {sorted(wanted)}; see {self.logs}")
 
     def _wait_kafka(self, state: StackState, timeout_s: float) -> None:
@@ -662,9 +665,10 @@ class Stack:
             self.logs / "minio.log",
             lambda: self._alive("minio"),
         )
+        postgres_url = self.env()["POSTGRES_URL"]
         _wait_for(
             "postgres",
-            lambda: self._postgres_ready(state),
+            lambda: _postgres_query_ok(postgres_url),
             timeout_s,
             self.logs / "postgres.log",
             lambda: self._alive("postgres"),
@@ -672,9 +676,6 @@ class Stack:
 
     def _alive(self, name: str) -> bool:
         return name in self.running_pids()
-
-    def _postgres_ready(self, state: StackState) -> bool:
-        return _postgres_query_ok(self.env()["POSTGRES_URL"])
 
 
 # --------------------------------------------------------------------------------------
@@ -731,7 +732,7 @@ def _postgres_os_user() -> str | None:
     return name
 
 
-def _run_as(user: str | None) -> dict[str, object]:
+def _run_as(user: str | None) -> dict[str, Any]:
     """Popen arguments that drop to ``user`` with its own group (not root's group 0)."""
     if user is None:
         return {}
@@ -819,7 +820,7 @@ def _kafka_ready(port: int) -> bool:
     return asyncio.run(probe())
 
 
-def _create_topics(port: int, wanted: dict[str, int]) -> bool:
+def _create_kafka_topics(port: int, wanted: dict[str, int]) -> bool:
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic

@@ -287,9 +287,9 @@ class TestIndexerStats:
         assert stats.dead_lettered == 1
         assert stats.last_batch_s == 0.5
         assert stats.events_by_kind == {"created": 2, "removed": 1}
-        # `messages` and `index_retries` are the loop's to count, not add()'s.
+        # `messages` and `fetch_pauses` are the loop's to count, not add()'s.
         assert stats.messages == 0
-        assert stats.index_retries == 0
+        assert stats.fetch_pauses == 0
 
 
 def test_dead_letter_reason_is_cut_on_a_character_boundary() -> None:

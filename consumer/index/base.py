@@ -412,6 +412,45 @@ class Conditions:
         return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
 
 
+@dataclass(frozen=True)
+class ObjectFilter:
+    """The filters of ``list_objects``; each backend only adds its dialect's pieces."""
+
+    bucket: str | None = None
+    user_id: str | None = None
+    prefix: str | None = None
+    metadata: Mapping[str, str] | None = None
+    include_deleted: bool = False
+    after: tuple[str, str, str] | None = None
+
+    def conditions(
+        self,
+        placeholder: Callable[[int], str],
+        *,
+        live_only: str,
+        add_metadata: Callable[[Conditions, dict[str, str]], None],
+    ) -> Conditions:
+        """Conditions in order (deleted, bucket, user, prefix, metadata, cursor).
+
+        ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
+        dialect's metadata match for the lower-cased filter.
+        """
+        where = Conditions(placeholder)
+        if not self.include_deleted:
+            where.add(live_only)
+        if self.bucket is not None:
+            where.add("bucket = {}", self.bucket)
+        if self.user_id is not None:
+            where.add("user_id = {}", self.user_id)
+        if self.prefix:
+            where.add("key LIKE {} ESCAPE '\\'", escape_like(self.prefix))
+        if self.metadata:
+            add_metadata(where, lower_names(self.metadata))
+        if self.after is not None:
+            where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
+        return where
+
+
 def qmark(_: int) -> str:
     return "?"
 

@@ -32,13 +32,12 @@ from consumer.index.base import (
     IndexWriteFailed,
     JournalRecord,
     KafkaPosition,
+    ObjectFilter,
     ObjectRecord,
     StoredState,
     UsageRow,
     check_limit,
     dollar,
-    escape_like,
-    lower_names,
     run_batch,
 )
 from consumer.index.migrations import migrate_postgres
@@ -229,7 +228,9 @@ class PostgresIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(bucket, user_id, prefix, metadata, include_deleted, after)
+        where = _object_conditions(
+            ObjectFilter(bucket, user_id, prefix, metadata, include_deleted, after)
+        )
         sql = (
             f"SELECT {_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
@@ -410,29 +411,12 @@ def _lock_ids(events: Iterable[ObjectEvent]) -> list[int]:
     return sorted(ids)
 
 
-def _object_conditions(
-    bucket: str | None,
-    user_id: str | None,
-    prefix: str | None,
-    metadata: Mapping[str, str] | None,
-    include_deleted: bool,
-    after: tuple[str, str, str] | None,
-) -> Conditions:
-    where = Conditions(dollar)
-    if not include_deleted:
-        where.add("NOT deleted")
-    if bucket is not None:
-        where.add("bucket = {}", bucket)
-    if user_id is not None:
-        where.add("user_id = {}", user_id)
-    if prefix:
-        where.add("key LIKE {} ESCAPE '\\'", escape_like(prefix))
-    if metadata:
+def _object_conditions(filters: ObjectFilter) -> Conditions:
+    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
         # Containment is what the GIN (jsonb_path_ops) index serves.
-        where.add("user_metadata @> {}", lower_names(metadata))
-    if after is not None:
-        where.add("(bucket, key, version_id) > ({}, {}, {})", *after)
-    return where
+        where.add("user_metadata @> {}", metadata)
+
+    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=add_metadata)
 
 
 def _content(event: ObjectEvent, metadata: dict[str, str] | None) -> tuple[object, ...]:

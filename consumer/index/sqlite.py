@@ -33,12 +33,11 @@ from consumer.index.base import (
     IndexWriteFailed,
     JournalRecord,
     KafkaPosition,
+    ObjectFilter,
     ObjectRecord,
     StoredState,
     UsageRow,
     check_limit,
-    escape_like,
-    lower_names,
     qmark,
     run_batch,
 )
@@ -207,7 +206,9 @@ class SqliteIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(bucket, user_id, prefix, metadata, include_deleted, after)
+        where = _object_conditions(
+            ObjectFilter(bucket, user_id, prefix, metadata, include_deleted, after)
+        )
         sql = (
             f"SELECT {_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id LIMIT ?"
@@ -416,33 +417,17 @@ def _translated() -> Iterator[None]:
         raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
 
-def _object_conditions(
-    bucket: str | None,
-    user_id: str | None,
-    prefix: str | None,
-    metadata: Mapping[str, str] | None,
-    include_deleted: bool,
-    after: tuple[str, str, str] | None,
-) -> Conditions:
-    where = Conditions(qmark)
-    if not include_deleted:
-        where.add("deleted = 0")
-    if bucket is not None:
-        where.add("bucket = {}", bucket)
-    if user_id is not None:
-        where.add("user_id = {}", user_id)
-    if prefix:
-        where.add("key LIKE {} ESCAPE '\\'", escape_like(prefix))
-    for name, value in lower_names(metadata).items():
-        where.add(
-            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
-            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
-            name,
-            value,
-        )
-    if after is not None:
-        where.add("(bucket, key, version_id) > ({}, {}, {})", *after)
-    return where
+def _object_conditions(filters: ObjectFilter) -> Conditions:
+    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+        for name, value in metadata.items():
+            where.add(
+                "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
+                " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
+                name,
+                value,
+            )
+
+    return filters.conditions(qmark, live_only="deleted = 0", add_metadata=add_metadata)
 
 
 def _content(event: ObjectEvent, metadata: str | None) -> tuple[object, ...]:

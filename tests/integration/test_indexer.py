@@ -246,7 +246,7 @@ async def test_locked_index_pauses_then_resumes_without_loss(
     indexer = Indexer(settings, store, group_id=group)
     task = asyncio.create_task(indexer.run())
     try:
-        await _until(lambda: indexer.stats.index_retries >= 1, "the indexer never hit the lock")
+        await _until(lambda: indexer.stats.fetch_pauses >= 1, "the indexer never hit the lock")
         _put(minio, bucket, "during-lock.ogg", b"y")
         await asyncio.sleep(1.0)
         assert indexer.stats.batches == 0, "nothing may be indexed while the index is locked"
