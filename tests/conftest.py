@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -35,6 +35,9 @@ from consumer.minio_client import minio_client
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
 from consumer.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _ENDPOINT_VARS = (
@@ -52,6 +55,7 @@ class StackEndpoints:
 
     values: dict[str, str]
     origin: str  # "env", "docker" or "local"
+    control: Stack | None = None  # the local stack, for tests that stop and start servers
 
     @property
     def events_topic(self) -> str:
@@ -124,10 +128,25 @@ def stack() -> Iterator[StackEndpoints]:
     local = Stack(state_dir)
     try:
         local.up()
-        yield StackEndpoints(local.env(), "local")
+        yield StackEndpoints(local.env(), "local", local)
     finally:
         local.down(quiet=True)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def stack_control(stack: StackEndpoints) -> Stack:
+    """The local stack's handle, to stop and start one server (outage tests).
+
+    Endpoints from the environment or Docker cannot be stopped from here: such a run skips
+    these tests, except in CI, which always runs the local stack and must never skip.
+    """
+    if stack.control is None:
+        message = f"outage tests need the local stack, not {stack.origin} endpoints"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return stack.control
 
 
 def unique_name(prefix: str) -> str:

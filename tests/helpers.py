@@ -1,14 +1,18 @@
-"""Small test helpers with I/O: read what MinIO published to Kafka for one bucket."""
+"""Small test helpers with I/O: what MinIO published to Kafka, committed offsets, polling."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+if TYPE_CHECKING:
+    from tests.conftest import StackEndpoints
 
 
 @dataclass(frozen=True)
@@ -69,3 +73,61 @@ async def read_bucket_events(
     finally:
         await consumer.stop()
     return found
+
+
+class Published:
+    """Waits until MinIO has delivered a bucket's events to Kafka (delivery from MinIO's
+    queue_dir store is asynchronous), so a burst run afterwards is deterministic."""
+
+    def __init__(self, stack: StackEndpoints) -> None:
+        self._stack = stack
+        self._start: dict[int, int] = {}
+
+    async def mark(self) -> None:
+        self._start = await topic_end_offsets(
+            self._stack.values["KAFKA_BOOTSTRAP_SERVERS"], self._stack.events_topic
+        )
+
+    async def wait(self, bucket: str, expected: int) -> list[KafkaRecord]:
+        found = await read_bucket_events(
+            self._stack.values["KAFKA_BOOTSTRAP_SERVERS"],
+            self._stack.events_topic,
+            bucket,
+            self._start,
+            expected,
+        )
+        assert len(found) == expected, [r.value["EventName"] for r in found]
+        return found
+
+
+async def until(condition: Callable[[], bool], message: str, timeout_s: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, message
+        await asyncio.sleep(0.1)
+
+
+async def until_async(condition: Callable[[], Any], message: str, timeout_s: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, message
+        await asyncio.sleep(0.1)
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, int]:
+    """The group's committed offset per partition (partitions without a commit omitted)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        result = {}
+        for partition in range(partitions):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            if offset is not None:
+                result[partition] = offset
+        return result
+    finally:
+        await consumer.stop()

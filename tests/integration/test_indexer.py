@@ -12,10 +12,9 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from minio import Minio
 from minio.commonconfig import Tags
 
@@ -23,7 +22,12 @@ from consumer.index import SqliteIndex, open_index
 from consumer.indexer import Indexer
 from consumer.settings import Settings
 from tests.conftest import Backend, StackEndpoints, unique_name
-from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.helpers import (
+    Published,
+    committed_offsets,
+    until,
+    until_async,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,30 +50,6 @@ def _settings(
     )
 
 
-class _Published:
-    """Waits until MinIO has delivered a bucket's events to Kafka (delivery from MinIO's
-    queue_dir store is asynchronous), so a burst run afterwards is deterministic."""
-
-    def __init__(self, stack: StackEndpoints) -> None:
-        self._stack = stack
-        self._start: dict[int, int] = {}
-
-    async def mark(self) -> None:
-        self._start = await topic_end_offsets(
-            self._stack.values["KAFKA_BOOTSTRAP_SERVERS"], self._stack.events_topic
-        )
-
-    async def wait(self, bucket: str, expected: int) -> None:
-        found = await read_bucket_events(
-            self._stack.values["KAFKA_BOOTSTRAP_SERVERS"],
-            self._stack.events_topic,
-            bucket,
-            self._start,
-            expected,
-        )
-        assert len(found) == expected, [r.value["EventName"] for r in found]
-
-
 async def _index_once(settings: Settings, group: str, topic: str | None = None) -> Indexer:
     async with open_index(settings.index_url) as store:
         indexer = Indexer(settings, store, group_id=group, topic=topic)
@@ -85,7 +65,7 @@ async def test_uploads_overwrites_tags_and_deletes_are_indexed(
     backend: Backend,
 ) -> None:
     bucket = make_bucket("idx")
-    published = _Published(stack)
+    published = Published(stack)
     await published.mark()
     for key in KEYS:
         _put(minio, bucket, key, f"body of {key}".encode(), **{"session-type": "interview"})
@@ -142,7 +122,7 @@ async def test_redelivery_changes_nothing(
     backend: Backend,
 ) -> None:
     bucket = make_bucket("dup")
-    published = _Published(stack)
+    published = Published(stack)
     await published.mark()
     for key in KEYS:
         _put(minio, bucket, key, b"x")
@@ -222,7 +202,7 @@ async def test_poison_messages_go_to_the_dlq_and_are_committed_past(
         assert message.value == poison[name]  # the original bytes, untouched
 
     # Everything was committed past, poison included: a restart reads nothing again.
-    assert await _committed(bootstrap, group, events_topic, 2) == {0: len(poison), 1: 1}
+    assert await committed_offsets(bootstrap, group, events_topic, 2) == {0: len(poison), 1: 1}
 
 
 async def test_locked_index_pauses_then_resumes_without_loss(
@@ -233,7 +213,7 @@ async def test_locked_index_pauses_then_resumes_without_loss(
     bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
     topic = settings.kafka_events_topic
     group = unique_name("g")
-    published = _Published(stack)
+    published = Published(stack)
     await published.mark()
     _put(minio, bucket, "before-lock.ogg", b"x")
     await published.wait(bucket, 1)
@@ -246,11 +226,13 @@ async def test_locked_index_pauses_then_resumes_without_loss(
     indexer = Indexer(settings, store, group_id=group)
     task = asyncio.create_task(indexer.run())
     try:
-        await _until(lambda: indexer.stats.fetch_pauses >= 1, "the indexer never hit the lock")
+        await until(lambda: indexer.stats.fetch_pauses >= 1, "the indexer never hit the lock")
         _put(minio, bucket, "during-lock.ogg", b"y")
         await asyncio.sleep(1.0)
         assert indexer.stats.batches == 0, "nothing may be indexed while the index is locked"
-        assert await _committed(bootstrap, group, topic, 4) == {}, "committed before the write"
+        assert await committed_offsets(bootstrap, group, topic, 4) == {}, (
+            "committed before the write"
+        )
 
         blocker.execute("ROLLBACK")
         locked = False
@@ -259,9 +241,10 @@ async def test_locked_index_pauses_then_resumes_without_loss(
             live = await store.list_objects(bucket=bucket)
             return {r.key for r in live} == {"before-lock.ogg", "during-lock.ogg"}
 
-        await _until_async(both_indexed, "objects not indexed after the lock was released")
-        await _until_async(
-            lambda: _committed(bootstrap, group, topic, 4), "offsets not committed after resume"
+        await until_async(both_indexed, "objects not indexed after the lock was released")
+        await until_async(
+            lambda: committed_offsets(bootstrap, group, topic, 4),
+            "offsets not committed after resume",
         )
     finally:
         if locked:
@@ -270,20 +253,6 @@ async def test_locked_index_pauses_then_resumes_without_loss(
         indexer.stop()
         await asyncio.wait_for(task, timeout=30)
         await store.close()
-
-
-async def _until(condition: Callable[[], bool], message: str, timeout_s: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, message
-        await asyncio.sleep(0.1)
-
-
-async def _until_async(condition: Callable[[], Any], message: str, timeout_s: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, message
-        await asyncio.sleep(0.1)
 
 
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list:  # type: ignore[type-arg]
@@ -302,20 +271,3 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list:  # type:
     finally:
         await consumer.stop()
     return found
-
-
-async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (partitions without a commit omitted)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        result = {}
-        for partition in range(partitions):
-            offset = await consumer.committed(TopicPartition(topic, partition))
-            if offset is not None:
-                result[partition] = offset
-        return result
-    finally:
-        await consumer.stop()
