@@ -1,9 +1,11 @@
 """The metadata index: its Protocol, its records, and the pure rules every backend follows.
 
 Nothing here does I/O. ``decide`` says what one event does to one stored row;
-``order_for_apply`` puts a batch in the order those decisions must be taken; ``run_batch``
-drives a backend's ``BatchWriter`` through a batch inside the backend's transaction. Both
-backends (sqlite.py, postgres.py) only translate these steps into SQL, so they cannot
+``order_for_apply`` puts a batch in the order those decisions must be taken;
+``plan_objects`` takes them, in memory, against the rows the batch touches; ``run_batch``
+drives a backend's ``BatchWriter`` (journal the new events, load the rows they touch, save
+the changed rows: a few set-wise statements per batch) inside the backend's transaction.
+Both backends (sqlite.py, postgres.py) only translate these steps into SQL, so they cannot
 disagree about semantics.
 
 Ordering: an event is newer than a stored row when its sequencer is greater (numerically;
@@ -15,12 +17,12 @@ over itself. A missing sequencer ("") is older than any real one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Final, Literal, Protocol, Self
+from typing import Final, Literal, Protocol, Self, TypeVar
 
 from consumer.errors import ConnectionFailed, ConsumerError, InvalidInput
 from consumer.events import EventKind, ObjectEvent
@@ -28,6 +30,7 @@ from consumer.events import EventKind, ObjectEvent
 # MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
 DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
 LIKE_ESCAPE: Final = "\\"
+T = TypeVar("T")
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -320,66 +323,227 @@ def lower_names(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 # --- the batch algorithm both backends share ---------------------------------------------
 
+RowId = tuple[str, str, str]  # (bucket, key, version_id): one row of ``objects``
+JournalId = tuple[str, str, str, str, str]  # the journal's unique identity of an event
+Item = tuple[ObjectEvent, KafkaPosition | None]
+
+
+def row_id(event: ObjectEvent) -> RowId:
+    return (event.bucket, event.key, event.version_id)
+
+
+def record_id(record: ObjectRecord) -> RowId:
+    return (record.bucket, record.key, record.version_id)
+
+
+def journal_id(event: ObjectEvent) -> JournalId:
+    """What makes a journal entry unique: a redelivered event has the same identity."""
+    return (event.bucket, event.key, event.version_id, event.event_name, event.sequencer)
+
+
+def affects_objects(event: ObjectEvent) -> bool:
+    """Whether the event can change ``objects`` (NOOP / OTHER only go to the journal)."""
+    return event.kind in _LIVE_KINDS or event.kind in _REMOVAL_KINDS
+
 
 class BatchWriter(Protocol):
-    """The steps of ``run_batch``, each one statement inside the backend's transaction."""
+    """The set-wise steps of ``run_batch``, inside the backend's transaction. Each step is
+    a few statements for the whole batch, never one per event: the batch is the unit of
+    work, and per-statement overhead (a thread hop for aiosqlite, a round trip for
+    PostgreSQL) would otherwise dominate."""
 
-    async def add_to_journal(self, event: ObjectEvent, position: KafkaPosition | None) -> bool:
-        """Insert into the journal; False when the event's identity is already there."""
+    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+        """Journal the items not journaled yet (identities are distinct within ``items``);
+        the identities actually inserted."""
 
-    async def load_state(self, event: ObjectEvent) -> StoredState | None: ...
+    async def load_rows(
+        self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
+    ) -> list[ObjectRecord]:
+        """The stored rows (tombstones too) of ``rows``, and every version of each
+        (bucket, key) in ``all_versions_of``."""
 
-    async def write(self, action: Action, event: ObjectEvent) -> None:
-        """Carry out an action for which ``Action.changes_objects`` is true."""
-
-    async def sweep_versions(self, event: ObjectEvent) -> int:
-        """Tombstone the key's other live versions older than ``event``; rows changed."""
-
-
-@dataclass
-class _Tally:
-    journaled: int = 0
-    duplicates: int = 0
-    objects_changed: int = 0
-    stale_ignored: int = 0
-    fresh: list[ObjectEvent] = field(default_factory=list)
-
-    def result(self) -> BatchResult:
-        return BatchResult(
-            self.journaled, self.duplicates, self.objects_changed, self.stale_ignored
-        )
+    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
+        """Insert each row, or replace every column of the stored row with its values."""
 
 
-async def run_batch(
-    writer: BatchWriter, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-) -> BatchResult:
+def first_of_each_identity(items: Sequence[Item]) -> tuple[list[Item], int]:
+    """The items with identities unseen earlier in ``items``, and how many repeated one."""
+    seen: set[JournalId] = set()
+    unique: list[Item] = []
+    for item in items:
+        identity = journal_id(item[0])
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(item)
+    return unique, len(items) - len(unique)
+
+
+async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -> BatchResult:
     """Journal every event in arrival order, then apply the new ones in apply order.
 
     Events already in the journal are skipped: the transaction that journaled them also
     applied them, so applying them again could only repeat (or, after a newer event,
-    undo) that effect. The caller owns the transaction.
+    undo) that effect. The caller owns the transaction; ``now`` is its ``indexed_at``.
     """
-    tally = _Tally()
-    for event, position in items:
-        if await writer.add_to_journal(event, position):
-            tally.journaled += 1
-            tally.fresh.append(event)
-        else:
-            tally.duplicates += 1
-    for event in order_for_apply(tally.fresh):
-        await _apply_one(writer, event, tally)
-    return tally.result()
+    unique, repeated = first_of_each_identity(items)
+    inserted = await writer.journal_new(unique)
+    fresh = [event for event, _ in unique if journal_id(event) in inserted]
+    changing = order_for_apply([event for event in fresh if affects_objects(event)])
+    stored: list[ObjectRecord] = []
+    if changing:
+        stored = await writer.load_rows(
+            {row_id(event) for event in changing},
+            {(e.bucket, e.key) for e in changing if sweeps_other_versions(e)},
+        )
+    plan = plan_objects(stored, changing, now)
+    if plan.changed:
+        await writer.save_rows(list(plan.changed.values()))
+    return BatchResult(
+        journaled=len(fresh),
+        duplicates=repeated + len(unique) - len(fresh),
+        objects_changed=plan.objects_changed,
+        stale_ignored=plan.stale_ignored,
+    )
 
 
-async def _apply_one(writer: BatchWriter, event: ObjectEvent, tally: _Tally) -> None:
-    action = decide(await writer.load_state(event), event)
-    if action is Action.STALE:
-        tally.stale_ignored += 1
-    elif action.changes_objects:
-        await writer.write(action, event)
-        tally.objects_changed += 1
-    if action.changes_objects and sweeps_other_versions(event):
-        tally.objects_changed += await writer.sweep_versions(event)
+@dataclass
+class ObjectPlan:
+    """The rows a batch changes (final state per row) and what it did to get there."""
+
+    changed: dict[RowId, ObjectRecord] = field(default_factory=dict)
+    objects_changed: int = 0  # actions that changed a row, sweeps counted per row
+    stale_ignored: int = 0
+
+
+def plan_objects(
+    stored: Iterable[ObjectRecord], events: Sequence[ObjectEvent], now: datetime
+) -> ObjectPlan:
+    """Apply ``events`` (in apply order) to the ``stored`` rows in memory.
+
+    Each event is decided against the row as the events before it left it, exactly as if
+    they were written one at a time, but every row is written once, in its final state.
+    """
+    rows = {record_id(record): record for record in stored}
+    plan = ObjectPlan()
+    for event in events:
+        current = rows.get(row_id(event))
+        action = decide(_stored_state(current), event)
+        if action is Action.STALE:
+            plan.stale_ignored += 1
+        if not action.changes_objects:
+            continue
+        updates = {row_id(event): apply_action(current, action, event, now)}
+        if sweeps_other_versions(event):
+            updates.update(
+                (record_id(row), tombstoned(row, event, now))
+                for row in rows.values()
+                if _swept_by(row, event)
+            )
+        rows.update(updates)
+        plan.changed.update(updates)
+        plan.objects_changed += len(updates)
+    return plan
+
+
+def _stored_state(row: ObjectRecord | None) -> StoredState | None:
+    if row is None:
+        return None
+    return StoredState(row.sequencer, row.last_event_time, row.deleted)
+
+
+def _swept_by(row: ObjectRecord, event: ObjectEvent) -> bool:
+    """A live, older, other version of the key a DeleteAllVersions removes."""
+    return (
+        (row.bucket, row.key) == (event.bucket, event.key)
+        and row.version_id != event.version_id
+        and not row.deleted
+        and row.sequencer < event.sequencer
+    )
+
+
+def apply_action(
+    current: ObjectRecord | None, action: Action, event: ObjectEvent, now: datetime
+) -> ObjectRecord:
+    """The row after ``action`` (one that ``changes_objects``) for ``event``.
+
+    INSERT / INSERT_TOMBSTONE build a row from the event; OVERWRITE replaces the content;
+    TOUCH keeps stored values the event does not carry (a metadata change carries what it
+    carries); TOMBSTONE marks the row deleted. All of them record the event as the row's
+    latest.
+    """
+    if current is None or action in (Action.INSERT, Action.INSERT_TOMBSTONE):
+        deleted = action is Action.INSERT_TOMBSTONE
+        return ObjectRecord(
+            bucket=event.bucket,
+            key=event.key,
+            version_id=event.version_id,
+            size=event.size,
+            etag=event.etag,
+            content_type=event.content_type,
+            user_id=event.user_id,
+            metadata=dict(event.user_metadata),
+            first_event_time=event.event_time,
+            last_event_time=event.event_time,
+            sequencer=event.sequencer,
+            indexed_at=now,
+            deleted=deleted,
+            last_event_name=event.event_name,
+            deleted_at=event.event_time if deleted else None,
+        )
+    if action is Action.TOMBSTONE:
+        return tombstoned(current, event, now)
+    if action is Action.OVERWRITE:
+        content = replace(
+            current,
+            size=event.size,
+            etag=event.etag,
+            content_type=event.content_type,
+            user_id=event.user_id,
+            metadata=dict(event.user_metadata),
+        )
+    elif action is Action.TOUCH:
+        content = replace(
+            current,
+            size=_first_known(event.size, current.size),
+            etag=_first_known(event.etag, current.etag),
+            content_type=_first_known(event.content_type, current.content_type),
+            user_id=_first_known(event.user_id, current.user_id),
+            metadata=dict(event.user_metadata) or current.metadata,
+        )
+    else:
+        raise IndexWriteFailed(f"action {action} does not write objects")
+    return replace(
+        content,
+        last_event_time=event.event_time,
+        sequencer=event.sequencer,
+        last_event_name=event.event_name,
+        indexed_at=now,
+        deleted=False,
+        deleted_at=None,
+    )
+
+
+def tombstoned(row: ObjectRecord, event: ObjectEvent, now: datetime) -> ObjectRecord:
+    """``row`` marked deleted by the removal ``event``."""
+    return replace(
+        row,
+        deleted=True,
+        deleted_at=event.event_time,
+        last_event_time=event.event_time,
+        sequencer=event.sequencer,
+        last_event_name=event.event_name,
+        indexed_at=now,
+    )
+
+
+def _first_known(value: T | None, fallback: T | None) -> T | None:
+    return value if value is not None else fallback
+
+
+def chunked(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size`` (statements have a parameter limit)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 # --- building WHERE clauses without formatting values into SQL ---------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -24,17 +24,18 @@ import asyncpg
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
-    Action,
     AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
     IndexWriteFailed,
+    Item,
+    JournalId,
     JournalRecord,
     KafkaPosition,
     ObjectFilter,
     ObjectRecord,
-    StoredState,
+    RowId,
     UsageRow,
     check_limit,
     dollar,
@@ -71,48 +72,41 @@ _JOURNAL_COLUMNS: Final = (
 # unnest() yields the (already sorted) ids in array order, one lock call per row.
 _LOCK_KEYS: Final = "SELECT pg_advisory_xact_lock(lock_id) FROM unnest($1::bigint[]) AS lock_id"
 
-_INSERT_JOURNAL: Final = """
+# The whole batch in one statement: arrays in, the identities actually inserted out.
+_JOURNAL_NEW: Final = """
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+SELECT *, $17::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[],
+            $13::text[], $14::text[], $15::integer[], $16::bigint[])
 ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
-RETURNING id"""
+RETURNING bucket, key, version_id, event_name, sequencer"""
 
-_LOAD_STATE: Final = """
-SELECT sequencer, last_event_time, deleted FROM objects
-WHERE bucket = $1 AND key = $2 AND version_id = $3"""
+_LOAD_ROWS: Final = (
+    f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+    " WHERE (bucket, key, version_id) IN"
+    " (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
+)
+_LOAD_ALL_VERSIONS: Final = (
+    f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+    " WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
 
-_INSERT_OBJECT: Final = """
-INSERT INTO objects (bucket, key, version_id, size, etag, content_type, user_metadata, user_id,
-                     first_event_time, last_event_time, sequencer, last_event_name, deleted,
-                     deleted_at, indexed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"""
-
-_OVERWRITE_OBJECT: Final = """
-UPDATE objects SET size = $4, etag = $5, content_type = $6, user_metadata = $7, user_id = $8,
-                   last_event_time = $9, sequencer = $10, last_event_name = $11,
-                   deleted = false, deleted_at = NULL, indexed_at = $12
-WHERE bucket = $1 AND key = $2 AND version_id = $3"""
-
-# A metadata change carries what it carries: keep stored values it does not mention.
-_TOUCH_OBJECT: Final = """
-UPDATE objects SET size = COALESCE($4, size), etag = COALESCE($5, etag),
-                   content_type = COALESCE($6, content_type),
-                   user_metadata = COALESCE($7, user_metadata), user_id = COALESCE($8, user_id),
-                   last_event_time = $9, sequencer = $10, last_event_name = $11,
-                   deleted = false, deleted_at = NULL, indexed_at = $12
-WHERE bucket = $1 AND key = $2 AND version_id = $3"""
-
-_TOMBSTONE_OBJECT: Final = """
-UPDATE objects SET deleted = true, deleted_at = $4, last_event_time = $4, sequencer = $5,
-                   last_event_name = $6, indexed_at = $7
-WHERE bucket = $1 AND key = $2 AND version_id = $3"""
-
-_SWEEP_VERSIONS: Final = """
-UPDATE objects SET deleted = true, deleted_at = $4, last_event_time = $4, sequencer = $5,
-                   last_event_name = $6, indexed_at = $7
-WHERE bucket = $1 AND key = $2 AND version_id <> $3 AND NOT deleted AND sequencer < $5"""
+_SAVE_ROWS: Final = f"""
+INSERT INTO objects ({_OBJECT_COLUMNS})
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                     $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[],
+                     $10::timestamptz[], $11::text[], $12::timestamptz[], $13::boolean[],
+                     $14::text[], $15::timestamptz[])
+ON CONFLICT (bucket, key, version_id) DO UPDATE SET
+    size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
+    user_id = excluded.user_id, user_metadata = excluded.user_metadata,
+    first_event_time = excluded.first_event_time, last_event_time = excluded.last_event_time,
+    sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
+    deleted = excluded.deleted, last_event_name = excluded.last_event_name,
+    deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
@@ -206,7 +200,8 @@ class PostgresIndex(AsyncLifecycle):
             return BatchResult(0, 0, 0, 0)
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_LOCK_KEYS, _lock_ids(event for event, _ in items))
-            return await run_batch(_Writer(conn, datetime.now(UTC)), items)
+            now = datetime.now(UTC)
+            return await run_batch(_Writer(conn, now), items, now)
 
     async def prune_journal(self, older_than: datetime) -> int:
         """Delete journal entries with event_time before ``older_than``; their count."""
@@ -291,83 +286,30 @@ class PostgresIndex(AsyncLifecycle):
 
 
 class _Writer:
-    """The BatchWriter steps as PostgreSQL statements, inside the batch's transaction."""
+    """The BatchWriter steps as PostgreSQL statements: one round trip each, the batch's
+    values travelling as arrays (unnest), inside the batch's transaction."""
 
     def __init__(self, conn: Any, now: datetime) -> None:
         self._conn = conn
         self._now = now
 
-    async def add_to_journal(self, event: ObjectEvent, position: KafkaPosition | None) -> bool:
-        journal_id = await self._conn.fetchval(
-            _INSERT_JOURNAL,
-            event.bucket,
-            event.key,
-            event.version_id,
-            event.event_name,
-            event.kind.value,
-            event.event_time,
-            event.sequencer,
-            event.principal_id,
-            event.source_ip,
-            event.user_agent,
-            event.request_id,
-            event.size,
-            event.etag,
-            position.topic if position else None,
-            position.partition if position else None,
-            position.offset if position else None,
-            self._now,
-        )
-        return journal_id is not None
+    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+        if not items:
+            return set()
+        columns = _columns(_journal_row(event, position) for event, position in items)
+        rows = await self._conn.fetch(_JOURNAL_NEW, *columns, self._now)
+        return {tuple(row) for row in rows}
 
-    async def load_state(self, event: ObjectEvent) -> StoredState | None:
-        row = await self._conn.fetchrow(_LOAD_STATE, event.bucket, event.key, event.version_id)
-        if row is None:
-            return None
-        return StoredState(row["sequencer"], row["last_event_time"], row["deleted"])
+    async def load_rows(
+        self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
+    ) -> list[ObjectRecord]:
+        found = list(await self._conn.fetch(_LOAD_ROWS, *_columns(rows, width=3)))
+        if all_versions_of:
+            found += await self._conn.fetch(_LOAD_ALL_VERSIONS, *_columns(all_versions_of, width=2))
+        return [_object_record(row) for row in found]
 
-    async def write(self, action: Action, event: ObjectEvent) -> None:
-        row = (event.bucket, event.key, event.version_id)
-        progress = (event.event_time, event.sequencer, event.event_name, self._now)
-        if action is Action.INSERT or action is Action.INSERT_TOMBSTONE:
-            await self._conn.execute(_INSERT_OBJECT, *row, *self._insert_params(action, event))
-        elif action is Action.OVERWRITE:
-            await self._conn.execute(
-                _OVERWRITE_OBJECT, *row, *_content(event, dict(event.user_metadata)), *progress
-            )
-        elif action is Action.TOUCH:
-            metadata = dict(event.user_metadata) or None
-            await self._conn.execute(_TOUCH_OBJECT, *row, *_content(event, metadata), *progress)
-        elif action is Action.TOMBSTONE:
-            await self._conn.execute(_TOMBSTONE_OBJECT, *row, *progress)
-        else:
-            raise IndexWriteFailed(f"action {action} does not write objects")
-
-    async def sweep_versions(self, event: ObjectEvent) -> int:
-        status = await self._conn.execute(
-            _SWEEP_VERSIONS,
-            event.bucket,
-            event.key,
-            event.version_id,
-            event.event_time,
-            event.sequencer,
-            event.event_name,
-            self._now,
-        )
-        return int(status.split()[-1])  # "UPDATE <n>"
-
-    def _insert_params(self, action: Action, event: ObjectEvent) -> tuple[object, ...]:
-        deleted = action is Action.INSERT_TOMBSTONE
-        return (
-            *_content(event, dict(event.user_metadata)),
-            event.event_time,
-            event.event_time,
-            event.sequencer,
-            event.event_name,
-            deleted,
-            event.event_time if deleted else None,
-            self._now,
-        )
+    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
+        await self._conn.execute(_SAVE_ROWS, *_columns(_object_row(row) for row in rows))
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -419,8 +361,53 @@ def _object_conditions(filters: ObjectFilter) -> Conditions:
     return filters.conditions(dollar, live_only="NOT deleted", add_metadata=add_metadata)
 
 
-def _content(event: ObjectEvent, metadata: dict[str, str] | None) -> tuple[object, ...]:
-    return (event.size, event.etag, event.content_type, metadata, event.user_id)
+def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[list[Any]]:
+    """Rows turned into one list per column, the shape unnest() takes."""
+    materialised = list(rows)
+    count = width if width is not None else len(materialised[0]) if materialised else 0
+    return [[row[i] for row in materialised] for i in range(count)]
+
+
+def _journal_row(event: ObjectEvent, position: KafkaPosition | None) -> tuple[object, ...]:
+    return (
+        event.bucket,
+        event.key,
+        event.version_id,
+        event.event_name,
+        event.kind.value,
+        event.event_time,
+        event.sequencer,
+        event.principal_id,
+        event.source_ip,
+        event.user_agent,
+        event.request_id,
+        event.size,
+        event.etag,
+        position.topic if position else None,
+        position.partition if position else None,
+        position.offset if position else None,
+    )
+
+
+def _object_row(record: ObjectRecord) -> tuple[object, ...]:
+    """``record`` as values in ``_OBJECT_COLUMNS`` order."""
+    return (
+        record.bucket,
+        record.key,
+        record.version_id,
+        record.size,
+        record.etag,
+        record.content_type,
+        record.user_id,
+        dict(record.metadata),
+        record.first_event_time,
+        record.last_event_time,
+        record.sequencer,
+        record.indexed_at,
+        record.deleted,
+        record.last_event_name,
+        record.deleted_at,
+    )
 
 
 def _object_record(row: Any) -> ObjectRecord:

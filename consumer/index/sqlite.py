@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,19 +25,22 @@ import aiosqlite
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
-    Action,
     AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
     IndexWriteFailed,
+    Item,
+    JournalId,
     JournalRecord,
     KafkaPosition,
     ObjectFilter,
     ObjectRecord,
-    StoredState,
+    RowId,
     UsageRow,
     check_limit,
+    chunked,
+    journal_id,
     qmark,
     run_batch,
 )
@@ -66,40 +69,36 @@ INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequ
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
 
-_LOAD_STATE: Final = """
-SELECT sequencer, last_event_time, deleted FROM objects
-WHERE bucket = ? AND key = ? AND version_id = ?"""
+# "<stmt> (VALUES (?, …), …) AS v JOIN <table> ON …": one indexed lookup per listed row.
+# Rows per statement stay under SQLite's historical 999-parameter limit.
+_ROWS_PER_STATEMENT: Final = 150
 
-_INSERT_OBJECT: Final = """
-INSERT INTO objects (bucket, key, version_id, size, etag, content_type, user_metadata, user_id,
-                     first_event_time, last_event_time, sequencer, last_event_name, deleted,
-                     deleted_at, indexed_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_JOURNALED_AMONG: Final = """
+SELECT j.bucket, j.key, j.version_id, j.event_name, j.sequencer
+FROM (VALUES {rows}) AS v
+JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id = v.column3
+                 AND j.event_name = v.column4 AND j.sequencer = v.column5"""
 
-_OVERWRITE_OBJECT: Final = """
-UPDATE objects SET size = ?, etag = ?, content_type = ?, user_metadata = ?, user_id = ?,
-                   last_event_time = ?, sequencer = ?, last_event_name = ?,
-                   deleted = 0, deleted_at = NULL, indexed_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ?"""
+# Column names are unqualified: the VALUES side only has column1, column2, ...
+_LOAD_ROWS: Final = (
+    f"SELECT {_OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    " JOIN objects ON bucket = v.column1 AND key = v.column2 AND version_id = v.column3"
+)
+_LOAD_ALL_VERSIONS: Final = (
+    f"SELECT {_OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    " JOIN objects ON bucket = v.column1 AND key = v.column2"
+)
 
-# A metadata change carries what it carries: keep stored values it does not mention.
-_TOUCH_OBJECT: Final = """
-UPDATE objects SET size = COALESCE(?, size), etag = COALESCE(?, etag),
-                   content_type = COALESCE(?, content_type),
-                   user_metadata = COALESCE(?, user_metadata), user_id = COALESCE(?, user_id),
-                   last_event_time = ?, sequencer = ?, last_event_name = ?,
-                   deleted = 0, deleted_at = NULL, indexed_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ?"""
-
-_TOMBSTONE_OBJECT: Final = """
-UPDATE objects SET deleted = 1, deleted_at = ?, last_event_time = ?, sequencer = ?,
-                   last_event_name = ?, indexed_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ?"""
-
-_SWEEP_VERSIONS: Final = """
-UPDATE objects SET deleted = 1, deleted_at = ?, last_event_time = ?, sequencer = ?,
-                   last_event_name = ?, indexed_at = ?
-WHERE bucket = ? AND key = ? AND version_id <> ? AND deleted = 0 AND sequencer < ?"""
+_SAVE_ROW: Final = f"""
+INSERT INTO objects ({_OBJECT_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket, key, version_id) DO UPDATE SET
+    size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
+    user_id = excluded.user_id, user_metadata = excluded.user_metadata,
+    first_event_time = excluded.first_event_time, last_event_time = excluded.last_event_time,
+    sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
+    deleted = excluded.deleted, last_event_name = excluded.last_event_name,
+    deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
@@ -180,7 +179,8 @@ class SqliteIndex(AsyncLifecycle):
         if not items:
             return BatchResult(0, 0, 0, 0)
         async with self._transaction() as conn:
-            return await run_batch(_Writer(conn, _text(datetime.now(UTC))), items)
+            now = datetime.now(UTC)
+            return await run_batch(_Writer(conn, now), items, now)
 
     async def prune_journal(self, older_than: datetime) -> int:
         """Delete journal entries with event_time before ``older_than``; their count."""
@@ -281,12 +281,47 @@ class SqliteIndex(AsyncLifecycle):
 class _Writer:
     """The BatchWriter steps as SQLite statements, inside the batch's transaction."""
 
-    def __init__(self, conn: aiosqlite.Connection, now: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, now: datetime) -> None:
         self._conn = conn
-        self._now = now
+        self._now = _text(now)
 
-    async def add_to_journal(self, event: ObjectEvent, position: KafkaPosition | None) -> bool:
-        params = (
+    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+        # One writer at a time (BEGIN IMMEDIATE), so "not there yet" stays true until the
+        # insert below; ON CONFLICT DO NOTHING is only a second line of defence.
+        identities = [journal_id(event) for event, _ in items]
+        present = set(await self._select(_JOURNALED_AMONG, identities))
+        new = [
+            item
+            for item, identity in zip(items, identities, strict=True)
+            if identity not in present
+        ]
+        await self._conn.executemany(_INSERT_JOURNAL, [self._journal_row(*item) for item in new])
+        return {journal_id(event) for event, _ in new}
+
+    async def load_rows(
+        self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
+    ) -> list[ObjectRecord]:
+        found = await self._select(_LOAD_ROWS, list(rows))
+        if all_versions_of:
+            found += await self._select(_LOAD_ALL_VERSIONS, list(all_versions_of))
+        return [_object_record(row) for row in found]
+
+    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
+        await self._conn.executemany(_SAVE_ROW, [_object_row(row) for row in rows])
+
+    async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
+        """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
+        found: list[Any] = []
+        for chunk in chunked(keys, _ROWS_PER_STATEMENT):
+            marks = "(" + ", ".join("?" * len(chunk[0])) + ")"
+            sql = template.format(rows=", ".join([marks] * len(chunk)))
+            found += await self._conn.execute_fetchall(sql, [v for key in chunk for v in key])
+        return found
+
+    def _journal_row(
+        self, event: ObjectEvent, position: KafkaPosition | None
+    ) -> tuple[object, ...]:
+        return (
             event.bucket,
             event.key,
             event.version_id,
@@ -303,66 +338,6 @@ class _Writer:
             position.topic if position else None,
             position.partition if position else None,
             position.offset if position else None,
-            self._now,
-        )
-        async with self._conn.execute(_INSERT_JOURNAL, params) as cursor:
-            return cursor.rowcount == 1
-
-    async def load_state(self, event: ObjectEvent) -> StoredState | None:
-        rows = await self._conn.execute_fetchall(
-            _LOAD_STATE, (event.bucket, event.key, event.version_id)
-        )
-        for sequencer, last_event_time, deleted in rows:
-            return StoredState(sequencer, datetime.fromisoformat(last_event_time), bool(deleted))
-        return None
-
-    async def write(self, action: Action, event: ObjectEvent) -> None:
-        sql, params = self._statement(action, event)
-        await self._conn.execute(sql, params)
-
-    async def sweep_versions(self, event: ObjectEvent) -> int:
-        when = _text(event.event_time)
-        params = (when, when, event.sequencer, event.event_name, self._now)
-        where = (event.bucket, event.key, event.version_id, event.sequencer)
-        async with self._conn.execute(_SWEEP_VERSIONS, params + where) as cursor:
-            return cursor.rowcount
-
-    def _statement(self, action: Action, event: ObjectEvent) -> tuple[str, tuple[object, ...]]:
-        when = _text(event.event_time)
-        row = (event.bucket, event.key, event.version_id)
-        progress = (when, event.sequencer, event.event_name, self._now)
-        if action is Action.INSERT or action is Action.INSERT_TOMBSTONE:
-            return _INSERT_OBJECT, self._insert_params(action, event)
-        if action is Action.OVERWRITE:
-            return _OVERWRITE_OBJECT, (
-                *_content(event, _json(event.user_metadata)),
-                *progress,
-                *row,
-            )
-        if action is Action.TOUCH:
-            return _TOUCH_OBJECT, (
-                *_content(event, _json_or_none(event.user_metadata)),
-                *progress,
-                *row,
-            )
-        if action is Action.TOMBSTONE:
-            return _TOMBSTONE_OBJECT, (when, *progress, *row)
-        raise IndexWriteFailed(f"action {action} does not write objects")
-
-    def _insert_params(self, action: Action, event: ObjectEvent) -> tuple[object, ...]:
-        when = _text(event.event_time)
-        deleted = action is Action.INSERT_TOMBSTONE
-        return (
-            event.bucket,
-            event.key,
-            event.version_id,
-            *_content(event, _json(event.user_metadata)),
-            when,
-            when,
-            event.sequencer,
-            event.event_name,
-            int(deleted),
-            when if deleted else None,
             self._now,
         )
 
@@ -430,16 +405,29 @@ def _object_conditions(filters: ObjectFilter) -> Conditions:
     return filters.conditions(qmark, live_only="deleted = 0", add_metadata=add_metadata)
 
 
-def _content(event: ObjectEvent, metadata: str | None) -> tuple[object, ...]:
-    return (event.size, event.etag, event.content_type, metadata, event.user_id)
-
-
 def _json(metadata: Mapping[str, str]) -> str:
     return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _json_or_none(metadata: Mapping[str, str]) -> str | None:
-    return _json(metadata) if metadata else None
+def _object_row(record: ObjectRecord) -> tuple[object, ...]:
+    """``record`` as parameters in ``_OBJECT_COLUMNS`` order."""
+    return (
+        record.bucket,
+        record.key,
+        record.version_id,
+        record.size,
+        record.etag,
+        record.content_type,
+        record.user_id,
+        _json(record.metadata),
+        _text(record.first_event_time),
+        _text(record.last_event_time),
+        record.sequencer,
+        _text(record.indexed_at),
+        int(record.deleted),
+        record.last_event_name,
+        None if record.deleted_at is None else _text(record.deleted_at),
+    )
 
 
 def _text(moment: datetime) -> str:

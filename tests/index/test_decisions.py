@@ -1,4 +1,5 @@
-"""The index's pure rules, without a database: decide, is_newer, ordering, LIKE escaping."""
+"""The index's pure rules, without a database: decide, is_newer, ordering, planning a
+batch's rows in memory, LIKE escaping."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from consumer.index.base import (
     Action,
     Conditions,
     StoredState,
+    apply_action,
     check_limit,
     decide,
     dollar,
     escape_like,
+    first_of_each_identity,
     is_newer,
     lower_names,
     order_for_apply,
+    plan_objects,
     qmark,
     sweeps_other_versions,
 )
@@ -159,6 +163,52 @@ class TestOrderForApply:
         second = event(_C, seq=1, etag="second")
         assert [e.etag for e in order_for_apply([first, second])] == ["first", "second"]
         assert [e.etag for e in order_for_apply([second, first])] == ["second", "first"]
+
+
+NOW = T0 + timedelta(days=1)
+C, M, R = EventKind.CREATED, EventKind.METADATA_CHANGED, EventKind.REMOVED
+
+
+class TestPlanObjects:
+    def test_events_on_one_row_collapse_into_its_final_state(self) -> None:
+        create = event(C, seq=1, metadata={"lang": "ru"})
+        tag = event(M, seq=2, event_name="s3:ObjectCreated:PutTagging", user_id=None)
+        plan = plan_objects([], [create, tag], NOW)
+        assert plan.objects_changed == 2
+        (row,) = plan.changed.values()
+        assert (row.size, row.etag, row.metadata) == (100, "etag-1", {"lang": "ru"})
+        assert (row.user_id, row.last_event_name) == ("1", "s3:ObjectCreated:PutTagging")
+        assert (row.first_event_time, row.last_event_time) == (create.event_time, tag.event_time)
+        assert row.indexed_at == NOW
+
+    def test_each_event_is_decided_against_the_row_the_ones_before_it_left(self) -> None:
+        stored = apply_action(None, Action.INSERT, event(C, seq=5), NOW)
+        older, removal, revive = event(C, seq=3), event(R, seq=6), event(C, seq=7)
+        plan = plan_objects([stored], [older, removal, revive], NOW)
+        assert (plan.stale_ignored, plan.objects_changed) == (1, 2)
+        (row,) = plan.changed.values()
+        assert not row.deleted
+        assert row.etag == "etag-7"
+
+    def test_unchanged_rows_are_not_written(self) -> None:
+        stored = apply_action(None, Action.INSERT, event(C, seq=5), NOW)
+        plan = plan_objects([stored], [event(C, seq=5)], NOW)
+        assert (plan.changed, plan.stale_ignored) == ({}, 1)
+
+    def test_delete_all_versions_sweeps_older_live_versions_in_memory(self) -> None:
+        v1 = apply_action(None, Action.INSERT, event(C, seq=1, version_id="v1"), NOW)
+        v3 = event(C, seq=3, version_id="v3")  # newer than the sweep: kept
+        sweep = event(R, seq=2, version_id="v2", event_name="s3:ObjectRemoved:DeleteAllVersions")
+        plan = plan_objects([v1], order_for_apply([v3, sweep]), NOW)
+        deleted = {version for (_, _, version), row in plan.changed.items() if row.deleted}
+        assert deleted == {"v1", "v2"}
+        assert plan.objects_changed == 3
+
+    def test_repeated_identities_in_one_batch_count_as_duplicates(self) -> None:
+        first, other = event(C, seq=1), event(C, seq=2)
+        unique, repeated = first_of_each_identity([(first, None), (other, None), (first, None)])
+        assert [e for e, _ in unique] == [first, other]
+        assert repeated == 1
 
 
 class TestQueryHelpers:
