@@ -88,6 +88,8 @@ class ObjectRecord:
     deleted: bool
     last_event_name: str = ""
     deleted_at: datetime | None = None
+    # The processing jobs of this row summed up (see PROCESSING_STATUS_SQL); None: no job.
+    processing_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,99 @@ class JournalRecord:
     etag: str | None
     kafka: KafkaPosition | None
     recorded_at: datetime
+
+
+class JobStatus(StrEnum):
+    """pending → running → done | failed, per (object version, processor)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One processor to run on the content an event created.
+
+    In an unversioned bucket one key holds successive contents under version_id ""; the
+    event's sequencer tells them apart, so a job is for (row, processor) at a sequencer.
+    """
+
+    bucket: str
+    key: str
+    version_id: str
+    processor: str
+    sequencer: str
+    etag: str | None
+    size: int | None
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        return (self.bucket, self.key, self.version_id, self.processor)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A row of ``jobs``: the latest job of one processor on one object (version)."""
+
+    bucket: str
+    key: str
+    version_id: str
+    processor: str
+    sequencer: str
+    etag: str | None
+    status: JobStatus
+    attempts: int
+    last_error: str | None
+    result_bucket: str | None
+    result_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    updated_at: datetime
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        return (self.bucket, self.key, self.version_id, self.processor)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended: ``finish_job``'s input."""
+
+    status: JobStatus
+    duration_ms: int
+    error: str | None = None
+    result_bucket: str | None = None
+    result_key: str | None = None
+
+
+def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
+    """Whether to (re)run a requested job, given the stored one.
+
+    A job for newer content always runs; for older content never (the newer content's job
+    supersedes it). For the same content a finished job is not run again (a redelivered
+    event), while a pending or running one is: its process died before finishing it.
+    """
+    if stored is None:
+        return True
+    if request.sequencer != stored.sequencer:
+        return request.sequencer > stored.sequencer
+    return not stored.status.finished
+
+
+# The summary status of an object's jobs, worst first: failed, running, pending, done.
+PROCESSING_STATUS_SQL: Final = (
+    "SELECT status FROM jobs WHERE jobs.bucket = objects.bucket AND jobs.key = objects.key"
+    " AND jobs.version_id = objects.version_id ORDER BY CASE status WHEN 'failed' THEN 0"
+    " WHEN 'running' THEN 1 WHEN 'pending' THEN 2 ELSE 3 END LIMIT 1"
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +281,7 @@ class IndexStore(Protocol):
         include_deleted: bool = False,
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
+        processing_status: str | None = None,
     ) -> list[ObjectRecord]:
         """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
 
@@ -210,6 +306,26 @@ class IndexStore(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """{"objects": live rows, "tombstones": deleted rows, "journal": journal rows}."""
+
+    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
+        """Mark the requests that should run (``job_should_run``) pending, in one
+        transaction; those requests, in the given order."""
+
+    async def start_job(self, request: JobRequest) -> int:
+        """Mark the job running; its attempt number (1 for the first run)."""
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+        """Record how the job ended (done or failed)."""
+
+    async def jobs(
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        """Jobs ordered by (bucket, key, version_id, processor)."""
 
 
 # --- pure decisions ----------------------------------------------------------------------
@@ -586,6 +702,7 @@ class ObjectFilter:
     metadata: Mapping[str, str] | None = None
     include_deleted: bool = False
     after: tuple[str, str, str] | None = None
+    processing_status: str | None = None
 
     def conditions(
         self,
@@ -594,7 +711,7 @@ class ObjectFilter:
         live_only: str,
         add_metadata: Callable[[Conditions, dict[str, str]], None],
     ) -> Conditions:
-        """Conditions in order (deleted, bucket, user, prefix, metadata, cursor).
+        """Conditions in order (deleted, bucket, user, prefix, metadata, status, cursor).
 
         ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
         dialect's metadata match for the lower-cased filter.
@@ -610,6 +727,8 @@ class ObjectFilter:
             where.add("key LIKE {} ESCAPE '\\'", escape_like(self.prefix))
         if self.metadata:
             add_metadata(where, lower_names(self.metadata))
+        if self.processing_status is not None:
+            where.add(f"({PROCESSING_STATUS_SQL}) = {{}}", self.processing_status)
         if self.after is not None:
             where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
         return where

@@ -8,7 +8,6 @@ transaction-scoped advisory lock, so two processes starting at once apply each m
 once — the second waits, then finds nothing pending.
 
 To change the schema, append a Migration with the next version; never edit an applied one.
-The ``jobs`` table of the processing workers will be such a later migration.
 """
 
 from __future__ import annotations
@@ -121,6 +120,48 @@ CREATE TABLE journal (
     UNIQUE (bucket, key, version_id, event_name, sequencer)
 )"""
 
+_SQLITE_JOBS: Final = """
+CREATE TABLE jobs (
+    bucket        TEXT    NOT NULL,
+    key           TEXT    NOT NULL,
+    version_id    TEXT    NOT NULL DEFAULT '',
+    processor     TEXT    NOT NULL,
+    sequencer     TEXT    NOT NULL DEFAULT '',
+    etag          TEXT,
+    status        TEXT    NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    result_bucket TEXT,
+    result_key    TEXT,
+    created_at    TEXT    NOT NULL,
+    started_at    TEXT,
+    finished_at   TEXT,
+    duration_ms   INTEGER,
+    updated_at    TEXT    NOT NULL,
+    PRIMARY KEY (bucket, key, version_id, processor)
+)"""
+
+_PG_JOBS: Final = """
+CREATE TABLE jobs (
+    bucket        text COLLATE "C" NOT NULL,
+    key           text COLLATE "C" NOT NULL,
+    version_id    text COLLATE "C" NOT NULL DEFAULT '',
+    processor     text COLLATE "C" NOT NULL,
+    sequencer     text COLLATE "C" NOT NULL DEFAULT '',
+    etag          text,
+    status        text NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    result_bucket text,
+    result_key    text,
+    created_at    timestamptz NOT NULL,
+    started_at    timestamptz,
+    finished_at   timestamptz,
+    duration_ms   bigint,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (bucket, key, version_id, processor)
+)"""
+
 # Listing by (bucket, key) uses the primary key; the journal's UNIQUE serves per-key
 # history. Byte-wise collation ("C" on PostgreSQL, SQLite's BINARY) gives both backends
 # the same order and lets a LIKE prefix use the index.
@@ -144,6 +185,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             _PG_JOURNAL,
             "CREATE INDEX journal_by_event_time ON journal (event_time)",
         ),
+    ),
+    Migration(
+        2,
+        "processing jobs per object version and processor",
+        sqlite=(_SQLITE_JOBS, "CREATE INDEX jobs_by_status ON jobs (status, updated_at)"),
+        postgres=(_PG_JOBS, "CREATE INDEX jobs_by_status ON jobs (status, updated_at)"),
     ),
 )
 

@@ -24,12 +24,17 @@ import asyncpg
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
+    PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
     IndexWriteFailed,
     Item,
+    JobOutcome,
+    JobRecord,
+    JobRequest,
+    JobStatus,
     JournalId,
     JournalRecord,
     KafkaPosition,
@@ -39,6 +44,7 @@ from consumer.index.base import (
     UsageRow,
     check_limit,
     dollar,
+    job_should_run,
     run_batch,
 )
 from consumer.index.migrations import migrate_postgres
@@ -107,6 +113,42 @@ ON CONFLICT (bucket, key, version_id) DO UPDATE SET
     sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
     deleted = excluded.deleted, last_event_name = excluded.last_event_name,
     deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
+
+_JOB_COLUMNS: Final = (
+    "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
+    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+)
+
+_LOAD_JOBS: Final = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs"  # noqa: S608 - constant fragments
+    " WHERE (bucket, key, version_id, processor) IN"
+    " (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))"
+)
+
+# A job for new content starts over; for the same content (a redelivery after a crash)
+# its attempts carry on.
+_PEND_JOBS: Final = """
+INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
+                  created_at, updated_at)
+SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
+    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
+    sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
+    updated_at = excluded.updated_at"""
+
+_START_JOB: Final = """
+UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $6, updated_at = $6
+WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
+RETURNING attempts"""
+
+_FINISH_JOB: Final = """
+UPDATE jobs SET status = $6, last_error = $7, result_bucket = $8, result_key = $9,
+                duration_ms = $10, finished_at = $11, updated_at = $11
+WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5"""
+
+_LISTED_OBJECT_COLUMNS: Final = f"{_OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
@@ -199,7 +241,9 @@ class PostgresIndex(AsyncLifecycle):
         if not items:
             return BatchResult(0, 0, 0, 0)
         async with self._connection() as conn, conn.transaction():
-            await conn.execute(_LOCK_KEYS, _lock_ids(event for event, _ in items))
+            await conn.execute(
+                _LOCK_KEYS, _lock_ids((event.bucket, event.key) for event, _ in items)
+            )
             now = datetime.now(UTC)
             return await run_batch(_Writer(conn, now), items, now)
 
@@ -221,13 +265,16 @@ class PostgresIndex(AsyncLifecycle):
         include_deleted: bool = False,
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
+        processing_status: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
         where = _object_conditions(
-            ObjectFilter(bucket, user_id, prefix, metadata, include_deleted, after)
+            ObjectFilter(
+                bucket, user_id, prefix, metadata, include_deleted, after, processing_status
+            )
         )
         sql = (
-            f"SELECT {_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
         )
         rows = await self._fetch(sql, *where.params, check_limit(limit))
@@ -236,7 +283,7 @@ class PostgresIndex(AsyncLifecycle):
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
         rows = await self._fetch(
-            f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
             " WHERE bucket = $1 AND key = $2 AND version_id = $3",
             bucket,
             key,
@@ -269,6 +316,70 @@ class PostgresIndex(AsyncLifecycle):
         """See IndexStore.counts."""
         (row,) = await self._fetch(_COUNTS)
         return {"objects": row[0], "tombstones": row[1], "journal": row[2]}
+
+    # --- processing jobs -----------------------------------------------------------------
+
+    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
+        """See IndexStore.claim_jobs. Per-object advisory locks, as in apply_batch, so
+        two processors cannot both claim one job."""
+        if not requests:
+            return []
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_LOCK_KEYS, _lock_ids((r.bucket, r.key) for r in requests))
+            rows = await conn.fetch(_LOAD_JOBS, *_columns([r.ident for r in requests]))
+            stored = {
+                (j.bucket, j.key, j.version_id, j.processor): j for j in map(_job_record, rows)
+            }
+            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
+            if chosen:
+                values = [(*r.ident, r.sequencer, r.etag) for r in chosen]
+                await conn.execute(_PEND_JOBS, *_columns(values), datetime.now(UTC))
+            return chosen
+
+    async def start_job(self, request: JobRequest) -> int:
+        """See IndexStore.start_job."""
+        async with self._connection() as conn:
+            attempts = await conn.fetchval(
+                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC)
+            )
+        if attempts is None:
+            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+        return int(attempts)
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+        """See IndexStore.finish_job."""
+        async with self._connection() as conn:
+            await conn.execute(
+                _FINISH_JOB,
+                *request.ident,
+                request.sequencer,
+                outcome.status.value,
+                outcome.error,
+                outcome.result_bucket,
+                outcome.result_key,
+                outcome.duration_ms,
+                datetime.now(UTC),
+            )
+
+    async def jobs(
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        """See IndexStore.jobs."""
+        where = Conditions(dollar)
+        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
+            if value is not None:
+                where.add(f"{column} = {{}}", str(value))
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+            f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
+        )
+        rows = await self._fetch(sql, *where.params, check_limit(limit))
+        return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -342,12 +453,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _lock_ids(events: Iterable[ObjectEvent]) -> list[int]:
-    """Sorted, distinct signed 64-bit advisory-lock ids of the events' (bucket, key)."""
+def _lock_ids(objects: Iterable[tuple[str, str]]) -> list[int]:
+    """Sorted, distinct signed 64-bit advisory-lock ids of (bucket, key) pairs."""
     ids: set[int] = set()
-    for event in events:
+    for bucket, key in objects:
         digest = hashlib.blake2b(
-            f"{event.bucket}\x00{event.key}".encode(), digest_size=8, person=b"vox-obj"
+            f"{bucket}\x00{key}".encode(), digest_size=8, person=b"vox-obj"
         ).digest()
         ids.add(int.from_bytes(digest, "big", signed=True))
     return sorted(ids)
@@ -427,6 +538,28 @@ def _object_record(row: Any) -> ObjectRecord:
         deleted=row["deleted"],
         last_event_name=row["last_event_name"],
         deleted_at=row["deleted_at"],
+        processing_status=row.get("processing_status"),
+    )
+
+
+def _job_record(row: Any) -> JobRecord:
+    return JobRecord(
+        bucket=row["bucket"],
+        key=row["key"],
+        version_id=row["version_id"],
+        processor=row["processor"],
+        sequencer=row["sequencer"],
+        etag=row["etag"],
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        result_bucket=row["result_bucket"],
+        result_key=row["result_key"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        updated_at=row["updated_at"],
     )
 
 

@@ -25,12 +25,17 @@ import aiosqlite
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
+    PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
     Conditions,
     IndexUnavailable,
     IndexWriteFailed,
     Item,
+    JobOutcome,
+    JobRecord,
+    JobRequest,
+    JobStatus,
     JournalId,
     JournalRecord,
     KafkaPosition,
@@ -40,6 +45,7 @@ from consumer.index.base import (
     UsageRow,
     check_limit,
     chunked,
+    job_should_run,
     journal_id,
     qmark,
     run_batch,
@@ -99,6 +105,41 @@ ON CONFLICT (bucket, key, version_id) DO UPDATE SET
     sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
     deleted = excluded.deleted, last_event_name = excluded.last_event_name,
     deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
+
+_JOB_COLUMNS: Final = (
+    "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
+    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+)
+
+_LOAD_JOBS: Final = (
+    f"SELECT {_JOB_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    " JOIN jobs ON bucket = v.column1 AND key = v.column2 AND version_id = v.column3"
+    " AND processor = v.column4"
+)
+
+# A job for new content starts over; for the same content (a redelivery after a crash)
+# its attempts carry on.
+_PEND_JOB: Final = """
+INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
+                  created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
+    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
+    sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
+    updated_at = excluded.updated_at"""
+
+_START_JOB: Final = """
+UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
+WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
+RETURNING attempts"""
+
+_FINISH_JOB: Final = """
+UPDATE jobs SET status = ?, last_error = ?, result_bucket = ?, result_key = ?,
+                duration_ms = ?, finished_at = ?, updated_at = ?
+WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?"""
+
+_LISTED_OBJECT_COLUMNS: Final = f"{_OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
@@ -204,13 +245,16 @@ class SqliteIndex(AsyncLifecycle):
         include_deleted: bool = False,
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
+        processing_status: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
         where = _object_conditions(
-            ObjectFilter(bucket, user_id, prefix, metadata, include_deleted, after)
+            ObjectFilter(
+                bucket, user_id, prefix, metadata, include_deleted, after, processing_status
+            )
         )
         sql = (
-            f"SELECT {_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id LIMIT ?"
         )
         rows = await self._fetch(sql, (*where.params, check_limit(limit)))
@@ -219,7 +263,7 @@ class SqliteIndex(AsyncLifecycle):
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
         rows = await self._fetch(
-            f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
             " WHERE bucket = ? AND key = ? AND version_id = ?",
             (bucket, key, version_id),
         )
@@ -250,6 +294,76 @@ class SqliteIndex(AsyncLifecycle):
         """See IndexStore.counts."""
         (row,) = await self._fetch(_COUNTS, ())
         return {"objects": row[0], "tombstones": row[1], "journal": row[2]}
+
+    # --- processing jobs -----------------------------------------------------------------
+
+    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
+        """See IndexStore.claim_jobs."""
+        if not requests:
+            return []
+        async with self._transaction() as conn:
+            stored: dict[tuple[str, str, str, str], JobRecord] = {}
+            for chunk in chunked([r.ident for r in requests], _ROWS_PER_STATEMENT):
+                sql = _LOAD_JOBS.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
+                for row in await conn.execute_fetchall(sql, [v for i in chunk for v in i]):
+                    job = _job_record(row)
+                    stored[job.ident] = job
+            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
+            now = _text(datetime.now(UTC))
+            await conn.executemany(
+                _PEND_JOB, [(*r.ident, r.sequencer, r.etag, now, now) for r in chosen]
+            )
+            return chosen
+
+    async def start_job(self, request: JobRequest) -> int:
+        """See IndexStore.start_job."""
+        now = _text(datetime.now(UTC))
+        async with self._transaction() as conn:
+            rows = await conn.execute_fetchall(
+                _START_JOB, (now, now, *request.ident, request.sequencer)
+            )
+        if not rows:
+            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+        return int(next(iter(rows))[0])
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+        """See IndexStore.finish_job."""
+        now = _text(datetime.now(UTC))
+        async with self._transaction() as conn:
+            await conn.execute(
+                _FINISH_JOB,
+                (
+                    outcome.status.value,
+                    outcome.error,
+                    outcome.result_bucket,
+                    outcome.result_key,
+                    outcome.duration_ms,
+                    now,
+                    now,
+                    *request.ident,
+                    request.sequencer,
+                ),
+            )
+
+    async def jobs(
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 1000,
+    ) -> list[JobRecord]:
+        """See IndexStore.jobs."""
+        where = Conditions(qmark)
+        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
+            if value is not None:
+                where.add(f"{column} = {{}}", str(value))
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+            " ORDER BY bucket, key, version_id, processor LIMIT ?"
+        )
+        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -455,6 +569,28 @@ def _object_record(row: Any) -> ObjectRecord:
         deleted=bool(row[12]),
         last_event_name=row[13],
         deleted_at=_time(row[14]),
+        processing_status=row[15] if len(row) > 15 else None,
+    )
+
+
+def _job_record(row: Any) -> JobRecord:
+    return JobRecord(
+        bucket=row[0],
+        key=row[1],
+        version_id=row[2],
+        processor=row[3],
+        sequencer=row[4],
+        etag=row[5],
+        status=JobStatus(row[6]),
+        attempts=row[7],
+        last_error=row[8],
+        result_bucket=row[9],
+        result_key=row[10],
+        created_at=datetime.fromisoformat(row[11]),
+        started_at=_time(row[12]),
+        finished_at=_time(row[13]),
+        duration_ms=row[14],
+        updated_at=datetime.fromisoformat(row[15]),
     )
 
 

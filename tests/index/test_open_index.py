@@ -54,10 +54,12 @@ class TestMigrationList:
             assert len(migration.sqlite) == len(migration.postgres)
 
     def test_pending_skips_applied_and_keeps_order(self) -> None:
-        extra = (*MIGRATIONS, Migration(2, "later", ("SELECT 1",), ("SELECT 1",)))
-        assert [m.version for m in pending([], extra)] == [1, 2]
-        assert [m.version for m in pending([1], extra)] == [2]
-        assert pending([1, 2], extra) == []
+        latest = len(MIGRATIONS)
+        later = Migration(latest + 1, "later", ("SELECT 1",), ("SELECT 1",))
+        extra = (*MIGRATIONS, later)
+        assert [m.version for m in pending([], extra)] == [*range(1, latest + 1), latest + 1]
+        assert [m.version for m in pending(range(1, latest + 1), extra)] == [latest + 1]
+        assert pending(range(1, latest + 2), extra) == []
 
     def test_pending_refuses_a_schema_newer_than_the_code(self) -> None:
         with pytest.raises(IndexWriteFailed, match="upgrade the consumer"):

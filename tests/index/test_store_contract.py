@@ -19,6 +19,9 @@ from consumer.index import (
     BatchResult,
     IndexStore,
     IndexUnavailable,
+    JobOutcome,
+    JobRequest,
+    JobStatus,
     KafkaPosition,
     ObjectRecord,
     UsageRow,
@@ -60,7 +63,10 @@ class TestLifecycle:
         await store.start()
         async with backend.new_store() as again:
             await again.ping()
-        assert await backend.fetch("SELECT version FROM schema_migrations") == [(1,)]
+        assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
+            (1,),
+            (2,),
+        ]
 
     async def test_concurrent_starts_on_one_database(self, backend: Backend) -> None:
         stores = [backend.new_store() for _ in range(4)]
@@ -70,7 +76,10 @@ class TestLifecycle:
             assert await stores[3].get_object("bkt", "user_1/a.ogg") is not None
         finally:
             await asyncio.gather(*(s.close() for s in stores))
-        assert await backend.fetch("SELECT version FROM schema_migrations") == [(1,)]
+        assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
+            (1,),
+            (2,),
+        ]
 
     async def test_close_is_idempotent_and_closed_store_is_unavailable(
         self, backend: Backend
@@ -408,3 +417,72 @@ class TestQueries:
         assert await store.counts() == {"objects": 0, "tombstones": 0, "journal": 0}
         await apply(store, event(seq=1, key="a"), event(seq=2, key="b"), event(R, seq=3, key="b"))
         assert await store.counts() == {"objects": 1, "tombstones": 1, "journal": 3}
+
+
+# --- processing jobs ---------------------------------------------------------------------
+
+
+def job(seq: int, key: str = "user_1/a.ogg", processor: str = "audio-probe") -> JobRequest:
+    return JobRequest("bkt", key, "", processor, f"{seq:X}", f"etag-{seq}", 100)
+
+
+class TestJobs:
+    async def test_lifecycle_pending_running_done(self, store: IndexStore) -> None:
+        await apply(store, event(seq=1))
+        request = job(1)
+        assert await store.claim_jobs([request]) == [request]
+        assert (await get(store)).processing_status == "pending"
+        assert await store.start_job(request) == 1
+        assert (await get(store)).processing_status == "running"
+        outcome = JobOutcome(JobStatus.DONE, 12, result_bucket="res", result_key="k.json")
+        await store.finish_job(request, outcome)
+        (record,) = await store.jobs(bucket="bkt")
+        assert (record.status, record.attempts, record.duration_ms) == (JobStatus.DONE, 1, 12)
+        assert (record.result_bucket, record.result_key) == ("res", "k.json")
+        assert record.finished_at is not None
+        assert (await get(store)).processing_status == "done"
+        assert await keys(store, processing_status="done") == ["user_1/a.ogg"]
+        assert await keys(store, processing_status="failed") == []
+
+    async def test_a_finished_job_is_not_claimed_again(self, store: IndexStore) -> None:
+        request = job(1)
+        await store.claim_jobs([request])
+        await store.start_job(request)
+        await store.finish_job(request, JobOutcome(JobStatus.FAILED, 3, error="corrupt"))
+        assert await store.claim_jobs([request]) == []
+        (record,) = await store.jobs(status=JobStatus.FAILED)
+        assert record.last_error == "corrupt"
+
+    async def test_an_unfinished_job_is_claimed_again_with_its_attempts(
+        self, store: IndexStore
+    ) -> None:
+        request = job(1)
+        await store.claim_jobs([request])
+        await store.start_job(request)  # the process dies here
+        assert await store.claim_jobs([request]) == [request]
+        assert await store.start_job(request) == 2
+
+    async def test_new_content_restarts_and_old_content_is_skipped(self, store: IndexStore) -> None:
+        first, second = job(1), job(2)
+        await store.claim_jobs([first])
+        await store.start_job(first)
+        await store.finish_job(first, JobOutcome(JobStatus.FAILED, 1, error="boom"))
+        assert await store.claim_jobs([second, first]) == [second]
+        (record,) = await store.jobs()
+        assert (record.sequencer, record.attempts, record.last_error) == ("2", 0, None)
+        assert record.status is JobStatus.PENDING
+
+    async def test_the_worst_job_status_summarises_an_object(self, store: IndexStore) -> None:
+        await apply(store, event(seq=1))
+        probe, transcribe = job(1), job(1, processor="transcribe")
+        await store.claim_jobs([probe, transcribe])
+        await store.start_job(probe)
+        await store.finish_job(probe, JobOutcome(JobStatus.DONE, 1))
+        assert (await get(store)).processing_status == "pending"
+        await store.start_job(transcribe)
+        await store.finish_job(transcribe, JobOutcome(JobStatus.FAILED, 1, error="429"))
+        assert (await get(store)).processing_status == "failed"
+        assert [j.processor for j in await store.jobs(key="user_1/a.ogg")] == [
+            "audio-probe",
+            "transcribe",
+        ]
