@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import ConnectionFailed
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
+from consumer.fetching import FetchPause, drained
 from consumer.index import IndexStore
 from consumer.index.base import BatchResult, KafkaPosition
 from consumer.retry import StopRequested, retry
@@ -251,7 +252,7 @@ class Indexer:
                         messages=sum(len(records) for records in batch.values()),
                     )
                     return
-            elif burst and await self._drained():
+            elif burst and await drained(self._consumer):
                 return
 
     async def _process_shielded(self, batch: Batch) -> None:
@@ -297,23 +298,12 @@ class Indexer:
     async def _retry_paused(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Retry a write; while waiting, fetching is paused but Kafka is still polled."""
         assert self._consumer is not None
-        consumer = self._consumer
-        paused: set[TopicPartition] = set()
+        pause = FetchPause(self._consumer)
 
         async def keep_membership() -> None:
-            nonlocal paused
-            assignment = consumer.assignment()
-            if assignment - paused:
-                consumer.pause(*assignment)
-                paused = set(assignment)
+            if await pause.poll():
                 self.stats.fetch_pauses += 1
                 log.warning("fetching paused", reason=what)
-            # Paused partitions return nothing; the call keeps max.poll.interval satisfied.
-            # A partition assigned by a rebalance during this call is not paused yet and may
-            # return records: rewind it so they are read again after the retry, never skipped.
-            stray = await consumer.getmany(timeout_ms=0)
-            for tp, records in stray.items():
-                consumer.seek(tp, records[0].offset)
 
         try:
             return await retry(
@@ -325,8 +315,8 @@ class Indexer:
                 stop=self._stop,
             )
         finally:
-            if paused:
-                consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
+            if pause.paused:
+                pause.resume()
                 log.info("fetching resumed", after=what)
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
@@ -375,15 +365,3 @@ class Indexer:
                 raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
 
         await retry(commit, what="offset commit", base_s=0.2, cap_s=5.0, max_attempts=20)
-
-    async def _drained(self) -> bool:
-        """True when every assigned partition's position has reached its end offset."""
-        assert self._consumer is not None
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return False
-        ends = await self._consumer.end_offsets(list(assignment))
-        for tp in assignment:
-            if await self._consumer.position(tp) < ends[tp]:
-                return False
-        return True

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     # --- Index -------------------------------------------------------------------------
     index_url: str = Field("sqlite:///voxpersona-index.sqlite3", alias="INDEX_URL")
 
+    # --- Processing (role "processor") ---------------------------------------------------
+    kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")
+    processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
+    processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
+    # A JSON file of rules (see processing-rules.example.json); unset: the built-in rule
+    # (audio files in MINIO_AUDIO_BUCKET_NAME → audio-probe, transcribe).
+    processing_rules_file: Path | None = Field(None, alias="PROCESSING_RULES_FILE")
+    # The transcription API (OpenAI-compatible); the processor is off while the URL is unset.
+    transcribe_base_url: str | None = Field(None, alias="TRANSCRIBE_BASE_URL")
+    transcribe_api_key: SecretStr = Field(SecretStr(""), alias="TRANSCRIBE_API_KEY")
+    transcribe_model: str = Field("whisper-1", alias="TRANSCRIBE_MODEL")
+    transcribe_max_bytes: int = Field(25 * 1024**2, gt=0, alias="TRANSCRIBE_MAX_BYTES")
+    transcribe_timeout_s: float = Field(300.0, gt=0, le=3600, alias="TRANSCRIBE_TIMEOUT_S")
+
     @field_validator("minio_endpoint")
     @classmethod
     def _endpoint_is_host_port(cls, value: str) -> str:

@@ -1,0 +1,82 @@
+"""What a processor is, what it gets, and how it says it failed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from consumer.errors import ConsumerError
+from consumer.index import JobRequest
+from consumer.settings import Settings
+
+
+class ProcessingFailed(ConsumerError):
+    """A permanent failure (corrupt or unsupported audio, object gone, too large): the job
+    fails at once with this message, which a person should understand."""
+
+
+class ProcessingRetriable(ConsumerError):
+    """A transient failure (timeout, 5xx, connection refused): the job is retried."""
+
+    retriable = True
+
+
+@dataclass(frozen=True)
+class Job:
+    """One processor's work on the content one created-event announced."""
+
+    request: JobRequest
+    content_type: str | None
+    user_id: str | None
+    event_time: datetime
+
+    @property
+    def bucket(self) -> str:
+        return self.request.bucket
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    @property
+    def version_id(self) -> str:
+        return self.request.version_id
+
+
+class SourceObject(Protocol):
+    """Read access to the job's object, pinned to the content of the event (its etag)."""
+
+    async def size(self) -> int:
+        """The stored size; raises ProcessingFailed if the object is gone or changed."""
+
+    def open(self) -> Any:
+        """A seekable binary file object over the object (ranged reads, bounded memory).
+
+        Blocking: use it from a worker thread (``asyncio.to_thread``).
+        """
+
+    async def read_all(self, max_bytes: int) -> bytes:
+        """The whole object; ProcessingFailed if it is larger than ``max_bytes``."""
+
+
+class Processor(Protocol):
+    """A plugin under the ``consumer.processors`` entry-point group.
+
+    The entry point names a factory ``(settings) -> Processor | None``; None means "not
+    configured here" (e.g. transcribe without TRANSCRIBE_BASE_URL) and the processor is
+    skipped. ``process`` returns a JSON-serialisable result, stored in the results bucket.
+    It raises ProcessingFailed (permanent) or ProcessingRetriable (transient); any other
+    exception counts as transient.
+    """
+
+    name: str
+
+    async def process(self, job: Job, source: SourceObject) -> Mapping[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class ProcessorFactory(Protocol):
+    def __call__(self, settings: Settings) -> Processor | None: ...

@@ -1,0 +1,183 @@
+"""The job's object in MinIO as a seekable file: ranged GETs, a few cached blocks.
+
+Probing a 2 GB recording reads its header (and, for some containers, its last pages), so
+the reader fetches only the blocks asked for and keeps at most ``cached_blocks`` of them:
+memory stays bounded whatever the object's size. Every GET carries ``If-Match`` with the
+event's etag, so a reader never mixes two contents of an overwritten key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Final
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from consumer.errors import ConsumerError
+from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable
+
+BLOCK_SIZE: Final = 256 * 1024
+CACHED_BLOCKS: Final = 8
+_GONE: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+
+
+def describe_minio_error(exc: Exception, what: str) -> ConsumerError:
+    """A minio/urllib3 failure as ProcessingFailed (gone, changed, refused) or
+    ProcessingRetriable (server or network trouble)."""
+    if isinstance(exc, S3Error):
+        if exc.code in _GONE:
+            return ProcessingFailed(f"{what}: the object no longer exists ({exc.code})")
+        if exc.code == "PreconditionFailed":
+            return ProcessingFailed(
+                f"{what}: the object changed since its event (a newer upload has its own event)"
+            )
+        if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return ProcessingFailed(f"{what}: MinIO refused access ({exc.code})")
+        return ProcessingRetriable(f"{what}: MinIO error {exc.code}")
+    if isinstance(exc, ServerError | InvalidResponseError):
+        return ProcessingRetriable(f"{what}: MinIO answered {exc}")
+    return ProcessingRetriable(f"{what}: MinIO unreachable ({type(exc).__name__})")
+
+
+_MINIO_FAILURES: Final = (
+    S3Error,
+    ServerError,
+    InvalidResponseError,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+class RangeReader(io.RawIOBase):
+    """A read-only, seekable file over ``fetch(offset, length)`` with an LRU block cache."""
+
+    def __init__(
+        self,
+        fetch: Callable[[int, int], bytes],
+        size: int,
+        *,
+        name: str = "",
+        block_size: int = BLOCK_SIZE,
+        cached_blocks: int = CACHED_BLOCKS,
+    ) -> None:
+        super().__init__()
+        self._fetch = fetch
+        self._size = size
+        self._block_size = block_size
+        self._cached_blocks = cached_blocks
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._position = 0
+        self.name = name  # mutagen uses the file name as a format hint
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(f"seek before the start of {self.name!r}")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._position >= self._size or not len(buffer):
+            return 0
+        index, skip = divmod(self._position, self._block_size)
+        block = self._block(index)
+        count = min(len(buffer), len(block) - skip)
+        buffer[:count] = block[skip : skip + count]
+        self._position += count
+        return count
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is not None:
+            self._blocks.move_to_end(index)
+            return block
+        start = index * self._block_size
+        block = self._fetch(start, min(self._block_size, self._size - start))
+        self.bytes_fetched += len(block)
+        self._blocks[index] = block
+        if len(self._blocks) > self._cached_blocks:
+            self._blocks.popitem(last=False)
+        return block
+
+
+class MinioSource:
+    """SourceObject over MinIO for one job, pinned to the event's etag."""
+
+    def __init__(self, client: Minio, job: Job, *, max_size: int) -> None:
+        self._client = client
+        self._job = job
+        self._max_size = max_size
+        self._size: int | None = None
+
+    async def size(self) -> int:
+        if self._size is None:
+            self._size = await asyncio.to_thread(self._stat_size)
+        return self._size
+
+    def open(self) -> io.BufferedReader:
+        size = self._size if self._size is not None else self._stat_size()
+        raw = RangeReader(self._get_range, size, name=self._job.key)
+        return io.BufferedReader(raw, buffer_size=64 * 1024)
+
+    async def read_all(self, max_bytes: int) -> bytes:
+        size = await self.size()
+        if size > max_bytes:
+            raise ProcessingFailed(f"object is {size} bytes, over the limit of {max_bytes}")
+        return await asyncio.to_thread(self._get_range, 0, size) if size else b""
+
+    def _stat_size(self) -> int:
+        request = self._job.request
+        try:
+            stat = self._client.stat_object(
+                request.bucket, request.key, version_id=request.version_id or None
+            )
+        except _MINIO_FAILURES as exc:
+            raise describe_minio_error(exc, "stat") from exc
+        stored_etag = (stat.etag or "").strip('"')
+        if request.etag and stored_etag != request.etag:
+            raise ProcessingFailed(
+                "the object changed since its event (a newer upload has its own event)"
+            )
+        size = stat.size or 0
+        if request.size is not None and size != request.size:
+            raise ProcessingFailed(f"stored size {size} differs from the event's {request.size}")
+        if size > self._max_size:
+            raise ProcessingFailed(
+                f"object is {size} bytes, over MINIO_MAX_FILE_SIZE ({self._max_size})"
+            )
+        return size
+
+    def _get_range(self, offset: int, length: int) -> bytes:
+        request = self._job.request
+        headers: dict[str, Any] | None = {"If-Match": f'"{request.etag}"'} if request.etag else None
+        try:
+            response = self._client.get_object(
+                request.bucket,
+                request.key,
+                offset=offset,
+                length=length,
+                request_headers=headers,
+                version_id=request.version_id or None,
+            )
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        except _MINIO_FAILURES as exc:
+            raise describe_minio_error(exc, f"read at {offset}") from exc

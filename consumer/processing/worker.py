@@ -1,0 +1,413 @@
+"""The processor worker: consumer group "processor" on the events topic.
+
+One batch at a time:
+
+    getmany → select jobs (rules) → claim them in the index (pending) → run them, at most
+    PROCESSING_CONCURRENCY at once, fetching paused meanwhile → commit offsets
+
+Each job: running → the processor, under PROCESSING_TIMEOUT_S → its result as JSON in the
+results bucket → done. Transient failures are retried with backoff and jitter up to
+MINIO_MAX_RETRIES, then the job fails and its event goes to the DLQ with the reason;
+permanent failures fail the job at once. Offsets are committed only once every job of
+the batch has finished, so a crash means redelivery: finished jobs are skipped
+(``job_should_run``), unfinished ones run again. Malformed messages are skipped here:
+the indexer dead-letters them already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from minio import Minio
+
+from consumer.errors import ConsumerError
+from consumer.events import MalformedEvent, ObjectEvent, parse_message
+from consumer.fetching import FetchPause, drained
+from consumer.index import IndexStore, JobOutcome, JobStatus
+from consumer.indexer import (
+    Batch,
+    DeadLetter,
+    KafkaUnavailable,
+    dead_letter_headers,
+    offsets_to_commit,
+)
+from consumer.minio_client import minio_client
+from consumer.processing.base import Job, ProcessingRetriable, Processor
+from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
+from consumer.processing.source import MinioSource, describe_minio_error
+from consumer.retry import RetriesExhausted, StopRequested, retry
+from consumer.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+FETCH_POLL_INTERVAL_S = 1.0
+
+
+def result_key(job: Job) -> str:
+    """Where a job's result goes in the results bucket: derived from the source object,
+    so a rerun overwrites it and each object has one result per processor. Pure."""
+    version = job.version_id or "null"
+    return f"{job.bucket}/{job.key}/{version}/{job.request.processor}.json"
+
+
+def result_document(
+    job: Job, result: Mapping[str, Any], *, attempt: int, finished_at: datetime
+) -> dict[str, Any]:
+    """The stored result: what was processed, by what, and what came out. Pure."""
+    request = job.request
+    return {
+        "source": {
+            "bucket": request.bucket,
+            "key": request.key,
+            "version_id": request.version_id,
+            "etag": request.etag,
+            "sequencer": request.sequencer,
+            "size": request.size,
+            "content_type": job.content_type,
+            "user_id": job.user_id,
+            "event_time": job.event_time.isoformat(),
+        },
+        "processor": request.processor,
+        "attempt": attempt,
+        "processed_at": finished_at.isoformat(),
+        "result": dict(result),
+    }
+
+
+@dataclass
+class ProcessorStats:
+    batches: int = 0
+    messages: int = 0
+    jobs_claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    attempts: int = 0
+    by_processor: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How one job of a batch ended; ``letter`` set when its event goes to the DLQ."""
+
+    status: JobStatus
+    letter: DeadLetter | None = None
+
+
+class ProcessorWorker:
+    """Runs the processors on new objects. ``run()`` until ``stop()`` (or drained)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore,
+        processors: Mapping[str, Processor],
+        *,
+        rules: Sequence[Rule] | None = None,
+        topic: str | None = None,
+        group_id: str | None = None,
+        minio: Minio | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._processors = dict(processors)
+        self._rules = tuple(rules) if rules is not None else load_rules(settings)
+        self.topic = topic or settings.kafka_events_topic
+        self.group_id = group_id or settings.kafka_processor_group_id
+        self._minio = minio or minio_client(settings)
+        self._slots = asyncio.Semaphore(settings.processing_concurrency)
+        self.stats = ProcessorStats()
+        self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        _warn_about_unknown_processors(self._rules, self._processors)
+
+    def stop(self) -> None:
+        """Finish the jobs in flight (their retries stop waiting), then return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, burst: bool = False) -> ProcessorStats:
+        """Process until ``stop()``; with ``burst``, return once every partition is drained."""
+        settings = self._settings
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"voxpersona-{self.group_id}",
+            max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            client_id=f"voxpersona-{self.group_id}-dlq",
+        )
+        try:
+            await self._consumer.start()
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._close()
+            raise KafkaUnavailable(
+                f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
+            ) from exc
+        try:
+            await self._loop(burst)
+        finally:
+            await self._close()
+        return self.stats
+
+    async def _close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(KafkaError):
+                    await client.stop()
+        for processor in self._processors.values():
+            with contextlib.suppress(Exception):
+                await processor.close()
+
+    async def _loop(self, burst: bool) -> None:
+        assert self._consumer is not None
+        max_records = self._settings.processing_concurrency * 8
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
+            if batch:
+                if not await self._process(batch):
+                    log.info("stopped with jobs unfinished; their events will be redelivered")
+                    return
+            elif burst and await drained(self._consumer):
+                return
+
+    async def _process(self, batch: Batch) -> bool:
+        """Run the batch's jobs and commit it; False if stopped before every job ended."""
+        records = [record for tp in sorted(batch) for record in batch[tp]]
+        self.stats.messages += len(records)
+        planned = select_jobs(
+            _events(records, self._settings.indexer_max_message_bytes),
+            self._rules,
+            available=frozenset(self._processors),
+            results_bucket=self._settings.minio_results_bucket_name,
+        )
+        try:
+            ended = await self._run_paused(planned, records)
+        except StopRequested:
+            return False
+        letters = [e.letter for e in ended if e.letter is not None]
+        if letters:
+            await self._send_dead_letters(letters)
+        await self._commit(batch)
+        self.stats.batches += 1
+        return True
+
+    async def _run_paused(
+        self, planned: list[Planned], records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[_Ended]:
+        """Claim and run the jobs while fetching is paused and Kafka still polled."""
+        if not planned:
+            return []
+        assert self._consumer is not None
+        pause = FetchPause(self._consumer)
+
+        async def keep_polling() -> None:
+            while True:
+                await pause.poll()
+                await asyncio.sleep(FETCH_POLL_INTERVAL_S)
+
+        poller = asyncio.create_task(keep_polling())
+        try:
+            claimed = await self._claim(planned)
+            return list(
+                await asyncio.gather(*(self._run_job(p, records[p.message_index]) for p in claimed))
+            )
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await poller
+            pause.resume()
+
+    async def _claim(self, planned: list[Planned]) -> list[Planned]:
+        requests = [p.job.request for p in planned]
+        chosen = await self._index_call(lambda: self._store.claim_jobs(requests), "claim jobs")
+        wanted = {request.ident for request in chosen}
+        claimed = [p for p in planned if p.job.request.ident in wanted]
+        self.stats.jobs_claimed += len(claimed)
+        skipped = len(planned) - len(claimed)
+        if skipped:
+            log.debug("jobs already finished, skipped", jobs=skipped)
+        return claimed
+
+    async def _run_job(self, planned: Planned, record: ConsumerRecord[bytes, bytes]) -> _Ended:
+        job = planned.job
+        request = job.request
+        what = f"{request.processor} on {request.bucket}/{request.key}"
+        started = time.perf_counter()
+        async with self._slots:
+            try:
+                location = await retry(
+                    lambda: self._attempt(job),
+                    what=what,
+                    base_s=self._settings.minio_retry_backoff,
+                    cap_s=60.0,
+                    max_attempts=self._settings.minio_max_retries + 1,
+                    stop=self._stop,
+                )
+            except RetriesExhausted as exc:
+                reason = str(exc)
+                await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
+                self.stats.failed += 1
+                log.warning("job failed after retries, dead-lettered", job=what, reason=reason)
+                letter = DeadLetter(record, f"{request.processor}:RetriesExhausted", reason)
+                return _Ended(JobStatus.FAILED, letter)
+            except ConsumerError as exc:
+                if isinstance(exc, StopRequested):
+                    raise
+                reason = str(exc)
+                await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
+                self.stats.failed += 1
+                log.warning("job failed", job=what, reason=reason)
+                return _Ended(JobStatus.FAILED)
+        outcome = JobOutcome(
+            JobStatus.DONE,
+            _ms(started),
+            result_bucket=self._settings.minio_results_bucket_name,
+            result_key=location,
+        )
+        await self._finish(job, outcome)
+        self.stats.done += 1
+        self.stats.by_processor[request.processor] = (
+            self.stats.by_processor.get(request.processor, 0) + 1
+        )
+        log.info("job done", job=what, duration_ms=outcome.duration_ms)
+        return _Ended(JobStatus.DONE)
+
+    async def _attempt(self, job: Job) -> str:
+        """One attempt: mark running, process under the timeout, store the result."""
+        attempt = await self._store.start_job(job.request)
+        self.stats.attempts += 1
+        processor = self._processors[job.request.processor]
+        source = MinioSource(self._minio, job, max_size=self._settings.minio_max_file_size)
+        timeout = self._settings.processing_timeout_s
+        try:
+            result = await asyncio.wait_for(processor.process(job, source), timeout)
+        except TimeoutError as exc:
+            raise ProcessingRetriable(f"timed out after {timeout:g} s") from exc
+        except ConsumerError:
+            raise
+        except Exception as exc:  # a plugin's bug or an unforeseen failure: retried
+            log.exception("processor raised", processor=job.request.processor)
+            raise ProcessingRetriable(f"{type(exc).__name__}: {exc}") from exc
+        return await self._store_result(job, result, attempt)
+
+    async def _store_result(self, job: Job, result: Mapping[str, Any], attempt: int) -> str:
+        key = result_key(job)
+        document = result_document(job, result, attempt=attempt, finished_at=datetime.now(UTC))
+        body = json.dumps(document, ensure_ascii=False, indent=2).encode()
+        bucket = self._settings.minio_results_bucket_name
+
+        def put() -> None:
+            self._minio.put_object(
+                bucket,
+                key,
+                io.BytesIO(body),
+                len(body),
+                content_type="application/json",
+                metadata={"voxpersona-processor": job.request.processor},
+            )
+
+        try:
+            await asyncio.to_thread(put)
+        except Exception as exc:
+            raise describe_minio_error(exc, f"storing the result in {bucket}") from exc
+        return key
+
+    async def _finish(self, job: Job, outcome: JobOutcome) -> None:
+        await self._index_call(lambda: self._store.finish_job(job.request, outcome), "finish job")
+
+    async def _index_call(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """Index calls wait for the index (retried until stop), like the indexer's writes."""
+        return await retry(
+            operation,
+            what=what,
+            base_s=self._settings.minio_retry_backoff / 4,
+            cap_s=30.0,
+            stop=self._stop,
+        )
+
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        assert self._producer is not None
+        producer = self._producer
+        now = datetime.now(UTC)
+
+        async def send() -> None:
+            try:
+                sends = [
+                    await producer.send(
+                        self._settings.kafka_dlq_topic,
+                        value=letter.record.value,
+                        key=letter.record.key,
+                        headers=dead_letter_headers(letter, group_id=self.group_id, now=now),
+                    )
+                    for letter in letters
+                ]
+                await asyncio.gather(*sends)
+            except KafkaError as exc:
+                raise KafkaUnavailable(f"cannot write to the DLQ: {exc}") from exc
+
+        await retry(send, what="dead-letter write", base_s=0.5, cap_s=30.0, stop=self._stop)
+        self.stats.dead_lettered += len(letters)
+
+    async def _commit(self, batch: Batch) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        offsets = {
+            tp: offset
+            for tp, offset in offsets_to_commit(batch).items()
+            if tp in consumer.assignment()
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            # Not fatal: the batch is redelivered and its finished jobs are skipped.
+            log.warning("offset commit failed", error=str(exc))
+
+
+def _events(
+    records: list[ConsumerRecord[bytes, bytes]], max_bytes: int
+) -> list[tuple[ObjectEvent, int]]:
+    found: list[tuple[ObjectEvent, int]] = []
+    for index, record in enumerate(records):
+        try:
+            events = parse_message(record.value, max_bytes=max_bytes)
+        except MalformedEvent:
+            continue  # the indexer dead-letters it; one DLQ entry per bad message is enough
+        found.extend((event, index) for event in events)
+    return found
+
+
+def _ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _warn_about_unknown_processors(rules: Sequence[Rule], available: Mapping[str, Any]) -> None:
+    for name in sorted({p for rule in rules for p in rule.processors} - set(available)):
+        log.warning("a rule names a processor that is not available here", processor=name)
