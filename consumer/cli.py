@@ -17,7 +17,7 @@ from typing import NoReturn, TypeVar
 from pydantic import ValidationError
 
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
-from consumer.index import IndexStore, ObjectRecord, open_index
+from consumer.index import IndexStore, JobStatus, ObjectRecord, open_index
 from consumer.logs import configure_logging
 from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
 from consumer.service import Role
@@ -62,6 +62,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--bucket")
     ls.add_argument("--user")
     ls.add_argument("--prefix")
+    ls.add_argument(
+        "--status",
+        choices=[status.value for status in JobStatus],
+        help="only objects whose processing status is this",
+    )
     ls.add_argument("--limit", type=_positive_int, default=1000)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -140,7 +145,16 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-_OBJECT_COLUMNS = ("bucket", "key", "size", "content_type", "user_id", "event_time", "metadata")
+_OBJECT_COLUMNS = (
+    "bucket",
+    "key",
+    "size",
+    "content_type",
+    "user_id",
+    "event_time",
+    "processing_status",
+    "metadata",
+)
 
 
 def _print_objects(records: Sequence[ObjectRecord], as_json: bool) -> None:
@@ -161,7 +175,11 @@ def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         _with_index(
             settings,
             lambda store: store.list_objects(
-                bucket=args.bucket, user_id=args.user, prefix=args.prefix, limit=args.limit
+                bucket=args.bucket,
+                user_id=args.user,
+                prefix=args.prefix,
+                processing_status=args.status,
+                limit=args.limit,
             ),
         )
     )

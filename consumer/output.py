@@ -9,9 +9,6 @@ from typing import Any
 
 from consumer.index import ObjectRecord, UsageRow
 
-# Until the processing role exists every object's processing status is unknown.
-NO_PROCESSING = None
-
 
 def object_fields(record: ObjectRecord) -> dict[str, Any]:
     """The documented fields of one live object (the `ls --json` line)."""
@@ -28,7 +25,7 @@ def object_fields(record: ObjectRecord) -> dict[str, Any]:
         "first_event_time": _iso(record.first_event_time),
         "indexed_at": _iso(record.indexed_at),
         "sequencer": record.sequencer,
-        "processing_status": NO_PROCESSING,
+        "processing_status": record.processing_status,
     }
 
 

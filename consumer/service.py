@@ -1,8 +1,10 @@
 """``python -m consumer run``: the long-running roles, with signals and a bounded shutdown.
 
-SIGTERM / SIGINT → stop fetching, finish the batch in flight, commit, close. If that takes
-longer than SHUTDOWN_GRACE_S the roles are cancelled (the batch's index write and commit
-are shielded, so a batch is either fully done or redelivered).
+Roles: ``indexer`` (group "indexer"), ``processor`` (group "processor"), ``all`` (both, in
+one process, sharing the index handle). SIGTERM / SIGINT → stop fetching, finish the batch
+in flight (the processor: its jobs), commit, close. If that takes longer than
+SHUTDOWN_GRACE_S the roles are cancelled (the indexer's write and commit are shielded, a
+processor's unfinished jobs are rerun after redelivery), so nothing is lost.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any, Protocol
 
 import structlog
 
 from consumer.index import IndexStore, open_index
-from consumer.indexer import Indexer, IndexerStats
+from consumer.indexer import Indexer
 from consumer.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -26,7 +30,19 @@ JOURNAL_PRUNE_INTERVAL_S = 3600.0
 
 class Role(StrEnum):
     INDEXER = "indexer"
+    PROCESSOR = "processor"
     ALL = "all"
+
+
+class Worker(Protocol):
+    """A long-running role: ``run`` until ``stop()`` (or, with burst, until drained)."""
+
+    def stop(self) -> None: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def run(self, *, burst: bool = False) -> Any: ...
 
 
 async def _prune_journal_forever(store: IndexStore, retention_days: int) -> None:
@@ -43,14 +59,30 @@ async def _prune_journal_forever(store: IndexStore, retention_days: int) -> None
         await asyncio.sleep(JOURNAL_PRUNE_INTERVAL_S)
 
 
-async def run_service(settings: Settings, role: Role, *, burst: bool = False) -> IndexerStats:
-    """Run ``role`` until a signal (or, with ``burst``, until the topic is drained)."""
+def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Worker]:
+    workers: dict[str, Worker] = {}
+    if role in (Role.INDEXER, Role.ALL):
+        workers["indexer"] = Indexer(settings, store)
+    if role in (Role.PROCESSOR, Role.ALL):
+        from consumer.processing.registry import load_processors
+        from consumer.processing.worker import ProcessorWorker
+
+        workers["processor"] = ProcessorWorker(settings, store, load_processors(settings))
+    return workers
+
+
+async def run_service(settings: Settings, role: Role, *, burst: bool = False) -> dict[str, Any]:
+    """Run ``role`` until a signal (or, with ``burst``, until the topic is drained); the
+    stats of each worker by name. If one worker fails, the others are stopped too."""
     store = open_index(settings.index_url)
     async with store:
-        indexer = Indexer(settings, store)
-        indexing = asyncio.create_task(indexer.run(burst=burst), name="indexer")
+        workers = _workers(settings, store, role)
+        tasks = {
+            name: asyncio.create_task(worker.run(burst=burst), name=name)
+            for name, worker in workers.items()
+        }
         background: list[asyncio.Task[None]] = []
-        if settings.index_journal_retention_days > 0:
+        if role is not Role.PROCESSOR and settings.index_journal_retention_days > 0:
             background.append(
                 asyncio.create_task(
                     _prune_journal_forever(store, settings.index_journal_retention_days)
@@ -58,31 +90,27 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
             )
         loop = asyncio.get_running_loop()
 
+        def stop_all() -> None:
+            for worker in workers.values():
+                worker.stop()
+
         def on_signal(signum: signal.Signals) -> None:
             log.info("shutting down", signal=signum.name, grace_s=settings.shutdown_grace_s)
-            indexer.stop()
-            loop.call_later(settings.shutdown_grace_s, indexing.cancel)
+            stop_all()
+            for task in tasks.values():
+                loop.call_later(settings.shutdown_grace_s, task.cancel)
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         log.info(
             "consumer running",
             role=str(role),
-            topic=indexer.topic,
-            group=indexer.group_id,
+            workers=sorted(workers),
+            topic=settings.kafka_events_topic,
             index=_describe_index(settings.index_url),
         )
         try:
-            return await indexing
-        except asyncio.CancelledError:
-            if not (indexer.stopping and indexing.cancelled()):
-                raise
-            # The grace period ran out: the batch in flight was finished or left
-            # uncommitted (redelivered on the next start); either way nothing is lost.
-            log.warning(
-                "grace period expired, stopped without draining", grace_s=settings.shutdown_grace_s
-            )
-            return indexer.stats
+            return await _wait_for_workers(tasks, workers, stop_all, settings.shutdown_grace_s)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
@@ -90,7 +118,36 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            log.info("consumer stopped", **_stats_fields(indexer.stats))
+            log.info("consumer stopped")
+
+
+async def _wait_for_workers(
+    tasks: dict[str, asyncio.Task[Any]],
+    workers: dict[str, Worker],
+    stop_all: Callable[[], None],
+    grace_s: float,
+) -> dict[str, Any]:
+    """Every worker's result; the first failure stops the others and is raised."""
+    done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+    failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+    if failed:
+        stop_all()
+        await asyncio.wait(tasks.values(), timeout=grace_s)
+        for task in tasks.values():
+            task.cancel()
+        raise failed[0].exception()  # type: ignore[misc]
+    await asyncio.wait(tasks.values())
+    results: dict[str, Any] = {}
+    for name, task in tasks.items():
+        if task.cancelled():
+            if not workers[name].stopping:
+                raise asyncio.CancelledError
+            # The grace period ran out: the work in flight was finished or left
+            # uncommitted (redelivered on the next start); either way nothing is lost.
+            log.warning("grace period expired, stopped without draining", worker=name)
+            continue
+        results[name] = task.result()
+    return results
 
 
 def _describe_index(url: str) -> str:
@@ -99,13 +156,3 @@ def _describe_index(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
-
-
-def _stats_fields(stats: IndexerStats) -> dict[str, int]:
-    return {
-        "batches": stats.batches,
-        "events": stats.events,
-        "journaled": stats.journaled,
-        "duplicates": stats.duplicates,
-        "dead_lettered": stats.dead_lettered,
-    }

@@ -19,7 +19,7 @@ import sqlite3
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -53,7 +53,7 @@ _ENDPOINT_VARS = (
 class StackEndpoints:
     """What a test needs to reach the stack; ``values`` uses the settings' env names."""
 
-    values: dict[str, str]
+    values: dict[str, str] = field(repr=False)  # holds the secret key and a password
     origin: str  # "env", "docker" or "local"
     control: Stack | None = None  # the local stack, for tests that stop and start servers
 

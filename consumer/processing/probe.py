@@ -31,6 +31,7 @@ _FORMATS: Final[Mapping[str, tuple[str, str]]] = {
     "AIFF": ("aiff", "pcm"),
 }
 SUPPORTED: Final = "OGG/Opus, OGG/Vorbis, WAV, MP3, M4A/AAC, FLAC"
+OPUS_SAMPLE_RATE: Final = 48_000
 
 
 class AudioProbe:
@@ -72,11 +73,14 @@ def describe(kind: str, info: Any, size: int) -> dict[str, Any]:
     if duration <= 0 or channels <= 0:
         raise ProcessingFailed(f"{container} file without an audio stream (no duration)")
     bitrate = int(getattr(info, "bitrate", 0) or 0) or round(size * 8 / duration)
+    sample_rate = int(getattr(info, "sample_rate", 0) or 0) or None
+    if codec == "opus":
+        sample_rate = OPUS_SAMPLE_RATE  # Opus always decodes at 48 kHz (RFC 7845)
     return {
         "container": container,
         "codec": codec,
         "duration_s": round(duration, 3),
-        "sample_rate": int(getattr(info, "sample_rate", 0) or 0) or None,
+        "sample_rate": sample_rate,
         "channels": channels,
         "bitrate": bitrate,
         "bits_per_sample": getattr(info, "bits_per_sample", None),

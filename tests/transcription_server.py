@@ -1,0 +1,128 @@
+"""A local HTTP server standing in for an OpenAI-compatible transcription API.
+
+The only stand-in the project allows (the real API is paid and out of reach). It parses the
+multipart request for real and answers from a per-file script of (status, body) pairs, then
+with a default transcript; every request is recorded for the test to inspect.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+Answer = tuple[int, Any]
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    path: str
+    authorization: str | None
+    model: str | None
+    filename: str | None
+    audio: bytes
+
+
+class StandIn:
+    """``with StandIn() as api:`` serves on 127.0.0.1; ``api.base_url`` ends with /v1."""
+
+    def __init__(self, *, delay_s: float = 0.0) -> None:
+        self.requests: list[SeenRequest] = []
+        self._scripts: dict[str, list[Answer]] = {}
+        self._lock = threading.Lock()
+        self._delay_s = delay_s
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def script(self, filename: str, answers: list[Answer]) -> None:
+        """Answer requests for ``filename`` with ``answers`` in turn, then succeed."""
+        with self._lock:
+            self._scripts[filename] = list(answers)
+
+    def __enter__(self) -> StandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _answer(self, seen: SeenRequest) -> Answer:
+        with self._lock:
+            self.requests.append(seen)
+            script = self._scripts.get(seen.filename or "", [])
+            if script:
+                return script.pop(0)
+        return 200, {"text": f"transcript of {seen.filename}", "duration": 1.0}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if stand_in._delay_s:
+                    time.sleep(stand_in._delay_s)
+                if not self.path.endswith("/v1/audio/transcriptions"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                fields, files = _multipart(self.headers.get("Content-Type", ""), body)
+                filename, audio = files.get("file", (None, b""))
+                seen = SeenRequest(
+                    self.path, self.headers.get("Authorization"), fields.get("model"),
+                    filename, audio,
+                )  # fmt: skip
+                self._send(*stand_in._answer(seen))
+
+            def _send(self, status: int, payload: Any) -> None:
+                data = (
+                    payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # quiet: the test inspects ``requests``
+
+        return Handler
+
+
+Files = dict[str, tuple[str | None, bytes]]
+
+
+def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], Files]:
+    """Form fields and files of a multipart/form-data body, parsed by the email package."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    fields: dict[str, str] = {}
+    files: Files = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[str(name)] = (part.get_filename(), payload)
+        else:
+            fields[str(name)] = payload.decode()
+    return fields, files
