@@ -45,6 +45,7 @@ def cli_env(stack: StackEndpoints, tmp_path: Path, group: str) -> dict[str, str]
     env.update(
         INDEX_URL=f"sqlite:///{tmp_path / 'index.sqlite3'}",
         KAFKA_GROUP_ID=group,
+        KAFKA_PROCESSOR_GROUP_ID=f"{group}-processor",
         LOG_LEVEL="info",
         HEALTH_PORT="0",
     )

@@ -41,7 +41,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     env = {**cli_env(stack, tmp_path, unique_name("group")), "INDEXER_BATCH_MAX_RECORDS": "1"}
     index_file = tmp_path / "index.sqlite3"
     run = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "run"],
+        [sys.executable, "-m", "consumer", "run", "--role", "indexer"],
         env=env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
@@ -65,7 +65,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     at_kill = _count(index_file, bucket)
     assert 0 < at_kill < OBJECTS, f"the kill should land mid-stream ({at_kill} indexed)"
 
-    restarted = run_cli(env, "run", "--burst", timeout_s=120)
+    restarted = run_cli(env, "run", "--role", "indexer", "--burst", timeout_s=120)
     assert restarted.returncode == 0, restarted.stderr
 
     async def check() -> None:

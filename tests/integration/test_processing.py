@@ -11,6 +11,11 @@ import asyncio
 import io
 import json
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from consumer.settings import Settings
 from tests import audio
 from tests.conftest import StackEndpoints, unique_name
 from tests.helpers import Published
+from tests.integration.test_cli_e2e import REPO_ROOT, cli_env, run_cli
 from tests.transcription_server import StandIn
 
 pytestmark = pytest.mark.integration
@@ -298,3 +304,87 @@ def test_result_keys_derive_from_the_source_object() -> None:
     request = JobRequest("audio", "user_1/a b.ogg", "v7", "audio-probe", "1", "e", 3)
     job = Job(request, "audio/ogg", "1", datetime(2026, 1, 1, tzinfo=UTC))
     assert result_key(job) == "audio/user_1/a b.ogg/v7/audio-probe.json"
+
+
+def test_kill_9_during_processing_then_restart_gives_one_result_each(
+    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+) -> None:
+    """The real process (`run --role processor`) killed mid-way: after a restart every
+    object ends done, with exactly one result per processor, and `ls --status` shows it."""
+    bucket, results = make_bucket("crash"), make_bucket("res", notify_events=False)
+    files = 16
+    published = Published(stack)
+    asyncio.run(published.mark())
+    for n in range(files):
+        _put(minio, bucket, f"user_1/take {n:02}.wav", audio.wav(0.2 + n / 100), "audio/wav")
+    asyncio.run(published.wait(bucket, files))
+    index_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    with StandIn(delay_s=0.4) as api:
+        env = {
+            **cli_env(stack, tmp_path, unique_name("g")),
+            "MINIO_AUDIO_BUCKET_NAME": bucket,
+            "MINIO_RESULTS_BUCKET_NAME": results,
+            "TRANSCRIBE_BASE_URL": api.base_url,
+            "PROCESSING_CONCURRENCY": "2",
+        }
+        run = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--role", "processor"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while _done_jobs(index_url, bucket) < 3:
+                assert time.monotonic() < deadline, "nothing was processed"
+                assert run.poll() is None, "run exited early"
+                time.sleep(0.05)
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=10)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(timeout=10)
+        at_kill = _done_jobs(index_url, bucket)
+        assert at_kill < 2 * files, f"the kill should land mid-way ({at_kill} jobs done)"
+        restarted = run_cli(env, "run", "--role", "processor", "--burst", timeout_s=180)
+        assert restarted.returncode == 0, restarted.stderr
+
+    jobs = asyncio.run(_jobs(index_url, bucket))
+    assert len(jobs) == 2 * files
+    assert {job.status for job in jobs} == {JobStatus.DONE}
+    stored = sorted(obj.object_name or "" for obj in minio.list_objects(results, recursive=True))
+    expected = sorted(
+        f"{bucket}/user_1/take {n:02}.wav/null/{processor}.json"
+        for n in range(files)
+        for processor in ("audio-probe", "transcribe")
+    )
+    assert stored == expected
+
+    indexed = run_cli(env, "run", "--role", "indexer", "--burst", timeout_s=120)
+    assert indexed.returncode == 0, indexed.stderr
+    listed = run_cli(env, "ls", "--bucket", bucket, "--status", "done", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == files
+    assert {row["processing_status"] for row in rows} == {"done"}
+
+
+async def _jobs(index_url: str, bucket: str) -> list[JobRecord]:
+    async with open_index(index_url) as store:
+        return await store.jobs(bucket=bucket)
+
+
+def _done_jobs(index_url: str, bucket: str) -> int:
+    path = Path(index_url.removeprefix("sqlite:///"))
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=5) as conn:
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM jobs WHERE bucket = ? AND status = 'done'", (bucket,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # schema not created yet
+            return 0
+    return int(row[0])
