@@ -21,6 +21,8 @@ import structlog
 
 from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
+from consumer.processing.registry import load_processors
+from consumer.processing.worker import ProcessorWorker
 from consumer.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -64,9 +66,6 @@ def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Wor
     if role in (Role.INDEXER, Role.ALL):
         workers["indexer"] = Indexer(settings, store)
     if role in (Role.PROCESSOR, Role.ALL):
-        from consumer.processing.registry import load_processors
-        from consumer.processing.worker import ProcessorWorker
-
         workers["processor"] = ProcessorWorker(settings, store, load_processors(settings))
     return workers
 
@@ -118,7 +117,7 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            log.info("consumer stopped")
+            log.info("consumer stopped", **_summary(workers))
 
 
 async def _wait_for_workers(
@@ -156,3 +155,25 @@ def _describe_index(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
+
+
+def _summary(workers: dict[str, Worker]) -> dict[str, int]:
+    """The counters worth a line at shutdown."""
+    fields: dict[str, int] = {}
+    indexer = workers.get("indexer")
+    if isinstance(indexer, Indexer):
+        stats = indexer.stats
+        fields.update(
+            batches=stats.batches,
+            events=stats.events,
+            journaled=stats.journaled,
+            duplicates=stats.duplicates,
+            dead_lettered=stats.dead_lettered,
+        )
+    processor = workers.get("processor")
+    if isinstance(processor, ProcessorWorker):
+        jobs = processor.stats
+        fields.update(
+            jobs_done=jobs.done, jobs_failed=jobs.failed, jobs_dead_lettered=jobs.dead_lettered
+        )
+    return fields
