@@ -236,6 +236,47 @@ async def test_transient_errors_are_retried_then_dead_lettered(
     assert int(headers["x-original-offset"]) == records[0].offset
 
 
+class _Slow:
+    """Never finishes in time."""
+
+    name = "slow"
+
+    async def process(self, job: Job, source: SourceObject) -> Mapping[str, Any]:
+        await asyncio.sleep(30)
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_job_over_its_time_limit_is_retried_then_fails(
+    stack: StackEndpoints,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    make_topic: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    bucket, results = make_bucket("slow"), make_bucket("res", notify_events=False)
+    dlq = await make_topic("dlq")
+    settings = _settings(
+        stack, tmp_path, bucket, results, KAFKA_DLQ_TOPIC=dlq, PROCESSING_TIMEOUT_S=0.3
+    )
+    published = Published(stack)
+    await published.mark()
+    _put(minio, bucket, "stuck.wav", audio.wav(0.1), "audio/wav")
+    await published.wait(bucket, 1)
+    rules = [Rule(bucket=bucket, processors=("slow",))]
+
+    started = asyncio.get_running_loop().time()
+    jobs = await _process(settings, {"slow": _Slow()}, rules=rules)
+    assert asyncio.get_running_loop().time() - started < 20, "the time limit was not applied"
+    job = jobs["stuck.wav slow"]
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 3)
+    assert job.last_error is not None
+    assert "timed out after 0.3 s" in job.last_error
+    assert len(await _read_topic(stack.values["KAFKA_BOOTSTRAP_SERVERS"], dlq, 1)) == 1
+
+
 async def test_transcription_through_the_stand_in_api_with_429_and_5xx(
     stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
 ) -> None:
