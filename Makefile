@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install stack-up stack-down stack-status lint typecheck unit clean
+.PHONY: run test install stack-up stack-down stack-status lint typecheck unit clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -39,6 +39,15 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -m 'not integration'
+
+## bench: indexer throughput vs. a bare Kafka drain on the real stack (bench/README.md);
+## BENCH_ARGS="--events 20000 --rounds 1" for a quick run
+BENCH_ARGS ?= --profile sqlite
+bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(PY) -m infra.stack up
+	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
+	  $(PY) -m bench.indexer_throughput $(BENCH_ARGS)
 
 stack-up: install
 	$(PY) -m infra.stack up

@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="LOG_LEVEL")
 
     # --- Indexer ---------------------------------------------------------------------
-    indexer_batch_max_records: int = Field(500, ge=1, le=100_000, alias="INDEXER_BATCH_MAX_RECORDS")
+    indexer_batch_max_records: int = Field(
+        2000, ge=1, le=100_000, alias="INDEXER_BATCH_MAX_RECORDS"
+    )
     indexer_max_message_bytes: int = Field(1_048_576, ge=1024, alias="INDEXER_MAX_MESSAGE_BYTES")
     shutdown_grace_s: float = Field(30.0, gt=0, le=3600, alias="SHUTDOWN_GRACE_S")
     index_journal_retention_days: int = Field(90, ge=0, alias="INDEX_JOURNAL_RETENTION_DAYS")

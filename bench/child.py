@@ -1,0 +1,279 @@
+"""One measured run, in its own process: ``drain``, ``sqlite`` or ``postgres``.
+
+A process per run makes the peak RSS (``ru_maxrss``) belong to that mode alone and gives
+every run a cold start (imports, connections, group join). The child prints one JSON line
+on stdout; the parent collects it.
+
+Timing. ``seconds`` is the active window, from the first batch to the last one handled:
+it leaves out what every mode pays once and that does not grow with N (imports, group
+join, the burst mode's final half-second poll on an empty topic). For the indexer the
+window runs from the first ``apply_batch`` call to the return of the last one, read
+through a thin wrapper around the store, so the indexer itself is used unmodified; it
+misses the decode of the first batch and the commit of the last one (one batch in
+hundreds). ``wall_seconds`` is the whole run, start to return, for reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.stack_env import settings_for, stack_values
+from consumer.events import ObjectEvent
+from consumer.index import IndexStore, open_index
+from consumer.index.base import BatchResult, KafkaPosition
+from consumer.indexer import Indexer
+from consumer.logs import configure_logging
+from consumer.settings import Settings
+
+MODES: Final = ("drain", "sqlite", "postgres")
+# The parent passes the index URL here, not on the command line: a PostgreSQL URL holds
+# the password, and command lines are visible to every user of the machine.
+INDEX_URL_ENV: Final = "BENCH_INDEX_URL"
+RSS_INTERVAL_S: Final = 0.5
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the index must hold after the run (from the generator's tally)."""
+
+    events: int
+    live_objects: int
+    tombstones: int
+
+
+@dataclass
+class Measurement:
+    mode: str
+    events: int
+    seconds: float
+    events_per_s: float
+    wall_seconds: float
+    peak_rss_mb: float
+    ru_maxrss_mb: float
+    rss_series: list[tuple[float, float]]
+    counts: dict[str, int]
+
+
+class RssSampler:
+    """VmRSS every ``interval`` seconds, from a thread so a busy event loop cannot delay it."""
+
+    def __init__(self, interval: float = RSS_INTERVAL_S) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self.series: list[tuple[float, float]] = []
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self._interval):
+                return
+
+    def _sample(self) -> None:
+        elapsed = round(time.perf_counter() - self._started, 2)
+        self.series.append((elapsed, round(vm_rss_mb(), 1)))
+
+
+def vm_rss_mb() -> float:
+    """Current resident set size of this process."""
+    return _proc_status_mb("VmRSS:")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process: VmHWM, the high-water mark of its memory.
+
+    ``ru_maxrss`` would be the obvious source, but Linux carries it over ``execve`` from
+    the memory the process had before, and Python starts children with vfork: every
+    child would report at least the parent's peak. It is kept as ``ru_maxrss_mb``.
+    """
+    return _proc_status_mb("VmHWM:")
+
+
+def ru_maxrss_mb() -> float:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux); see peak_rss_mb."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _proc_status_mb(field_name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- drain: the baseline ------------------------------------------------------------------
+
+
+async def drain(settings: Settings, topic: str) -> tuple[float, int]:
+    """Read the whole topic and discard it, as the indexer's consumer would read it (same
+    group semantics and fetch size). Returns (active seconds, records read)."""
+    consumer = _consumer_like_indexer(settings, f"bench-drain-{os.getpid()}-{time.time_ns()}")
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])
+        ends = await _end_offsets(consumer, topic)
+        return await _read_to_end(consumer, ends, settings.indexer_batch_max_records)
+    finally:
+        await consumer.stop()
+
+
+def _consumer_like_indexer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
+    )
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    return {tp: offset for tp, offset in ends.items() if offset > 0}
+
+
+async def _read_to_end(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], max_records: int
+) -> tuple[float, int]:
+    remaining = dict(ends)
+    first: float | None = None
+    read = 0
+    while remaining:
+        batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
+        if batch and first is None:
+            first = time.perf_counter()
+        for tp, records in batch.items():
+            read += len(records)
+            if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+                remaining.pop(tp, None)
+    return time.perf_counter() - (first or time.perf_counter()), read
+
+
+# --- sqlite / postgres: the indexer ---------------------------------------------------------
+
+
+class TimedStore:
+    """Delegates to a store and notes when the first and last batch were applied."""
+
+    def __init__(self, inner: IndexStore) -> None:
+        self._inner = inner
+        self.first: float | None = None
+        self.last: float | None = None
+
+    async def apply_batch(
+        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
+    ) -> BatchResult:
+        if self.first is None:
+            self.first = time.perf_counter()
+        result = await self._inner.apply_batch(items)
+        self.last = time.perf_counter()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def index(
+    settings: Settings, topic: str, index_url: str, expected: Expected
+) -> tuple[float, dict[str, int]]:
+    """Run the real Indexer in burst mode; check it journaled everything. Returns (active
+    seconds, the index's counts)."""
+    store = open_index(index_url)
+    await store.start()
+    try:
+        timed = TimedStore(store)
+        indexer = Indexer(
+            settings,
+            cast(IndexStore, timed),
+            topic=topic,
+            group_id=f"bench-indexer-{os.getpid()}-{time.time_ns()}",
+        )
+        stats = await indexer.run(burst=True)
+        counts = await store.counts()
+    finally:
+        await store.close()
+    _check(stats.journaled, stats.dead_lettered, counts, expected)
+    assert timed.first is not None
+    assert timed.last is not None
+    return timed.last - timed.first, counts
+
+
+def _check(journaled: int, dead: int, counts: dict[str, int], expected: Expected) -> None:
+    """Fail loudly: a fast indexer that dropped events would be a meaningless figure."""
+    problems = []
+    if journaled != expected.events:
+        problems.append(f"journaled {journaled}, expected {expected.events}")
+    if dead:
+        problems.append(f"{dead} messages dead-lettered")
+    if counts.get("journal") != expected.events:
+        problems.append(f"journal has {counts.get('journal')} rows, expected {expected.events}")
+    if counts.get("objects") != expected.live_objects:
+        problems.append(f"objects {counts.get('objects')}, expected {expected.live_objects}")
+    if counts.get("tombstones") != expected.tombstones:
+        problems.append(f"tombstones {counts.get('tombstones')}, expected {expected.tombstones}")
+    if problems:
+        raise AssertionError("index check failed: " + "; ".join(problems))
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> Measurement:
+    """Measure one mode; the caller prints the result as one JSON line."""
+    configure_logging("warning", json_output=True)
+    overrides: dict[str, object] = {"LOG_LEVEL": "warning"}
+    if batch is not None:
+        overrides["INDEXER_BATCH_MAX_RECORDS"] = batch
+    settings = settings_for(stack_values(), **overrides)
+    started = time.perf_counter()
+    with RssSampler() as sampler:
+        if mode == "drain":
+            seconds, read = asyncio.run(drain(settings, topic))
+            if read != expected.events:
+                raise AssertionError(f"drain read {read} records, expected {expected.events}")
+            counts = {"records": read}
+        else:
+            seconds, counts = asyncio.run(
+                index(settings, topic, os.environ[INDEX_URL_ENV], expected)
+            )
+    wall = time.perf_counter() - started
+    return Measurement(
+        mode=mode,
+        events=expected.events,
+        seconds=round(seconds, 3),
+        events_per_s=round(expected.events / seconds, 1),
+        wall_seconds=round(wall, 3),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        ru_maxrss_mb=round(ru_maxrss_mb(), 1),
+        rss_series=sampler.series,
+        counts=counts,
+    )
+
+
+def print_measurement(measurement: Measurement) -> None:
+    print(json.dumps(asdict(measurement)), flush=True)
