@@ -62,17 +62,14 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--bucket")
     ls.add_argument("--user")
     ls.add_argument("--prefix")
-    ls.add_argument(
-        "--status",
-        choices=[status.value for status in JobStatus],
-        help="only objects whose processing status is this",
-    )
+    _add_status_filter(ls)
     ls.add_argument("--limit", type=_positive_int, default=1000)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
     search = verbs.add_parser("search", help="live objects whose metadata match KEY=VALUE…")
     search.add_argument("criteria", nargs="+", metavar="KEY=VALUE")
     search.add_argument("--bucket")
+    _add_status_filter(search)
     search.add_argument("--limit", type=_positive_int, default=1000)
     search.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -145,6 +142,14 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _add_status_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status",
+        choices=[status.value for status in JobStatus],
+        help="only objects whose processing status is this",
+    )
+
+
 _OBJECT_COLUMNS = (
     "bucket",
     "key",
@@ -193,7 +198,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         _with_index(
             settings,
             lambda store: store.list_objects(
-                bucket=args.bucket, metadata=criteria, limit=args.limit
+                bucket=args.bucket,
+                metadata=criteria,
+                processing_status=args.status,
+                limit=args.limit,
             ),
         )
     )
