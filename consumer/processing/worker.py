@@ -234,9 +234,18 @@ class ProcessorWorker:
         poller = asyncio.create_task(keep_polling())
         try:
             claimed = await self._claim(planned)
-            return list(
-                await asyncio.gather(*(self._run_job(p, records[p.message_index]) for p in claimed))
-            )
+            jobs = [
+                asyncio.ensure_future(self._run_job(p, records[p.message_index])) for p in claimed
+            ]
+            try:
+                return list(await asyncio.gather(*jobs))
+            except BaseException:
+                # Stopped (or cancelled): no job may outlive the batch; the unfinished ones
+                # stay "running" and rerun after redelivery.
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                raise
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
