@@ -1,8 +1,129 @@
-"""Kafka consumer plumbing shared by the indexer and the processor workers."""
+"""Kafka plumbing shared by the indexer and the processor workers: their clients, the
+dead-letter writes, pausing fetches during long work, and the burst-mode drain check."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from consumer.errors import ConnectionFailed
+from consumer.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaUnavailable(ConnectionFailed):
+    """The broker could not take a DLQ write or an offset commit right now."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that cannot be indexed or processed, with the reason it goes to the DLQ."""
+
+    record: ConsumerRecord[bytes, bytes]
+    error_class: str
+    reason: str
+
+
+def dead_letter_headers(
+    letter: DeadLetter, *, group_id: str, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Headers that tell a person (or a replay tool) what failed, why, and where it was."""
+    record = letter.record
+    return [
+        ("x-error-class", letter.error_class.encode()),
+        ("x-error-reason", _utf8_prefix(letter.reason, 1000)),
+        ("x-original-topic", record.topic.encode()),
+        ("x-original-partition", str(record.partition).encode()),
+        ("x-original-offset", str(record.offset).encode()),
+        ("x-original-timestamp-ms", str(record.timestamp).encode()),
+        ("x-consumer-group", group_id.encode()),
+        ("x-failed-at", now.isoformat().encode()),
+    ]
+
+
+def _utf8_prefix(text: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` of UTF-8, never cutting a character in half."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore").encode()
+
+
+def new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """An (unstarted) consumer of ``group_id`` that commits by hand, from the earliest
+    offset on first start, and the idempotent producer its dead letters go through."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"voxpersona-{group_id}",
+        max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        client_id=f"voxpersona-{group_id}-dlq",
+    )
+    return consumer, producer
+
+
+async def start_clients(
+    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    """Start both; on failure stop both and raise KafkaUnavailable."""
+    try:
+        await consumer.start()
+        await producer.start()
+    except KafkaError as exc:
+        await stop_clients(consumer, producer)
+        raise KafkaUnavailable(
+            f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
+        ) from exc
+
+
+async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(KafkaError):
+                await client.stop()
+
+
+async def send_dead_letters(
+    producer: AIOKafkaProducer, topic: str, letters: Sequence[DeadLetter], *, group_id: str
+) -> None:
+    """Write ``letters`` (original key and value, the reason in headers) and wait for the
+    acks. Raises KafkaUnavailable (retriable) when the broker does not take them."""
+    now = datetime.now(UTC)
+    try:
+        sends = [
+            await producer.send(
+                topic,
+                value=letter.record.value,
+                key=letter.record.key,
+                headers=dead_letter_headers(letter, group_id=group_id, now=now),
+            )
+            for letter in letters
+        ]
+        await asyncio.gather(*sends)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot write to {topic}: {exc}") from exc
+    for letter in letters:
+        log.warning(
+            "dead-lettered",
+            error_class=letter.error_class,
+            reason=letter.reason,
+            topic=letter.record.topic,
+            partition=letter.record.partition,
+            offset=letter.record.offset,
+        )
 
 
 class FetchPause:

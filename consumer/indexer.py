@@ -22,7 +22,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
@@ -30,9 +29,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from consumer.errors import ConnectionFailed
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
-from consumer.fetching import FetchPause, drained
+from consumer.fetching import (
+    DeadLetter,
+    FetchPause,
+    KafkaUnavailable,
+    drained,
+    new_clients,
+    send_dead_letters,
+    start_clients,
+    stop_clients,
+)
 from consumer.index import IndexStore
 from consumer.index.base import BatchResult, KafkaPosition
 from consumer.retry import StopRequested, retry
@@ -47,15 +54,6 @@ Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 # --------------------------------------------------------------------------------------
 # Pure parts
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message that cannot be indexed, with the reason it goes to the DLQ."""
-
-    record: ConsumerRecord[bytes, bytes]
-    error_class: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -83,28 +81,6 @@ def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
 def offsets_to_commit(batch: Batch) -> dict[TopicPartition, int]:
     """The next offset to read per partition: one past the last record of the batch."""
     return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-
-
-def dead_letter_headers(
-    letter: DeadLetter, *, group_id: str, now: datetime
-) -> list[tuple[str, bytes]]:
-    """Headers that tell a person (or a replay tool) what failed, why, and where it was."""
-    record = letter.record
-    return [
-        ("x-error-class", letter.error_class.encode()),
-        ("x-error-reason", _utf8_prefix(letter.reason, 1000)),
-        ("x-original-topic", record.topic.encode()),
-        ("x-original-partition", str(record.partition).encode()),
-        ("x-original-offset", str(record.offset).encode()),
-        ("x-original-timestamp-ms", str(record.timestamp).encode()),
-        ("x-consumer-group", group_id.encode()),
-        ("x-failed-at", now.isoformat().encode()),
-    ]
-
-
-def _utf8_prefix(text: str, max_bytes: int) -> bytes:
-    """At most ``max_bytes`` of UTF-8, never cutting a character in half."""
-    return text.encode()[:max_bytes].decode("utf-8", "ignore").encode()
 
 
 # --------------------------------------------------------------------------------------
@@ -142,10 +118,6 @@ class IndexerStats:
 # --------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------
-
-
-class KafkaUnavailable(ConnectionFailed):
-    """The broker could not take a DLQ write or an offset commit right now."""
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -194,47 +166,14 @@ class Indexer:
 
     async def run(self, *, burst: bool = False) -> IndexerStats:
         """Consume until ``stop()``; with ``burst``, return once every partition is drained."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"voxpersona-{self.group_id}",
-            max_partition_fetch_bytes=max(
-                1_048_576, self._settings.indexer_max_message_bytes + 1024
-            ),
-        )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            client_id=f"voxpersona-{self.group_id}-dlq",
-        )
-        await self._start_clients()
+        self._consumer, self._producer = new_clients(self._settings, self.group_id)
+        await start_clients(self._consumer, self._producer, self._settings)
         try:
             self._consumer.subscribe([self.topic], listener=_FinishBatchOnRevoke(self._batch_lock))
             await self._loop(burst)
         finally:
-            await self._close_clients()
+            await stop_clients(self._consumer, self._producer)
         return self.stats
-
-    async def _start_clients(self) -> None:
-        assert self._consumer is not None
-        assert self._producer is not None
-        try:
-            await self._consumer.start()
-            await self._producer.start()
-        except KafkaError as exc:
-            await self._close_clients()
-            raise KafkaUnavailable(
-                f"Kafka at {self._settings.kafka_bootstrap_servers} unreachable: {exc}"
-            ) from exc
-
-    async def _close_clients(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(KafkaError):
-                    await client.stop()
 
     async def _loop(self, burst: bool) -> None:
         assert self._consumer is not None
@@ -321,31 +260,9 @@ class Indexer:
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         assert self._producer is not None
-        now = datetime.now(UTC)
-        try:
-            sends = [
-                await self._producer.send(
-                    self._settings.kafka_dlq_topic,
-                    value=letter.record.value,
-                    key=letter.record.key,
-                    headers=dead_letter_headers(letter, group_id=self.group_id, now=now),
-                )
-                for letter in letters
-            ]
-            await asyncio.gather(*sends)
-        except KafkaError as exc:
-            raise KafkaUnavailable(
-                f"cannot write to {self._settings.kafka_dlq_topic}: {exc}"
-            ) from exc
-        for letter in letters:
-            log.warning(
-                "dead-lettered",
-                error_class=letter.error_class,
-                reason=letter.reason,
-                topic=letter.record.topic,
-                partition=letter.record.partition,
-                offset=letter.record.offset,
-            )
+        await send_dead_letters(
+            self._producer, self._settings.kafka_dlq_topic, letters, group_id=self.group_id
+        )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None

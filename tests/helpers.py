@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -131,3 +133,16 @@ async def committed_offsets(
         return result
     finally:
         await consumer.stop()
+
+
+def count_rows(index_file: Path, sql: str, *params: object) -> int:
+    """``SELECT count(*) …`` straight from a SQLite index file, while another process
+    writes it (faster than a CLI process); 0 before the file or its schema exists."""
+    if not index_file.exists():
+        return 0
+    with sqlite3.connect(index_file, timeout=5) as conn:
+        try:
+            row = conn.execute(sql, params).fetchone()
+        except sqlite3.OperationalError:  # schema not created yet
+            return 0
+    return int(row[0])

@@ -15,12 +15,11 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumer.events import EventKind
+from consumer.fetching import DeadLetter, dead_letter_headers
 from consumer.index.base import BatchResult, KafkaPosition
 from consumer.indexer import (
-    DeadLetter,
     DecodedBatch,
     IndexerStats,
-    dead_letter_headers,
     decode_batch,
     offsets_to_commit,
 )
@@ -293,8 +292,6 @@ class TestIndexerStats:
 
 
 def test_dead_letter_reason_is_cut_on_a_character_boundary() -> None:
-    from consumer.indexer import DeadLetter, dead_letter_headers
-
     record = ConsumerRecord(
         topic="t",
         partition=0,

@@ -199,6 +199,42 @@ def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
     return not stored.status.finished
 
 
+# --- SQL both dialects share word for word --------------------------------------------
+
+OBJECT_COLUMNS: Final = (
+    "bucket, key, version_id, size, etag, content_type, user_id, user_metadata,"
+    " first_event_time, last_event_time, sequencer, indexed_at, deleted, last_event_name,"
+    " deleted_at"
+)
+JOURNAL_COLUMNS: Final = (
+    "id, bucket, key, version_id, event_name, kind, event_time, sequencer, principal_id,"
+    " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
+    " kafka_offset, recorded_at"
+)
+JOB_COLUMNS: Final = (
+    "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
+    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+)
+
+# Saving a planned row replaces every column of the stored one (see plan_objects).
+OBJECT_UPSERT: Final = """
+ON CONFLICT (bucket, key, version_id) DO UPDATE SET
+    size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
+    user_id = excluded.user_id, user_metadata = excluded.user_metadata,
+    first_event_time = excluded.first_event_time, last_event_time = excluded.last_event_time,
+    sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
+    deleted = excluded.deleted, last_event_name = excluded.last_event_name,
+    deleted_at = excluded.deleted_at"""
+
+# A job for new content starts over; for the same content (a redelivery after a crash)
+# its attempts carry on.
+JOB_PEND_UPSERT: Final = """
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
+    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
+    sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
+    updated_at = excluded.updated_at"""
+
 # The summary status of an object's jobs, worst first: failed, running, pending, done.
 PROCESSING_STATUS_SQL: Final = (
     "SELECT status FROM jobs WHERE jobs.bucket = objects.bucket AND jobs.key = objects.key"

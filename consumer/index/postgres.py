@@ -24,6 +24,11 @@ import asyncpg
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
+    JOB_COLUMNS,
+    JOB_PEND_UPSERT,
+    JOURNAL_COLUMNS,
+    OBJECT_COLUMNS,
+    OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
@@ -64,16 +69,6 @@ _TRANSIENT: Final[tuple[type[BaseException], ...]] = (
     asyncpg.SerializationError,
 )
 
-_OBJECT_COLUMNS: Final = (
-    "bucket, key, version_id, size, etag, content_type, user_id, user_metadata,"
-    " first_event_time, last_event_time, sequencer, indexed_at, deleted, last_event_name,"
-    " deleted_at"
-)
-_JOURNAL_COLUMNS: Final = (
-    "id, bucket, key, version_id, event_name, kind, event_time, sequencer, principal_id,"
-    " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
-    " kafka_offset, recorded_at"
-)
 
 # unnest() yields the (already sorted) ids in array order, one lock call per row.
 _LOCK_KEYS: Final = "SELECT pg_advisory_xact_lock(lock_id) FROM unnest($1::bigint[]) AS lock_id"
@@ -91,52 +86,39 @@ ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
 RETURNING bucket, key, version_id, event_name, sequencer"""
 
 _LOAD_ROWS: Final = (
-    f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+    f"SELECT {OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
     " WHERE (bucket, key, version_id) IN"
     " (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
 )
 _LOAD_ALL_VERSIONS: Final = (
-    f"SELECT {_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+    f"SELECT {OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
     " WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 
-_SAVE_ROWS: Final = f"""
-INSERT INTO objects ({_OBJECT_COLUMNS})
+_SAVE_ROWS: Final = (
+    f"""
+INSERT INTO objects ({OBJECT_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
                      $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[],
                      $10::timestamptz[], $11::text[], $12::timestamptz[], $13::boolean[],
-                     $14::text[], $15::timestamptz[])
-ON CONFLICT (bucket, key, version_id) DO UPDATE SET
-    size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
-    user_id = excluded.user_id, user_metadata = excluded.user_metadata,
-    first_event_time = excluded.first_event_time, last_event_time = excluded.last_event_time,
-    sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
-    deleted = excluded.deleted, last_event_name = excluded.last_event_name,
-    deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
-
-_JOB_COLUMNS: Final = (
-    "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
-    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+                     $14::text[], $15::timestamptz[])"""  # noqa: S608 - constant fragments
+    + OBJECT_UPSERT
 )
 
 _LOAD_JOBS: Final = (
-    f"SELECT {_JOB_COLUMNS} FROM jobs"  # noqa: S608 - constant fragments
+    f"SELECT {JOB_COLUMNS} FROM jobs"  # noqa: S608 - constant fragments
     " WHERE (bucket, key, version_id, processor) IN"
     " (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]))"
 )
 
-# A job for new content starts over; for the same content (a redelivery after a crash)
-# its attempts carry on.
-_PEND_JOBS: Final = """
+_PEND_JOBS: Final = (
+    """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
                   created_at, updated_at)
 SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
-    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
-    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
-    sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
-    updated_at = excluded.updated_at"""
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"""
+    + JOB_PEND_UPSERT
+)
 
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $6, updated_at = $6
@@ -148,7 +130,7 @@ UPDATE jobs SET status = $6, last_error = $7, result_bucket = $8, result_key = $
                 duration_ms = $10, finished_at = $11, updated_at = $11
 WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5"""
 
-_LISTED_OBJECT_COLUMNS: Final = f"{_OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
+_LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
@@ -274,7 +256,7 @@ class PostgresIndex(AsyncLifecycle):
             )
         )
         sql = (
-            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
         )
         rows = await self._fetch(sql, *where.params, check_limit(limit))
@@ -283,7 +265,7 @@ class PostgresIndex(AsyncLifecycle):
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
         rows = await self._fetch(
-            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
             " WHERE bucket = $1 AND key = $2 AND version_id = $3",
             bucket,
             key,
@@ -306,7 +288,7 @@ class PostgresIndex(AsyncLifecycle):
         if key is not None:
             where.add("key = {}", key)
         sql = (
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
         )
         rows = await self._fetch(sql, *where.params, check_limit(limit))
@@ -375,7 +357,7 @@ class PostgresIndex(AsyncLifecycle):
             if value is not None:
                 where.add(f"{column} = {{}}", str(value))
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
         )
         rows = await self._fetch(sql, *where.params, check_limit(limit))
@@ -501,7 +483,7 @@ def _journal_row(event: ObjectEvent, position: KafkaPosition | None) -> tuple[ob
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:
-    """``record`` as values in ``_OBJECT_COLUMNS`` order."""
+    """``record`` as values in ``OBJECT_COLUMNS`` order."""
     return (
         record.bucket,
         record.key,

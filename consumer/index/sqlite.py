@@ -25,6 +25,11 @@ import aiosqlite
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
+    JOB_COLUMNS,
+    JOB_PEND_UPSERT,
+    JOURNAL_COLUMNS,
+    OBJECT_COLUMNS,
+    OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
@@ -57,16 +62,6 @@ _TRANSIENT_CODES: Final = frozenset(
     {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR}
 )
 
-_OBJECT_COLUMNS: Final = (
-    "bucket, key, version_id, size, etag, content_type, user_id, user_metadata,"
-    " first_event_time, last_event_time, sequencer, indexed_at, deleted, last_event_name,"
-    " deleted_at"
-)
-_JOURNAL_COLUMNS: Final = (
-    "id, bucket, key, version_id, event_name, kind, event_time, sequencer, principal_id,"
-    " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
-    " kafka_offset, recorded_at"
-)
 
 _INSERT_JOURNAL: Final = """
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
@@ -87,47 +82,34 @@ JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id
 
 # Column names are unqualified: the VALUES side only has column1, column2, ...
 _LOAD_ROWS: Final = (
-    f"SELECT {_OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
     " JOIN objects ON bucket = v.column1 AND key = v.column2 AND version_id = v.column3"
 )
 _LOAD_ALL_VERSIONS: Final = (
-    f"SELECT {_OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
     " JOIN objects ON bucket = v.column1 AND key = v.column2"
 )
 
-_SAVE_ROW: Final = f"""
-INSERT INTO objects ({_OBJECT_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (bucket, key, version_id) DO UPDATE SET
-    size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
-    user_id = excluded.user_id, user_metadata = excluded.user_metadata,
-    first_event_time = excluded.first_event_time, last_event_time = excluded.last_event_time,
-    sequencer = excluded.sequencer, indexed_at = excluded.indexed_at,
-    deleted = excluded.deleted, last_event_name = excluded.last_event_name,
-    deleted_at = excluded.deleted_at"""  # noqa: S608 - constant fragments
-
-_JOB_COLUMNS: Final = (
-    "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
-    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+_SAVE_ROW: Final = (
+    f"""
+INSERT INTO objects ({OBJECT_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # noqa: S608 - constant fragments
+    + OBJECT_UPSERT
 )
 
 _LOAD_JOBS: Final = (
-    f"SELECT {_JOB_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    f"SELECT {JOB_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
     " JOIN jobs ON bucket = v.column1 AND key = v.column2 AND version_id = v.column3"
     " AND processor = v.column4"
 )
 
-# A job for new content starts over; for the same content (a redelivery after a crash)
-# its attempts carry on.
-_PEND_JOB: Final = """
+_PEND_JOB: Final = (
+    """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
                   created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
-ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
-    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
-    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
-    sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
-    updated_at = excluded.updated_at"""
+VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"""
+    + JOB_PEND_UPSERT
+)
 
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
@@ -139,7 +121,7 @@ UPDATE jobs SET status = ?, last_error = ?, result_bucket = ?, result_key = ?,
                 duration_ms = ?, finished_at = ?, updated_at = ?
 WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?"""
 
-_LISTED_OBJECT_COLUMNS: Final = f"{_OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
+_LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
 
 _USAGE: Final[Mapping[str, str]] = {
     "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
@@ -254,7 +236,7 @@ class SqliteIndex(AsyncLifecycle):
             )
         )
         sql = (
-            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id LIMIT ?"
         )
         rows = await self._fetch(sql, (*where.params, check_limit(limit)))
@@ -263,7 +245,7 @@ class SqliteIndex(AsyncLifecycle):
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
         rows = await self._fetch(
-            f"SELECT {_LISTED_OBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
+            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
             " WHERE bucket = ? AND key = ? AND version_id = ?",
             (bucket, key, version_id),
         )
@@ -284,7 +266,7 @@ class SqliteIndex(AsyncLifecycle):
         if key is not None:
             where.add("key = {}", key)
         sql = (
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY id DESC LIMIT ?"
         )
         rows = await self._fetch(sql, (*where.params, check_limit(limit)))
@@ -359,7 +341,7 @@ class SqliteIndex(AsyncLifecycle):
             if value is not None:
                 where.add(f"{column} = {{}}", str(value))
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id, processor LIMIT ?"
         )
         rows = await self._fetch(sql, (*where.params, check_limit(limit)))
@@ -410,7 +392,7 @@ class _Writer:
             if identity not in present
         ]
         await self._conn.executemany(_INSERT_JOURNAL, [self._journal_row(*item) for item in new])
-        return {journal_id(event) for event, _ in new}
+        return set(identities) - present
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
@@ -524,7 +506,7 @@ def _json(metadata: Mapping[str, str]) -> str:
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:
-    """``record`` as parameters in ``_OBJECT_COLUMNS`` order."""
+    """``record`` as parameters in ``OBJECT_COLUMNS`` order."""
     return (
         record.bucket,
         record.key,

@@ -34,15 +34,17 @@ from minio import Minio
 
 from consumer.errors import ConsumerError
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
-from consumer.fetching import FetchPause, drained
-from consumer.index import IndexStore, JobOutcome, JobStatus
-from consumer.indexer import (
-    Batch,
+from consumer.fetching import (
     DeadLetter,
-    KafkaUnavailable,
-    dead_letter_headers,
-    offsets_to_commit,
+    FetchPause,
+    drained,
+    new_clients,
+    send_dead_letters,
+    start_clients,
+    stop_clients,
 )
+from consumer.index import IndexStore, JobOutcome, JobStatus
+from consumer.indexer import Batch, offsets_to_commit
 from consumer.minio_client import minio_client
 from consumer.processing.base import Job, ProcessingRetriable, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
@@ -99,14 +101,6 @@ class ProcessorStats:
     by_processor: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Ended:
-    """How one job of a batch ended; ``letter`` set when its event goes to the DLQ."""
-
-    status: JobStatus
-    letter: DeadLetter | None = None
-
-
 class ProcessorWorker:
     """Runs the processors on new objects. ``run()`` until ``stop()`` (or drained)."""
 
@@ -145,30 +139,9 @@ class ProcessorWorker:
 
     async def run(self, *, burst: bool = False) -> ProcessorStats:
         """Process until ``stop()``; with ``burst``, return once every partition is drained."""
-        settings = self._settings
-        self._consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"voxpersona-{self.group_id}",
-            max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
-        )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            client_id=f"voxpersona-{self.group_id}-dlq",
-        )
-        try:
-            await self._consumer.start()
-            await self._producer.start()
-        except KafkaError as exc:
-            await self._close()
-            raise KafkaUnavailable(
-                f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
-            ) from exc
+        self._consumer, self._producer = new_clients(self._settings, self.group_id)
+        await start_clients(self._consumer, self._producer, self._settings)
+        self._consumer.subscribe([self.topic])
         try:
             await self._loop(burst)
         finally:
@@ -176,10 +149,7 @@ class ProcessorWorker:
         return self.stats
 
     async def _close(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(KafkaError):
-                    await client.stop()
+        await stop_clients(self._consumer, self._producer)
         for processor in self._processors.values():
             with contextlib.suppress(Exception):
                 await processor.close()
@@ -210,7 +180,7 @@ class ProcessorWorker:
             ended = await self._run_paused(planned, records)
         except StopRequested:
             return False
-        letters = [e.letter for e in ended if e.letter is not None]
+        letters = [letter for letter in ended if letter is not None]
         if letters:
             await self._send_dead_letters(letters)
         await self._commit(batch)
@@ -219,7 +189,7 @@ class ProcessorWorker:
 
     async def _run_paused(
         self, planned: list[Planned], records: list[ConsumerRecord[bytes, bytes]]
-    ) -> list[_Ended]:
+    ) -> list[DeadLetter | None]:
         """Claim and run the jobs while fetching is paused and Kafka still polled."""
         if not planned:
             return []
@@ -263,7 +233,10 @@ class ProcessorWorker:
             log.debug("jobs already finished, skipped", jobs=skipped)
         return claimed
 
-    async def _run_job(self, planned: Planned, record: ConsumerRecord[bytes, bytes]) -> _Ended:
+    async def _run_job(
+        self, planned: Planned, record: ConsumerRecord[bytes, bytes]
+    ) -> DeadLetter | None:
+        """Run one job to its end; the dead letter of its event when retries ran out."""
         job = planned.job
         request = job.request
         what = f"{request.processor} on {request.bucket}/{request.key}"
@@ -283,8 +256,7 @@ class ProcessorWorker:
                 await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
                 self.stats.failed += 1
                 log.warning("job failed after retries, dead-lettered", job=what, reason=reason)
-                letter = DeadLetter(record, f"{request.processor}:RetriesExhausted", reason)
-                return _Ended(JobStatus.FAILED, letter)
+                return DeadLetter(record, f"{request.processor}:RetriesExhausted", reason)
             except ConsumerError as exc:
                 if isinstance(exc, StopRequested):
                     raise
@@ -292,7 +264,7 @@ class ProcessorWorker:
                 await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
                 self.stats.failed += 1
                 log.warning("job failed", job=what, reason=reason)
-                return _Ended(JobStatus.FAILED)
+                return None
         outcome = JobOutcome(
             JobStatus.DONE,
             _ms(started),
@@ -305,7 +277,7 @@ class ProcessorWorker:
             self.stats.by_processor.get(request.processor, 0) + 1
         )
         log.info("job done", job=what, duration_ms=outcome.duration_ms)
-        return _Ended(JobStatus.DONE)
+        return None
 
     async def _attempt(self, job: Job) -> str:
         """One attempt: mark running, process under the timeout, store the result."""
@@ -363,22 +335,11 @@ class ProcessorWorker:
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         assert self._producer is not None
         producer = self._producer
-        now = datetime.now(UTC)
 
         async def send() -> None:
-            try:
-                sends = [
-                    await producer.send(
-                        self._settings.kafka_dlq_topic,
-                        value=letter.record.value,
-                        key=letter.record.key,
-                        headers=dead_letter_headers(letter, group_id=self.group_id, now=now),
-                    )
-                    for letter in letters
-                ]
-                await asyncio.gather(*sends)
-            except KafkaError as exc:
-                raise KafkaUnavailable(f"cannot write to the DLQ: {exc}") from exc
+            await send_dead_letters(
+                producer, self._settings.kafka_dlq_topic, letters, group_id=self.group_id
+            )
 
         await retry(send, what="dead-letter write", base_s=0.5, cap_s=30.0, stop=self._stop)
         self.stats.dead_lettered += len(letters)

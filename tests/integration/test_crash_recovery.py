@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from minio import Minio
 
 from consumer.index import open_index
 from tests.conftest import StackEndpoints, unique_name
-from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.helpers import count_rows, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import REPO_ROOT, cli_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -81,14 +80,4 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
 
 
 def _count(index_file: Path, bucket: str) -> int:
-    """Rows indexed so far, read straight from the file (faster than a CLI process)."""
-    if not index_file.exists():
-        return 0
-    with sqlite3.connect(index_file, timeout=5) as conn:
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM objects WHERE bucket = ?", (bucket,)
-            ).fetchone()
-        except sqlite3.OperationalError:  # schema not created yet
-            return 0
-    return int(row[0])
+    return count_rows(index_file, "SELECT count(*) FROM objects WHERE bucket = ?", bucket)

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from consumer.processing.worker import ProcessorWorker, result_key
 from consumer.settings import Settings
 from tests import audio
 from tests.conftest import StackEndpoints, unique_name
-from tests.helpers import Published
+from tests.helpers import Published, count_rows
 from tests.integration.test_cli_e2e import REPO_ROOT, cli_env, run_cli
 from tests.transcription_server import StandIn
 
@@ -418,14 +417,8 @@ async def _jobs(index_url: str, bucket: str) -> list[JobRecord]:
 
 
 def _done_jobs(index_url: str, bucket: str) -> int:
-    path = Path(index_url.removeprefix("sqlite:///"))
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path, timeout=5) as conn:
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM jobs WHERE bucket = ? AND status = 'done'", (bucket,)
-            ).fetchone()
-        except sqlite3.OperationalError:  # schema not created yet
-            return 0
-    return int(row[0])
+    return count_rows(
+        Path(index_url.removeprefix("sqlite:///")),
+        "SELECT count(*) FROM jobs WHERE bucket = ? AND status = 'done'",
+        bucket,
+    )
