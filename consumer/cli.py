@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,11 +23,19 @@ from consumer.output import human_bytes, json_lines, object_fields, table, usage
 from consumer.service import Role
 from consumer.settings import Settings
 
+if TYPE_CHECKING:
+    from consumer.retention.decisions import SweepReport
+    from consumer.retention.policy import RetentionPolicy
+
 T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+
+class SweepBlocked(ConsumerError):
+    """The sweeper refused to delete (the index may be stale)."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -76,7 +84,28 @@ def _build_parser() -> argparse.ArgumentParser:
     usage = verbs.add_parser("usage", help="objects and bytes per user or bucket")
     usage.add_argument("--by", choices=["user", "bucket"], default="user")
     usage.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_retention(verbs)
     return parser
+
+
+def _add_retention(verbs: argparse._SubParsersAction[_OneLineParser]) -> None:
+    retention = verbs.add_parser("retention", help="retention policies: sweep, list, audit")
+    actions = retention.add_subparsers(
+        dest="retention_verb", required=True, metavar="ACTION", parser_class=_OneLineParser
+    )
+    sweep = actions.add_parser("sweep", help="one sweeper pass over the sweeper policies")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
+    sweep.add_argument("--policy", action="append", help="only this policy (repeatable)")
+    sweep.add_argument("--json", action="store_true", help="one JSON object per line")
+    policies = actions.add_parser("policies", help="the policies and who enforces each")
+    policies.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit = actions.add_parser("audit", help="deletions from the journal: who and why")
+    audit.add_argument("--bucket")
+    audit.add_argument("--key")
+    audit.add_argument("--limit", type=_positive_int, default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _positive_int(text: str) -> int:
@@ -221,12 +250,94 @@ def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.retention.policy import load_policies
+
+    policies = load_policies(settings)
+    if args.retention_verb == "policies":
+        rows = [policy.fields() for policy in policies]
+        if args.json:
+            sys.stdout.write(json_lines(rows))
+        else:
+            for row, policy in zip(rows, policies, strict=True):
+                row["applies_to"] = policy.describe()
+            sys.stdout.write(table(rows, ("name", "enforcement", "applies_to")))
+        return EXIT_OK
+    if args.retention_verb == "audit":
+        return _retention_audit(args, settings, policies)
+    return _retention_sweep(args, settings, policies)
+
+
+def _retention_audit(
+    args: argparse.Namespace, settings: Settings, policies: Sequence[RetentionPolicy]
+) -> int:
+    from consumer.retention.audit import REMOVAL_KINDS, audit_fields
+
+    records = asyncio.run(
+        _with_index(
+            settings,
+            lambda store: store.journal(
+                bucket=args.bucket, key=args.key, kinds=REMOVAL_KINDS, limit=args.limit
+            ),
+        )
+    )
+    rows = [audit_fields(record, policies) for record in records]
+    if args.json:
+        sys.stdout.write(json_lines(rows))
+    else:
+        columns = ("event_time", "bucket", "key", "actor", "policy", "principal_id")
+        sys.stdout.write(table(rows, columns))
+    return EXIT_OK
+
+
+def _retention_sweep(
+    args: argparse.Namespace, settings: Settings, policies: Sequence[RetentionPolicy]
+) -> int:
+    from consumer.retention.decisions import SweepItem
+    from consumer.retention.policy import policy_named
+    from consumer.retention.sweeper import Sweeper
+
+    if args.policy:
+        unknown = [name for name in args.policy if policy_named(policies, name) is None]
+        if unknown:
+            raise InvalidInput(f"no retention policy named {', '.join(unknown)}")
+        policies = [policy for policy in policies if policy.name in args.policy]
+    rows: list[dict[str, object]] = []
+
+    def show(item: SweepItem) -> None:
+        if args.json:
+            print(json.dumps(item.fields(), ensure_ascii=False), flush=True)
+        else:
+            rows.append(item.fields())
+
+    async def sweep(store: IndexStore) -> SweepReport:
+        return await Sweeper(settings, store, policies).sweep(dry_run=args.dry_run, on_item=show)
+
+    report = asyncio.run(_with_index(settings, sweep))
+    if report.blocked is not None:
+        raise SweepBlocked(report.blocked)
+    if not args.json:
+        columns = ("policy", "bucket", "key", "version_id", "size", "outcome", "reason")
+        sys.stdout.write(table(rows, columns))
+    summary = report.summary()
+    line = ", ".join(
+        f"{name}={summary[name]}"
+        for name in ("would_delete", "deleted", "deleted_bytes", "skipped", "failed")
+    )
+    kept = summary["skipped_by_reason"]
+    if kept:
+        line += " (" + ", ".join(f"{reason}: {n}" for reason, n in kept.items()) + ")"
+    print(f"retention sweep{' (dry run)' if args.dry_run else ''}: {line}", file=sys.stderr)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "setup": _cmd_setup,
     "run": _cmd_run,
     "ls": _cmd_ls,
     "search": _cmd_search,
     "usage": _cmd_usage,
+    "retention": _cmd_retention,
 }
 
 

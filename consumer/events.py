@@ -30,6 +30,8 @@ from consumer.errors import InvalidInput
 DEFAULT_MAX_BYTES: Final = 1_048_576
 # The `source.userAgent` MinIO's lifecycle scanner puts on the deletes it makes.
 ILM_EXPIRY_AGENT: Final = "Internal: [ILM-Expiry]"
+# The product token the retention sweeper adds to its user agent, followed by "/<policy>".
+RETENTION_AGENT_PRODUCT: Final = "voxpersona-retention"
 # A sequencer is the hex of a nanosecond timestamp (16 digits today); 32 digits leave room
 # for AWS's longer, opaque ones while keeping one fixed width for string comparison.
 SEQUENCER_WIDTH: Final = 32
@@ -86,6 +88,7 @@ _USER_KEY_PREFIX: Final = re.compile(r"user_([^/]+)/")
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HEX: Final = re.compile(r"[0-9A-Fa-f]+")
 _REASON_MAX_CHARS: Final = 200
+_RETENTION_AGENT: Final = re.compile(rf"(?:^|\s){RETENTION_AGENT_PRODUCT}/(\S+)")
 
 
 class MalformedEvent(InvalidInput):
@@ -192,13 +195,16 @@ def classify(event_name: str, user_agent: str | None) -> EventKind:
     """Map an S3/MinIO event name (with or without "s3:") to an EventKind. Never raises.
 
     MinIO has no event name for lifecycle expiry: it sends an ordinary removal whose user
-    agent is ``Internal: [ILM-Expiry]``, so the agent is needed to tell the two apart.
+    agent is ``Internal: [ILM-Expiry]``, so the agent is needed to tell the two apart. The
+    retention sweeper's deletions (its user agent names a policy) are expiries too.
     """
     name = _normalise_event_name(event_name)
     kind = _KIND_BY_NAME.get(name)
     if kind is None:
         kind = next((k for prefix, k in _KIND_BY_PREFIX if name.startswith(prefix)), None)
-    if kind is EventKind.REMOVED and _is_ilm_expiry(user_agent):
+    if kind is EventKind.REMOVED and (
+        _is_ilm_expiry(user_agent) or retention_policy_of(user_agent) is not None
+    ):
         return EventKind.EXPIRED
     return kind or EventKind.OTHER
 
@@ -476,6 +482,14 @@ def _user_agent(source: _RawSource | None) -> str | None:
 
 def _is_ilm_expiry(user_agent: str | None) -> bool:
     return user_agent is not None and user_agent.strip().lower() == ILM_EXPIRY_AGENT.lower()
+
+
+def retention_policy_of(user_agent: str | None) -> str | None:
+    """The policy named by the retention sweeper's user agent token, if it is one."""
+    if not user_agent:
+        return None
+    match = _RETENTION_AGENT.search(user_agent)
+    return match.group(1) if match else None
 
 
 def _principal_id(record: _RawRecord) -> str | None:

@@ -27,6 +27,13 @@ from urllib3.exceptions import HTTPError
 from consumer.errors import ConnectionFailed, SetupFailed
 from consumer.minio_client import minio_client
 from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
+from consumer.retention.lifecycle import desired_rules, merge_lifecycle, our_keys, rule_key
+from consumer.retention.policy import (
+    Enforcement,
+    RetentionPolicy,
+    by_enforcement,
+    load_policies,
+)
 from consumer.settings import Settings
 
 
@@ -41,7 +48,7 @@ class Action(StrEnum):
 class Change:
     """One line of setup's report."""
 
-    resource: str  # "bucket", "notification", "topic"
+    resource: str  # "bucket", "notification", "lifecycle", "topic"
     name: str
     action: Action
     detail: str = ""
@@ -129,8 +136,40 @@ def ensure_notifications(
     return Change("notification", bucket, action, f"{len(desired)} rule(s) -> {arn}")
 
 
-def provision_minio(client: Minio, settings: Settings, notify: NotifyConfig) -> list[Change]:
-    """Buckets first, then their notifications. Raises SetupFailed / ConnectionFailed."""
+def ensure_lifecycle(client: Minio, bucket: str, policies: Sequence[RetentionPolicy]) -> Change:
+    """Apply the lifecycle policies' rules to ``bucket``, keeping the bucket's other rules;
+    read back. Raises SetupFailed when MinIO does not store what was written."""
+    desired = desired_rules(policies, bucket)
+    wanted = sorted(map(rule_key, desired))
+    current = client.get_bucket_lifecycle(bucket)
+    merged = merge_lifecycle(current, desired)
+    detail = f"{len(desired)} retention rule(s)"
+    if merged is None:
+        return Change("lifecycle", bucket, Action.UNCHANGED, detail)
+    if merged.rules:
+        client.set_bucket_lifecycle(bucket, merged)
+    else:
+        client.delete_bucket_lifecycle(bucket)
+    stored = our_keys(client.get_bucket_lifecycle(bucket))
+    if stored != wanted:
+        raise SetupFailed(
+            f"lifecycle of bucket {bucket}: MinIO stored {stored} where setup wrote {wanted}"
+        )
+    kept = len(merged.rules) - len(desired)
+    if kept:
+        detail += f", {kept} other rule(s) kept"
+    action = Action.UPDATED if our_keys(current) else Action.CREATED
+    return Change("lifecycle", bucket, action, detail)
+
+
+def provision_minio(
+    client: Minio,
+    settings: Settings,
+    notify: NotifyConfig,
+    policies: Sequence[RetentionPolicy] = (),
+) -> list[Change]:
+    """Buckets first, then their notifications and lifecycle rules. Raises SetupFailed /
+    ConnectionFailed."""
     buckets = list(dict.fromkeys([*settings.managed_buckets, *(b.bucket for b in notify.buckets)]))
     changes: list[Change] = []
     try:
@@ -140,11 +179,25 @@ def provision_minio(client: Minio, settings: Settings, notify: NotifyConfig) -> 
             changes.append(
                 ensure_notifications(client, entry.bucket, entry.rules, notify.target.arn)
             )
+        for bucket in _lifecycle_buckets(buckets, policies):
+            if client.bucket_exists(bucket):
+                changes.append(ensure_lifecycle(client, bucket, policies))
+            else:
+                changes.append(
+                    Change("lifecycle", bucket, Action.WARNING, "bucket missing, rules not set")
+                )
     except MinioException as exc:
         raise SetupFailed(_describe_minio_error(exc, notify.target.arn)) from exc
     except (HTTPError, OSError) as exc:
         raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
     return changes
+
+
+def _lifecycle_buckets(managed: Sequence[str], policies: Sequence[RetentionPolicy]) -> list[str]:
+    """Buckets whose retention rules setup reconciles: every bucket a lifecycle policy
+    names, and the managed ones (so a policy removed from the file loses its rule)."""
+    named = [p.bucket for p in by_enforcement(policies, Enforcement.LIFECYCLE)]
+    return list(dict.fromkeys([*managed, *named]))
 
 
 def _describe_minio_error(exc: MinioException, arn: str) -> str:
@@ -235,9 +288,11 @@ async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> di
 
 
 async def run_setup(settings: Settings) -> list[Change]:
-    """Topics, buckets, notifications. Raises ConfigError, SetupFailed, ConnectionFailed."""
+    """Topics, buckets, notifications, lifecycle rules. Raises ConfigError, SetupFailed,
+    ConnectionFailed."""
     notify = load_notify_config(settings.minio_notify_config, settings)
+    policies = load_policies(settings)
     changes = await provision_topics(settings)
     client = minio_client(settings)
-    changes += await asyncio.to_thread(provision_minio, client, settings, notify)
+    changes += await asyncio.to_thread(provision_minio, client, settings, notify, policies)
     return changes

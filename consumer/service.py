@@ -1,8 +1,9 @@
 """``python -m consumer run``: the long-running roles, with signals and a bounded shutdown.
 
-Roles: ``indexer`` (group "indexer"), ``processor`` (group "processor"), ``all`` (both, in
-one process, sharing the index handle). SIGTERM / SIGINT → stop fetching, finish the batch
-in flight (the processor: its jobs), commit, close. If that takes longer than
+Roles: ``indexer`` (group "indexer"), ``processor`` (group "processor"), ``retention`` (the
+sweeper, on an interval), ``all`` (the three in one process, sharing the index handle).
+SIGTERM / SIGINT → stop fetching, finish the batch in flight (the processor: its jobs;
+the sweeper: its delete request), commit, close. If that takes longer than
 SHUTDOWN_GRACE_S the roles are cancelled (the indexer's write and commit are shielded, a
 processor's unfinished jobs are rerun after redelivery), so nothing is lost.
 """
@@ -23,6 +24,7 @@ from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
 from consumer.processing.registry import load_processors
 from consumer.processing.worker import ProcessorWorker
+from consumer.retention.sweeper import RetentionWorker
 from consumer.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,7 @@ JOURNAL_PRUNE_INTERVAL_S = 3600.0
 class Role(StrEnum):
     INDEXER = "indexer"
     PROCESSOR = "processor"
+    RETENTION = "retention"
     ALL = "all"
 
 
@@ -67,6 +70,8 @@ def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Wor
         workers["indexer"] = Indexer(settings, store)
     if role in (Role.PROCESSOR, Role.ALL):
         workers["processor"] = ProcessorWorker(settings, store, load_processors(settings))
+    if role in (Role.RETENTION, Role.ALL):
+        workers["retention"] = RetentionWorker(settings, store)
     return workers
 
 
@@ -81,7 +86,7 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
             for name, worker in workers.items()
         }
         background: list[asyncio.Task[None]] = []
-        if role is not Role.PROCESSOR and settings.index_journal_retention_days > 0:
+        if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
             background.append(
                 asyncio.create_task(
                     _prune_journal_forever(store, settings.index_journal_retention_days)
@@ -176,4 +181,7 @@ def _summary(workers: dict[str, Worker]) -> dict[str, int]:
         fields.update(
             jobs_done=jobs.done, jobs_failed=jobs.failed, jobs_dead_lettered=jobs.dead_lettered
         )
+    retention = workers.get("retention")
+    if isinstance(retention, RetentionWorker):
+        fields.update(retention_deleted=retention.deleted)
     return fields

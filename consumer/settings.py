@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")
     processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
     processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
-    # A JSON file of rules (see processing-rules.example.json); unset: the built-in rule
+    # A JSON file of rules (see infra/processing-rules.example.json); unset: the built-in rule
     # (audio files in MINIO_AUDIO_BUCKET_NAME → audio-probe, transcribe).
     processing_rules_file: Path | None = Field(None, alias="PROCESSING_RULES_FILE")
     # The transcription API (OpenAI-compatible); the processor is off while the URL is unset.
@@ -80,6 +80,21 @@ class Settings(BaseSettings):
     transcribe_model: str = Field("whisper-1", alias="TRANSCRIBE_MODEL")
     transcribe_max_bytes: int = Field(25 * 1024**2, gt=0, alias="TRANSCRIBE_MAX_BYTES")
     transcribe_timeout_s: float = Field(300.0, gt=0, le=3600, alias="TRANSCRIBE_TIMEOUT_S")
+
+    # --- Retention (role "retention"; lifecycle rules by setup) ---------------------------
+    # A JSON file of policies (see infra/retention-policies.example.json); unset: one policy,
+    # "cleanup", of MINIO_BUCKET_NAME after MINIO_CLEANUP_DAYS (0 turns it off).
+    retention_policies_file: Path | None = Field(None, alias="RETENTION_POLICIES_FILE")
+    retention_sweep_interval_s: float = Field(
+        3600.0, gt=0, le=7 * 86_400, alias="RETENTION_SWEEP_INTERVAL_S"
+    )
+    # Objects per multi-object delete request (S3 allows at most 1000).
+    retention_batch_size: int = Field(500, ge=1, le=1000, alias="RETENTION_BATCH_SIZE")
+    # Deletions per second, at most: a sweep never floods MinIO or the events topic.
+    retention_delete_rate: float = Field(50.0, gt=0, le=10_000, alias="RETENTION_DELETE_RATE")
+    # The sweeper deletes nothing while the indexer's group is more events than this
+    # behind the events topic: the index could be stale.
+    retention_max_lag: int = Field(1000, ge=0, alias="RETENTION_MAX_LAG")
 
     @field_validator("minio_endpoint")
     @classmethod

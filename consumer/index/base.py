@@ -318,11 +318,13 @@ class IndexStore(Protocol):
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
+        created_before: datetime | None = None,
     ) -> list[ObjectRecord]:
         """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
 
         ``prefix`` matches key prefixes literally (``%`` and ``_`` are not wildcards);
-        ``metadata`` names are matched lower-cased, as events store them.
+        ``metadata`` names are matched lower-cased, as events store them;
+        ``created_before`` keeps rows whose first event is older than that moment.
         """
 
     async def get_object(
@@ -333,9 +335,14 @@ class IndexStore(Protocol):
         """Live objects and bytes per group, ordered by group (None last)."""
 
     async def journal(
-        self, *, bucket: str | None = None, key: str | None = None, limit: int = 100
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        limit: int = 100,
     ) -> list[JournalRecord]:
-        """Most recently journaled first."""
+        """Most recently journaled first; ``kinds`` keeps only events of those kinds."""
 
     async def prune_journal(self, older_than: datetime) -> int:
         """Delete journal entries whose event_time is before ``older_than``; their count."""
@@ -739,6 +746,7 @@ class ObjectFilter:
     include_deleted: bool = False
     after: tuple[str, str, str] | None = None
     processing_status: str | None = None
+    created_before: datetime | None = None
 
     def conditions(
         self,
@@ -746,11 +754,14 @@ class ObjectFilter:
         *,
         live_only: str,
         add_metadata: Callable[[Conditions, dict[str, str]], None],
+        moment: Callable[[datetime], object] = lambda value: value,
     ) -> Conditions:
-        """Conditions in order (deleted, bucket, user, prefix, metadata, status, cursor).
+        """Conditions in order (deleted, bucket, user, prefix, metadata, status, age,
+        cursor).
 
         ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
-        dialect's metadata match for the lower-cased filter.
+        dialect's metadata match for the lower-cased filter; ``moment`` turns a datetime
+        into the dialect's stored form.
         """
         where = Conditions(placeholder)
         if not self.include_deleted:
@@ -765,9 +776,32 @@ class ObjectFilter:
             add_metadata(where, lower_names(self.metadata))
         if self.processing_status is not None:
             where.add(f"({PROCESSING_STATUS_SQL}) = {{}}", self.processing_status)
+        if self.created_before is not None:
+            where.add("first_event_time < {}", moment(self.created_before))
         if self.after is not None:
             where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
         return where
+
+
+def journal_conditions(
+    placeholder: Callable[[int], str],
+    bucket: str | None,
+    key: str | None,
+    kinds: Collection[EventKind] | None,
+) -> Conditions:
+    """The filters of ``journal``."""
+    where = Conditions(placeholder)
+    if bucket is not None:
+        where.add("bucket = {}", bucket)
+    if key is not None:
+        where.add("key = {}", key)
+    if kinds is not None:
+        ordered = sorted(str(kind) for kind in kinds)
+        if not ordered:
+            where.add("1 = 0")
+        else:
+            where.add(f"kind IN ({', '.join(['{}'] * len(ordered))})", *ordered)
+    return where
 
 
 def qmark(_: int) -> str:

@@ -50,6 +50,7 @@ from consumer.index.base import (
     check_limit,
     dollar,
     job_should_run,
+    journal_conditions,
     run_batch,
 )
 from consumer.index.migrations import migrate_postgres
@@ -248,11 +249,19 @@ class PostgresIndex(AsyncLifecycle):
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
+        created_before: datetime | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
         where = _object_conditions(
             ObjectFilter(
-                bucket, user_id, prefix, metadata, include_deleted, after, processing_status
+                bucket,
+                user_id,
+                prefix,
+                metadata,
+                include_deleted,
+                after,
+                processing_status,
+                created_before,
             )
         )
         sql = (
@@ -279,14 +288,15 @@ class PostgresIndex(AsyncLifecycle):
         return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
 
     async def journal(
-        self, *, bucket: str | None = None, key: str | None = None, limit: int = 100
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = Conditions(dollar)
-        if bucket is not None:
-            where.add("bucket = {}", bucket)
-        if key is not None:
-            where.add("key = {}", key)
+        where = journal_conditions(dollar, bucket, key, kinds)
         sql = (
             f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY id DESC LIMIT {where.next_placeholder()}"

@@ -51,6 +51,7 @@ from consumer.index.base import (
     check_limit,
     chunked,
     job_should_run,
+    journal_conditions,
     journal_id,
     qmark,
     run_batch,
@@ -228,11 +229,19 @@ class SqliteIndex(AsyncLifecycle):
         limit: int = 1000,
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
+        created_before: datetime | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
         where = _object_conditions(
             ObjectFilter(
-                bucket, user_id, prefix, metadata, include_deleted, after, processing_status
+                bucket,
+                user_id,
+                prefix,
+                metadata,
+                include_deleted,
+                after,
+                processing_status,
+                created_before,
             )
         )
         sql = (
@@ -257,14 +266,15 @@ class SqliteIndex(AsyncLifecycle):
         return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
 
     async def journal(
-        self, *, bucket: str | None = None, key: str | None = None, limit: int = 100
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        kinds: Collection[EventKind] | None = None,
+        limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = Conditions(qmark)
-        if bucket is not None:
-            where.add("bucket = {}", bucket)
-        if key is not None:
-            where.add("key = {}", key)
+        where = journal_conditions(qmark, bucket, key, kinds)
         sql = (
             f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY id DESC LIMIT ?"
@@ -498,7 +508,9 @@ def _object_conditions(filters: ObjectFilter) -> Conditions:
                 value,
             )
 
-    return filters.conditions(qmark, live_only="deleted = 0", add_metadata=add_metadata)
+    return filters.conditions(
+        qmark, live_only="deleted = 0", add_metadata=add_metadata, moment=_text
+    )
 
 
 def _json(metadata: Mapping[str, str]) -> str:

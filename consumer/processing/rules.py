@@ -9,15 +9,13 @@ the results bucket (the processors' own output).
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from consumer.errors import ConfigError
+from consumer.config_file import load_json_file
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import JobRequest
 from consumer.processing.base import Job
@@ -68,17 +66,7 @@ def load_rules(settings: Settings) -> tuple[Rule, ...]:
     path = settings.processing_rules_file
     if path is None:
         return default_rules(settings)
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        return _RulesFile.model_validate(raw).rules
-    except OSError as exc:
-        raise ConfigError(f"PROCESSING_RULES_FILE {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"PROCESSING_RULES_FILE {path}: not JSON: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"PROCESSING_RULES_FILE {path}: {where}: {first['msg']}") from exc
+    return load_json_file(path, _RulesFile, "PROCESSING_RULES_FILE").rules
 
 
 @dataclass(frozen=True)

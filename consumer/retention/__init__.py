@@ -1,0 +1,1 @@
+"""Retention: policies, lifecycle rules applied by ``setup``, the sweeper and its audit."""
