@@ -177,17 +177,15 @@ def delete_error_outcome(code: str) -> tuple[Outcome, str]:
 
 
 class Pacer:
-    """Spreads deletions to at most ``rate`` objects per second over a pass: before each
-    batch, ``delay(count, now)`` says how long to wait."""
+    """Spreads deletions to at most ``rate`` objects per second: before each batch,
+    ``delay(count, now)`` says how long to wait. Idle time earns no credit, so a late
+    batch never lets the next ones burst above the rate."""
 
     def __init__(self, rate: float) -> None:
         self._rate = rate
-        self._start: float | None = None
-        self._sent = 0
+        self._free_at: float | None = None  # when the previous batches' share is used up
 
     def delay(self, count: int, now: float) -> float:
-        if self._start is None:
-            self._start = now
-        wait = max(0.0, self._start + self._sent / self._rate - now)
-        self._sent += count
-        return wait
+        start = now if self._free_at is None else max(self._free_at, now)
+        self._free_at = start + count / self._rate
+        return start - now

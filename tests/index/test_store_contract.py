@@ -138,6 +138,20 @@ class TestJournal:
         assert len(await store.journal(bucket="bkt", limit=2)) == 2
         assert await store.journal(bucket="other") == []
 
+    async def test_journal_by_kind(self, store: IndexStore) -> None:
+        await apply(
+            store,
+            event(seq=1, key="a"),
+            event(R, seq=2, key="a"),
+            event(seq=3, key="b"),
+            event(X, seq=4, key="b"),
+            event(M, seq=5, key="c"),
+        )
+        removals = await store.journal(kinds={R, X})
+        assert [(j.key, j.kind) for j in removals] == [("b", X), ("a", R)]
+        assert [j.key for j in await store.journal(kinds=[M])] == ["c"]
+        assert await store.journal(kinds=[]) == []
+
     async def test_noop_and_other_are_journal_only(self, store: IndexStore) -> None:
         result = await apply(store, event(EventKind.NOOP, seq=1), event(EventKind.OTHER, seq=2))
         assert result == BatchResult(2, 0, 0, 0)
@@ -388,6 +402,15 @@ class TestQueries:
         assert [len(p) for p in pages] == [10, 10, 5]
         assert [r for p in pages for r in p] == everything
         assert len(everything) == 25
+
+    async def test_created_before_looks_at_the_first_event(self, store: IndexStore) -> None:
+        await apply(store, event(seq=10, key="old"), event(seq=20, key="new"))
+        # An overwrite keeps the row's first event time: still "created" at 10 s.
+        await apply(store, event(seq=30, key="old"))
+        cutoff = T0 + timedelta(seconds=15)
+        assert await keys(store, created_before=cutoff) == ["old"]
+        assert await keys(store, created_before=T0 + timedelta(seconds=10)) == []
+        assert await keys(store, created_before=T0 + timedelta(hours=1)) == ["new", "old"]
 
     async def test_limit_must_be_positive(self, store: IndexStore) -> None:
         with pytest.raises(InvalidInput):

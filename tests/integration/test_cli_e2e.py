@@ -35,7 +35,18 @@ OBJECTS: dict[str, tuple[bytes, dict[str, str] | None]] = {
     "user_5/second take+plus %.ogg": (b"second take", INTERVIEW),
     "notes/plain key with spaces.txt": (b"no metadata here at all, just text", None),
 }
-_INHERITED_PREFIXES = ("MINIO_", "KAFKA_", "INDEX_", "INDEXER_", "HEALTH_", "LOG_", "SHUTDOWN_")
+_INHERITED_PREFIXES = (
+    "MINIO_",
+    "KAFKA_",
+    "INDEX_",
+    "INDEXER_",
+    "HEALTH_",
+    "LOG_",
+    "SHUTDOWN_",
+    "RETENTION_",
+    "PROCESSING_",
+    "TRANSCRIBE_",
+)
 
 
 def cli_env(stack: StackEndpoints, tmp_path: Path, group: str) -> dict[str, str]:
