@@ -294,7 +294,7 @@ def _retention_sweep(
     args: argparse.Namespace, settings: Settings, policies: Sequence[RetentionPolicy]
 ) -> int:
     from consumer.retention.decisions import SweepItem
-    from consumer.retention.policy import policy_named
+    from consumer.retention.policy import Enforcement, by_enforcement, policy_named
     from consumer.retention.sweeper import Sweeper
 
     if args.policy:
@@ -313,6 +313,13 @@ def _retention_sweep(
     async def sweep(store: IndexStore) -> SweepReport:
         return await Sweeper(settings, store, policies).sweep(dry_run=args.dry_run, on_item=show)
 
+    if not by_enforcement(policies, Enforcement.SWEEPER):
+        print(
+            "retention sweep: no sweeper policies (lifecycle policies are MinIO's to enforce;"
+            " see `retention policies`)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
     report = asyncio.run(_with_index(settings, sweep))
     if report.blocked is not None:
         raise SweepBlocked(report.blocked)
