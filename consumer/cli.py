@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
 from consumer.index import IndexStore, JobStatus, ObjectRecord, open_index
 from consumer.logs import configure_logging
-from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
+from consumer.output import (
+    human_bytes,
+    json_lines,
+    object_fields,
+    status_table,
+    table,
+    usage_fields,
+)
 from consumer.service import Role
 from consumer.settings import Settings
 
@@ -84,6 +91,11 @@ def _build_parser() -> argparse.ArgumentParser:
     usage = verbs.add_parser("usage", help="objects and bytes per user or bucket")
     usage.add_argument("--by", choices=["user", "bucket"], default="user")
     usage.add_argument("--json", action="store_true", help="one JSON object per line")
+    status = verbs.add_parser(
+        "status",
+        help="health report: connections, MinIO success rate, lag, DLQ (exit 1: unhealthy)",
+    )
+    status.add_argument("--json", action="store_true", help="the report as one JSON object")
     _add_retention(verbs)
     return parser
 
@@ -338,6 +350,17 @@ def _retention_sweep(
     return EXIT_OK
 
 
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.health import fetch_or_build_status
+
+    report = asyncio.run(fetch_or_build_status(settings))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        sys.stdout.write(status_table(report))
+    return EXIT_FAILURE if report["status"] == "unhealthy" else EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "setup": _cmd_setup,
     "run": _cmd_run,
@@ -345,6 +368,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "search": _cmd_search,
     "usage": _cmd_usage,
     "retention": _cmd_retention,
+    "status": _cmd_status,
 }
 
 
@@ -353,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         settings = _load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, secrets=settings.secret_values)
         return _COMMANDS[args.verb](args, settings)
     except (ConfigError, InvalidInput) as exc:
         print(f"consumer: error: {exc}", file=sys.stderr)

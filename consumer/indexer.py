@@ -22,12 +22,14 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import Link, Span, SpanKind
 
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.fetching import (
@@ -36,6 +38,7 @@ from consumer.fetching import (
     KafkaUnavailable,
     drained,
     new_clients,
+    record_lag,
     send_dead_letters,
     start_clients,
     stop_clients,
@@ -44,6 +47,14 @@ from consumer.index import IndexStore
 from consumer.index.base import BatchResult, KafkaPosition
 from consumer.retry import StopRequested, retry
 from consumer.settings import Settings
+from consumer.telemetry import (
+    count_by,
+    instruments,
+    kafka_attributes,
+    object_attributes,
+    tracer,
+    upload_context,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -76,6 +87,36 @@ def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
                 continue
             events.extend((event, position) for event in parsed)
     return DecodedBatch(events, dead)
+
+
+def _event_spans(
+    events: Sequence[tuple[ObjectEvent, KafkaPosition]], batch_span: Span, topic: str, group: str
+) -> list[Span]:
+    """One span per event, ended once the batch is written and committed. An event whose
+    object carries the uploader's ``traceparent`` joins that trace (linked to the batch);
+    the others are children of the batch. None at all when tracing is off."""
+    if not batch_span.is_recording():
+        return []
+    batch_link = [Link(batch_span.get_span_context())]
+    spans: list[Span] = []
+    for event, position in events:
+        parent = upload_context(event.user_metadata)
+        attributes = {
+            **kafka_attributes(topic, group, position.partition, position.offset),
+            **object_attributes(event.bucket, event.key, event.size, event.version_id),
+            "voxpersona.event.name": event.event_name,
+            "voxpersona.event.kind": event.kind.value,
+        }
+        spans.append(
+            tracer.start_span(
+                "index event",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=batch_link if parent is not None else None,
+                attributes=attributes,
+            )
+        )
+    return spans
 
 
 def offsets_to_commit(batch: Batch) -> dict[TopicPartition, int]:
@@ -211,20 +252,28 @@ class Indexer:
     async def _process(self, batch: Batch) -> None:
         async with self._batch_lock:
             started = time.perf_counter()
-            decoded = decode_batch(
-                batch, max_message_bytes=self._settings.indexer_max_message_bytes
-            )
-            self.stats.messages += sum(len(records) for records in batch.values())
-            if decoded.dead_letters:
-                await self._retry_paused(
-                    lambda: self._send_dead_letters(decoded.dead_letters), "dead-letter write"
+            messages = sum(len(records) for records in batch.values())
+            attributes = {
+                **kafka_attributes(self.topic, self.group_id),
+                "messaging.batch.message_count": messages,
+            }
+            with tracer.start_as_current_span(
+                f"process {self.topic}", kind=SpanKind.CONSUMER, attributes=attributes
+            ) as batch_span:
+                decoded = decode_batch(
+                    batch, max_message_bytes=self._settings.indexer_max_message_bytes
                 )
-            result = await self._retry_paused(
-                lambda: self._store.apply_batch(decoded.events), "index write"
-            )
-            await self._commit(offsets_to_commit(batch))
+                self.stats.messages += messages
+                event_spans = _event_spans(decoded.events, batch_span, self.topic, self.group_id)
+                try:
+                    result = await self._write(decoded)
+                    await self._commit(offsets_to_commit(batch))
+                finally:
+                    for span in event_spans:
+                        span.end()
             elapsed = time.perf_counter() - started
             self.stats.add(decoded, result, elapsed)
+            self._record_metrics(batch, decoded, elapsed)
             log.debug(
                 "batch indexed",
                 events=len(decoded.events),
@@ -233,6 +282,46 @@ class Indexer:
                 dead=len(decoded.dead_letters),
                 elapsed_ms=round(elapsed * 1000, 1),
             )
+
+    async def _write(self, decoded: DecodedBatch) -> BatchResult:
+        """Dead letters first, then the index transaction, each retried while paused."""
+        if decoded.dead_letters:
+            await self._retry_paused(
+                lambda: self._send_dead_letters(decoded.dead_letters), "dead-letter write"
+            )
+        attributes = {
+            "db.system.name": getattr(self._store, "db_system", "other_sql"),
+            "db.operation.name": "apply_batch",
+            "voxpersona.batch.events": len(decoded.events),
+        }
+        with tracer.start_as_current_span(
+            "index write", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            result = await self._retry_paused(
+                lambda: self._store.apply_batch(decoded.events), "index write"
+            )
+            span.set_attributes(
+                {
+                    "voxpersona.batch.journaled": result.journaled,
+                    "voxpersona.batch.duplicates": result.duplicates,
+                    "voxpersona.batch.objects_changed": result.objects_changed,
+                }
+            )
+        return result
+
+    def _record_metrics(self, batch: Batch, decoded: DecodedBatch, elapsed_s: float) -> None:
+        group = {"group": self.group_id}
+        for kind, count in count_by([event.kind.value for event, _ in decoded.events]).items():
+            instruments.events.add(count, {**group, "kind": kind})
+        for error_class, count in count_by([d.error_class for d in decoded.dead_letters]).items():
+            instruments.dead_letters.add(count, {**group, "error_class": error_class})
+        backend = {"backend": getattr(self._store, "db_system", "other_sql")}
+        instruments.batch_duration.record(elapsed_s, backend)
+        now = datetime.now(UTC)
+        for event, _ in decoded.events:
+            instruments.delay.record(max(0.0, (now - event.event_time).total_seconds()))
+        assert self._consumer is not None
+        record_lag(self._consumer, batch, self.group_id)
 
     async def _retry_paused(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Retry a write; while waiting, fetching is paused but Kafka is still polled."""

@@ -1,21 +1,26 @@
-"""How far a consumer group is behind a topic: per partition, end offset minus committed.
+"""How far a consumer group is behind a topic (per partition, end offset minus committed)
+and how many messages a topic holds.
 
 Measured from outside the group (nothing joins it), so any process can ask: the retention
-sweeper before it trusts the index, ``status`` and the metrics.
+sweeper before it trusts the index, ``/readyz``, ``/status`` and ``status``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumer.fetching import KafkaUnavailable
 from consumer.settings import Settings
 
 LAG_TIMEOUT_S = 15.0
+T = TypeVar("T")
 
 
 def lag_by_partition(
@@ -34,40 +39,91 @@ def lag_by_partition(
     return lag
 
 
-async def group_lag(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+class KafkaProbe:
+    """One group-less consumer for offset questions: ``async with KafkaProbe(s) as probe``.
+
+    Raises KafkaUnavailable when the brokers do not answer within ``timeout_s``.
+    """
+
+    def __init__(self, settings: Settings, *, timeout_s: float = LAG_TIMEOUT_S) -> None:
+        self._timeout_s = timeout_s
+        self._bootstrap = settings.kafka_bootstrap_servers
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="voxpersona-probe",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id="voxpersona-probe-admin",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+
+    async def __aenter__(self) -> KafkaProbe:
+        try:
+            await self._bounded(self._consumer.start(), "connect")
+            await self._bounded(self._admin.start(), "connect")
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with contextlib.suppress(KafkaError):
+            await self._consumer.stop()
+        with contextlib.suppress(KafkaError):
+            await self._admin.close()
+
+    async def lag(self, group_id: str, topic: str) -> dict[int, int]:
+        """The lag of ``group_id`` on every partition of ``topic`` ({} if no topic)."""
+        return await self._bounded(self._lag(group_id, topic), f"lag of group {group_id}")
+
+    async def size(self, topic: str) -> int:
+        """Messages the topic holds now (end minus first retained offset, summed)."""
+        ends, begins = await self._bounded(self._offsets(topic), f"offsets of {topic}")
+        return sum(end - begins.get(partition, 0) for partition, end in ends.items())
+
+    async def _lag(self, group_id: str, topic: str) -> dict[int, int]:
+        ends, begins = await self._offsets(topic)
+        if not ends:
+            return {}
+        tps = [TopicPartition(topic, partition) for partition in ends]
+        offsets = await self._admin.list_consumer_group_offsets(group_id, partitions=tps)
+        committed = {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        return lag_by_partition(ends, begins, committed)
+
+    async def _offsets(self, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return {}, {}
+        ends = await self._consumer.end_offsets(tps)
+        begins = await self._consumer.beginning_offsets(tps)
+        return (
+            {tp.partition: offset for tp, offset in ends.items()},
+            {tp.partition: offset for tp, offset in begins.items()},
+        )
+
+    async def _bounded(self, operation: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(operation, self._timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            detail = str(exc) or f"no answer within {self._timeout_s:g} s"
+            raise KafkaUnavailable(f"Kafka at {self._bootstrap}: {what}: {detail}") from exc
+
+
+async def group_lag(
+    settings: Settings, group_id: str, topic: str, *, timeout_s: float = LAG_TIMEOUT_S
+) -> dict[int, int]:
     """The lag of ``group_id`` on every partition of ``topic`` ({} if the topic does not
     exist). Raises KafkaUnavailable when the brokers do not answer in time."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group_id,
-        enable_auto_commit=False,
-        client_id=f"voxpersona-lag-{group_id}",
-        request_timeout_ms=int(LAG_TIMEOUT_S * 1000),
-    )
-    try:
-        return await asyncio.wait_for(_measure(consumer, topic), LAG_TIMEOUT_S)
-    except (KafkaError, TimeoutError) as exc:
-        raise KafkaUnavailable(
-            f"cannot measure the lag of group {group_id} on {topic}: {exc or 'timed out'}"
-        ) from exc
-    finally:
-        await consumer.stop()
-
-
-async def _measure(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
-    await consumer.start()
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    if not tps:
-        return {}
-    ends = await consumer.end_offsets(tps)
-    begins = await consumer.beginning_offsets(tps)
-    committed = {tp.partition: await consumer.committed(tp) for tp in tps}
-    return lag_by_partition(
-        {tp.partition: offset for tp, offset in ends.items()},
-        {tp.partition: offset for tp, offset in begins.items()},
-        committed,
-    )
+    async with KafkaProbe(settings, timeout_s=timeout_s) as probe:
+        return await probe.lag(group_id, topic)

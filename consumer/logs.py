@@ -1,26 +1,83 @@
 """structlog, configured once in ``main``: JSON when not on a TTY, readable console otherwise.
 
-Standard-library loggers (aiokafka, urllib3, asyncio) go through the same processors, so
-every line has one shape.
+Standard-library loggers (aiokafka, minio, urllib3, asyncio) go through the same
+processors, so every line has one shape: inside a span it carries trace_id and span_id,
+and secrets (configured values, presigned signatures, URL passwords) are scrubbed.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Any
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final
 
 import structlog
+from opentelemetry import trace
 
 _SECRET_FIELDS = frozenset(
     {"secret_key", "password", "access_key_secret", "authorization", "signature"}
 )
 
 
-def _redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Last line of defence: a field whose name says secret never reaches the output."""
-    for key in event_dict.keys() & _SECRET_FIELDS:
-        event_dict[key] = "<redacted>"
+REDACTED: Final = "<redacted>"
+# Presigned URLs carry their signature and credential in the query; an Authorization
+# header its signature; a URL its password. None of them may reach a log line.
+_SIGNED_PARTS: Final = re.compile(
+    r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"
+    r"|(Signature=)[0-9a-f]{16,}"
+    r"|(://[^/:@\s]+:)[^@/\s]+(@)"
+)
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every known secret value and signed-URL part replaced. Pure."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _SIGNED_PARTS.sub(_keep_names, text)
+
+
+def _keep_names(match: re.Match[str]) -> str:
+    if match.group(1):
+        return f"{match.group(1)}{REDACTED}"
+    if match.group(2):
+        return f"{match.group(2)}{REDACTED}"
+    return f"{match.group(3)}{REDACTED}{match.group(4)}"
+
+
+class _Redactor:
+    """Last line of defence: a field whose name says secret, a configured secret value
+    anywhere in a line, and the signed parts of URLs never reach the output."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Short values would blank out ordinary words; real secrets are long.
+        self.secrets = tuple(sorted({v for v in secrets if len(v) >= 6}, key=len, reverse=True))
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in event_dict.keys() & _SECRET_FIELDS:
+            event_dict[key] = REDACTED
+        for key, value in event_dict.items():
+            if isinstance(value, str):
+                event_dict[key] = scrub(value, self.secrets)
+            elif isinstance(value, list | tuple | dict):
+                event_dict[key] = scrub(str(value), self.secrets) if self._leaks(value) else value
+        return event_dict
+
+    def _leaks(self, value: object) -> bool:
+        text = str(value)
+        return scrub(text, self.secrets) != text
+
+
+def _add_trace_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """trace_id and span_id of the current span, so a log line leads to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
     return event_dict
 
 
@@ -38,8 +95,13 @@ class _DowngradeTransientKafkaErrors(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info", *, json_output: bool | None = None) -> None:
-    """Set up structlog and route stdlib logging through it. Call once, from main."""
+def configure_logging(
+    level: str = "info", *, json_output: bool | None = None, secrets: Iterable[str] = ()
+) -> None:
+    """Set up structlog and route stdlib logging through it. Call once, from main.
+
+    ``secrets`` are values (keys, passwords) replaced wherever they appear in a line.
+    """
     if json_output is None:
         json_output = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -47,8 +109,9 @@ def configure_logging(level: str = "info", *, json_output: bool | None = None) -
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_secrets,
+        _add_trace_context,
     ]
+    redactor = _Redactor(secrets)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
@@ -65,6 +128,8 @@ def configure_logging(level: str = "info", *, json_output: bool | None = None) -
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            # After format_exc_info: a traceback's text is scrubbed too.
+            redactor,
             renderer,
         ],
     )

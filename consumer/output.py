@@ -67,3 +67,25 @@ def _cell(value: Any) -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def status_table(report: Mapping[str, Any]) -> str:
+    """The /status report for people: one "name  value" line each."""
+    rows: list[tuple[str, str]] = [
+        ("status", str(report["status"])),
+        ("service", str(report.get("service", "-"))),
+    ]
+    for name, check in report["connections"].items():
+        state = f"ok ({check['latency_ms']} ms)" if check["ok"] else f"DOWN: {check['error']}"
+        rows.append((name, state))
+    rows += [
+        ("success_rate", f"{report['success_rate']} %"),
+        ("average_response_time", f"{report['average_response_time']} ms"),
+        ("operations_total", str(report["operations_total"])),
+    ]
+    for group, lag in report["lag"].items():
+        rows.append((f"lag {group}", "-" if lag is None else str(lag["total"])))
+    dlq = report["dlq_messages"]
+    rows.append(("dlq_messages", "-" if dlq is None else str(dlq)))
+    width = max(len(name) for name, _ in rows)
+    return "".join(f"{name.ljust(width)}  {value}\n" for name, value in rows)

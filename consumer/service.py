@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,12 +21,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from consumer.health import HealthReporter, HealthServer
 from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
 from consumer.processing.registry import load_processors
 from consumer.processing.worker import ProcessorWorker
 from consumer.retention.sweeper import RetentionWorker
 from consumer.settings import Settings
+from consumer.telemetry import configure_telemetry, instruments
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +67,30 @@ async def _prune_journal_forever(store: IndexStore, retention_days: int) -> None
         await asyncio.sleep(JOURNAL_PRUNE_INTERVAL_S)
 
 
+async def _count_storage_forever(store: IndexStore, interval_s: float) -> None:
+    """Objects and bytes per bucket for the metrics, from the index, every interval."""
+    while True:
+        try:
+            rows = await store.usage(by="bucket")
+        except Exception as exc:  # the next round tries again; metrics keep the last count
+            log.debug("storage count failed", error=str(exc))
+        else:
+            instruments.storage = {row.group or "": (row.objects, row.bytes) for row in rows}
+        await asyncio.sleep(interval_s)
+
+
+def _worker_stats(workers: dict[str, Worker]) -> dict[str, dict[str, Any]]:
+    """Each role's counters for /status."""
+    stats: dict[str, dict[str, Any]] = {}
+    for name, worker in workers.items():
+        if isinstance(worker, Indexer | ProcessorWorker):
+            stats[name] = dataclasses.asdict(worker.stats)
+        elif isinstance(worker, RetentionWorker):
+            last = worker.last_report.summary() if worker.last_report else None
+            stats[name] = {"deleted": worker.deleted, "last_sweep": last}
+    return stats
+
+
 def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Worker]:
     workers: dict[str, Worker] = {}
     if role in (Role.INDEXER, Role.ALL):
@@ -78,14 +105,20 @@ def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Wor
 async def run_service(settings: Settings, role: Role, *, burst: bool = False) -> dict[str, Any]:
     """Run ``role`` until a signal (or, with ``burst``, until the topic is drained); the
     stats of each worker by name. If one worker fails, the others are stopped too."""
+    configure_telemetry()
     store = open_index(settings.index_url)
     async with store:
         workers = _workers(settings, store, role)
+        reporter = HealthReporter(settings, store, workers=lambda: _worker_stats(workers))
+        health = HealthServer(settings.health_host, settings.health_port, reporter)
+        await health.start()
         tasks = {
             name: asyncio.create_task(worker.run(burst=burst), name=name)
             for name, worker in workers.items()
         }
-        background: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(_count_storage_forever(store, settings.minio_health_check_interval))
+        ]
         if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
             background.append(
                 asyncio.create_task(
@@ -122,6 +155,7 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await health.close()
             log.info("consumer stopped", **_summary(workers))
 
 

@@ -8,6 +8,7 @@ repr or a log line.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,21 @@ class Settings(BaseSettings):
         if not servers:
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS must name at least one host:port")
         return ",".join(servers)
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line: keys, the index's password."""
+        password = urlsplit(self.index_url).password if "://" in self.index_url else None
+        return tuple(
+            value
+            for value in (
+                self.minio_access_key,
+                self.minio_secret_key.get_secret_value(),
+                self.transcribe_api_key.get_secret_value(),
+                password,
+            )
+            if value
+        )
 
     @property
     def managed_buckets(self) -> tuple[str, ...]:

@@ -4,14 +4,23 @@ The compose file is parsed with ``yaml.safe_load`` and interpolated the way comp
 (``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``, ``$$``) against a fake environment,
 then checked against the consumer's own contract: ``consumer.settings.Settings`` (every env
 alias), ``minio-notify.json`` (the notify target id) and the Dockerfile's ENTRYPOINT.
+
+The ``observability`` profile (otel-collector, jaeger, prometheus, grafana) is checked the
+same way, with its configuration under infra/observability/: the collector's pipelines, the
+Prometheus scrape of the consumer's /metrics, Grafana's provisioning and the dashboard's
+metric names against the set the consumer exports. When a ``docker compose`` binary is
+installed, ``docker compose config`` validates the whole file as well.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,6 +36,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / "infra" / "compose.env.example"
 NOTIFY_FILE = ROOT / "minio-notify.json"
+OBSERVABILITY_DIR = ROOT / "infra" / "observability"
+COLLECTOR_CONFIG = OBSERVABILITY_DIR / "otel-collector.yaml"
+PROMETHEUS_CONFIG = OBSERVABILITY_DIR / "prometheus.yml"
+GRAFANA_DIR = OBSERVABILITY_DIR / "grafana"
+GRAFANA_DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yaml"
+GRAFANA_DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yaml"
+DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "voxpersona.json"
 
 # The services that run `python -m consumer …` and therefore need its settings.
 CONSUMER_SERVICES = ("setup", "consumer")
@@ -61,6 +77,41 @@ SECRET_NAME = re.compile(r"(SECRET_KEY|PASSWORD)$")
 REQUIRED_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 NOTIFY_VAR = re.compile(r"^MINIO_NOTIFY_KAFKA_(?P<field>[A-Z]+(?:_[A-Z]+)*?)_(?P<id>[A-Za-z0-9]+)$")
 NOTIFY_FIELDS = ("ENABLE", "BROKERS", "TOPIC", "QUEUE_DIR", "QUEUE_LIMIT", "VERSION")
+
+OBSERVABILITY_PROFILE = "observability"
+# Service -> the image repository it must run (with a pinned version tag).
+OBSERVABILITY_IMAGES = {
+    "otel-collector": "otel/opentelemetry-collector-contrib",
+    "jaeger": "jaegertracing/all-in-one",
+    "prometheus": "prom/prometheus",
+    "grafana": "grafana/grafana",
+}
+OBSERVABILITY_SERVICES = tuple(OBSERVABILITY_IMAGES)
+# The Prometheus names of the metrics the consumer exports (OpenTelemetry instrument names
+# as the Prometheus exporter writes them: dots -> underscores, `_total` on counters, the
+# unit on seconds/bytes). The dashboard may use these and only these, and uses every one.
+DOCUMENTED_METRICS = frozenset(
+    {
+        "consumer_events_total",
+        "consumer_lag",
+        "consumer_dead_letters_total",
+        "index_delay_seconds",
+        "index_batch_duration_seconds",
+        "index_objects",
+        "index_size_bytes",
+        "processing_jobs_total",
+        "processing_duration_seconds",
+        "minio_operations_total",
+        "minio_operation_duration_seconds",
+        "retention_objects_expired_total",
+        "retention_expired_bytes_total",
+        "retention_objects_skipped_total",
+        "retention_sweeps_total",
+    }
+)
+METRIC_NAME = re.compile(r"\b(?:consumer|index|processing|minio|retention)_[a-z_]+")
+HISTOGRAM_SERIES_SUFFIX = re.compile(r"_(?:bucket|count|sum)$")
+DASHBOARD_ROWS = ("Throughput & lag", "Delay", "Processing", "DLQ", "Storage & retention", "MinIO")
 
 
 # --- compose interpolation -----------------------------------------------------------------
@@ -159,6 +210,98 @@ def host_ips(svc: Mapping[str, Any]) -> Iterator[tuple[Any, str | None]]:
             continue
         parts = str(port).split(":")
         yield port, parts[0] if len(parts) == 3 else None
+
+
+def mount_specs(svc: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) of every mount, short or long syntax."""
+    specs: list[tuple[str, str, bool]] = []
+    for volume in svc.get("volumes") or []:
+        if isinstance(volume, dict):
+            specs.append(
+                (volume.get("source", ""), volume["target"], bool(volume.get("read_only")))
+            )
+            continue
+        parts = volume.split(":")
+        if len(parts) == 1:
+            specs.append(("", parts[0], False))
+        else:
+            modes = parts[2].split(",") if len(parts) > 2 else []
+            specs.append((parts[0], parts[1], "ro" in modes))
+    return specs
+
+
+def dependencies(svc: Mapping[str, Any]) -> set[str]:
+    """Every service this one needs: depends_on (list or mapping), links, volumes_from and
+    network_mode/pid/ipc ``service:<name>``."""
+    names = set(svc.get("depends_on") or [])
+    names |= {link.split(":", 1)[0] for link in svc.get("links") or []}
+    names |= {
+        source.removeprefix("service:").split(":", 1)[0] for source in svc.get("volumes_from") or []
+    }
+    for key in ("network_mode", "pid", "ipc"):
+        value = str(svc.get(key) or "")
+        if value.startswith("service:"):
+            names.add(value.removeprefix("service:"))
+    return names
+
+
+def profiles(svc: Mapping[str, Any]) -> list[str]:
+    return list(svc.get("profiles") or [])
+
+
+def image_tag(image: str) -> str:
+    """The tag of ``repo[:tag][@digest]`` ("" when there is none)."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+
+def load_yaml(path: Path) -> Any:
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        pytest.fail(f"{path.relative_to(ROOT)} is not valid YAML: {error}")
+
+
+def component_type(component_id: str) -> str:
+    """The type of a collector component id ``type[/name]``."""
+    return component_id.split("/", 1)[0]
+
+
+def port_of(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def published_container_ports(svc: Mapping[str, Any]) -> set[int]:
+    ports: set[int] = set()
+    for port in svc.get("ports") or []:
+        target = port["target"] if isinstance(port, dict) else str(port).split(":")[-1]
+        ports.add(int(str(target).split("/", 1)[0]))
+    return ports
+
+
+def dashboard_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those folded into collapsed rows."""
+    for panel in panels:
+        yield panel
+        yield from dashboard_panels(panel.get("panels") or [])
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression uses, histogram series folded into their metric."""
+    return {HISTOGRAM_SERIES_SUFFIX.sub("", name) for name in METRIC_NAME.findall(expr)}
+
+
+def compose_cli() -> list[str] | None:
+    """``docker compose`` (or a standalone ``docker-compose`` v2), when one is installed."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for argv in candidates:
+        if not shutil.which(argv[0]):
+            continue
+        probe = subprocess.run([*argv, "version"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return argv
+    return None
 
 
 def command_argv(svc: Mapping[str, Any]) -> list[str]:
@@ -524,6 +667,307 @@ def test_services_run_the_consumer_cli(compose: dict[str, Any], name: str, verb:
         f"{name} would run {argv} (image ENTRYPOINT {dockerfile_entrypoint()} + compose "
         f"entrypoint/command); expected python -m consumer {verb} …"
     )
+
+
+# --- compose: observability profile -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def collector_config() -> dict[str, Any]:
+    config = load_yaml(COLLECTOR_CONFIG)
+    assert isinstance(config, dict), f"{COLLECTOR_CONFIG.name} is not a YAML mapping"
+    return config
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    assert DASHBOARD_FILE.is_file(), f"{DASHBOARD_FILE.relative_to(ROOT)} is missing"
+    try:
+        board = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        pytest.fail(f"{DASHBOARD_FILE.relative_to(ROOT)} is not valid JSON: {error}")
+    assert isinstance(board, dict), f"{DASHBOARD_FILE.name} is not a JSON object"
+    return board
+
+
+@pytest.mark.parametrize("name", OBSERVABILITY_SERVICES)
+def test_observability_services_are_only_in_their_profile(
+    raw_compose: dict[str, Any], name: str
+) -> None:
+    svc = service(raw_compose, name)
+    assert profiles(svc) == [OBSERVABILITY_PROFILE], (
+        f"{name} must have `profiles: [{OBSERVABILITY_PROFILE}]` (so a plain `docker compose "
+        f"up` does not start it), has {profiles(svc)}"
+    )
+
+
+def test_default_services_do_not_need_the_observability_profile(
+    raw_compose: dict[str, Any],
+) -> None:
+    for name, svc in raw_compose["services"].items():
+        if name in OBSERVABILITY_SERVICES:
+            needed = dependencies(svc) - set(raw_compose["services"])
+            assert not needed, f"{name} depends on unknown services {sorted(needed)}"
+            continue
+        assert not profiles(svc), (
+            f"{name} has profiles {profiles(svc)}: only the observability services have one"
+        )
+        needed = sorted(dependencies(svc) & set(OBSERVABILITY_SERVICES))
+        assert not needed, (
+            f"{name} (no profile) depends on {needed}: `docker compose up` without "
+            f"--profile {OBSERVABILITY_PROFILE} would fail or start them"
+        )
+
+
+@pytest.mark.parametrize(("name", "repository"), sorted(OBSERVABILITY_IMAGES.items()))
+def test_observability_images_are_pinned(
+    compose: dict[str, Any], name: str, repository: str
+) -> None:
+    image = service(compose, name).get("image", "")
+    assert image.split("@", 1)[0].rsplit(":", 1)[0] == repository, (
+        f"{name}: expected image {repository}:<version>, has {image!r}"
+    )
+    tag = image_tag(image)
+    assert tag, f"{name}: image {image!r} has no tag (pin a version)"
+    assert tag != "latest", f"{name}: image {image!r} is not pinned (no :latest)"
+    assert re.search(r"\d+\.\d+", tag) or "@sha256:" in image, (
+        f"{name}: image tag {tag!r} is not a version"
+    )
+
+
+def test_observability_mounts_exist_and_are_read_only(compose: dict[str, Any]) -> None:
+    prefix = "./infra/observability"
+    mounted: list[Path] = []
+    for name, svc in compose["services"].items():
+        for source, target, read_only in mount_specs(svc):
+            if not (source == prefix or source.startswith(prefix + "/")):
+                continue
+            path = ROOT / source
+            assert path.exists(), f"{name} mounts {source} ({target}), which does not exist"
+            assert read_only, f"{name}: mount {source}:{target} should be read-only (:ro)"
+            mounted.append(path.resolve())
+    config_files = (
+        COLLECTOR_CONFIG,
+        PROMETHEUS_CONFIG,
+        GRAFANA_DATASOURCES,
+        GRAFANA_DASHBOARD_PROVIDERS,
+        DASHBOARD_FILE,
+    )
+    for config in config_files:
+        resolved = config.resolve()
+        assert any(resolved == m or m in resolved.parents for m in mounted), (
+            f"{config.relative_to(ROOT)} is mounted by no service"
+        )
+
+
+def test_consumer_sends_traces_to_the_collector(compose: dict[str, Any]) -> None:
+    env = environment(service(compose, "consumer"))
+    assert env.get("OTEL_SERVICE_NAME") == "voxpersona-consumer"
+    assert env.get("OTEL_TRACES_EXPORTER") == "otlp"
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    match = re.fullmatch(r"http://(?P<host>[\w.-]+):(?P<port>\d+)/?", endpoint)
+    assert match, f"consumer: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint!r} is not http://host:port"
+    assert match.group("host") == "otel-collector", f"consumer: OTLP goes to {endpoint}"
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    expected_port = {"grpc": "4317"}.get(protocol, "4318")
+    assert match.group("port") == expected_port, (
+        f"consumer: OTEL_EXPORTER_OTLP_PROTOCOL={protocol} needs port {expected_port}"
+    )
+
+
+def test_collector_pipelines_use_defined_components(collector_config: dict[str, Any]) -> None:
+    pipelines = (collector_config.get("service") or {}).get("pipelines") or {}
+    assert "traces" in pipelines, f"{COLLECTOR_CONFIG.name}: no traces pipeline"
+    for pipeline_id, pipeline in pipelines.items():
+        assert pipeline.get("receivers"), f"pipeline {pipeline_id} has no receivers"
+        assert pipeline.get("exporters"), f"pipeline {pipeline_id} has no exporters"
+        for kind in ("receivers", "processors", "exporters"):
+            defined = collector_config.get(kind) or {}
+            undefined = sorted(set(pipeline.get(kind) or []) - set(defined))
+            assert not undefined, (
+                f"{COLLECTOR_CONFIG.name}: pipeline {pipeline_id} uses undefined {kind} "
+                f"{undefined} (defined: {sorted(defined)})"
+            )
+        processors = [component_type(p) for p in pipeline.get("processors") or []]
+        assert "batch" in processors, f"pipeline {pipeline_id} does not batch"
+        if "memory_limiter" in processors:
+            assert processors[0] == "memory_limiter", (
+                f"pipeline {pipeline_id}: memory_limiter must be the first processor"
+            )
+    extensions = (collector_config.get("service") or {}).get("extensions") or []
+    undefined = sorted(set(extensions) - set(collector_config.get("extensions") or {}))
+    assert not undefined, f"{COLLECTOR_CONFIG.name}: undefined extensions {undefined}"
+
+
+def test_collector_receives_otlp_on_the_published_ports(
+    collector_config: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    protocols = ((collector_config.get("receivers") or {}).get("otlp") or {}).get("protocols")
+    assert protocols, f"{COLLECTOR_CONFIG.name}: no otlp receiver"
+    published = published_container_ports(service(compose, "otel-collector"))
+    for protocol, port in (("grpc", 4317), ("http", 4318)):
+        endpoint = (protocols.get(protocol) or {}).get("endpoint", "")
+        assert endpoint == f"0.0.0.0:{port}", (
+            f"otlp {protocol} receiver must listen on 0.0.0.0:{port} (reachable from other "
+            f"containers), has {endpoint!r}"
+        )
+        assert port in published, f"otel-collector does not publish {port}"
+
+
+def test_collector_exports_traces_to_jaeger(
+    collector_config: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    exporters = collector_config.get("exporters") or {}
+    traces = collector_config["service"]["pipelines"]["traces"]["exporters"]
+    jaeger = [
+        exporters[e] or {}
+        for e in traces
+        if component_type(e) == "otlp" and (exporters[e] or {}).get("endpoint") == "jaeger:4317"
+    ]
+    assert jaeger, f"traces pipeline exports to no otlp exporter at jaeger:4317 ({traces})"
+    assert (jaeger[0].get("tls") or {}).get("insecure") is True, (
+        "the Jaeger otlp exporter needs tls.insecure: true (plain gRPC inside compose)"
+    )
+    debug = [e for e in traces if component_type(e) == "debug"]
+    assert debug, "traces pipeline has no debug exporter"
+    verbosity = (exporters[debug[0]] or {}).get("verbosity")
+    assert verbosity == "basic", f"debug exporter verbosity is {verbosity!r}, expected basic"
+    assert environment(service(compose, "jaeger")).get("COLLECTOR_OTLP_ENABLED") == "true"
+
+
+def test_prometheus_scrapes_the_consumer_metrics(compose: dict[str, Any]) -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    assert isinstance(config, dict), f"{PROMETHEUS_CONFIG.name} is not a YAML mapping"
+    jobs = {job["job_name"]: job for job in config.get("scrape_configs") or []}
+    assert "voxpersona-consumer" in jobs, f"no voxpersona-consumer scrape job ({sorted(jobs)})"
+    job = jobs["voxpersona-consumer"]
+    interval = job.get("scrape_interval", (config.get("global") or {}).get("scrape_interval"))
+    assert interval == "15s", f"voxpersona-consumer scrape_interval is {interval!r}"
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = {t for group in job.get("static_configs") or [] for t in group.get("targets") or []}
+    port = environment(service(compose, "consumer"))["HEALTH_PORT"]
+    assert f"consumer:{port}" in targets, (
+        f"voxpersona-consumer must scrape consumer:{port} (HEALTH_PORT), has {sorted(targets)}"
+    )
+    services = set(compose["services"])
+    for name, other in jobs.items():
+        for group in other.get("static_configs") or []:
+            for target in group.get("targets") or []:
+                host = target.rsplit(":", 1)[0]
+                assert host in services | {"localhost"}, (
+                    f"scrape job {name}: target {target} is no compose service"
+                )
+
+
+def test_grafana_datasources_are_provisioned(compose: dict[str, Any]) -> None:
+    config = load_yaml(GRAFANA_DATASOURCES)
+    path_name = GRAFANA_DATASOURCES.name
+    assert isinstance(config, dict), f"{path_name} is not a YAML mapping"
+    assert config.get("apiVersion") == 1, f"{path_name}: apiVersion must be 1"
+    sources = {source["uid"]: source for source in config.get("datasources") or []}
+    expected = {
+        "prometheus": ("prometheus", "http://prometheus:9090"),
+        "jaeger": ("jaeger", "http://jaeger:16686"),
+    }
+    for uid, (kind, url) in expected.items():
+        assert uid in sources, f"no data source with uid {uid!r} ({sorted(sources)})"
+        assert (sources[uid]["type"], sources[uid]["url"]) == (kind, url), sources[uid]
+        host = url.split("//", 1)[1].rsplit(":", 1)[0]
+        assert host in compose["services"], f"data source {uid}: {host} is no compose service"
+    defaults = [uid for uid, source in sources.items() if source.get("isDefault")]
+    assert defaults == ["prometheus"], f"Prometheus must be the only default, defaults: {defaults}"
+
+
+def test_grafana_loads_the_dashboard(compose: dict[str, Any]) -> None:
+    config = load_yaml(GRAFANA_DASHBOARD_PROVIDERS)
+    path_name = GRAFANA_DASHBOARD_PROVIDERS.name
+    assert isinstance(config, dict), f"{path_name} is not a YAML mapping"
+    assert config.get("apiVersion") == 1, f"{path_name}: apiVersion must be 1"
+    paths = [
+        (provider.get("options") or {}).get("path")
+        for provider in config.get("providers") or []
+        if provider.get("type", "file") == "file"
+    ]
+    assert "/var/lib/grafana/dashboards" in paths, f"no file provider for it ({paths})"
+    targets = {target: source for source, target, _ in mount_specs(service(compose, "grafana"))}
+    provisioning = "./infra/observability/grafana/provisioning"
+    for kind in ("datasources", "dashboards"):
+        source = targets.get(f"/etc/grafana/provisioning/{kind}") or targets.get(
+            "/etc/grafana/provisioning", ""
+        )
+        assert source.startswith(provisioning), f"grafana: {kind} provisioning is not mounted"
+    dashboard_mounts = [
+        source
+        for target, source in targets.items()
+        if PurePosixPath(target).is_relative_to("/var/lib/grafana/dashboards")
+    ]
+    assert any(
+        (ROOT / source).resolve() in (DASHBOARD_FILE.resolve(), DASHBOARD_FILE.parent.resolve())
+        for source in dashboard_mounts
+    ), f"grafana does not mount {DASHBOARD_FILE.relative_to(ROOT)} under the provider path"
+    env = environment(service(compose, "grafana"))
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "true", "grafana: anonymous access is off"
+    assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer", "anonymous users must be viewers"
+
+
+def test_dashboard_identity_and_rows(dashboard: dict[str, Any]) -> None:
+    assert dashboard.get("uid") == "voxpersona"
+    assert dashboard.get("title") == "VoxPersona pipeline"
+    assert 36 <= dashboard.get("schemaVersion", 0) <= 41, dashboard.get("schemaVersion")
+    panels = list(dashboard_panels(dashboard.get("panels") or []))
+    ids = [panel.get("id") for panel in panels]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids: {ids}"
+    rows = tuple(panel["title"] for panel in panels if panel.get("type") == "row")
+    assert rows == DASHBOARD_ROWS, f"dashboard rows are {rows}, expected {DASHBOARD_ROWS}"
+
+
+def test_dashboard_panels_query_prometheus(dashboard: dict[str, Any]) -> None:
+    panels = [
+        panel
+        for panel in dashboard_panels(dashboard.get("panels") or [])
+        if panel.get("type") != "row"
+    ]
+    assert panels, "the dashboard has no panels"
+    for panel in panels:
+        title = panel.get("title")
+        assert panel.get("type") in ("timeseries", "stat"), f"{title}: type {panel.get('type')}"
+        assert (panel.get("datasource") or {}).get("uid") == "prometheus", (
+            f"panel {title!r}: datasource must be uid prometheus, is {panel.get('datasource')}"
+        )
+        targets = panel.get("targets") or []
+        assert targets, f"panel {title!r} has no query"
+        assert all(t.get("expr") for t in targets), f"panel {title!r} has a query without expr"
+        for target in targets:
+            uid = (target.get("datasource") or {}).get("uid", "prometheus")
+            assert uid == "prometheus", f"panel {title!r}: a query uses data source {uid!r}"
+
+
+def test_dashboard_uses_exactly_the_documented_metrics(dashboard: dict[str, Any]) -> None:
+    used: dict[str, list[str]] = {}
+    for panel in dashboard_panels(dashboard.get("panels") or []):
+        for target in panel.get("targets") or []:
+            for name in metric_names(target.get("expr", "")):
+                used.setdefault(name, []).append(panel.get("title", "?"))
+    unknown = {name: panels for name, panels in used.items() if name not in DOCUMENTED_METRICS}
+    assert not unknown, f"panels query metrics the consumer does not export: {unknown}"
+    unused = sorted(DOCUMENTED_METRICS - used.keys())
+    assert not unused, f"no panel shows {unused}"
+
+
+def test_compose_config_is_valid_with_the_profile() -> None:
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose binary installed")
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), "--profile", OBSERVABILITY_PROFILE, "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **BASE_ENV},
+        timeout=60,
+    )
+    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------

@@ -408,7 +408,7 @@ def test_metrics_count_expired_objects_bytes_skips_by_reason_and_errors() -> Non
     points = _points(reader)
     where = (("bucket", "b"), ("policy", "p"))
     assert points[("retention.objects.expired", where)] == 2
-    assert points[("retention.bytes.expired", where)] == 12
+    assert points[("retention.expired", where)] == 12
     skipped = (("bucket", "b"), ("policy", "p"), ("reason", "legal_hold"))
     assert points[("retention.objects.skipped", skipped)] == 1
     assert points[("retention.errors", where)] == 1

@@ -153,6 +153,8 @@ class PostgresIndex(AsyncLifecycle):
     repr or an error message.
     """
 
+    db_system = "postgresql"  # OpenTelemetry's db.system.name
+
     def __init__(
         self,
         dsn: str,

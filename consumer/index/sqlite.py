@@ -144,6 +144,8 @@ class SqliteIndex(AsyncLifecycle):
     IndexUnavailable is raised.
     """
 
+    db_system = "sqlite"  # OpenTelemetry's db.system.name
+
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self._path = Path(path)
         self._busy_timeout_s = busy_timeout_s

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,9 @@ class Job:
     content_type: str | None
     user_id: str | None
     event_time: datetime
+    # The uploader's W3C trace context from the object's metadata, so processing joins
+    # the upload's trace.
+    trace_metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def bucket(self) -> str:

@@ -117,7 +117,12 @@ def _job(event: ObjectEvent, processor: str) -> Job:
         etag=event.etag,
         size=event.size,
     )
-    return Job(request, event.content_type, event.user_id, event.event_time)
+    trace_metadata = {
+        name: value
+        for name, value in event.user_metadata.items()
+        if name in ("traceparent", "tracestate")
+    }
+    return Job(request, event.content_type, event.user_id, event.event_time, trace_metadata)
 
 
 def _newer(job: Job, other: Job) -> bool:

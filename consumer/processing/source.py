@@ -20,6 +20,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from consumer.errors import ConsumerError
 from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable
+from consumer.telemetry import minio_operation
 
 BLOCK_SIZE: Final = 256 * 1024
 CACHED_BLOCKS: Final = 8
@@ -143,9 +144,10 @@ class MinioSource:
     def _stat_size(self) -> int:
         request = self._job.request
         try:
-            stat = self._client.stat_object(
-                request.bucket, request.key, version_id=request.version_id or None
-            )
+            with minio_operation("HeadObject", request.bucket, request.key):
+                stat = self._client.stat_object(
+                    request.bucket, request.key, version_id=request.version_id or None
+                )
         except _MINIO_FAILURES as exc:
             raise describe_minio_error(exc, "stat") from exc
         stored_etag = (stat.etag or "").strip('"')
@@ -166,18 +168,20 @@ class MinioSource:
         request = self._job.request
         headers: dict[str, Any] | None = {"If-Match": f'"{request.etag}"'} if request.etag else None
         try:
-            response = self._client.get_object(
-                request.bucket,
-                request.key,
-                offset=offset,
-                length=length,
-                request_headers=headers,
-                version_id=request.version_id or None,
-            )
-            try:
-                return bytes(response.read())
-            finally:
-                response.close()
-                response.release_conn()
+            with minio_operation("GetObject", request.bucket, request.key) as span:
+                span.set_attribute("voxpersona.range", f"{offset}-{offset + length - 1}")
+                response = self._client.get_object(
+                    request.bucket,
+                    request.key,
+                    offset=offset,
+                    length=length,
+                    request_headers=headers,
+                    version_id=request.version_id or None,
+                )
+                try:
+                    return bytes(response.read())
+                finally:
+                    response.close()
+                    response.release_conn()
         except _MINIO_FAILURES as exc:
             raise describe_minio_error(exc, f"read at {offset}") from exc

@@ -31,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from consumer.errors import ConsumerError
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
@@ -39,6 +41,7 @@ from consumer.fetching import (
     FetchPause,
     drained,
     new_clients,
+    record_lag,
     send_dead_letters,
     start_clients,
     stop_clients,
@@ -51,6 +54,16 @@ from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
 from consumer.retry import RetriesExhausted, StopRequested, retry
 from consumer.settings import Settings
+from consumer.telemetry import (
+    count_by,
+    instruments,
+    kafka_attributes,
+    minio_operation,
+    object_attributes,
+    record_error,
+    tracer,
+    upload_context,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -168,6 +181,17 @@ class ProcessorWorker:
 
     async def _process(self, batch: Batch) -> bool:
         """Run the batch's jobs and commit it; False if stopped before every job ended."""
+        messages = sum(len(records) for records in batch.values())
+        attributes = {
+            **kafka_attributes(self.topic, self.group_id),
+            "messaging.batch.message_count": messages,
+        }
+        with tracer.start_as_current_span(
+            f"process {self.topic}", kind=SpanKind.CONSUMER, attributes=attributes
+        ):
+            return await self._process_batch(batch)
+
+    async def _process_batch(self, batch: Batch) -> bool:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         self.stats.messages += len(records)
         planned = select_jobs(
@@ -185,6 +209,8 @@ class ProcessorWorker:
             await self._send_dead_letters(letters)
         await self._commit(batch)
         self.stats.batches += 1
+        assert self._consumer is not None
+        record_lag(self._consumer, batch, self.group_id)
         return True
 
     async def _run_paused(
@@ -236,7 +262,47 @@ class ProcessorWorker:
     async def _run_job(
         self, planned: Planned, record: ConsumerRecord[bytes, bytes]
     ) -> DeadLetter | None:
-        """Run one job to its end; the dead letter of its event when retries ran out."""
+        """One job in its span (in the upload's trace when the object carries one) and
+        with its log context; its outcome counted."""
+        job, request = planned.job, planned.job.request
+        parent = upload_context(job.trace_metadata)
+        batch_link = [Link(trace.get_current_span().get_span_context())]
+        attributes = {
+            **kafka_attributes(record.topic, self.group_id, record.partition, record.offset),
+            **object_attributes(job.bucket, job.key, request.size, job.version_id),
+            "voxpersona.processor": request.processor,
+        }
+        started = time.perf_counter()
+        with (
+            structlog.contextvars.bound_contextvars(
+                bucket=job.bucket,
+                key=job.key,
+                processor=request.processor,
+                partition=record.partition,
+                offset=record.offset,
+            ),
+            tracer.start_as_current_span(
+                f"process {request.processor}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=batch_link if parent is not None else None,
+                attributes=attributes,
+            ) as span,
+        ):
+            letter, outcome = await self._run_job_to_end(planned, record)
+            span.set_attribute("voxpersona.job.outcome", outcome)
+            if outcome != "done":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+        labels = {"processor": request.processor, "outcome": outcome}
+        instruments.jobs.add(1, labels)
+        instruments.job_duration.record(time.perf_counter() - started, labels)
+        return letter
+
+    async def _run_job_to_end(
+        self, planned: Planned, record: ConsumerRecord[bytes, bytes]
+    ) -> tuple[DeadLetter | None, str]:
+        """Run one job to its end: (the dead letter of its event when retries ran out,
+        the outcome: done, failed or dead_lettered)."""
         job = planned.job
         request = job.request
         what = f"{request.processor} on {request.bucket}/{request.key}"
@@ -256,7 +322,8 @@ class ProcessorWorker:
                 await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
                 self.stats.failed += 1
                 log.warning("job failed after retries, dead-lettered", job=what, reason=reason)
-                return DeadLetter(record, f"{request.processor}:RetriesExhausted", reason)
+                letter = DeadLetter(record, f"{request.processor}:RetriesExhausted", reason)
+                return letter, "dead_lettered"
             except ConsumerError as exc:
                 if isinstance(exc, StopRequested):
                     raise
@@ -264,7 +331,7 @@ class ProcessorWorker:
                 await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
                 self.stats.failed += 1
                 log.warning("job failed", job=what, reason=reason)
-                return None
+                return None, "failed"
         outcome = JobOutcome(
             JobStatus.DONE,
             _ms(started),
@@ -277,12 +344,22 @@ class ProcessorWorker:
             self.stats.by_processor.get(request.processor, 0) + 1
         )
         log.info("job done", job=what, duration_ms=outcome.duration_ms)
-        return None
+        return None, "done"
 
     async def _attempt(self, job: Job) -> str:
         """One attempt: mark running, process under the timeout, store the result."""
         attempt = await self._store.start_job(job.request)
         self.stats.attempts += 1
+        with tracer.start_as_current_span(
+            "attempt", attributes={"voxpersona.job.attempt": attempt}
+        ) as span:
+            try:
+                return await self._attempt_once(job, attempt)
+            except ConsumerError as exc:
+                record_error(span, exc)
+                raise
+
+    async def _attempt_once(self, job: Job, attempt: int) -> str:
         processor = self._processors[job.request.processor]
         source = MinioSource(self._minio, job, max_size=self._settings.minio_max_file_size)
         timeout = self._settings.processing_timeout_s
@@ -304,14 +381,15 @@ class ProcessorWorker:
         bucket = self._settings.minio_results_bucket_name
 
         def put() -> None:
-            self._minio.put_object(
-                bucket,
-                key,
-                io.BytesIO(body),
-                len(body),
-                content_type="application/json",
-                metadata={"voxpersona-processor": job.request.processor},
-            )
+            with minio_operation("PutObject", bucket, key):
+                self._minio.put_object(
+                    bucket,
+                    key,
+                    io.BytesIO(body),
+                    len(body),
+                    content_type="application/json",
+                    metadata={"voxpersona-processor": job.request.processor},
+                )
 
         try:
             await asyncio.to_thread(put)
@@ -343,6 +421,10 @@ class ProcessorWorker:
 
         await retry(send, what="dead-letter write", base_s=0.5, cap_s=30.0, stop=self._stop)
         self.stats.dead_lettered += len(letters)
+        for error_class, count in count_by([letter.error_class for letter in letters]).items():
+            instruments.dead_letters.add(
+                count, {"group": self.group_id, "error_class": error_class}
+            )
 
     async def _commit(self, batch: Batch) -> None:
         assert self._consumer is not None

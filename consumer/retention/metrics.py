@@ -24,7 +24,7 @@ class RetentionMetrics:
             description="Objects the sweeper deleted",
         )
         self._expired_bytes = meter.create_counter(
-            "retention.bytes.expired", unit="By", description="Bytes the sweeper deleted"
+            "retention.expired", unit="By", description="Bytes the sweeper deleted"
         )
         self._skipped = meter.create_counter(
             "retention.objects.skipped",

@@ -52,6 +52,7 @@ from consumer.retention.policy import (
     load_policies,
 )
 from consumer.settings import Settings
+from consumer.telemetry import minio_operation, tracer
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,22 @@ class Sweeper:
     ) -> SweepReport:
         """One pass; ``on_item`` sees every expired object as it is decided. Raises
         ConnectionFailed (MinIO or the index unreachable) after reporting what was done."""
+        with tracer.start_as_current_span(
+            "retention sweep", attributes={"voxpersona.retention.dry_run": dry_run}
+        ) as span:
+            report = await self._sweep(dry_run, on_item, stop)
+            span.set_attributes(
+                {
+                    "voxpersona.retention.deleted": report.objects[Outcome.DELETED],
+                    "voxpersona.retention.skipped": report.objects[Outcome.SKIPPED],
+                    "voxpersona.retention.blocked": report.blocked is not None,
+                }
+            )
+            return report
+
+    async def _sweep(
+        self, dry_run: bool, on_item: OnItem | None, stop: asyncio.Event | None
+    ) -> SweepReport:
         report = SweepReport(dry_run=dry_run)
         report.blocked, report.lag = await self._lag_block()
         if report.blocked is not None:
@@ -202,7 +219,13 @@ class Sweeper:
         policy: RetentionPolicy,
         doomed: list[tuple[ObjectRecord, StoredFacts]],
     ) -> list[SweepItem]:
-        errors = await asyncio.to_thread(_remove, client, policy.bucket, doomed, self._settings)
+        attributes: dict[str, str | int] = {
+            "voxpersona.retention.policy": policy.name,
+            "aws.s3.bucket": policy.bucket,
+            "voxpersona.objects": len(doomed),
+        }
+        with tracer.start_as_current_span("retention delete", attributes=attributes):
+            errors = await asyncio.to_thread(_remove, client, policy.bucket, doomed, self._settings)
         items: list[SweepItem] = []
         for candidate, stored in doomed:
             code = errors.get((candidate.key, candidate.version_id))
@@ -255,9 +278,10 @@ def _item(
 def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
     """MinIO's facts about the candidate's version; None when it no longer exists."""
     try:
-        stat = client.stat_object(
-            candidate.bucket, candidate.key, version_id=candidate.version_id or None
-        )
+        with minio_operation("HeadObject", candidate.bucket, candidate.key):
+            stat = client.stat_object(
+                candidate.bucket, candidate.key, version_id=candidate.version_id or None
+            )
     except S3Error as exc:
         # A HEAD has no body, so a missing object comes back as a bare 404, and a delete
         # marker as 405: both mean this version is no longer there to delete.
@@ -283,10 +307,12 @@ def _remove(
     """One multi-object delete (MinIO splits at 1000); the error code per (key, version)."""
     targets = [DeleteObject(c.key, c.version_id or None) for c, _ in doomed]
     try:
-        return {
-            (error.name or "", error.version_id or ""): error.code or "Unknown"
-            for error in client.remove_objects(bucket, targets)
-        }
+        with minio_operation("DeleteObjects", bucket) as span:
+            span.set_attribute("voxpersona.objects", len(targets))
+            return {
+                (error.name or "", error.version_id or ""): error.code or "Unknown"
+                for error in client.remove_objects(bucket, targets)
+            }
     except S3Error as exc:
         # The whole request was refused (e.g. no s3:DeleteObject permission).
         return {(c.key, c.version_id): exc.code or "Unknown" for c, _ in doomed}

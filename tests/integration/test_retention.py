@@ -180,7 +180,7 @@ async def test_sweep_deletes_only_what_policies_and_safety_allow(
     points = _points(reader)
     interviews = (("bucket", bucket), ("policy", "interviews"))
     assert points[("retention.objects.expired", interviews)] == 1
-    assert points[("retention.bytes.expired", interviews)] == len(b"interview one")
+    assert points[("retention.expired", interviews)] == len(b"interview one")
     assert points[("retention.objects.skipped", (*interviews, ("reason", "processing")))] == 1
     assert points[("retention.sweeps", (("result", "completed"),))] == 1
 

@@ -1,0 +1,300 @@
+"""Health for SREs: ``/healthz``, ``/readyz``, ``/status`` and ``/metrics`` on a small HTTP
+server inside ``run``, and the report ``python -m consumer status`` prints.
+
+``/healthz`` answers while the event loop runs. ``/readyz`` checks that Kafka, the index
+and MinIO answer. ``/status`` is the seeds' health report: connection status, MinIO
+success rate, average response time and operation count, plus the consumer groups' lag,
+the DLQ's size and each role's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Final
+
+import structlog
+from minio import Minio
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from consumer.errors import ConsumerError
+from consumer.index import IndexStore
+from consumer.lag import KafkaProbe
+from consumer.minio_client import minio_client
+from consumer.settings import Settings
+from consumer.telemetry import OperationTotals, instruments, minio_operation
+
+log = structlog.get_logger(__name__)
+
+CHECK_TIMEOUT_S: Final = 5.0
+MAX_REQUEST_BYTES: Final = 8192
+# /status calls the pipeline "degraded" above these: the index trails the bucket, or MinIO
+# fails more than it should.
+DEGRADED_LAG: Final = 1000
+DEGRADED_SUCCESS_RATE: Final = 95.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"ok": self.ok, "latency_ms": self.latency_ms, "error": self.error}
+
+
+async def run_check(name: str, probe: Callable[[], Awaitable[object]]) -> Check:
+    """``probe`` under a time limit; any failure is the check's error, never raised."""
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        error: str | None = f"no answer within {CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:  # a check reports, it does not fail the server
+        error = str(exc) or type(exc).__name__
+    else:
+        error = None
+    return Check(name, error is None, round((time.perf_counter() - started) * 1000, 1), error)
+
+
+def overall_status(checks: Mapping[str, Check], lag: int | None, success_rate: float) -> str:
+    """healthy, degraded (lagging, or MinIO failing often) or unhealthy (a dependency is
+    unreachable). Pure."""
+    if not all(check.ok for check in checks.values()):
+        return "unhealthy"
+    if (lag is not None and lag > DEGRADED_LAG) or success_rate < DEGRADED_SUCCESS_RATE:
+        return "degraded"
+    return "healthy"
+
+
+def status_report(
+    checks: Mapping[str, Check],
+    lags: Mapping[str, Mapping[int, int] | None],
+    dlq_messages: int | None,
+    totals: OperationTotals,
+    workers: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """The /status document. Pure."""
+    indexer_lag = lags.get("indexer")
+    total_lag = sum(indexer_lag.values()) if indexer_lag is not None else None
+    return {
+        "status": overall_status(checks, total_lag, totals.success_rate),
+        "checked_at": now.isoformat(),
+        "connection_status": "connected"
+        if all(check.ok for check in checks.values())
+        else "disconnected",
+        "connections": {name: check.fields() for name, check in checks.items()},
+        "success_rate": totals.success_rate,
+        "average_response_time": totals.average_ms,
+        "operations_total": totals.total,
+        "operations_failed": totals.failed,
+        "lag": {
+            group: None
+            if partitions is None
+            else {"total": sum(partitions.values()), "partitions": dict(partitions)}
+            for group, partitions in lags.items()
+        },
+        "dlq_messages": dlq_messages,
+        "workers": {name: dict(stats) for name, stats in workers.items()},
+    }
+
+
+class HealthReporter:
+    """Runs the checks against this process's settings, index and MinIO client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore | None,
+        *,
+        minio: Minio | None = None,
+        workers: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._minio = minio or minio_client(settings)
+        self._workers = workers
+
+    async def checks(self) -> dict[str, Check]:
+        kafka, index, minio = await asyncio.gather(
+            run_check("kafka", self._kafka),
+            run_check("index", self._index),
+            run_check("minio", self._minio_answers),
+        )
+        return {"kafka": kafka, "index": index, "minio": minio}
+
+    async def ready(self) -> tuple[bool, dict[str, Check]]:
+        checks = await self.checks()
+        return all(check.ok for check in checks.values()), checks
+
+    async def status(self) -> dict[str, Any]:
+        checks = await self.checks()
+        lags: dict[str, Mapping[int, int] | None] = {}
+        dlq: int | None = None
+        if checks["kafka"].ok:
+            settings = self._settings
+            with contextlib.suppress(ConsumerError):
+                async with KafkaProbe(settings, timeout_s=CHECK_TIMEOUT_S) as probe:
+                    for role, group in (
+                        ("indexer", settings.kafka_group_id),
+                        ("processor", settings.kafka_processor_group_id),
+                    ):
+                        lags[role] = await probe.lag(group, settings.kafka_events_topic)
+                    dlq = await probe.size(settings.kafka_dlq_topic)
+        return status_report(
+            checks, lags, dlq, instruments.minio_totals, self._workers(), datetime.now(UTC)
+        )
+
+    async def _kafka(self) -> None:
+        async with KafkaProbe(self._settings, timeout_s=CHECK_TIMEOUT_S) as probe:
+            await probe.size(self._settings.kafka_events_topic)
+
+    async def _index(self) -> None:
+        if self._store is None:
+            raise ConsumerError("no index open in this process")
+        await self._store.ping()
+
+    async def _minio_answers(self) -> None:
+        bucket = self._settings.minio_audio_bucket_name
+
+        def head_bucket() -> None:
+            with minio_operation("HeadBucket", bucket):
+                self._minio.bucket_exists(bucket)
+
+        await asyncio.to_thread(head_bucket)
+
+
+# --- the HTTP server -------------------------------------------------------------------
+
+Response = tuple[HTTPStatus, str, bytes]
+
+
+def _json(status: HTTPStatus, document: Mapping[str, Any]) -> Response:
+    body = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
+    return status, "application/json", body
+
+
+async def route(path: str, reporter: HealthReporter) -> Response:
+    """The response for a GET of ``path``."""
+    if path == "/healthz":
+        return _json(HTTPStatus.OK, {"status": "alive"})
+    if path == "/readyz":
+        ready, checks = await reporter.ready()
+        document = {
+            "ready": ready,
+            "checks": {name: check.fields() for name, check in checks.items()},
+        }
+        return _json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, document)
+    if path == "/status":
+        report = await reporter.status()
+        code = HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "unhealthy" else HTTPStatus.OK
+        return _json(code, report)
+    if path == "/metrics":
+        return HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+    return _json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
+
+
+class HealthServer:
+    """``/healthz``, ``/readyz``, ``/status``, ``/metrics`` over HTTP/1.1 (one request per
+    connection). Port 0 picks a free port; ``port`` tells which."""
+
+    def __init__(self, host: str, port: int, reporter: HealthReporter) -> None:
+        self._host = host
+        self._port = port
+        self._reporter = reporter
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        log.info("health server listening", host=self._host, port=self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CHECK_TIMEOUT_S)
+            method, path = _request_line(head)
+            if method not in ("GET", "HEAD"):
+                status, content_type, body = _json(
+                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET only"}
+                )
+            else:
+                status, content_type, body = await route(path, self._reporter)
+            writer.write(
+                f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
+            if method != "HEAD":
+                writer.write(body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            pass  # a client that sent no complete request gets nothing
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    """(method, path without the query) of a request head. Raises ValueError."""
+    if len(head) > MAX_REQUEST_BYTES:
+        raise ValueError("request too large")
+    first = head.split(b"\r\n", 1)[0].decode("latin-1")
+    method, target, _version = first.split(" ", 2)
+    return method, target.split("?", 1)[0]
+
+
+# --- the ``status`` verb -----------------------------------------------------------------
+
+
+async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
+    """The running consumer's /status (it knows its own counters); when none answers on
+    HEALTH_HOST:HEALTH_PORT, the same report built here, marked unhealthy."""
+    import httpx
+
+    host = "127.0.0.1" if settings.health_host in ("0.0.0.0", "::", "") else settings.health_host  # noqa: S104
+    url = f"http://{host}:{settings.health_port}/status"
+    try:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S * 3) as client:
+            response = await client.get(url)
+        answered: dict[str, Any] | None = response.json()
+    except (httpx.HTTPError, ValueError):
+        answered = None
+    if answered is not None:
+        answered["service"] = f"running ({url})"
+        return answered
+    from consumer.index import open_index
+
+    store = open_index(settings.index_url)
+    try:
+        await asyncio.wait_for(store.start(), CHECK_TIMEOUT_S)
+    except Exception:  # the report says the index is down
+        store_for_checks: IndexStore | None = None
+    else:
+        store_for_checks = store
+    try:
+        report: dict[str, Any] = await HealthReporter(settings, store_for_checks).status()
+    finally:
+        await store.close()
+    report["service"] = f"not running (nothing answers on {url})"
+    report["status"] = "unhealthy"
+    return report

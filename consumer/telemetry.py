@@ -1,0 +1,341 @@
+"""OpenTelemetry for SREs: tracing and metrics set up from the standard ``OTEL_*``
+variables, the instruments every role records into, and span helpers.
+
+Nothing here is required: until ``configure_telemetry`` runs (``python -m consumer run``
+calls it), the tracer and the meter are OpenTelemetry's no-op proxies, so library use and
+tests pay nothing. Traces are exported only when ``OTEL_TRACES_EXPORTER`` names an
+exporter (``otlp``, ``console``) or an OTLP endpoint is set; metrics are always served in
+Prometheus format on ``/metrics`` (and pushed over OTLP when ``OTEL_METRICS_EXPORTER`` says
+``otlp``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+SCOPE: Final = "voxpersona.consumer"
+DEFAULT_SERVICE_NAME: Final = "voxpersona-consumer"
+# Seconds: from a few milliseconds (one index batch, one HEAD) to minutes (a transcription).
+LATENCY_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+)  # fmt: skip
+# The end-to-end delay (event time → indexed): 200 ms is the target at 100 uploads/s.
+DELAY_BUCKETS: Final = (
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+)  # fmt: skip
+
+tracer = trace.get_tracer(SCOPE)
+_propagator = TraceContextTextMapPropagator()
+_configured = threading.Lock()
+_done = False
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+def trace_exporters(env: Mapping[str, str]) -> list[str]:
+    """The span exporters the environment asks for. Pure.
+
+    The specification's default for OTEL_TRACES_EXPORTER is "otlp"; here an unset variable
+    means "otlp" only when an OTLP endpoint is configured, so a bare install exports
+    nothing and does not log connection errors to a collector that does not exist.
+    """
+    names = env.get("OTEL_TRACES_EXPORTER")
+    if names is None:
+        endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        return ["otlp"] if any(env.get(name) for name in endpoints) else []
+    chosen = [name.strip().lower() for name in names.split(",")]
+    return [name for name in chosen if name and name != "none"]
+
+
+def otlp_protocol(env: Mapping[str, str], signal: str) -> str:
+    """``grpc`` or ``http/protobuf`` (the default) for ``signal`` ("traces", "metrics")."""
+    return (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def configure_telemetry(env: Mapping[str, str] | None = None) -> None:
+    """Install the tracer and meter providers once per process (later calls do nothing:
+    OpenTelemetry allows one global provider of each)."""
+    global _done
+    with _configured:
+        if _done:
+            return
+        _done = True
+    env = os.environ if env is None else env
+    from opentelemetry.sdk.resources import Resource
+
+    resource = Resource.create(
+        {"service.name": env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME}
+    )
+    _configure_tracing(env, resource)
+    _configure_metrics(env, resource)
+
+
+def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
+    exporters = trace_exporters(env)
+    if not exporters:
+        return
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(resource=resource)
+    for name in exporters:
+        if name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(env)))
+        else:
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}")
+    trace.set_tracer_provider(provider)
+
+
+def _otlp_span_exporter(env: Mapping[str, str]) -> Any:
+    if otlp_protocol(env, "traces") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter()
+
+
+def _configure_metrics(env: Mapping[str, str], resource: Any) -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+    readers: list[MetricReader] = [
+        PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False)
+    ]
+    if "otlp" in [n.strip() for n in env.get("OTEL_METRICS_EXPORTER", "").split(",")]:
+        if otlp_protocol(env, "metrics") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter,
+            )
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HttpMetricExporter,
+            )
+
+            readers.append(PeriodicExportingMetricReader(HttpMetricExporter()))
+    metrics.set_meter_provider(MeterProvider(metric_readers=readers, resource=resource))
+
+
+# --- the instruments -----------------------------------------------------------------
+
+
+@dataclass
+class OperationTotals:
+    """MinIO calls of this process, for /status's success rate and response time."""
+
+    total: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def add(self, elapsed_s: float, ok: bool) -> None:
+        self.total += 1
+        self.failed += 0 if ok else 1
+        self.seconds += elapsed_s
+
+    @property
+    def success_rate(self) -> float:
+        """Percent of calls that succeeded (100 with no calls yet)."""
+        return (
+            100.0 if not self.total else round(100.0 * (self.total - self.failed) / self.total, 2)
+        )
+
+    @property
+    def average_ms(self) -> float:
+        return 0.0 if not self.total else round(1000.0 * self.seconds / self.total, 2)
+
+
+class Instruments:
+    """Every metric of the consumer but retention's (consumer/retention/metrics.py)."""
+
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        meter = meter or metrics.get_meter(SCOPE)
+        self.events = meter.create_counter(
+            "consumer.events", unit="{event}", description="Events consumed, by group and kind"
+        )
+        self.dead_letters = meter.create_counter(
+            "consumer.dead_letters",
+            unit="{message}",
+            description="Messages sent to the DLQ, by group and error class",
+        )
+        self.lag = meter.create_gauge(
+            "consumer.lag",
+            unit="{event}",
+            description="Events not yet consumed, per group, topic and partition",
+        )
+        self.batch_duration = meter.create_histogram(
+            "index.batch.duration",
+            unit="s",
+            description="One index batch: decode, write, commit",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self.delay = meter.create_histogram(
+            "index.delay",
+            unit="s",
+            description="End-to-end delay: the event's time to the moment it was indexed",
+            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
+        )
+        self.jobs = meter.create_counter(
+            "processing.jobs", unit="{job}", description="Processing jobs ended, by outcome"
+        )
+        self.job_duration = meter.create_histogram(
+            "processing.duration",
+            unit="s",
+            description="Processing jobs from start to end, retries included",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self.minio_operations = meter.create_counter(
+            "minio.operations", unit="{operation}", description="MinIO calls, by outcome"
+        )
+        self.minio_duration = meter.create_histogram(
+            "minio.operation.duration",
+            unit="s",
+            description="MinIO call latency",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self.minio_totals = OperationTotals()
+        # Objects and bytes per bucket, as the index last counted them (refreshed by the
+        # service: an index query does not belong in a metrics callback).
+        self.storage: dict[str, tuple[int, int]] = {}
+        meter.create_observable_gauge(
+            "index.objects",
+            callbacks=[self._observe_objects],
+            unit="{object}",
+            description="Live objects per bucket, from the index",
+        )
+        meter.create_observable_gauge(
+            "index.size",
+            callbacks=[self._observe_bytes],
+            unit="By",
+            description="Bytes of live objects per bucket, from the index",
+        )
+
+    def _observe_objects(self, _: CallbackOptions) -> Iterator[Observation]:
+        for bucket, (objects, _size) in list(self.storage.items()):
+            yield Observation(objects, {"bucket": bucket})
+
+    def _observe_bytes(self, _: CallbackOptions) -> Iterator[Observation]:
+        for bucket, (_objects, size) in list(self.storage.items()):
+            yield Observation(size, {"bucket": bucket})
+
+
+instruments = Instruments()
+
+
+# --- spans ---------------------------------------------------------------------------
+
+
+def upload_context(metadata: Mapping[str, str]) -> otel_context.Context | None:
+    """The uploader's trace context from the object's user metadata (``traceparent``,
+    ``tracestate``, as set with ``X-Amz-Meta-Traceparent``); None when absent or invalid."""
+    carrier = {name: metadata[name] for name in ("traceparent", "tracestate") if name in metadata}
+    if "traceparent" not in carrier:
+        return None
+    extracted = _propagator.extract(carrier)
+    if not trace.get_current_span(extracted).get_span_context().is_valid:
+        return None
+    return extracted
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C traceparent of ``span`` (for uploads that start a trace)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+def kafka_attributes(
+    topic: str, group: str, partition: int | None = None, offset: int | None = None
+) -> dict[str, Any]:
+    """OpenTelemetry messaging attributes for Kafka."""
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group,
+        "messaging.operation.type": "process",
+    }
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
+    if offset is not None:
+        attributes["messaging.kafka.offset"] = offset
+    return attributes
+
+
+def object_attributes(
+    bucket: str, key: str, size: int | None = None, version_id: str = ""
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"aws.s3.bucket": bucket, "aws.s3.key": key}
+    if size is not None:
+        attributes["voxpersona.object.size"] = size
+    if version_id:
+        attributes["voxpersona.object.version_id"] = version_id
+    return attributes
+
+
+def record_error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+
+
+@contextmanager
+def minio_operation(operation: str, bucket: str, key: str | None = None) -> Iterator[Span]:
+    """Wrap one MinIO call: a client span (S3 attributes), its latency and outcome in the
+    metrics, and the process totals of /status. Re-raises whatever the call raised."""
+    attributes: dict[str, Any] = {
+        "rpc.system": "aws-api",
+        "rpc.service": "S3",
+        "rpc.method": operation,
+        "aws.s3.bucket": bucket,
+    }
+    if key is not None:
+        attributes["aws.s3.key"] = key
+    started = time.perf_counter()
+    ok = False
+    with tracer.start_as_current_span(
+        f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+    ) as span:
+        try:
+            yield span
+            ok = True
+        except BaseException as exc:
+            record_error(span, exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            instruments.minio_operations.add(
+                1, {"operation": operation, "outcome": "ok" if ok else "error"}
+            )
+            instruments.minio_duration.record(elapsed, {"operation": operation})
+            instruments.minio_totals.add(elapsed, ok)
+
+
+def count_by(values: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
