@@ -271,17 +271,17 @@ class Indexer:
                 finally:
                     for span in event_spans:
                         span.end()
-            elapsed = time.perf_counter() - started
-            self.stats.add(decoded, result, elapsed)
-            self._record_metrics(batch, decoded, elapsed)
-            log.debug(
-                "batch indexed",
-                events=len(decoded.events),
-                journaled=result.journaled,
-                duplicates=result.duplicates,
-                dead=len(decoded.dead_letters),
-                elapsed_ms=round(elapsed * 1000, 1),
-            )
+                elapsed = time.perf_counter() - started
+                self.stats.add(decoded, result, elapsed)
+                self._record_metrics(batch, decoded, elapsed)
+                log.debug(
+                    "batch indexed",
+                    events=len(decoded.events),
+                    journaled=result.journaled,
+                    duplicates=result.duplicates,
+                    dead=len(decoded.dead_letters),
+                    elapsed_ms=round(elapsed * 1000, 1),
+                )
 
     async def _write(self, decoded: DecodedBatch) -> BatchResult:
         """Dead letters first, then the index transaction, each retried while paused."""

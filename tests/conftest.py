@@ -18,7 +18,7 @@ import socket
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 from minio.deleteobjects import DeleteObject
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.index import IndexStore, open_index, sqlite_path
 from consumer.minio_client import minio_client
@@ -294,3 +298,39 @@ async def _admin(url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+# --------------------------------------------------------------------------------------
+# Spans: one global TracerProvider for the session (OpenTelemetry allows one), recording
+# into memory only while a test holds the ``spans`` fixture.
+# --------------------------------------------------------------------------------------
+
+
+class _SwitchedExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.memory = InMemorySpanExporter()
+        self.enabled = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.enabled:
+            return self.memory.export(spans)
+        return SpanExportResult.SUCCESS
+
+
+_SWITCHED = _SwitchedExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Finished spans of this test (the consumer's tracer records once a provider exists)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_SWITCHED))
+        trace.set_tracer_provider(provider)
+    _SWITCHED.memory.clear()
+    _SWITCHED.enabled = True
+    try:
+        yield _SWITCHED.memory
+    finally:
+        _SWITCHED.enabled = False
+        _SWITCHED.memory.clear()
