@@ -23,7 +23,7 @@ import structlog
 from minio import Minio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from consumer.errors import ConsumerError
+from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.lag import KafkaProbe
 from consumer.minio_client import minio_client
@@ -219,7 +219,13 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve health on HEALTH_HOST:HEALTH_PORT {self._host}:{self._port}: "
+                f"{exc.strerror or exc} (another process there? HEALTH_PORT=0 picks a free one)"
+            ) from exc
         log.info("health server listening", host=self._host, port=self.port)
 
     async def close(self) -> None:
@@ -236,7 +242,7 @@ class HealthServer:
                     HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET only"}
                 )
             else:
-                status, content_type, body = await route(path, self._reporter)
+                status, content_type, body = await self._answer(path)
             writer.write(
                 f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
@@ -253,6 +259,13 @@ class HealthServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    async def _answer(self, path: str) -> Response:
+        try:
+            return await route(path, self._reporter)
+        except Exception as exc:  # one bad answer must not take the server down
+            log.warning("health request failed", path=path, error=str(exc))
+            return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
+
 
 def _request_line(head: bytes) -> tuple[str, str]:
     """(method, path without the query) of a request head. Raises ValueError."""
@@ -265,21 +278,40 @@ def _request_line(head: bytes) -> tuple[str, str]:
 
 # --- the ``status`` verb -----------------------------------------------------------------
 
+# Longer than /status's own worst case (the checks, then the lag and DLQ probes).
+STATUS_TIMEOUT_S: Final = 45.0
+
+
+def status_url(host: str, port: int) -> str:
+    """Where ``status`` asks: a wildcard bind is asked on loopback; IPv6 in brackets."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - a bind address, not a bind
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/status"
+
 
 async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
     """The running consumer's /status (it knows its own counters); when none answers on
     HEALTH_HOST:HEALTH_PORT, the same report built here, marked unhealthy."""
     import httpx
 
-    host = "127.0.0.1" if settings.health_host in ("0.0.0.0", "::", "") else settings.health_host  # noqa: S104
-    url = f"http://{host}:{settings.health_port}/status"
+    url = status_url(settings.health_host, settings.health_port)
+    answered: Any = None
     try:
-        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S * 3) as client:
+        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
             response = await client.get(url)
-        answered: dict[str, Any] | None = response.json()
-    except (httpx.HTTPError, ValueError):
+        if response.status_code in (HTTPStatus.OK, HTTPStatus.SERVICE_UNAVAILABLE):
+            answered = response.json()
+    except httpx.TimeoutException:
+        raise ConnectionFailed(
+            f"the consumer at {url} did not answer within {STATUS_TIMEOUT_S:g} s"
+        ) from None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
         answered = None
-    if answered is not None:
+    if isinstance(answered, dict) and "status" in answered and "connections" in answered:
         answered["service"] = f"running ({url})"
         return answered
     from consumer.index import open_index

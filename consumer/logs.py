@@ -63,13 +63,13 @@ class _Redactor:
         for key, value in event_dict.items():
             if isinstance(value, str):
                 event_dict[key] = scrub(value, self.secrets)
-            elif isinstance(value, list | tuple | dict):
-                event_dict[key] = scrub(str(value), self.secrets) if self._leaks(value) else value
+            elif not isinstance(value, int | float | bool | type(None)):
+                # Anything else is rendered from its str/repr: scrub that text.
+                text = str(value)
+                cleaned = scrub(text, self.secrets)
+                if cleaned != text:
+                    event_dict[key] = cleaned
         return event_dict
-
-    def _leaks(self, value: object) -> bool:
-        text = str(value)
-        return scrub(text, self.secrets) != text
 
 
 def _add_trace_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,7 +16,8 @@ from enum import StrEnum
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from minio import Minio
-from minio.error import MinioException
+from minio.error import MinioException, S3Error
+from minio.helpers import md5sum_hash
 from minio.notificationconfig import (
     NotificationConfig,
     PrefixFilterRule,
@@ -27,7 +29,13 @@ from urllib3.exceptions import HTTPError
 from consumer.errors import ConnectionFailed, SetupFailed
 from consumer.minio_client import minio_client
 from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
-from consumer.retention.lifecycle import desired_rules, merge_lifecycle, our_keys, rule_key
+from consumer.retention.lifecycle import (
+    current_keys,
+    desired_rules,
+    foreign_count,
+    rule_key,
+    splice_lifecycle,
+)
 from consumer.retention.policy import (
     Enforcement,
     RetentionPolicy,
@@ -137,29 +145,47 @@ def ensure_notifications(
 
 
 def ensure_lifecycle(client: Minio, bucket: str, policies: Sequence[RetentionPolicy]) -> Change:
-    """Apply the lifecycle policies' rules to ``bucket``, keeping the bucket's other rules;
-    read back. Raises SetupFailed when MinIO does not store what was written."""
+    """Apply the lifecycle policies' rules to ``bucket``, keeping the bucket's other rules
+    byte for byte; read back. Raises SetupFailed when MinIO does not store what was
+    written."""
     desired = desired_rules(policies, bucket)
     wanted = sorted(map(rule_key, desired))
-    current = client.get_bucket_lifecycle(bucket)
-    merged = merge_lifecycle(current, desired)
+    current = _get_lifecycle_xml(client, bucket)
+    document = splice_lifecycle(current, desired)
     detail = f"{len(desired)} retention rule(s)"
-    if merged is None:
+    if document is None:
         return Change("lifecycle", bucket, Action.UNCHANGED, detail)
-    if merged.rules:
-        client.set_bucket_lifecycle(bucket, merged)
+    if document:
+        client._execute(  # minio-py's setter would re-marshal other rules from its model
+            "PUT",
+            bucket,
+            body=document,
+            headers={"Content-MD5": md5sum_hash(document) or ""},
+            query_params={"lifecycle": ""},
+        )
     else:
         client.delete_bucket_lifecycle(bucket)
-    stored = our_keys(client.get_bucket_lifecycle(bucket))
+    stored = current_keys(_get_lifecycle_xml(client, bucket))
     if stored != wanted:
         raise SetupFailed(
             f"lifecycle of bucket {bucket}: MinIO stored {stored} where setup wrote {wanted}"
         )
-    kept = len(merged.rules) - len(desired)
+    kept = foreign_count(current)
     if kept:
         detail += f", {kept} other rule(s) kept"
-    action = Action.UPDATED if our_keys(current) else Action.CREATED
+    action = Action.UPDATED if current_keys(current) else Action.CREATED
     return Change("lifecycle", bucket, action, detail)
+
+
+def _get_lifecycle_xml(client: Minio, bucket: str) -> bytes | None:
+    """The bucket's lifecycle document as MinIO stores it; None when it has none."""
+    try:
+        response = client._execute("GET", bucket, query_params={"lifecycle": ""})
+    except S3Error as exc:
+        if exc.code == "NoSuchLifecycleConfiguration":
+            return None
+        raise
+    return bytes(response.data)
 
 
 def provision_minio(
@@ -188,6 +214,8 @@ def provision_minio(
                 )
     except MinioException as exc:
         raise SetupFailed(_describe_minio_error(exc, notify.target.arn)) from exc
+    except ET.ParseError as exc:
+        raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
     except (HTTPError, OSError) as exc:
         raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
     return changes

@@ -8,7 +8,7 @@ repr or a log line.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,6 +129,7 @@ class Settings(BaseSettings):
                 self.minio_secret_key.get_secret_value(),
                 self.transcribe_api_key.get_secret_value(),
                 password,
+                unquote(password) if password else None,
             )
             if value
         )

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -24,6 +24,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from consumer.errors import ConfigError
 
 SCOPE: Final = "voxpersona.consumer"
 DEFAULT_SERVICE_NAME: Final = "voxpersona-consumer"
@@ -102,7 +104,9 @@ def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
         elif name == "otlp":
             provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(env)))
         else:
-            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}")
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use otlp, console or none)"
+            )
     trace.set_tracer_provider(provider)
 
 
@@ -126,7 +130,7 @@ def _configure_metrics(env: Mapping[str, str], resource: Any) -> None:
     readers: list[MetricReader] = [
         PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False)
     ]
-    if "otlp" in [n.strip() for n in env.get("OTEL_METRICS_EXPORTER", "").split(",")]:
+    if "otlp" in [n.strip().lower() for n in env.get("OTEL_METRICS_EXPORTER", "").split(",")]:
         if otlp_protocol(env, "metrics") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                 OTLPMetricExporter,
@@ -152,11 +156,14 @@ class OperationTotals:
     total: int = 0
     failed: int = 0
     seconds: float = 0.0
+    # MinIO calls run in worker threads.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, elapsed_s: float, ok: bool) -> None:
-        self.total += 1
-        self.failed += 0 if ok else 1
-        self.seconds += elapsed_s
+        with self._lock:
+            self.total += 1
+            self.failed += 0 if ok else 1
+            self.seconds += elapsed_s
 
     @property
     def success_rate(self) -> float:
@@ -303,9 +310,16 @@ def record_error(span: Span, exc: BaseException) -> None:
 
 
 @contextmanager
-def minio_operation(operation: str, bucket: str, key: str | None = None) -> Iterator[Span]:
+def minio_operation(
+    operation: str,
+    bucket: str,
+    key: str | None = None,
+    *,
+    expected: Callable[[BaseException], bool] = lambda _: False,
+) -> Iterator[Span]:
     """Wrap one MinIO call: a client span (S3 attributes), its latency and outcome in the
-    metrics, and the process totals of /status. Re-raises whatever the call raised."""
+    metrics, and the process totals of /status. Re-raises whatever the call raised;
+    an ``expected`` exception (say, a 404 the caller asks about) still counts as ok."""
     attributes: dict[str, Any] = {
         "rpc.system": "aws-api",
         "rpc.service": "S3",
@@ -323,7 +337,10 @@ def minio_operation(operation: str, bucket: str, key: str | None = None) -> Iter
             yield span
             ok = True
         except BaseException as exc:
-            record_error(span, exc)
+            if expected(exc):
+                ok = True
+            else:
+                record_error(span, exc)
             raise
         finally:
             elapsed = time.perf_counter() - started

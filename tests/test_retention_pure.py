@@ -39,10 +39,13 @@ from consumer.retention.decisions import (
 )
 from consumer.retention.lifecycle import (
     RULE_ID_PREFIX,
+    current_keys,
     desired_rules,
+    foreign_count,
     merge_lifecycle,
     our_keys,
     rule_key,
+    splice_lifecycle,
 )
 from consumer.retention.metrics import RetentionMetrics
 from consumer.retention.policy import (
@@ -234,6 +237,36 @@ def test_merge_with_no_policies_left_removes_only_ours() -> None:
     assert emptied.rules == []
 
 
+FOREIGN_XML = (
+    b'<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    b"<Rule><ID>big-tmp</ID><Status>Enabled</Status><Filter><And><Prefix>tmp/</Prefix>"
+    b"<ObjectSizeGreaterThan>1048576</ObjectSizeGreaterThan></And></Filter>"
+    b"<Expiration><Days>3</Days></Expiration></Rule>"
+    b"<Rule><ID>legacy</ID><Prefix>logs/</Prefix><Status>Enabled</Status>"
+    b"<Expiration><Days>9</Days></Expiration></Rule></LifecycleConfiguration>"
+)
+
+
+def test_setup_keeps_other_rules_byte_for_byte_even_what_minio_py_cannot_model() -> None:
+    """A size condition and a rule-level Prefix are beyond minio-py's model: re-marshalled,
+    they would vanish and the rules would expire more. They must come back untouched."""
+    desired = desired_rules([_policy(name="scratch", prefix="x/", days=2)], "audio")
+    document = splice_lifecycle(FOREIGN_XML, desired)
+    assert document is not None
+    assert b"<ObjectSizeGreaterThan>1048576</ObjectSizeGreaterThan>" in document
+    assert b"<ID>legacy</ID><Prefix>logs/</Prefix>" in document
+    assert current_keys(document) == [(f"{RULE_ID_PREFIX}scratch", ENABLED, "x/", 2, 2)]
+    assert foreign_count(document) == 2
+    assert splice_lifecycle(document, desired) is None  # applied: nothing to do
+    emptied = splice_lifecycle(document, [])
+    assert emptied is not None
+    assert current_keys(emptied) == []
+    assert foreign_count(emptied) == 2
+    only_ours = splice_lifecycle(None, desired)
+    assert only_ours is not None
+    assert splice_lifecycle(only_ours, []) == b""  # nothing left: delete the lifecycle
+
+
 # --- the sweeper's decisions -----------------------------------------------------------
 
 
@@ -290,7 +323,13 @@ def test_object_lock_headers_are_read_case_insensitively() -> None:
 
 
 def test_what_a_failed_delete_entry_means() -> None:
-    assert delete_error_outcome("AccessDenied") == (Outcome.SKIPPED, "retention")
+    worm = "Object is WORM protected and cannot be overwritten"
+    assert delete_error_outcome("AccessDenied", worm) == (Outcome.SKIPPED, "retention")
+    assert delete_error_outcome("ObjectLocked") == (Outcome.SKIPPED, "retention")
+    assert delete_error_outcome("AccessDenied", "Access Denied.") == (
+        Outcome.FAILED,
+        "AccessDenied",
+    )
     assert delete_error_outcome("NoSuchVersion") == (Outcome.SKIPPED, "gone")
     assert delete_error_outcome("InternalError") == (Outcome.FAILED, "InternalError")
 

@@ -120,3 +120,39 @@ def test_request_line_parsing() -> None:
     assert _request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n") == ("GET", "/metrics")
     with pytest.raises(ValueError, match="not enough values"):
         _request_line(b"GARBAGE\r\n\r\n")
+
+
+def test_status_asks_loopback_for_wildcard_binds_and_brackets_ipv6() -> None:
+    from consumer.health import status_url
+
+    assert status_url("0.0.0.0", 8080) == "http://127.0.0.1:8080/status"
+    assert status_url("::", 8080) == "http://[::1]:8080/status"
+    assert status_url("::1", 9) == "http://[::1]:9/status"
+    assert status_url("10.0.0.5", 8080) == "http://10.0.0.5:8080/status"
+
+
+def test_an_unknown_trace_exporter_is_a_config_error() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from consumer.errors import ConfigError
+    from consumer.telemetry import _configure_tracing
+
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'"):
+        _configure_tracing({"OTEL_TRACES_EXPORTER": "zipkin"}, Resource.create({}))
+
+
+async def test_a_taken_health_port_is_one_clear_config_error() -> None:
+    from consumer.errors import ConfigError
+    from consumer.health import HealthReporter, HealthServer
+    from consumer.settings import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    reporter = HealthReporter(settings, None)
+    first = HealthServer("127.0.0.1", 0, reporter)
+    await first.start()
+    try:
+        second = HealthServer("127.0.0.1", first.port, reporter)
+        with pytest.raises(ConfigError, match="HEALTH_HOST:HEALTH_PORT"):
+            await second.start()
+    finally:
+        await first.close()

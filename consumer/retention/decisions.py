@@ -13,10 +13,11 @@ from typing import Any, Final
 from consumer.index import JobRecord, JobStatus, ObjectRecord
 from consumer.retention.policy import RetentionPolicy
 
-# S3 error codes of a multi-object delete that mean "locked": MinIO answers AccessDenied
-# ("Object is WORM protected and cannot be overwritten") for a version under retention or
-# legal hold; ObjectLocked is what newer S3 implementations send.
-LOCKED_CODES: Final = frozenset({"AccessDenied", "ObjectLocked"})
+# A multi-object delete refused by object lock: MinIO answers AccessDenied with a message
+# about WORM protection (the code alone also means "no permission", which is a failure);
+# ObjectLocked is what newer S3 implementations send.
+LOCKED_CODE: Final = "ObjectLocked"
+LOCKED_MESSAGE_MARKERS: Final = ("WORM", "retention", "legal hold")
 GONE_CODES: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject"})
 
 
@@ -167,9 +168,14 @@ def stored_facts(
     )
 
 
-def delete_error_outcome(code: str) -> tuple[Outcome, str]:
-    """How one failed entry of a multi-object delete counts."""
-    if code in LOCKED_CODES:
+def delete_error_outcome(code: str, message: str = "") -> tuple[Outcome, str]:
+    """How one failed entry of a multi-object delete counts: locked objects are kept (the
+    HEAD said they were not, but a lock can be set in between), a permission refusal or
+    any other error is a failure."""
+    lowered = message.lower()
+    if code == LOCKED_CODE or (
+        code == "AccessDenied" and any(m.lower() in lowered for m in LOCKED_MESSAGE_MARKERS)
+    ):
         return Outcome.SKIPPED, SkipReason.RETENTION.value
     if code in GONE_CODES:
         return Outcome.SKIPPED, SkipReason.GONE.value

@@ -9,6 +9,7 @@ MinIO stored what was asked.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -23,6 +24,7 @@ from minio.lifecycleconfig import (
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 
 RULE_ID_PREFIX: Final = "voxpersona-retention:"
+S3_NAMESPACE: Final = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 # What identifies a rule for comparison: id, status, prefix, expiry days, noncurrent days.
 RuleKey = tuple[str, str, str, int | None, int | None]
@@ -75,12 +77,67 @@ def our_keys(config: LifecycleConfig | None) -> list[RuleKey]:
 def merge_lifecycle(
     current: LifecycleConfig | None, desired: Sequence[Rule]
 ) -> LifecycleConfig | None:
-    """The configuration to write, or None when ``current`` already carries ``desired``.
-
-    An empty configuration (no foreign rules, no policies left) is returned as a config
-    with no rules: the caller deletes the bucket's lifecycle then.
-    """
+    """The configuration to write, or None when ``current`` already carries ``desired``
+    (with minio-py objects: what the pure tests use; setup splices XML, see below)."""
     if our_keys(current) == sorted(map(rule_key, desired)):
         return None
     foreign = [rule for rule in (current.rules if current else []) if not is_ours(rule)]
     return LifecycleConfig([*foreign, *desired])
+
+
+# --- the XML setup writes: other rules kept byte for byte ------------------------------
+#
+# minio-py's model of a rule is narrower than S3's and MinIO's (no ObjectSizeGreaterThan,
+# no rule-level Prefix, no DelMarkerExpiration…): writing a parsed copy back could widen
+# someone else's rule to expire more than they asked. So setup never rewrites other rules:
+# it keeps their XML elements as they came and replaces only ours.
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _rule_elements(document: bytes | None) -> list[ET.Element]:
+    if not document:
+        return []
+    root = ET.fromstring(document)  # noqa: S314 - MinIO's own answer, not user input
+    return [child for child in root if _local(child.tag) == "Rule"]
+
+
+def _rule_id_of(element: ET.Element) -> str:
+    return next((c.text or "" for c in element if _local(c.tag) == "ID"), "")
+
+
+def current_keys(document: bytes | None) -> list[RuleKey]:
+    """The keys of our rules in a stored lifecycle document."""
+    ours = [e for e in _rule_elements(document) if _rule_id_of(e).startswith(RULE_ID_PREFIX)]
+    return sorted(rule_key(Rule.fromxml(_without_namespace(e))) for e in ours)
+
+
+def foreign_count(document: bytes | None) -> int:
+    return sum(not _rule_id_of(e).startswith(RULE_ID_PREFIX) for e in _rule_elements(document))
+
+
+def splice_lifecycle(document: bytes | None, desired: Sequence[Rule]) -> bytes | None:
+    """The lifecycle document to write: ``document``'s other rules as they are, then
+    ``desired``; None when nothing changes. b"" means "no rules left": delete it."""
+    if current_keys(document) == sorted(map(rule_key, desired)):
+        return None
+    root = ET.Element("LifecycleConfiguration", {"xmlns": S3_NAMESPACE})
+    for element in _rule_elements(document):
+        if not _rule_id_of(element).startswith(RULE_ID_PREFIX):
+            root.append(_without_namespace(element))
+    for rule in desired:
+        rule.toxml(root)
+    if not len(root):
+        return b""
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False))
+
+
+def _without_namespace(element: ET.Element) -> ET.Element:
+    """A copy whose tags carry no namespace (the root declares the default one)."""
+    copy = ET.Element(_local(element.tag), element.attrib)
+    copy.text, copy.tail = element.text, element.tail
+    for child in element:
+        copy.append(_without_namespace(child))
+    return copy

@@ -56,7 +56,7 @@ from consumer.telemetry import minio_operation, tracer
 
 log = structlog.get_logger(__name__)
 
-PAGE_SIZE = 500
+PAGE_SIZE = 1000
 
 OnItem = Callable[[SweepItem], None]
 
@@ -148,23 +148,44 @@ class Sweeper:
         client = self._client_for(policy)
         now = datetime.now(UTC)
         cutoff = now - policy.max_age
+        size = self._settings.retention_batch_size
         async for page in self._candidates(policy, cutoff):
-            doomed: list[tuple[ObjectRecord, StoredFacts]] = []
-            for candidate in page:
-                item, stored = await self._judge(client, policy, candidate, cutoff, now)
-                if item is not None:
-                    record(item)
-                elif stored is not None:
-                    doomed.append((candidate, stored))
-            if dry_run:
-                for candidate, stored in doomed:
-                    record(_item(policy, candidate, stored, Outcome.WOULD_DELETE))
-            elif doomed:
-                await asyncio.sleep(pacer.delay(len(doomed), time.monotonic()))
-                for item in await self._delete(client, policy, doomed):
-                    record(item)
-            if stop is not None and stop.is_set():
-                return
+            for start in range(0, len(page), size):
+                chunk = page[start : start + size]
+                # Pace first, then check and delete at once: the gap between an object's
+                # HEAD and its DELETE stays one chunk's checks, not a pacing wait.
+                if not dry_run and await _stopped_within(
+                    stop, pacer.delay(len(chunk), time.monotonic())
+                ):
+                    return
+                await self._sweep_chunk(client, policy, chunk, (cutoff, now), dry_run, record)
+                if stop is not None and stop.is_set():
+                    return
+
+    async def _sweep_chunk(
+        self,
+        client: Minio,
+        policy: RetentionPolicy,
+        chunk: Sequence[ObjectRecord],
+        moments: tuple[datetime, datetime],
+        dry_run: bool,
+        record: OnItem,
+    ) -> None:
+        """Check each candidate of ``chunk``, then delete (or list) those that may go."""
+        cutoff, now = moments
+        doomed: list[tuple[ObjectRecord, StoredFacts]] = []
+        for candidate in chunk:
+            item, stored = await self._judge(client, policy, candidate, cutoff, now)
+            if item is not None:
+                record(item)
+            elif stored is not None:
+                doomed.append((candidate, stored))
+        if dry_run:
+            for candidate, stored in doomed:
+                record(_item(policy, candidate, stored, Outcome.WOULD_DELETE))
+        elif doomed:
+            for item in await self._delete(client, policy, doomed):
+                record(item)
 
     async def _candidates(
         self, policy: RetentionPolicy, cutoff: datetime
@@ -228,11 +249,11 @@ class Sweeper:
             errors = await asyncio.to_thread(_remove, client, policy.bucket, doomed, self._settings)
         items: list[SweepItem] = []
         for candidate, stored in doomed:
-            code = errors.get((candidate.key, candidate.version_id))
-            if code is None:
+            error = errors.get((candidate.key, candidate.version_id))
+            if error is None:
                 items.append(_item(policy, candidate, stored, Outcome.DELETED))
             else:
-                outcome, reason = delete_error_outcome(code)
+                outcome, reason = delete_error_outcome(*error)
                 items.append(_item(policy, candidate, stored, outcome, reason))
         deleted = [item for item in items if item.outcome is Outcome.DELETED]
         log.info(
@@ -278,14 +299,12 @@ def _item(
 def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
     """MinIO's facts about the candidate's version; None when it no longer exists."""
     try:
-        with minio_operation("HeadObject", candidate.bucket, candidate.key):
+        with minio_operation("HeadObject", candidate.bucket, candidate.key, expected=_gone):
             stat = client.stat_object(
                 candidate.bucket, candidate.key, version_id=candidate.version_id or None
             )
     except S3Error as exc:
-        # A HEAD has no body, so a missing object comes back as a bare 404, and a delete
-        # marker as 405: both mean this version is no longer there to delete.
-        if exc.code in GONE_CODES or exc.response.status in (404, 405):
+        if _gone(exc):
             return None
         raise
     except (MinioException, HTTPError, OSError) as exc:
@@ -298,26 +317,49 @@ def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
     )
 
 
+def _gone(exc: BaseException) -> bool:
+    """A HEAD has no body, so a missing object comes back as a bare 404, and a delete
+    marker as 405: both mean this version is no longer there to delete."""
+    return isinstance(exc, S3Error) and (
+        exc.code in GONE_CODES or exc.response.status in (404, 405)
+    )
+
+
 def _remove(
     client: Minio,
     bucket: str,
     doomed: list[tuple[ObjectRecord, StoredFacts]],
     settings: Settings,
-) -> dict[tuple[str, str], str]:
-    """One multi-object delete (MinIO splits at 1000); the error code per (key, version)."""
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """One multi-object delete; (error code, message) per failed (key, version)."""
     targets = [DeleteObject(c.key, c.version_id or None) for c, _ in doomed]
     try:
         with minio_operation("DeleteObjects", bucket) as span:
             span.set_attribute("voxpersona.objects", len(targets))
             return {
-                (error.name or "", error.version_id or ""): error.code or "Unknown"
+                (error.name or "", error.version_id or ""): (
+                    error.code or "Unknown",
+                    error.message or "",
+                )
                 for error in client.remove_objects(bucket, targets)
             }
     except S3Error as exc:
         # The whole request was refused (e.g. no s3:DeleteObject permission).
-        return {(c.key, c.version_id): exc.code or "Unknown" for c, _ in doomed}
+        refused = (exc.code or "Unknown", exc.message or "")
+        return {(c.key, c.version_id): refused for c, _ in doomed}
     except (MinioException, HTTPError, OSError) as exc:
         raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+
+
+async def _stopped_within(stop: asyncio.Event | None, delay_s: float) -> bool:
+    """Wait ``delay_s`` unless stopped first; True when stopped."""
+    if stop is None:
+        await asyncio.sleep(delay_s)
+        return False
+    if delay_s > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay_s)
+    return stop.is_set()
 
 
 class RetentionWorker:
