@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,6 +117,8 @@ async def send_dead_letters(
         await asyncio.gather(*sends)
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot write to {topic}: {exc}") from exc
+    for error_class, count in Counter(letter.error_class for letter in letters).items():
+        instruments.dead_letters.add(count, {"group": group_id, "error_class": error_class})
     for letter in letters:
         log.warning(
             "dead-lettered",

@@ -51,13 +51,15 @@ class Check:
         return {"ok": self.ok, "latency_ms": self.latency_ms, "error": self.error}
 
 
-async def run_check(name: str, probe: Callable[[], Awaitable[object]]) -> Check:
+async def run_check(
+    name: str, probe: Callable[[], Awaitable[object]], timeout_s: float = CHECK_TIMEOUT_S
+) -> Check:
     """``probe`` under a time limit; any failure is the check's error, never raised."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
+        await asyncio.wait_for(probe(), timeout_s)
     except TimeoutError:
-        error: str | None = f"no answer within {CHECK_TIMEOUT_S:g} s"
+        error: str | None = f"no answer within {timeout_s:g} s"
     except Exception as exc:  # a check reports, it does not fail the server
         error = str(exc) or type(exc).__name__
     else:
@@ -137,26 +139,41 @@ class HealthReporter:
         return all(check.ok for check in checks.values()), checks
 
     async def status(self) -> dict[str, Any]:
-        checks = await self.checks()
-        lags: dict[str, Mapping[int, int] | None] = {}
-        dlq: int | None = None
-        if checks["kafka"].ok:
-            settings = self._settings
-            with contextlib.suppress(ConsumerError):
-                async with KafkaProbe(settings, timeout_s=CHECK_TIMEOUT_S) as probe:
-                    for role, group in (
-                        ("indexer", settings.kafka_group_id),
-                        ("processor", settings.kafka_processor_group_id),
-                    ):
-                        lags[role] = await probe.lag(group, settings.kafka_events_topic)
-                    dlq = await probe.size(settings.kafka_dlq_topic)
+        """The report; one Kafka connection answers the check, the lags and the DLQ size."""
+        facts: dict[str, Any] = {"lags": {}, "dlq": None}
+        kafka, index, minio = await asyncio.gather(
+            # Each Kafka request is bounded by CHECK_TIMEOUT_S; six of them at most here.
+            run_check("kafka", lambda: self._kafka(facts), 6 * CHECK_TIMEOUT_S),
+            run_check("index", self._index),
+            run_check("minio", self._minio_answers),
+        )
+        checks = {"kafka": kafka, "index": index, "minio": minio}
         return status_report(
-            checks, lags, dlq, instruments.minio_totals, self._workers(), datetime.now(UTC)
+            checks,
+            facts["lags"],
+            facts["dlq"],
+            instruments.minio_totals,
+            self._workers(),
+            datetime.now(UTC),
         )
 
-    async def _kafka(self) -> None:
-        async with KafkaProbe(self._settings, timeout_s=CHECK_TIMEOUT_S) as probe:
-            await probe.size(self._settings.kafka_events_topic)
+    async def _kafka(self, facts: dict[str, Any] | None = None) -> None:
+        """Kafka answers; with ``facts``, also the groups' lag and the DLQ's size there.
+
+        The check passes once the brokers answered; lag and DLQ are extras (None when
+        they could not be read in time)."""
+        settings = self._settings
+        async with KafkaProbe(settings, timeout_s=CHECK_TIMEOUT_S) as probe:
+            await probe.size(settings.kafka_events_topic)
+            if facts is None:
+                return
+            with contextlib.suppress(ConsumerError):
+                for role, group in (
+                    ("indexer", settings.kafka_group_id),
+                    ("processor", settings.kafka_processor_group_id),
+                ):
+                    facts["lags"][role] = await probe.lag(group, settings.kafka_events_topic)
+                facts["dlq"] = await probe.size(settings.kafka_dlq_topic)
 
     async def _index(self) -> None:
         if self._store is None:

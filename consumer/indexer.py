@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from consumer.index.base import BatchResult, KafkaPosition
 from consumer.retry import StopRequested, retry
 from consumer.settings import Settings
 from consumer.telemetry import (
-    count_by,
+    batch_span,
     instruments,
     kafka_attributes,
     object_attributes,
@@ -143,7 +144,8 @@ class IndexerStats:
     last_batch_s: float = 0.0
     events_by_kind: dict[str, int] = field(default_factory=dict)
 
-    def add(self, decoded: DecodedBatch, result: BatchResult, elapsed_s: float) -> None:
+    def add(self, decoded: DecodedBatch, result: BatchResult, elapsed_s: float) -> Counter[str]:
+        """Count the batch in; its events per kind (for the metrics)."""
         self.batches += 1
         self.events += len(decoded.events)
         self.journaled += result.journaled
@@ -152,8 +154,10 @@ class IndexerStats:
         self.stale_ignored += result.stale_ignored
         self.dead_lettered += len(decoded.dead_letters)
         self.last_batch_s = elapsed_s
-        for event, _ in decoded.events:
-            self.events_by_kind[event.kind] = self.events_by_kind.get(event.kind, 0) + 1
+        kinds = Counter(event.kind.value for event, _ in decoded.events)
+        for kind, count in kinds.items():
+            self.events_by_kind[kind] = self.events_by_kind.get(kind, 0) + count
+        return kinds
 
 
 # --------------------------------------------------------------------------------------
@@ -253,18 +257,12 @@ class Indexer:
         async with self._batch_lock:
             started = time.perf_counter()
             messages = sum(len(records) for records in batch.values())
-            attributes = {
-                **kafka_attributes(self.topic, self.group_id),
-                "messaging.batch.message_count": messages,
-            }
-            with tracer.start_as_current_span(
-                f"process {self.topic}", kind=SpanKind.CONSUMER, attributes=attributes
-            ) as batch_span:
+            with batch_span(self.topic, self.group_id, messages) as span:
                 decoded = decode_batch(
                     batch, max_message_bytes=self._settings.indexer_max_message_bytes
                 )
                 self.stats.messages += messages
-                event_spans = _event_spans(decoded.events, batch_span, self.topic, self.group_id)
+                event_spans = _event_spans(decoded.events, span, self.topic, self.group_id)
                 try:
                     result = await self._write(decoded)
                     await self._commit(offsets_to_commit(batch))
@@ -272,8 +270,8 @@ class Indexer:
                     for span in event_spans:
                         span.end()
                 elapsed = time.perf_counter() - started
-                self.stats.add(decoded, result, elapsed)
-                self._record_metrics(batch, decoded, elapsed)
+                kinds = self.stats.add(decoded, result, elapsed)
+                self._record_metrics(batch, decoded, elapsed, kinds)
                 log.debug(
                     "batch indexed",
                     events=len(decoded.events),
@@ -289,8 +287,8 @@ class Indexer:
             await self._retry_paused(
                 lambda: self._send_dead_letters(decoded.dead_letters), "dead-letter write"
             )
-        attributes = {
-            "db.system.name": getattr(self._store, "db_system", "other_sql"),
+        attributes: dict[str, str | int] = {
+            "db.system.name": self._store.db_system,
             "db.operation.name": "apply_batch",
             "voxpersona.batch.events": len(decoded.events),
         }
@@ -309,13 +307,12 @@ class Indexer:
             )
         return result
 
-    def _record_metrics(self, batch: Batch, decoded: DecodedBatch, elapsed_s: float) -> None:
-        group = {"group": self.group_id}
-        for kind, count in count_by([event.kind.value for event, _ in decoded.events]).items():
-            instruments.events.add(count, {**group, "kind": kind})
-        for error_class, count in count_by([d.error_class for d in decoded.dead_letters]).items():
-            instruments.dead_letters.add(count, {**group, "error_class": error_class})
-        backend = {"backend": getattr(self._store, "db_system", "other_sql")}
+    def _record_metrics(
+        self, batch: Batch, decoded: DecodedBatch, elapsed_s: float, kinds: Mapping[str, int]
+    ) -> None:
+        for kind, count in kinds.items():
+            instruments.events.add(count, {"group": self.group_id, "kind": kind})
+        backend = {"backend": self._store.db_system}
         instruments.batch_duration.record(elapsed_s, backend)
         now = datetime.now(UTC)
         for event, _ in decoded.events:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -293,6 +293,16 @@ def kafka_attributes(
     return attributes
 
 
+@contextmanager
+def batch_span(topic: str, group: str, messages: int) -> Iterator[Span]:
+    """The span of one consumed batch (indexer or processor), current while it runs."""
+    attributes = {**kafka_attributes(topic, group), "messaging.batch.message_count": messages}
+    with tracer.start_as_current_span(
+        f"process {topic}", kind=SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
 def object_attributes(
     bucket: str, key: str, size: int | None = None, version_id: str = ""
 ) -> dict[str, Any]:
@@ -349,10 +359,3 @@ def minio_operation(
             )
             instruments.minio_duration.record(elapsed, {"operation": operation})
             instruments.minio_totals.add(elapsed, ok)
-
-
-def count_by(values: Sequence[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts

@@ -284,6 +284,8 @@ class IndexStore(Protocol):
     is locked, and IndexWriteFailed for permanent failures.
     """
 
+    db_system: str  # OpenTelemetry's db.system.name: "sqlite", "postgresql"
+
     async def start(self) -> None:
         """Connect and apply pending migrations. Idempotent."""
 

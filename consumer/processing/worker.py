@@ -55,7 +55,7 @@ from consumer.processing.source import MinioSource, describe_minio_error
 from consumer.retry import RetriesExhausted, StopRequested, retry
 from consumer.settings import Settings
 from consumer.telemetry import (
-    count_by,
+    batch_span,
     instruments,
     kafka_attributes,
     minio_operation,
@@ -182,13 +182,7 @@ class ProcessorWorker:
     async def _process(self, batch: Batch) -> bool:
         """Run the batch's jobs and commit it; False if stopped before every job ended."""
         messages = sum(len(records) for records in batch.values())
-        attributes = {
-            **kafka_attributes(self.topic, self.group_id),
-            "messaging.batch.message_count": messages,
-        }
-        with tracer.start_as_current_span(
-            f"process {self.topic}", kind=SpanKind.CONSUMER, attributes=attributes
-        ):
+        with batch_span(self.topic, self.group_id, messages):
             return await self._process_batch(batch)
 
     async def _process_batch(self, batch: Batch) -> bool:
@@ -421,10 +415,6 @@ class ProcessorWorker:
 
         await retry(send, what="dead-letter write", base_s=0.5, cap_s=30.0, stop=self._stop)
         self.stats.dead_lettered += len(letters)
-        for error_class, count in count_by([letter.error_class for letter in letters]).items():
-            instruments.dead_letters.add(
-                count, {"group": self.group_id, "error_class": error_class}
-            )
 
     async def _commit(self, batch: Batch) -> None:
         assert self._consumer is not None

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -267,8 +266,6 @@ async def test_readyz_turns_unready_without_kafka_and_ready_when_it_returns(
                 async def ready() -> bool:
                     return (await http.get("/readyz")).status_code == 200
 
-                started = time.monotonic()
                 await until_async(ready, "never ready again after Kafka returned", 90)
-                assert time.monotonic() - started < 90
         finally:
             await server.close()
