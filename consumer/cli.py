@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
+from consumer.client.commands import COMMANDS as CLIENT_COMMANDS
+from consumer.client.commands import add_client_verbs
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
 from consumer.index import IndexStore, JobStatus, ObjectRecord, open_index
 from consumer.logs import configure_logging
@@ -97,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="the report as one JSON object")
     _add_retention(verbs)
+    add_client_verbs(verbs)
     return parser
 
 
@@ -369,6 +372,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "usage": _cmd_usage,
     "retention": _cmd_retention,
     "status": _cmd_status,
+    **CLIENT_COMMANDS,
 }
 
 

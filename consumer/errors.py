@@ -8,9 +8,19 @@ from __future__ import annotations
 
 
 class ConsumerError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    ``retriable`` says whether trying again may help; each class has a default, and an
+    instance may override it (an upload refused by policy is final, one cut by a network
+    blip is not).
+    """
 
     retriable: bool = False
+
+    def __init__(self, *args: object, retriable: bool | None = None) -> None:
+        super().__init__(*args)
+        if retriable is not None:
+            self.retriable = retriable
 
 
 class ConfigError(ConsumerError):
@@ -33,3 +43,11 @@ class NotFound(ConsumerError):
 
 class SetupFailed(ConsumerError):
     """Provisioning (buckets, notifications, topics) was refused by a server."""
+
+
+class UploadFailed(ConsumerError):
+    """An upload did not complete (refused, cut, or its verification failed)."""
+
+
+class DownloadFailed(ConsumerError):
+    """A download or stream of an object did not complete."""

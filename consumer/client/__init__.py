@@ -1,0 +1,36 @@
+"""The client side: the Python API the bot uses (``VoxClient``, ``SyncVoxClient``)."""
+
+from consumer.client.api import (
+    DeleteResult,
+    ProgressCallback,
+    UploadProgress,
+    UploadResult,
+    VoxClient,
+)
+from consumer.client.presign import PresignedPost, PresignedPut
+from consumer.client.sync import SyncVoxClient
+from consumer.errors import (
+    ConnectionFailed,
+    ConsumerError,
+    DownloadFailed,
+    InvalidInput,
+    NotFound,
+    UploadFailed,
+)
+
+__all__ = [
+    "ConnectionFailed",
+    "ConsumerError",
+    "DeleteResult",
+    "DownloadFailed",
+    "InvalidInput",
+    "NotFound",
+    "PresignedPost",
+    "PresignedPut",
+    "ProgressCallback",
+    "SyncVoxClient",
+    "UploadFailed",
+    "UploadProgress",
+    "UploadResult",
+    "VoxClient",
+]

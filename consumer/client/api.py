@@ -1,0 +1,730 @@
+"""The Python API the bot (and scripts) use: presign, upload, stream, query, delete, health.
+
+Ingestion does not go through here: MinIO's events do. This is the convenience layer the
+seeds' manager offered, rebuilt on top of the event-driven design — uploads and deletes go
+straight to MinIO (the index follows through the events), queries read the index.
+
+    async with VoxClient(Settings()) as client:
+        post = await client.presign_upload("42", "interview.ogg", session_type="interview")
+        … the bot hands post.url / post.fields to the uploader …
+        record = await client.wait_indexed(post.bucket, post.key)
+
+minio-py is synchronous; its calls run in worker threads so the event loop stays free.
+Every failure is a ``consumer.errors.ConsumerError`` with ``retriable`` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.datatypes import Object, PostPolicy
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from opentelemetry.trace import SpanKind
+
+from consumer.client.files import UPLOAD_PART_SIZE, FileDigest, content_type_for, digest_file
+from consumer.client.presign import (
+    DEFAULT_EXPIRY,
+    PresignedPost,
+    PresignedPut,
+    check_expiry,
+    host_header,
+    object_path,
+    post_conditions,
+    presign_v4,
+    put_headers,
+    upload_metadata,
+)
+from consumer.errors import (
+    ConnectionFailed,
+    ConsumerError,
+    DownloadFailed,
+    InvalidInput,
+    NotFound,
+    UploadFailed,
+)
+from consumer.index import IndexStore, JobStatus, ObjectRecord, UsageRow, open_index
+from consumer.minio_client import minio_client
+from consumer.names import SHA256, check_key, check_user_id, upload_key
+from consumer.retry import RetriesExhausted, retry
+from consumer.settings import Settings
+from consumer.telemetry import minio_operation, object_attributes, traceparent_of, tracer
+
+T = TypeVar("T")
+
+_NOT_FOUND: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+# S3 codes where the same request may succeed later; anything else is final.
+_TRANSIENT: Final = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "XMinioServerNotInitialized",
+    }
+)
+_STREAM_CHUNK: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    """Where an upload is: bytes handed to the network so far, of ``total_bytes``."""
+
+    key: str
+    bytes_sent: int
+    total_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_sent / self.total_bytes if self.total_bytes else 1.0
+
+
+ProgressCallback = Callable[[UploadProgress], None]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+    sha256: str
+    content_type: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    multipart: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "metadata": self.metadata,
+            "multipart": self.multipart,
+        }
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    bucket: str
+    key: str
+    version_id: str | None
+    outcome: Literal["deleted", "absent", "failed"]
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
+def minio_failure(
+    exc: BaseException, what: str, failure: type[ConsumerError] = UploadFailed
+) -> ConsumerError:
+    """A minio/urllib3 exception as this package's error, with ``retriable`` set right."""
+    if isinstance(exc, ConsumerError):
+        return exc
+    if isinstance(exc, S3Error):
+        if exc.code in _NOT_FOUND:
+            return NotFound(f"{what}: {exc.code}")
+        return failure(
+            f"{what}: MinIO said {exc.code}: {exc.message}", retriable=exc.code in _TRANSIENT
+        )
+    if isinstance(exc, ServerError | InvalidResponseError):
+        return failure(f"{what}: MinIO answered {exc}", retriable=True)
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return ConnectionFailed(f"{what}: MinIO unreachable ({type(exc).__name__})")
+    return failure(f"{what}: {type(exc).__name__}: {exc}", retriable=False)
+
+
+_MINIO_ERRORS: Final = (MinioException, urllib3.exceptions.HTTPError, OSError)
+
+
+class _ProgressRelay:
+    """minio-py's progress protocol (called from its upload threads) → UploadProgress."""
+
+    def __init__(self, key: str, total: int, callback: ProgressCallback) -> None:
+        self._key = key
+        self._total = total
+        self._callback = callback
+        self._sent = 0
+        self._lock = threading.Lock()
+
+    def set_meta(self, object_name: str, total_length: int) -> None:
+        with self._lock:  # a retry starts over
+            self._sent = 0
+        self._callback(UploadProgress(self._key, 0, self._total))
+
+    def update(self, size: int) -> None:
+        with self._lock:
+            self._sent = min(self._total, self._sent + size)
+            sent = self._sent
+        self._callback(UploadProgress(self._key, sent, self._total))
+
+
+class VoxClient:
+    """Async client of the storage and its index; use as ``async with``."""
+
+    def __init__(self, settings: Settings, *, minio: Minio | None = None) -> None:
+        self.settings = settings
+        self._minio = minio or minio_client(settings)
+        self._store: IndexStore | None = None
+        self._store_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"VoxClient(endpoint={self.settings.minio_endpoint!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    # --- presigned requests ------------------------------------------------------------
+
+    async def presign_upload(
+        self,
+        user_id: str,
+        file_name: str,
+        *,
+        content_type: str | None = None,
+        session_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+        expires: timedelta = DEFAULT_EXPIRY,
+        max_size: int | None = None,
+    ) -> PresignedPost:
+        """A POST policy for one new object of ``user_id`` in the audio bucket: key, content
+        type, size range and metadata are fixed; MinIO refuses a form that changes them."""
+        bucket, key, content_type, meta = self._new_upload(
+            user_id, file_name, content_type, session_type, metadata, traceparent
+        )
+        limit = self._size_limit(max_size)
+        expires_at = _now() + check_expiry(expires)
+        policy = PostPolicy(bucket, expires_at)
+        for name, value in post_conditions(key, content_type, meta).items():
+            policy.add_equals_condition(name, value)
+        policy.add_content_length_range_condition(1, limit)
+        fields = self._minio.presigned_post_policy(policy)
+        fields.update(post_conditions(key, content_type, meta))
+        return PresignedPost(
+            url=f"{self._base_url()}/{bucket}",
+            fields=fields,
+            bucket=bucket,
+            key=key,
+            max_size=limit,
+            expires_at=expires_at,
+        )
+
+    async def presign_put(
+        self,
+        user_id: str,
+        file_name: str,
+        *,
+        content_type: str | None = None,
+        session_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+        expires: timedelta = DEFAULT_EXPIRY,
+    ) -> PresignedPut:
+        """The PUT variant: a URL whose signature covers the content type and metadata, so
+        the uploader must send exactly ``headers``. (A PUT cannot bound the size; prefer
+        the POST policy when that matters.)"""
+        bucket, key, content_type, meta = self._new_upload(
+            user_id, file_name, content_type, session_type, metadata, traceparent
+        )
+        expires = check_expiry(expires)
+        now = _now()
+        headers = put_headers(content_type, meta)
+        url = presign_v4(
+            method="PUT",
+            scheme="https" if self.settings.minio_use_ssl else "http",
+            host=host_header(self.settings.minio_endpoint, self.settings.minio_use_ssl),
+            path=object_path(bucket, key),
+            headers=headers,
+            access_key=self.settings.minio_access_key,
+            secret_key=self.settings.minio_secret_key.get_secret_value(),
+            region=self.settings.minio_region,
+            now=now,
+            expires=expires,
+        )
+        return PresignedPut(
+            url=url, headers=headers, bucket=bucket, key=key, expires_at=now + expires
+        )
+
+    async def presign_download(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        expires: timedelta = DEFAULT_EXPIRY,
+    ) -> str:
+        """A GET URL for one object (version), valid for ``expires``."""
+        check_key(key)
+        return self._minio.presigned_get_object(
+            bucket, key, expires=check_expiry(expires), version_id=version_id
+        )
+
+    # --- uploads -------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        path: Path,
+        user_id: str,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        session_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload a local file (multipart above 16 MiB) with its metadata, retrying
+        transient failures (MINIO_MAX_RETRIES, MINIO_RETRY_BACKOFF), then verify it: the
+        ETag MinIO reports must be the one the local bytes give.
+
+        ``progress`` is called from upload threads; keep it quick and thread-safe.
+        """
+        check_user_id(user_id)
+        size = _regular_file_size(path)
+        if size > self.settings.minio_max_file_size:
+            raise InvalidInput(
+                f"{path}: {size} bytes is over MINIO_MAX_FILE_SIZE "
+                f"({self.settings.minio_max_file_size})"
+            )
+        bucket = bucket or self.settings.minio_audio_bucket_name
+        key = (
+            check_key(key)
+            if key
+            else upload_key(user_id, path.name, now=_now(), unique=secrets.token_hex(6))
+        )
+        content_type = content_type or content_type_for(path.name)
+        digest = await asyncio.to_thread(digest_file, path)
+        if digest.size != size:
+            raise UploadFailed(f"{path}: the file changed while it was read", retriable=True)
+        with tracer.start_as_current_span(
+            "upload", kind=SpanKind.PRODUCER, attributes=object_attributes(bucket, key, size)
+        ) as span:
+            meta = self._upload_meta(
+                user_id, path.name, session_type, metadata, digest, traceparent_of(span)
+            )
+            relay = _ProgressRelay(key, size, progress) if progress else None
+            etag, version_id = await self._retrying(
+                bucket,
+                f"upload {bucket}/{key}",
+                lambda: self._put_file(path, bucket, key, content_type, meta, relay),
+                UploadFailed,
+                operation=None,  # _put_file traces the PutObject itself
+            )
+        if etag != digest.etag:
+            raise UploadFailed(
+                f"upload {bucket}/{key}: MinIO stored ETag {etag}, the local file gives "
+                f"{digest.etag}: the bytes differ"
+            )
+        return UploadResult(
+            bucket=bucket,
+            key=key,
+            version_id=version_id,
+            etag=etag,
+            size=size,
+            sha256=digest.sha256,
+            content_type=content_type,
+            metadata=meta,
+            multipart=size > UPLOAD_PART_SIZE,
+        )
+
+    # --- reading objects ---------------------------------------------------------------
+
+    async def stream(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        chunk_size: int = _STREAM_CHUNK,
+    ) -> AsyncGenerator[bytes, None]:
+        """The object's bytes in chunks, without holding it in memory."""
+        check_key(key)
+        what = f"stream {bucket}/{key}"
+        response = await self._call(
+            bucket,
+            what,
+            lambda: self._minio.get_object(bucket, key, version_id=version_id),
+            DownloadFailed,
+            operation="GetObject",
+        )
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(response.read, chunk_size)
+                except _MINIO_ERRORS as exc:
+                    raise minio_failure(exc, what, DownloadFailed) from exc
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def download(
+        self, bucket: str, key: str, destination: Path, *, version_id: str | None = None
+    ) -> Path:
+        """Save the object to ``destination`` (written to a part file, then renamed)."""
+        check_key(key)
+        await self._retrying(
+            bucket,
+            f"download {bucket}/{key}",
+            lambda: self._minio.fget_object(bucket, key, str(destination), version_id=version_id),
+            DownloadFailed,
+            operation="GetObject",
+        )
+        return destination
+
+    # --- the index -----------------------------------------------------------------------
+
+    async def list_objects(
+        self,
+        *,
+        bucket: str | None = None,
+        user_id: str | None = None,
+        prefix: str | None = None,
+        status: JobStatus | str | None = None,
+        limit: int = 1000,
+    ) -> list[ObjectRecord]:
+        store = await self._index()
+        return await store.list_objects(
+            bucket=bucket,
+            user_id=user_id,
+            prefix=prefix,
+            processing_status=JobStatus(status) if status else None,
+            limit=limit,
+        )
+
+    async def search(
+        self, metadata: Mapping[str, str], *, bucket: str | None = None, limit: int = 1000
+    ) -> list[ObjectRecord]:
+        """Live objects whose user metadata has all these values (names case-insensitive)."""
+        if not metadata:
+            raise InvalidInput("search needs at least one metadata criterion")
+        store = await self._index()
+        return await store.list_objects(
+            bucket=bucket, metadata={k.lower(): v for k, v in metadata.items()}, limit=limit
+        )
+
+    async def get(self, bucket: str, key: str) -> ObjectRecord:
+        """The live object's index row; NotFound when the index has none."""
+        store = await self._index()
+        record = await store.get_object(bucket, key)
+        if record is None or record.deleted:
+            raise NotFound(f"{bucket}/{key} is not in the index")
+        return record
+
+    async def usage(self, *, by: Literal["user", "bucket"] = "user") -> list[UsageRow]:
+        store = await self._index()
+        return await store.usage(by=by)
+
+    async def wait_indexed(
+        self, bucket: str, key: str, *, etag: str | None = None, timeout_s: float = 30.0
+    ) -> ObjectRecord:
+        """The index row once the object's event has been indexed (with ``etag``, that
+        content); NotFound (retriable) after ``timeout_s``."""
+        store = await self._index()
+
+        async def indexed() -> ObjectRecord | None:
+            record = await store.get_object(bucket, key)
+            if record is None or record.deleted or (etag and record.etag != etag):
+                return None
+            return record
+
+        return await _poll(indexed, timeout_s, f"{bucket}/{key} not indexed")
+
+    async def wait_removed(self, bucket: str, key: str, *, timeout_s: float = 30.0) -> None:
+        """Return once the index no longer lists the object (its removal event arrived)."""
+        store = await self._index()
+
+        async def removed() -> bool | None:
+            record = await store.get_object(bucket, key)
+            return True if record is None or record.deleted else None
+
+        await _poll(removed, timeout_s, f"{bucket}/{key} still indexed")
+
+    # --- deletes ------------------------------------------------------------------------
+
+    async def delete(
+        self, bucket: str, keys: str | Sequence[str], *, version_id: str | None = None
+    ) -> list[DeleteResult]:
+        """Delete objects (one multi-object request per 1000); the index follows through
+        the removal events. Each key's outcome is reported: deleted, absent, failed."""
+        names = [keys] if isinstance(keys, str) else list(keys)
+        if not names:
+            raise InvalidInput("nothing to delete: give at least one key")
+        if version_id is not None and len(names) != 1:
+            raise InvalidInput("a version id applies to exactly one key")
+        for name in names:
+            check_key(name)
+        present = await asyncio.gather(*(self._exists(bucket, n, version_id) for n in names))
+        results = {
+            name: DeleteResult(bucket, name, version_id, "absent")
+            for name, exists in zip(names, present, strict=True)
+            if not exists
+        }
+        doomed = [name for name, exists in zip(names, present, strict=True) if exists]
+        failed = await self.remove_versions(bucket, [DeleteObject(n, version_id) for n in doomed])
+        for name in doomed:
+            error = failed.get(name)
+            outcome: Literal["deleted", "failed"] = "failed" if error else "deleted"
+            results[name] = DeleteResult(bucket, name, version_id, outcome, error)
+        return [results[name] for name in names]
+
+    async def remove_versions(self, bucket: str, objects: Sequence[DeleteObject]) -> dict[str, str]:
+        """Multi-object deletes (1000 per request) of exact keys or versions; returns the
+        refused ones, key → "Code: message"."""
+        refused: dict[str, str] = {}
+        for start in range(0, len(objects), 1000):
+            chunk = list(objects[start : start + 1000])
+            errors = await self._call(
+                bucket,
+                f"delete {len(chunk)} objects in {bucket}",
+                lambda chunk=chunk: list(self._minio.remove_objects(bucket, chunk)),  # type: ignore[misc]
+                ConsumerError,
+                operation="DeleteObjects",
+            )
+            refused.update({error.name or "": f"{error.code}: {error.message}" for error in errors})
+        return refused
+
+    async def stat(self, bucket: str, key: str, *, version_id: str | None = None) -> Object:
+        """MinIO's view of one object (HEAD): size, etag, version, metadata. NotFound."""
+        check_key(key)
+        return await self._call(
+            bucket,
+            f"stat {bucket}/{key}",
+            lambda: self._minio.stat_object(bucket, key, version_id=version_id),
+            DownloadFailed,
+            operation="HeadObject",
+            expected_not_found=True,
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """The running consumer's /status report, or one built here (see `status`)."""
+        from consumer.health import fetch_or_build_status
+
+        return await fetch_or_build_status(self.settings)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _new_upload(
+        self,
+        user_id: str,
+        file_name: str,
+        content_type: str | None,
+        session_type: str | None,
+        metadata: Mapping[str, str] | None,
+        traceparent: str | None,
+    ) -> tuple[str, str, str, dict[str, str]]:
+        key = upload_key(user_id, file_name, now=_now(), unique=secrets.token_hex(6))
+        meta = upload_metadata(
+            user_id,
+            original_name=file_name,
+            session_type=session_type,
+            traceparent=traceparent,
+            extra=metadata,
+        )
+        return (
+            self.settings.minio_audio_bucket_name,
+            key,
+            content_type or content_type_for(file_name),
+            meta,
+        )
+
+    def _upload_meta(
+        self,
+        user_id: str,
+        file_name: str,
+        session_type: str | None,
+        metadata: Mapping[str, str] | None,
+        digest: FileDigest,
+        traceparent: str | None,
+    ) -> dict[str, str]:
+        meta = upload_metadata(
+            user_id,
+            original_name=file_name,
+            session_type=session_type,
+            traceparent=traceparent,
+            extra=metadata,
+        )
+        meta[SHA256] = digest.sha256
+        return meta
+
+    def _size_limit(self, max_size: int | None) -> int:
+        limit = self.settings.minio_max_file_size
+        if max_size is not None:
+            if not 1 <= max_size <= limit:
+                raise InvalidInput(f"max size must be between 1 and MINIO_MAX_FILE_SIZE ({limit})")
+            limit = max_size
+        return limit
+
+    def _base_url(self) -> str:
+        scheme = "https" if self.settings.minio_use_ssl else "http"
+        return (
+            f"{scheme}://{host_header(self.settings.minio_endpoint, self.settings.minio_use_ssl)}"
+        )
+
+    def _put_file(
+        self,
+        path: Path,
+        bucket: str,
+        key: str,
+        content_type: str,
+        metadata: dict[str, str],
+        relay: _ProgressRelay | None,
+    ) -> tuple[str, str | None]:
+        with minio_operation("PutObject", bucket, key):
+            result = self._minio.fput_object(
+                bucket,
+                key,
+                str(path),
+                content_type=content_type,
+                metadata=metadata,  # type: ignore[arg-type]
+                progress=relay,
+                part_size=UPLOAD_PART_SIZE,
+            )
+        return (result.etag or "").strip('"'), result.version_id
+
+    async def _exists(self, bucket: str, key: str, version_id: str | None) -> bool:
+        try:
+            await self.stat(bucket, key, version_id=version_id)
+        except NotFound:
+            return False
+        return True
+
+    async def _call(
+        self,
+        bucket: str,
+        what: str,
+        call: Callable[[], T],
+        failure: type[ConsumerError],
+        *,
+        operation: str | None,
+        expected_not_found: bool = False,
+    ) -> T:
+        """One MinIO call in a worker thread, traced and timed as ``operation`` (None: the
+        call does it itself), its errors translated."""
+
+        def traced() -> T:
+            if operation is None:
+                return call()
+            with minio_operation(
+                operation,
+                bucket,
+                expected=lambda exc: (
+                    expected_not_found and isinstance(exc, S3Error) and exc.code in _NOT_FOUND
+                ),
+            ):
+                return call()
+
+        try:
+            return await asyncio.to_thread(traced)
+        except _MINIO_ERRORS as exc:
+            raise minio_failure(exc, what, failure) from exc
+
+    async def _retrying(
+        self,
+        bucket: str,
+        what: str,
+        call: Callable[[], T],
+        failure: type[ConsumerError],
+        *,
+        operation: str | None,
+    ) -> T:
+        """``_call`` retried on retriable errors (MINIO_MAX_RETRIES, MINIO_RETRY_BACKOFF)."""
+
+        async def attempt() -> T:
+            return await self._call(bucket, what, call, failure, operation=operation)
+
+        try:
+            return await retry(
+                attempt,
+                what=what,
+                base_s=self.settings.minio_retry_backoff,
+                max_attempts=self.settings.minio_max_retries + 1,
+            )
+        except RetriesExhausted as exc:
+            raise failure(str(exc), retriable=True) from exc
+
+    async def _index(self) -> IndexStore:
+        async with self._store_lock:
+            if self._store is None:
+                store = open_index(self.settings.index_url)
+                await store.start()
+                self._store = store
+            return self._store
+
+
+async def _poll(check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    delay = 0.05
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if asyncio.get_running_loop().time() >= deadline:
+            raise NotFound(f"{what} after {timeout_s:g} s", retriable=True)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _regular_file_size(path: Path) -> int:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    if not path.is_file():
+        raise InvalidInput(f"{path}: not a regular file")
+    return stat.st_size
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = [
+    "DeleteResult",
+    "ProgressCallback",
+    "UploadProgress",
+    "UploadResult",
+    "VoxClient",
+    "minio_failure",
+]
