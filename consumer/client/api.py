@@ -308,7 +308,7 @@ class VoxClient:
         content_type: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> UploadResult:
-        """Upload a local file (multipart above 16 MiB) with its metadata, retrying
+        """Upload a local file (multipart above 8 MiB) with its metadata, retrying
         transient failures (MINIO_MAX_RETRIES, MINIO_RETRY_BACKOFF), then verify it: the
         ETag MinIO reports must be the one the local bytes give.
 
@@ -618,6 +618,9 @@ class VoxClient:
                 metadata=metadata,  # type: ignore[arg-type]
                 progress=relay,
                 part_size=UPLOAD_PART_SIZE,
+                # One part at a time: minio-py reports progress as it reads a part, so
+                # parallel parts would run the bar ahead of what MinIO has received.
+                num_parallel_uploads=1,
             )
         return (result.etag or "").strip('"'), result.version_id
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-UPLOAD_PART_SIZE: Final = 16 * 1024 * 1024  # files above this go as multipart uploads
+# Files above this go as multipart uploads of parts this size (boto3's default). Progress
+# is reported per part, so a smaller part gives a smoother bar; S3's minimum is 5 MiB.
+UPLOAD_PART_SIZE: Final = 8 * 1024 * 1024
 _READ_SIZE: Final = 1024 * 1024
 
 # mimetypes misses or misnames some audio formats the bot receives.

@@ -73,6 +73,8 @@ class SyncVoxClient:
     wait_indexed = _blocking(VoxClient.wait_indexed)
     wait_removed = _blocking(VoxClient.wait_removed)
     delete = _blocking(VoxClient.delete)
+    remove_versions = _blocking(VoxClient.remove_versions)
+    stat = _blocking(VoxClient.stat)
     health = _blocking(VoxClient.health)
 
     def stream(
