@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from consumer.client import (
     InvalidInput,
     NotFound,
     SyncVoxClient,
+    UploadFailed,
     UploadProgress,
     VoxClient,
 )
@@ -33,6 +35,9 @@ from consumer.settings import Settings
 from tests.conftest import REPO_ROOT, StackEndpoints, unique_name
 from tests.helpers import read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli
+
+if TYPE_CHECKING:
+    from infra.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -412,3 +417,33 @@ def test_import_interrupted_resumed_verified_and_rolled_back(
     wrong_owner = run_cli(env, "import", str(source), "--user", "32")
     assert wrong_owner.returncode == 2
     assert "belongs to the import" in wrong_owner.stderr
+
+
+async def test_an_upload_retries_through_a_minio_outage(
+    stack_control: Stack, settings: Settings, audio_bucket: str, minio: Minio, tmp_path: Path
+) -> None:
+    """MinIO is down when the upload starts: the client backs off and retries
+    (MINIO_MAX_RETRIES, MINIO_RETRY_BACKOFF), and the upload lands once MinIO is back."""
+    path = tmp_path / "during outage.ogg"
+    path.write_bytes(b"OggS " * 2000)
+    patient = settings.model_copy(update={"minio_max_retries": 8, "minio_retry_backoff": 1.0})
+    await asyncio.to_thread(stack_control.stop_server, "minio")
+    try:
+        async with VoxClient(patient) as client:
+            upload = asyncio.create_task(client.upload(path, "41"))
+            await asyncio.sleep(3)
+            assert not upload.done(), "the upload gave up while MinIO was down"
+            await asyncio.to_thread(stack_control.start_server, "minio")
+            result = await asyncio.wait_for(upload, timeout=120)
+    finally:
+        await asyncio.to_thread(stack_control.start_server, "minio")
+    assert minio.stat_object(audio_bucket, result.key).size == path.stat().st_size
+    impatient = settings.model_copy(update={"minio_max_retries": 1, "minio_retry_backoff": 0.1})
+    await asyncio.to_thread(stack_control.stop_server, "minio")
+    try:
+        async with VoxClient(impatient) as client:
+            with pytest.raises(UploadFailed, match="gave up after 2 attempts") as failed:
+                await client.upload(path, "41")
+        assert failed.value.retriable
+    finally:
+        await asyncio.to_thread(stack_control.start_server, "minio")
