@@ -30,6 +30,7 @@ from minio import Minio
 from minio.datatypes import Object, PostPolicy
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from consumer.client.files import UPLOAD_PART_SIZE, FileDigest, content_type_for, digest_file
@@ -557,7 +558,8 @@ class VoxClient:
             user_id,
             original_name=file_name,
             session_type=session_type,
-            traceparent=traceparent,
+            # The caller's trace continues through the upload's event (see telemetry).
+            traceparent=traceparent or traceparent_of(trace.get_current_span()),
             extra=metadata,
         )
         return (
