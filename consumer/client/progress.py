@@ -60,10 +60,12 @@ class ProgressBar:
                 if done < self._total:  # finish() prints the 100 % line
                     self._draw("", "\n")
 
-    def finish(self, note: str = "") -> None:
+    def finish(self, failure: str = "") -> None:
+        """End the bar: complete, or where it stopped with ``failure`` after it."""
         with self._lock:
-            self._done = max(self._done, self._total) if not note else self._done
-            self._draw("\r" if self._tty else "", f"{note}\n")
+            if not failure:
+                self._done = self._total
+            self._draw("\r" if self._tty else "", f"{failure}\n")
 
     def _draw(self, start: str, end: str = "") -> None:
         line = render_bar(
