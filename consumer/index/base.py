@@ -320,13 +320,13 @@ def growth_query(
 
     in_bucket = f" AND bucket = {mark(bucket)}" if bucket is not None else ""
     from_since = mark(since)
-    of_user = (
-        " AND EXISTS (SELECT 1 FROM objects AS o WHERE o.bucket = changes.bucket"
-        " AND o.key = changes.key AND o.version_id = changes.version_id"
-        f" AND o.user_id = {mark(user_id)})"
-        if user_id is not None
-        else ""
-    )
+    of_user = ""
+    if user_id is not None:
+        of_user = (
+            " AND EXISTS (SELECT 1 FROM objects AS o WHERE o.bucket = changes.bucket"  # noqa: S608
+            " AND o.key = changes.key AND o.version_id = changes.version_id"
+            f" AND o.user_id = {mark(user_id)})"
+        )
     sql = f"""
 WITH changes AS (
     SELECT bucket, key, version_id, event_time, size,
