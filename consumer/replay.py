@@ -114,7 +114,8 @@ async def plan_replay(settings: Settings, since: datetime, group: str) -> Replay
     )
     try:
         await consumer.start()
-        await consumer.topics()  # fetches the cluster's metadata
+        # Metadata of a topic the consumer has not subscribed to (as lag.py does).
+        await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise InvalidInput(f"no topic named {topic!r}")
