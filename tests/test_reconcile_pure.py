@@ -209,3 +209,17 @@ def test_progress_is_silent_when_not_a_terminal() -> None:
     progress.show("reconcile: listed 1000")
     progress.done()
     assert stream.getvalue() == ""
+
+
+def test_a_found_repair_starts_processing_a_gone_one_does_not() -> None:
+    from consumer.processing.rules import Rule, select_jobs
+
+    rule = Rule(bucket="bkt", processors=("audio-probe",))
+    found = found_event("bkt", "user_1/a.ogg", head(), WRITTEN, "r")
+    gone = gone_event(row("user_1/b.ogg"), WRITTEN, "r")
+    planned = select_jobs(
+        [(found, 0), (gone, 1)], [rule], available=frozenset({"audio-probe"}), results_bucket="x"
+    )
+    assert [(p.job.request.key, p.job.request.sequencer) for p in planned] == [
+        ("user_1/a.ogg", found.sequencer)
+    ]
