@@ -93,14 +93,41 @@ def _build_parser() -> argparse.ArgumentParser:
     usage = verbs.add_parser("usage", help="objects and bytes per user or bucket")
     usage.add_argument("--by", choices=["user", "bucket"], default="user")
     usage.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_growth(usage)
     status = verbs.add_parser(
         "status",
         help="health report: connections, MinIO success rate, lag, DLQ (exit 1: unhealthy)",
     )
     status.add_argument("--json", action="store_true", help="the report as one JSON object")
     _add_retention(verbs)
+    _add_reconcile_replay(verbs)
     add_client_verbs(verbs)
     return parser
+
+
+def _add_growth(usage: argparse.ArgumentParser) -> None:
+    usage.add_argument(
+        "--growth", action="store_true", help="objects and bytes per UTC day, from the journal"
+    )
+    usage.add_argument("--days", type=_positive_int, help="with --growth: days back (30)")
+    usage.add_argument("--bucket", help="with --growth: only this bucket")
+    usage.add_argument("--user", help="with --growth: only this user's objects")
+
+
+def _add_reconcile_replay(verbs: argparse._SubParsersAction[_OneLineParser]) -> None:
+    reconcile = verbs.add_parser(
+        "reconcile", help="compare the buckets with the index (missing, stale, extra)"
+    )
+    reconcile.add_argument("--bucket", help="only this bucket (default: the watched ones)")
+    reconcile.add_argument(
+        "--repair", action="store_true", help="re-index the differences from MinIO"
+    )
+    reconcile.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = verbs.add_parser("replay", help="index the events topic again from a moment on")
+    replay.add_argument(
+        "--since", required=True, metavar="TIME", help="ISO-8601 time, or 30m, 2h, 7d, 1w ago"
+    )
+    replay.add_argument("--json", action="store_true", help="the summary as one JSON object")
 
 
 def _add_retention(verbs: argparse._SubParsersAction[_OneLineParser]) -> None:
@@ -254,6 +281,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    if args.growth:
+        return _usage_growth(args, settings)
+    if args.days is not None or args.bucket is not None or args.user is not None:
+        raise InvalidInput("--days, --bucket and --user go with --growth")
     rows = asyncio.run(_with_index(settings, lambda store: store.usage(by=args.by)))
     fields = [usage_fields(row, args.by) for row in rows]
     if args.json:
@@ -262,6 +293,93 @@ def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
         for row in fields:
             row["size"] = human_bytes(row["bytes"])
         sys.stdout.write(table(fields, (args.by, "objects", "bytes", "size")))
+    return EXIT_OK
+
+
+def _usage_growth(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from consumer.index.base import every_day
+    from consumer.output import growth_fields
+
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=(args.days or 30) - 1)
+    rows = asyncio.run(
+        _with_index(
+            settings,
+            lambda store: store.growth(since=first, bucket=args.bucket, user_id=args.user),
+        )
+    )
+    fields = [growth_fields(row) for row in every_day(rows, first, today)]
+    if args.json:
+        sys.stdout.write(json_lines(fields))
+    else:
+        for row in fields:
+            for name in ("bytes_created", "bytes_removed"):
+                row[name] = human_bytes(row[name])
+            row["net_bytes"] = ("-" if row["net_bytes"] < 0 else "") + human_bytes(
+                abs(row["net_bytes"])
+            )
+        columns = (
+            "day",
+            "objects_created",
+            "bytes_created",
+            "objects_removed",
+            "bytes_removed",
+            "net_objects",
+            "net_bytes",
+        )
+        sys.stdout.write(table(fields, columns))
+    return EXIT_OK
+
+
+def _cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.minio_client import minio_client
+    from consumer.notify_config import load_notify_config
+    from consumer.reconcile import run_reconcile, watched
+
+    buckets = watched(load_notify_config(settings.minio_notify_config, settings), args.bucket)
+    report = asyncio.run(
+        _with_index(
+            settings,
+            lambda store: run_reconcile(
+                settings, store, minio_client(settings), buckets, repair=args.repair
+            ),
+        )
+    )
+    rows = [mismatch.fields() for mismatch in report.mismatches]
+    if args.json:
+        sys.stdout.write(json_lines(rows))
+    elif rows:
+        columns = ["kind", "bucket", "key", "version_id", "bucket_size", "bucket_etag"]
+        columns += ["index_size", "index_etag"] + (["repair"] if args.repair else [])
+        sys.stdout.write(table(rows, columns))
+    summary = report.summary()
+    line = ", ".join(f"{name}={value}" for name, value in summary.items() if name != "run_id")
+    print(f"reconcile {summary['run_id']}: {line}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from consumer.replay import parse_since, replay_group, run_replay
+
+    now = datetime.now(UTC)
+    since = parse_since(args.since, now)
+    group = replay_group(settings.kafka_group_id, now)
+    print(f"replay: group {group}, from {since.isoformat()}", file=sys.stderr)
+    report = asyncio.run(
+        _with_index(settings, lambda store: run_replay(settings, store, since, group=group))
+    )
+    fields = report.fields()
+    if args.json:
+        print(json.dumps(fields))
+    else:
+        width = max(len(name) for name in fields)
+        sys.stdout.write(
+            "".join(f"{name.ljust(width)}  {value}\n" for name, value in fields.items())
+        )
     return EXIT_OK
 
 
@@ -372,6 +490,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "usage": _cmd_usage,
     "retention": _cmd_retention,
     "status": _cmd_status,
+    "reconcile": _cmd_reconcile,
+    "replay": _cmd_replay,
     **CLIENT_COMMANDS,
 }
 

@@ -56,6 +56,14 @@ class EventKind(StrEnum):
     EXPIRED = "expired"
     NOOP = "noop"
     OTHER = "other"
+    # Written by `reconcile --repair`, not by the server: the object's real state, learned
+    # from a bucket listing and a HEAD (RECONCILE_FOUND) or its absence (RECONCILE_GONE).
+    RECONCILED = "reconciled"
+
+
+# The event names of reconcile's repairs (see consumer/reconcile.py).
+RECONCILE_FOUND: Final = "s3:ObjectCreated:Reconciled"
+RECONCILE_GONE: Final = "s3:ObjectRemoved:Reconciled"
 
 
 _KIND_BY_NAME: Final[Mapping[str, EventKind]] = {
@@ -74,6 +82,8 @@ _KIND_BY_NAME: Final[Mapping[str, EventKind]] = {
     "s3:ObjectRemoved:DeleteAllVersions": EventKind.REMOVED,
     # A DELETE of a key that did not exist.
     "s3:ObjectRemoved:NoOP": EventKind.NOOP,
+    RECONCILE_FOUND: EventKind.RECONCILED,
+    RECONCILE_GONE: EventKind.RECONCILED,
 }
 # AWS's own names for tagging changes and lifecycle deletes (MinIO uses the ones above).
 _KIND_BY_PREFIX: Final[tuple[tuple[str, EventKind], ...]] = (
@@ -189,6 +199,22 @@ class ObjectEvent(BaseModel):
 
 
 # --- pure helpers ----------------------------------------------------------------------
+
+
+def writes_content(event: ObjectEvent) -> bool:
+    """Whether the event stands for new content of its object: a created event, or a
+    reconcile repair that found the object (and so stands for the create that was lost)."""
+    return event.kind is EventKind.CREATED or (
+        event.kind is EventKind.RECONCILED and event.event_name == RECONCILE_FOUND
+    )
+
+
+def removes_object(event: ObjectEvent) -> bool:
+    """Whether the event removes its object: a removal, an expiry, or a reconcile repair
+    that found the object gone."""
+    return event.kind in (EventKind.REMOVED, EventKind.EXPIRED) or (
+        event.kind is EventKind.RECONCILED and event.event_name == RECONCILE_GONE
+    )
 
 
 def classify(event_name: str, user_agent: str | None) -> EventKind:

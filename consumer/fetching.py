@@ -193,3 +193,12 @@ async def drained(consumer: AIOKafkaConsumer) -> bool:
         if await consumer.position(tp) < ends[tp]:
             return False
     return True
+
+
+async def reached(consumer: AIOKafkaConsumer, stop_at: Mapping[TopicPartition, int]) -> bool:
+    """True when every partition of ``stop_at`` is assigned and read up to its offset."""
+    assignment = consumer.assignment()
+    for tp, offset in stop_at.items():
+        if tp not in assignment or await consumer.position(tp) < offset:
+            return False
+    return True

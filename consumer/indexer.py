@@ -39,6 +39,7 @@ from consumer.fetching import (
     KafkaUnavailable,
     drained,
     new_clients,
+    reached,
     record_lag,
     send_dead_letters,
     start_clients,
@@ -190,9 +191,12 @@ class Indexer:
         *,
         topic: str | None = None,
         group_id: str | None = None,
+        stop_at: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        # Burst mode ends at these offsets instead of the moving end of the topic (replay).
+        self._stop_at = dict(stop_at) if stop_at is not None else None
         self.topic = topic or settings.kafka_events_topic
         self.group_id = group_id or settings.kafka_group_id
         self.stats = IndexerStats()
@@ -236,8 +240,16 @@ class Indexer:
                         messages=sum(len(records) for records in batch.values()),
                     )
                     return
-            elif burst and await drained(self._consumer):
+                if burst and self._stop_at is not None and await self._burst_done():
+                    return
+            elif burst and await self._burst_done():
                 return
+
+    async def _burst_done(self) -> bool:
+        assert self._consumer is not None
+        if self._stop_at is not None:
+            return await reached(self._consumer, self._stop_at)
+        return await drained(self._consumer)
 
     async def _process_shielded(self, batch: Batch) -> None:
         """Process a batch so that a cancellation (grace period over) cannot cut between

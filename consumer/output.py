@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from consumer.index import ObjectRecord, UsageRow
+from consumer.index import GrowthRow, ObjectRecord, UsageRow
 
 
 def object_fields(record: ObjectRecord) -> dict[str, Any]:
@@ -31,6 +31,19 @@ def object_fields(record: ObjectRecord) -> dict[str, Any]:
 
 def usage_fields(row: UsageRow, by: str) -> dict[str, Any]:
     return {by: row.group, "objects": row.objects, "bytes": row.bytes}
+
+
+def growth_fields(row: GrowthRow) -> dict[str, Any]:
+    """One day of `usage --growth` (UTC)."""
+    return {
+        "day": row.day.isoformat(),
+        "objects_created": row.objects_created,
+        "bytes_created": row.bytes_created,
+        "objects_removed": row.objects_removed,
+        "bytes_removed": row.bytes_removed,
+        "net_objects": row.net_objects,
+        "net_bytes": row.net_bytes,
+    }
 
 
 def json_lines(rows: Iterable[Mapping[str, Any]]) -> str:

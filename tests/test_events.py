@@ -497,6 +497,7 @@ class TestClassify:
             "expired",
             "noop",
             "other",
+            "reconciled",
         ]
         assert EventKind("expired") == "expired"
 

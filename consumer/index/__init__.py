@@ -14,6 +14,7 @@ from consumer.errors import ConfigError
 from consumer.index.base import (
     Action,
     BatchResult,
+    GrowthRow,
     IndexStore,
     IndexUnavailable,
     IndexWriteFailed,
@@ -36,6 +37,7 @@ __all__ = [
     "MIGRATIONS",
     "Action",
     "BatchResult",
+    "GrowthRow",
     "IndexStore",
     "IndexUnavailable",
     "IndexWriteFailed",

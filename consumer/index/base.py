@@ -19,13 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
 from typing import Final, Literal, Protocol, Self, TypeVar
 
 from consumer.errors import ConnectionFailed, ConsumerError, InvalidInput
-from consumer.events import EventKind, ObjectEvent
+from consumer.events import (
+    RECONCILE_FOUND,
+    RECONCILE_GONE,
+    EventKind,
+    ObjectEvent,
+    removes_object,
+    writes_content,
+)
 
 # MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
 DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
@@ -252,6 +259,104 @@ class UsageRow:
     bytes: int
 
 
+@dataclass(frozen=True)
+class GrowthRow:
+    """What one UTC day changed, from the journal (see ``growth_sql``).
+
+    ``objects_created``: writes that made a new live object; ``bytes_created``: the bytes
+    of every write (new objects and overwrites); ``objects_removed``: removals of live
+    objects; ``bytes_removed``: the bytes that left — removed objects and the content an
+    overwrite replaced. So ``net_*`` is the change of ``usage`` over the day.
+    """
+
+    day: date
+    objects_created: int = 0
+    bytes_created: int = 0
+    objects_removed: int = 0
+    bytes_removed: int = 0
+
+    @property
+    def net_objects(self) -> int:
+        return self.objects_created - self.objects_removed
+
+    @property
+    def net_bytes(self) -> int:
+        return self.bytes_created - self.bytes_removed
+
+
+# Journal kinds as SQL conditions (constants): a write of content, a removal.
+_WRITES_SQL: Final = (
+    f"(kind = '{EventKind.CREATED}' OR (kind = '{EventKind.RECONCILED}'"
+    f" AND event_name = '{RECONCILE_FOUND}'))"
+)
+_REMOVES_SQL: Final = (
+    f"(kind IN ('{EventKind.REMOVED}', '{EventKind.EXPIRED}') OR"
+    f" (kind = '{EventKind.RECONCILED}' AND event_name = '{RECONCILE_GONE}'))"
+)
+
+
+def growth_query(
+    placeholder: Callable[[int], str],
+    day_sql: str,
+    since: object,
+    *,
+    bucket: str | None,
+    user_id: str | None,
+) -> tuple[str, list[object]]:
+    """SQL and parameters giving, per UTC day from ``since``, the columns of GrowthRow.
+
+    Every write or removal is compared with the previous one of the same row (bucket,
+    key, version) in sequencer order — window functions, so history from before the
+    window counts too: a write after a write is an overwrite (no new object, the old
+    bytes leave), a removal after a removal removes nothing. A user is the ``user_id`` of
+    the object's row (removal events carry no metadata). ``day_sql`` turns ``event_time``
+    into 'YYYY-MM-DD'; ``since`` is in the dialect's stored form.
+    """
+    params: list[object] = []
+
+    def mark(value: object) -> str:
+        params.append(value)
+        return placeholder(len(params))
+
+    in_bucket = f" AND bucket = {mark(bucket)}" if bucket is not None else ""
+    from_since = mark(since)
+    of_user = ""
+    if user_id is not None:
+        of_user = (
+            " AND EXISTS (SELECT 1 FROM objects AS o WHERE o.bucket = changes.bucket"  # noqa: S608
+            " AND o.key = changes.key AND o.version_id = changes.version_id"
+            f" AND o.user_id = {mark(user_id)})"
+        )
+    sql = f"""
+WITH changes AS (
+    SELECT bucket, key, version_id, event_time, size,
+           CASE WHEN {_WRITES_SQL} THEN 1 ELSE 0 END AS writes,
+           LAG(CASE WHEN {_WRITES_SQL} THEN 1 ELSE 0 END) OVER w AS after_write,
+           LAG(size) OVER w AS previous_size
+    FROM journal
+    WHERE ({_WRITES_SQL} OR {_REMOVES_SQL}){in_bucket}
+    WINDOW w AS (PARTITION BY bucket, key, version_id ORDER BY sequencer, event_time, id)
+)
+SELECT {day_sql} AS day,
+    CAST(SUM(CASE WHEN writes = 1 AND COALESCE(after_write, 0) = 0 THEN 1 ELSE 0 END)
+         AS BIGINT),
+    CAST(SUM(CASE WHEN writes = 1 THEN COALESCE(size, 0) ELSE 0 END) AS BIGINT),
+    CAST(SUM(CASE WHEN writes = 0 AND after_write = 1 THEN 1 ELSE 0 END) AS BIGINT),
+    CAST(SUM(CASE WHEN after_write = 1 THEN COALESCE(previous_size, 0) ELSE 0 END) AS BIGINT)
+FROM changes
+WHERE event_time >= {from_since}{of_user}
+GROUP BY day ORDER BY day"""  # noqa: S608 - constant fragments, values are parameters
+    return sql, params
+
+
+def every_day(rows: Iterable[GrowthRow], first: date, last: date) -> list[GrowthRow]:
+    """One row per day from ``first`` to ``last``: days without changes get zeros."""
+    by_day = {row.day: row for row in rows}
+    count = (last - first).days + 1
+    days = (first + timedelta(days=n) for n in range(max(count, 0)))
+    return [by_day.get(day, GrowthRow(day)) for day in days]
+
+
 # --- the store's Protocol ----------------------------------------------------------------
 
 
@@ -336,6 +441,12 @@ class IndexStore(Protocol):
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
         """Live objects and bytes per group, ordered by group (None last)."""
 
+    async def growth(
+        self, *, since: date, bucket: str | None = None, user_id: str | None = None
+    ) -> list[GrowthRow]:
+        """What each UTC day from ``since`` on changed (GrowthRow), from the journal;
+        only days with changes, oldest first. ``bucket`` / ``user_id`` narrow it down."""
+
     async def journal(
         self,
         *,
@@ -401,10 +512,6 @@ class Action(StrEnum):
         return self not in (Action.JOURNAL_ONLY, Action.STALE)
 
 
-_LIVE_KINDS: Final = frozenset({EventKind.CREATED, EventKind.METADATA_CHANGED})
-_REMOVAL_KINDS: Final = frozenset({EventKind.REMOVED, EventKind.EXPIRED})
-
-
 def is_newer(event: ObjectEvent, stored: StoredState) -> bool:
     """Whether ``event`` happened after the event that last wrote ``stored``.
 
@@ -427,16 +534,16 @@ def decide(stored: StoredState | None, event: ObjectEvent) -> Action:
       tombstone, because the object must exist again to be changed after its removal;
       a newer removal tombstones.
     """
-    if event.kind not in _LIVE_KINDS and event.kind not in _REMOVAL_KINDS:
+    if not affects_objects(event):
         return Action.JOURNAL_ONLY
-    removal = event.kind in _REMOVAL_KINDS
+    removal = removes_object(event)
     if stored is None:
         return Action.INSERT_TOMBSTONE if removal else Action.INSERT
     if not is_newer(event, stored):
         return Action.STALE
     if removal:
         return Action.TOMBSTONE
-    return Action.OVERWRITE if event.kind is EventKind.CREATED else Action.TOUCH
+    return Action.OVERWRITE if writes_content(event) else Action.TOUCH
 
 
 def sweeps_other_versions(event: ObjectEvent) -> bool:
@@ -446,7 +553,7 @@ def sweeps_other_versions(event: ObjectEvent) -> bool:
     A DeleteMarkerCreated only hides the current version; the versions behind the marker
     still exist and still take space, so they stay live rows.
     """
-    return event.kind in _REMOVAL_KINDS and event.event_name == DELETE_ALL_VERSIONS
+    return removes_object(event) and event.event_name == DELETE_ALL_VERSIONS
 
 
 def order_for_apply(events: Sequence[ObjectEvent]) -> list[ObjectEvent]:
@@ -504,7 +611,9 @@ def journal_id(event: ObjectEvent) -> JournalId:
 
 def affects_objects(event: ObjectEvent) -> bool:
     """Whether the event can change ``objects`` (NOOP / OTHER only go to the journal)."""
-    return event.kind in _LIVE_KINDS or event.kind in _REMOVAL_KINDS
+    return (
+        event.kind is EventKind.METADATA_CHANGED or writes_content(event) or removes_object(event)
+    )
 
 
 class BatchWriter(Protocol):

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any, Final, Literal
 
 import asyncpg
@@ -33,6 +33,7 @@ from consumer.index.base import (
     AsyncLifecycle,
     BatchResult,
     Conditions,
+    GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
     Item,
@@ -49,6 +50,7 @@ from consumer.index.base import (
     UsageRow,
     check_limit,
     dollar,
+    growth_query,
     job_should_run,
     journal_conditions,
     run_batch,
@@ -288,6 +290,21 @@ class PostgresIndex(AsyncLifecycle):
         """See IndexStore.usage."""
         rows = await self._fetch(_USAGE[by])
         return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+
+    async def growth(
+        self, *, since: date, bucket: str | None = None, user_id: str | None = None
+    ) -> list[GrowthRow]:
+        """See IndexStore.growth."""
+        start = datetime.combine(since, time(), tzinfo=UTC)
+        sql, params = growth_query(
+            dollar,
+            "to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            start,
+            bucket=bucket,
+            user_id=user_id,
+        )
+        rows = await self._fetch(sql, *params)
+        return [GrowthRow(date.fromisoformat(row[0]), *row[1:]) for row in rows]
 
     async def journal(
         self,

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -34,6 +34,7 @@ from consumer.index.base import (
     AsyncLifecycle,
     BatchResult,
     Conditions,
+    GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
     Item,
@@ -50,6 +51,7 @@ from consumer.index.base import (
     UsageRow,
     check_limit,
     chunked,
+    growth_query,
     job_should_run,
     journal_conditions,
     journal_id,
@@ -266,6 +268,17 @@ class SqliteIndex(AsyncLifecycle):
         """See IndexStore.usage."""
         rows = await self._fetch(_USAGE[by], ())
         return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+
+    async def growth(
+        self, *, since: date, bucket: str | None = None, user_id: str | None = None
+    ) -> list[GrowthRow]:
+        """See IndexStore.growth. Times are stored as UTC text: the day is its prefix."""
+        start = datetime.combine(since, time(), tzinfo=UTC)
+        sql, params = growth_query(
+            qmark, "substr(event_time, 1, 10)", _text(start), bucket=bucket, user_id=user_id
+        )
+        rows = await self._fetch(sql, params)
+        return [GrowthRow(date.fromisoformat(row[0]), *row[1:]) for row in rows]
 
     async def journal(
         self,

@@ -16,7 +16,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.config_file import load_json_file
-from consumer.events import EventKind, ObjectEvent
+from consumer.events import ObjectEvent, writes_content
 from consumer.index import JobRequest
 from consumer.processing.base import Job
 from consumer.settings import Settings
@@ -92,7 +92,7 @@ def select_jobs(
     """
     latest: dict[tuple[str, str, str, str], Planned] = {}
     for event, index in events:
-        if event.kind is not EventKind.CREATED or event.bucket == results_bucket:
+        if not writes_content(event) or event.bucket == results_bucket:
             continue
         rule = next((r for r in rules if r.covers(event)), None)
         if rule is None:

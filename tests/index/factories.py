@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from consumer.events import EventKind, ObjectEvent
+from consumer.events import RECONCILE_FOUND, EventKind, ObjectEvent
 
 T0: Final = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -16,6 +16,7 @@ NAMES: Final = {
     EventKind.EXPIRED: "s3:ObjectRemoved:Delete",
     EventKind.NOOP: "s3:ObjectRemoved:NoOP",
     EventKind.OTHER: "s3:ObjectAccessed:Get",
+    EventKind.RECONCILED: RECONCILE_FOUND,
 }
 _CONTENT_KINDS: Final = {EventKind.CREATED}
 
@@ -40,7 +41,7 @@ def event(
     Creations get a size/etag/content type derived from ``seq`` unless given; other kinds
     carry none, as MinIO's removal events do.
     """
-    content = kind in _CONTENT_KINDS
+    content = kind in _CONTENT_KINDS or (event_name or NAMES[kind]) == RECONCILE_FOUND
     return ObjectEvent(
         bucket=bucket,
         key=key,

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from consumer.errors import InvalidInput
-from consumer.events import EventKind
+from consumer.events import RECONCILE_GONE, EventKind
 from consumer.index.base import (
     Action,
     Conditions,
@@ -76,6 +76,9 @@ EXPECTED: dict[EventKind, dict[str, Action]] = {
 EXPECTED[EventKind.EXPIRED] = EXPECTED[_R]
 EXPECTED[EventKind.NOOP] = dict.fromkeys(STATES, Action.JOURNAL_ONLY)
 EXPECTED[EventKind.OTHER] = dict.fromkeys(STATES, Action.JOURNAL_ONLY)
+# A reconcile repair that found the object stands for its lost write (RECONCILE_FOUND,
+# the factory's default name); one that found it gone, for its lost removal.
+EXPECTED[EventKind.RECONCILED] = EXPECTED[_C]
 
 CASES = [(kind, state) for kind in EventKind for state in STATES]
 
@@ -84,6 +87,11 @@ class TestDecide:
     @pytest.mark.parametrize(("kind", "state"), CASES, ids=[f"{k}-{s}" for k, s in CASES])
     def test_every_kind_against_every_row_state(self, kind: EventKind, state: str) -> None:
         assert decide(STATES[state], event(kind, seq=SEQ)) is EXPECTED[kind][state]
+
+    @pytest.mark.parametrize("state", STATES)
+    def test_reconciled_gone_decides_like_a_removal(self, state: str) -> None:
+        gone = event(EventKind.RECONCILED, seq=SEQ, event_name=RECONCILE_GONE)
+        assert decide(STATES[state], gone) is EXPECTED[_R][state]
 
     def test_only_journal_only_and_stale_leave_objects_alone(self) -> None:
         unchanged = {a for a in Action if not a.changes_objects}

@@ -1,0 +1,547 @@
+"""``reconcile``: the buckets' real content against the index, and the repair of the gaps.
+
+Events can be lost for good (a bucket without notifications for a while, a target
+removed, a MinIO queue full, replication, batch expiry): the bucket listing is the only
+truth then. ``compare`` (pure) sets a listing beside the index's live rows:
+
+* ``missing`` — in the bucket, not in the index;
+* ``stale``   — in both, but size or etag differ;
+* ``extra``   — live in the index, gone from the bucket.
+
+``--repair`` writes the objects' real state through the normal batch path
+(``IndexStore.apply_batch``) as events of the journal kind ``reconciled``, read from a
+HEAD of each object just before: ``RECONCILE_FOUND`` (an upsert) or ``RECONCILE_GONE`` (a
+tombstone). Each is journaled with the position ``reconcile:<run id>`` / 0 / n, so repairs
+are told apart from MinIO's events and a second run repeats nothing.
+
+Repairs never fight real events, because they go through ``decide`` like any event:
+* a found object's sequencer is its Last-Modified in nanoseconds (milliseconds from the
+  listing when the HEAD saw the same content, else the HEAD's seconds); MinIO's own
+  sequencer of that write is the same time to the nanosecond, so it is never older than
+  the repair, and any later write or removal is newer and wins;
+* a gone object's tombstone is stamped with the clock read *before* its HEAD (at least
+  one past the stored row's sequencer): a write that happens after the HEAD saw nothing
+  is newer and wins. This assumes the clocks of MinIO and of this host agree to within
+  the time between two writes of one key.
+
+Processing: a found object that was missing or stale is published to the events topic as
+a MinIO-shaped ``s3:ObjectCreated:Reconciled`` message, so the processor group runs the
+jobs its lost create event would have started (the indexer sees a journaled duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, TextIO
+from urllib.parse import quote_plus
+
+import urllib3
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from minio import Minio
+from minio.error import S3Error
+
+from consumer.errors import ConsumerError, InvalidInput
+from consumer.events import (
+    RECONCILE_FOUND,
+    RECONCILE_GONE,
+    EventKind,
+    ObjectEvent,
+    normalise_sequencer,
+    user_id_for,
+    user_metadata_from_record,
+)
+from consumer.fetching import KafkaUnavailable
+from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectRecord
+from consumer.notify_config import NotifyConfig, NotifyRule
+from consumer.settings import Settings
+
+RECONCILE_AGENT_PRODUCT: Final = "voxpersona-reconcile"
+_PAGE: Final = 1000
+_REPAIRS_PER_BATCH: Final = 500
+# HEAD answers that mean "this object (version) is not there".
+_GONE_CODES: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound"})
+
+
+class ReconcileFailed(ConsumerError):
+    """MinIO, the index or Kafka failed during a reconcile."""
+
+
+class Difference(StrEnum):
+    MISSING = "missing"  # in the bucket, not in the index
+    STALE = "stale"  # in both, size or etag differ
+    EXTRA = "extra"  # live in the index, gone from the bucket
+
+
+class Repair(StrEnum):
+    """What ``--repair`` did about one difference."""
+
+    REINDEXED = "reindexed"  # HEAD found it: its real state was written
+    TOMBSTONED = "tombstoned"  # HEAD found nothing: the index row was marked deleted
+    VANISHED = "vanished"  # missing, but gone by the time of the HEAD: nothing to do
+
+
+# --- pure -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object (version) of a bucket listing; delete markers are never listed."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One difference between a bucket and the index, and its repair once made."""
+
+    kind: Difference
+    bucket: str
+    key: str
+    version_id: str
+    listed: ListedObject | None
+    indexed: ObjectRecord | None
+    repair: Repair | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The ``reconcile --json`` line."""
+        fields: dict[str, Any] = {
+            "kind": self.kind.value,
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "bucket_size": self.listed.size if self.listed else None,
+            "bucket_etag": self.listed.etag if self.listed else None,
+            "index_size": self.indexed.size if self.indexed else None,
+            "index_etag": self.indexed.etag if self.indexed else None,
+        }
+        if self.repair is not None:
+            fields["repair"] = self.repair.value
+        return fields
+
+
+def normalise_etag(etag: str | None) -> str | None:
+    """ETags without their quotes, as the index stores them."""
+    return etag.strip('"') if etag else None
+
+
+def compare(listed: Iterable[ListedObject], indexed: Iterable[ObjectRecord]) -> list[Mismatch]:
+    """The differences between a listing and the index's live rows, ordered by (bucket,
+    key, version). Tombstones in ``indexed`` are ignored: they are not live."""
+    in_bucket = {(o.bucket, o.key, o.version_id): o for o in listed}
+    in_index = {(r.bucket, r.key, r.version_id): r for r in indexed if not r.deleted}
+    found: list[Mismatch] = []
+    for ident in sorted(in_bucket.keys() | in_index.keys()):
+        obj, row = in_bucket.get(ident), in_index.get(ident)
+        if row is None:
+            kind = Difference.MISSING
+        elif obj is None:
+            kind = Difference.EXTRA
+        elif obj.size != row.size or normalise_etag(obj.etag) != normalise_etag(row.etag):
+            kind = Difference.STALE
+        else:
+            continue
+        found.append(Mismatch(kind, *ident, listed=obj, indexed=row))
+    return found
+
+
+KeyFilter = Callable[[str], bool]
+
+
+def watched(config: NotifyConfig, only: str | None = None) -> dict[str, KeyFilter | None]:
+    """The buckets to reconcile, each with the keys its notification rules cover: an
+    object no rule publishes has no events to lose, so it is no difference. ``only``: that
+    bucket alone (every key, if the file does not watch it)."""
+    buckets = {entry.bucket: entry.rules for entry in config.buckets}
+    if only is not None:
+        rules = buckets.get(only)
+        return {only: _covered_by(rules) if rules else None}
+    return {bucket: _covered_by(rules) for bucket, rules in buckets.items()}
+
+
+def _covered_by(rules: Sequence[NotifyRule]) -> KeyFilter:
+    creating = [r for r in rules if any(e.startswith("s3:ObjectCreated:") for e in r.events)]
+
+    def covers(key: str) -> bool:
+        return any(key.startswith(r.prefix) and key.endswith(r.suffix) for r in creating)
+
+    return covers
+
+
+def sequencer_at(moment: datetime) -> str:
+    """MinIO's sequencer for ``moment``: its nanoseconds since the epoch, in hex."""
+    nanoseconds = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return normalise_sequencer(f"{nanoseconds:X}")
+
+
+def after_sequencer(sequencer: str) -> str:
+    """The smallest sequencer newer than ``sequencer``."""
+    return normalise_sequencer(f"{int(sequencer or '0', 16) + 1:X}")
+
+
+@dataclass(frozen=True)
+class HeadState:
+    """What a HEAD of an object told (``metadata``: the response headers)."""
+
+    version_id: str
+    size: int
+    etag: str | None
+    content_type: str | None
+    metadata: Mapping[str, str]
+    last_modified: datetime
+
+
+def found_moment(head: HeadState, listed: ListedObject | None) -> datetime:
+    """When the found content was written: the listing's time (milliseconds) if the
+    listing saw this same content, else the HEAD's (seconds: HTTP dates have no more)."""
+    if listed is not None and normalise_etag(listed.etag) == normalise_etag(head.etag):
+        return listed.last_modified
+    return head.last_modified
+
+
+def agent(run_id: str) -> str:
+    return f"{RECONCILE_AGENT_PRODUCT}/{run_id}"
+
+
+def found_event(
+    bucket: str, key: str, head: HeadState, moment: datetime, run_id: str
+) -> ObjectEvent:
+    """The repair that writes the object's real state, as of ``moment``."""
+    metadata = user_metadata_from_record(head.metadata)
+    return ObjectEvent(
+        bucket=bucket,
+        key=key,
+        version_id=head.version_id,
+        event_name=RECONCILE_FOUND,
+        kind=EventKind.RECONCILED,
+        event_time=moment,
+        sequencer=sequencer_at(moment),
+        size=head.size,
+        etag=normalise_etag(head.etag),
+        content_type=head.content_type,
+        user_metadata=metadata,
+        user_id=user_id_for(key, metadata),
+        user_agent=agent(run_id),
+    )
+
+
+def gone_event(row: ObjectRecord, stamp: datetime, run_id: str) -> ObjectEvent:
+    """The repair that tombstones ``row``: stamped ``stamp`` (read before the HEAD that
+    found nothing) and at least one past the row's own sequencer."""
+    sequencer = max(sequencer_at(stamp), after_sequencer(row.sequencer))
+    return ObjectEvent(
+        bucket=row.bucket,
+        key=row.key,
+        version_id=row.version_id,
+        event_name=RECONCILE_GONE,
+        kind=EventKind.RECONCILED,
+        event_time=stamp,
+        sequencer=sequencer,
+        user_agent=agent(run_id),
+    )
+
+
+def minio_message(event: ObjectEvent) -> bytes:
+    """``event`` as MinIO would publish it (``parse_message`` gives it back)."""
+    record = {
+        "eventVersion": "2.0",
+        "eventSource": f"{RECONCILE_AGENT_PRODUCT}",
+        "eventTime": event.event_time.isoformat(),
+        "eventName": event.event_name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": event.bucket},
+            "object": {
+                # Go's url.QueryEscape, as MinIO encodes keys.
+                "key": quote_plus(event.key, safe=""),
+                "size": event.size,
+                "eTag": event.etag,
+                "contentType": event.content_type,
+                "userMetadata": {f"X-Amz-Meta-{k}": v for k, v in event.user_metadata.items()},
+                "versionId": event.version_id,
+                "sequencer": event.sequencer,
+            },
+        },
+        "source": {"userAgent": event.user_agent},
+    }
+    message = {
+        "EventName": event.event_name,
+        "Key": f"{event.bucket}/{event.key}",
+        "Records": [record],
+    }
+    return json.dumps(message, ensure_ascii=False).encode()
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class ReconcileReport:
+    run_id: str
+    buckets: list[str] = field(default_factory=list)
+    listed: int = 0
+    indexed: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    repaired: BatchResult | None = None
+    queued_for_processing: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        by_kind = {kind.value: 0 for kind in Difference}
+        for mismatch in self.mismatches:
+            by_kind[mismatch.kind.value] += 1
+        summary: dict[str, Any] = {
+            "run_id": self.run_id,
+            "buckets": self.buckets,
+            "listed": self.listed,
+            "indexed": self.indexed,
+            **by_kind,
+        }
+        if self.repaired is not None:
+            outcomes = {repair.value: 0 for repair in Repair}
+            for mismatch in self.mismatches:
+                if mismatch.repair is not None:
+                    outcomes[mismatch.repair.value] += 1
+            summary.update(
+                outcomes,
+                journaled=self.repaired.journaled,
+                objects_changed=self.repaired.objects_changed,
+                superseded=self.repaired.stale_ignored,
+                queued_for_processing=self.queued_for_processing,
+            )
+        return summary
+
+
+class Progress:
+    """One line on ``stream``, redrawn in place when it is a terminal; silent otherwise
+    (the summary says the rest)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._live = self._stream.isatty()
+
+    def show(self, text: str) -> None:
+        if self._live:
+            self._stream.write(f"\r\033[K{text}")
+            self._stream.flush()
+
+    def done(self) -> None:
+        if self._live:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
+# --- I/O --------------------------------------------------------------------------------
+
+
+class Reconciler:
+    """Compares buckets with the index (``differences``) and repairs them (``repair``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore,
+        minio: Minio,
+        *,
+        progress: Progress | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._minio = minio
+        self._progress = progress or Progress()
+        self._clock = clock
+        self.report = ReconcileReport(new_run_id(clock()))
+
+    async def differences(self, bucket: str, covers: KeyFilter | None = None) -> list[Mismatch]:
+        """List ``bucket`` (every version when it is versioned; only keys ``covers``
+        accepts) and its live index rows; their differences, also added to the report."""
+        listed = await asyncio.to_thread(self._list_bucket, bucket)
+        if covers is not None:
+            listed = [obj for obj in listed if covers(obj.key)]
+        indexed = await self._indexed(bucket)
+        found = compare(listed, indexed)
+        self.report.buckets.append(bucket)
+        self.report.listed += len(listed)
+        self.report.indexed += len(indexed)
+        self.report.mismatches += found
+        return found
+
+    async def repair(self) -> list[Mismatch]:
+        """Repair every difference found so far (see the module docstring); the
+        differences with their outcome. Raises ReconcileFailed or IndexUnavailable."""
+        total = len(self.report.mismatches)
+        repaired: list[Mismatch] = []
+        items: list[tuple[ObjectEvent, KafkaPosition | None]] = []
+        to_process: list[ObjectEvent] = []
+        for number, mismatch in enumerate(self.report.mismatches, start=1):
+            self._progress.show(f"reconcile: repairing {number}/{total}")
+            event = await asyncio.to_thread(self._repair_event, mismatch)
+            outcome = _outcome(event)
+            repaired.append(replace(mismatch, repair=outcome))
+            if event is None:
+                continue
+            position = KafkaPosition(f"reconcile:{self.report.run_id}", 0, len(items))
+            items.append((event, position))
+            if outcome is Repair.REINDEXED and mismatch.kind is not Difference.EXTRA:
+                to_process.append(event)
+        self._progress.done()
+        self.report.mismatches = repaired
+        self.report.repaired = await self._apply(items)
+        await self._queue_for_processing(to_process)
+        return repaired
+
+    # --- MinIO --------------------------------------------------------------------------
+
+    def _list_bucket(self, bucket: str) -> list[ListedObject]:
+        try:
+            versioned = self._minio.get_bucket_versioning(bucket).status in (
+                "Enabled",
+                "Suspended",
+            )
+            listed: list[ListedObject] = []
+            for obj in self._minio.list_objects(bucket, recursive=True, include_version=versioned):
+                if obj.is_delete_marker or obj.is_dir:
+                    continue
+                listed.append(
+                    ListedObject(
+                        bucket=bucket,
+                        key=obj.object_name or "",
+                        version_id=(obj.version_id or "") if versioned else "",
+                        size=obj.size or 0,
+                        etag=normalise_etag(obj.etag) or "",
+                        last_modified=(obj.last_modified or datetime.now(UTC)).astimezone(UTC),
+                    )
+                )
+                if len(listed) % _PAGE == 0:
+                    self._progress.show(f"reconcile: {bucket}: listed {len(listed)}")
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ReconcileFailed(f"cannot list bucket {bucket}: {exc}") from exc
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                raise InvalidInput(f"no bucket named {bucket!r}") from None
+            raise ReconcileFailed(
+                f"cannot list bucket {bucket}: {exc.code}: {exc.message}"
+            ) from exc
+        return listed
+
+    def _head(self, bucket: str, key: str, version_id: str) -> HeadState | None:
+        try:
+            stat = self._minio.stat_object(bucket, key, version_id=version_id or None)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ReconcileFailed(f"cannot HEAD {bucket}/{key}: {exc}") from exc
+        except S3Error as exc:
+            if exc.code in _GONE_CODES:
+                return None
+            raise ReconcileFailed(f"cannot HEAD {bucket}/{key}: {exc.code}: {exc.message}") from exc
+        headers = {name: str(value) for name, value in (stat.metadata or {}).items()}
+        return HeadState(
+            version_id=(stat.version_id or version_id) if version_id else "",
+            size=stat.size or 0,
+            etag=normalise_etag(stat.etag),
+            content_type=stat.content_type,
+            metadata=headers,
+            last_modified=(stat.last_modified or self._clock()).astimezone(UTC),
+        )
+
+    def _repair_event(self, mismatch: Mismatch) -> ObjectEvent | None:
+        # Read the clock before the HEAD: a write after the HEAD is newer than this stamp.
+        stamp = self._clock()
+        head = self._head(mismatch.bucket, mismatch.key, mismatch.version_id)
+        if head is not None:
+            moment = found_moment(head, mismatch.listed)
+            return found_event(mismatch.bucket, mismatch.key, head, moment, self.report.run_id)
+        if mismatch.indexed is None:
+            return None
+        return gone_event(mismatch.indexed, stamp, self.report.run_id)
+
+    # --- the index and Kafka ------------------------------------------------------------
+
+    async def _indexed(self, bucket: str) -> list[ObjectRecord]:
+        rows: list[ObjectRecord] = []
+        after: tuple[str, str, str] | None = None
+        while True:
+            page = await self._store.list_objects(bucket=bucket, limit=_PAGE, after=after)
+            rows += page
+            if len(page) < _PAGE:
+                return rows
+            after = (page[-1].bucket, page[-1].key, page[-1].version_id)
+
+    async def _apply(
+        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
+    ) -> BatchResult:
+        totals = BatchResult(0, 0, 0, 0)
+        for start in range(0, len(items), _REPAIRS_PER_BATCH):
+            result = await self._store.apply_batch(items[start : start + _REPAIRS_PER_BATCH])
+            totals = BatchResult(
+                totals.journaled + result.journaled,
+                totals.duplicates + result.duplicates,
+                totals.objects_changed + result.objects_changed,
+                totals.stale_ignored + result.stale_ignored,
+            )
+        return totals
+
+    async def _queue_for_processing(self, events: Sequence[ObjectEvent]) -> None:
+        if not events:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            client_id=f"voxpersona-reconcile-{self.report.run_id}",
+        )
+        topic = self._settings.kafka_events_topic
+        try:
+            await producer.start()
+            sends = [
+                await producer.send(
+                    topic, value=minio_message(e), key=f"{e.bucket}/{e.key}".encode()
+                )
+                for e in events
+            ]
+            await asyncio.gather(*sends)
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"the index is repaired, but {len(events)} object(s) could not be queued"
+                f" for processing on {topic}: {exc}"
+            ) from exc
+        finally:
+            await producer.stop()
+        self.report.queued_for_processing = len(events)
+
+
+def _outcome(event: ObjectEvent | None) -> Repair:
+    if event is None:
+        return Repair.VANISHED
+    return Repair.REINDEXED if event.event_name == RECONCILE_FOUND else Repair.TOMBSTONED
+
+
+async def run_reconcile(
+    settings: Settings,
+    store: IndexStore,
+    minio: Minio,
+    buckets: Mapping[str, KeyFilter | None],
+    *,
+    repair: bool,
+    progress: Progress | None = None,
+) -> ReconcileReport:
+    """Compare ``buckets`` (name → the keys to compare, None: all) with the index, and
+    repair them if asked."""
+    reconciler = Reconciler(settings, store, minio, progress=progress)
+    for bucket, covers in buckets.items():
+        await reconciler.differences(bucket, covers)
+    if repair:
+        await reconciler.repair()
+    return reconciler.report
