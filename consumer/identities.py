@@ -40,7 +40,6 @@ from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforceme
 from consumer.settings import Settings
 
 POLICIES_DIR: Final = Path(__file__).resolve().parent.parent / "infra" / "minio" / "policies"
-DEFAULT_POLICY_PREFIX: Final = "voxpersona"
 ROLES: Final = ("consumer", "uploader")
 
 # Array elements that are exactly one of these become the list setup computes.
@@ -65,8 +64,6 @@ class IdentityOptions:
 
     # Where generated secrets go (0600); without it a missing secret is a usage error.
     secrets_file: Path | None = None
-    # Canned policies are named "<prefix>-consumer" and "<prefix>-uploader".
-    policy_prefix: str = DEFAULT_POLICY_PREFIX
     templates_dir: Path = POLICIES_DIR
 
 
@@ -256,7 +253,7 @@ def identity_specs(
                 access_key=access_key,
                 access_setting=f"MINIO_{role.upper()}_ACCESS_KEY",
                 secret_setting=f"MINIO_{role.upper()}_SECRET_KEY",
-                policy_name=f"{options.policy_prefix}-{role}",
+                policy_name=f"{settings.minio_identity_policy_prefix}-{role}",
                 policy=render_policy(template, values, lists, f"{role}.json"),
                 secret_key=secret.get_secret_value(),
             )

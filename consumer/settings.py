@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         "voxpersona-uploader", min_length=3, alias="MINIO_UPLOADER_ACCESS_KEY"
     )
     minio_uploader_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_UPLOADER_SECRET_KEY")
+    # Their canned policies are "<prefix>-consumer" and "<prefix>-uploader": deployments
+    # sharing one MinIO give each its own prefix.
+    minio_identity_policy_prefix: str = Field(
+        "voxpersona",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,54}$",
+        alias="MINIO_IDENTITY_POLICY_PREFIX",
+    )
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
