@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 import urllib3
 from minio import Minio
+from minio.commonconfig import GOVERNANCE
 from minio.datatypes import PostPolicy
 from minio.error import MinioAdminException, S3Error
+from minio.retention import Retention
 from pydantic import SecretStr
 
 from consumer.errors import ConfigError
@@ -102,7 +104,9 @@ def identities(
     stack: StackEndpoints, make_bucket: Callable[..., str], tmp_path: Path
 ) -> Iterator[Identities]:
     prefix = unique_name("t-iam")
-    audio_bucket, storage = make_bucket("audio"), make_bucket("storage")
+    # Object lock (so versioning) on the swept bucket: the sweeper deletes exact versions
+    # and reads each version's retention, both through grants of the consumer's policy.
+    audio_bucket, storage = make_bucket("audio"), make_bucket("storage", object_lock=True)
     results = make_bucket("res", notify_events=False)
     consumer_secret = secrets.token_urlsafe(24)
     settings = stack.settings(
@@ -240,9 +244,14 @@ async def test_the_consumer_keys_run_processing_and_the_sweeper_and_delete_nowhe
     _put(minio, ids.audio, "user_1/voice.wav", audio.wav(1.0))
     _put(minio, ids.storage, "tmp/scratch.ogg")
     _put(minio, ids.storage, "keep/notes.ogg")
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    locked = io.BytesIO(b"locked")
+    minio.put_object(
+        ids.storage, "tmp/locked.ogg", locked, 6, retention=Retention(GOVERNANCE, until)
+    )
     uploaded_at = time.monotonic()
     await published.wait(ids.audio, 1)
-    await published.wait(ids.storage, 2)
+    await published.wait(ids.storage, 3)
 
     async with open_index(settings.index_url) as store:
         await asyncio.wait_for(Indexer(settings, store).run(burst=True), timeout=120)
@@ -264,10 +273,13 @@ async def test_the_consumer_keys_run_processing_and_the_sweeper_and_delete_nowhe
         items = []
         report = await Sweeper(settings, store, load_policies(settings)).sweep(on_item=items.append)
     assert report.blocked is None
-    assert [(i.key, i.outcome) for i in items] == [("tmp/scratch.ogg", Outcome.DELETED)]
-    assert {o.object_name for o in minio.list_objects(ids.storage, recursive=True)} == {
-        "keep/notes.ogg"
-    }
+    # Without s3:GetObjectRetention MinIO would hide the lock from the sweeper's HEAD.
+    assert sorted((i.key, i.outcome, i.reason) for i in items) == [
+        ("tmp/locked.ogg", Outcome.SKIPPED, "retention"),
+        ("tmp/scratch.ogg", Outcome.DELETED, None),
+    ]
+    versions = minio.list_objects(ids.storage, recursive=True, include_version=True)
+    assert sorted(o.object_name or "" for o in versions) == ["keep/notes.ogg", "tmp/locked.ogg"]
 
     _denied(lambda: consumer.remove_object(ids.storage, "keep/notes.ogg"))
     _denied(lambda: consumer.remove_object(ids.audio, "user_1/voice.wav"))
