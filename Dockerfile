@@ -48,6 +48,8 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY consumer/ ./consumer/
 COPY minio-notify.json ./
+# The policy templates of `setup --identities` (consumer/identities.py finds them here).
+COPY infra/minio/policies/ ./infra/minio/policies/
 
 USER 10001:10001
 

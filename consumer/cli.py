@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
@@ -61,6 +62,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     setup = verbs.add_parser("setup", help="create buckets, notifications and topics (idempotent)")
     setup.add_argument("--json", action="store_true", help="one JSON object per line")
+    setup.add_argument(
+        "--identities",
+        action="store_true",
+        help="also the least-privilege consumer and uploader users and their policies",
+    )
+    setup.add_argument(
+        "--secrets-file",
+        type=Path,
+        metavar="PATH",
+        help="with --identities: where generated secret keys are written (mode 0600)",
+    )
 
     run = verbs.add_parser("run", help="consume events until SIGTERM/SIGINT, then drain")
     run.add_argument(
@@ -183,9 +195,13 @@ def _load_settings() -> Settings:
 
 
 def _cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.identities import IdentityOptions
     from consumer.provisioning import Action, run_setup
 
-    changes = asyncio.run(run_setup(settings))
+    if args.secrets_file is not None and not args.identities:
+        raise InvalidInput("--secrets-file is only meaningful with --identities")
+    identities = IdentityOptions(secrets_file=args.secrets_file) if args.identities else None
+    changes = asyncio.run(run_setup(settings, identities))
     for change in changes:
         if args.json:
             print(

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -43,6 +44,9 @@ from consumer.retention.policy import (
     load_policies,
 )
 from consumer.settings import Settings
+
+if TYPE_CHECKING:
+    from consumer.identities import IdentityOptions
 
 
 class Action(StrEnum):
@@ -315,12 +319,21 @@ async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> di
 # --------------------------------------------------------------------------------------
 
 
-async def run_setup(settings: Settings) -> list[Change]:
-    """Topics, buckets, notifications, lifecycle rules. Raises ConfigError, SetupFailed,
+async def run_setup(settings: Settings, identities: IdentityOptions | None = None) -> list[Change]:
+    """Topics, buckets, notifications, lifecycle rules, and with ``identities`` the
+    least-privilege MinIO users and policies. Raises ConfigError, SetupFailed,
     ConnectionFailed."""
     notify = load_notify_config(settings.minio_notify_config, settings)
     policies = load_policies(settings)
     changes = await provision_topics(settings)
     client = minio_client(settings)
     changes += await asyncio.to_thread(provision_minio, client, settings, notify, policies)
+    if identities is not None:
+        # Imported here: consumer.identities builds on this module's Change and Action.
+        from consumer.identities import provision_for_settings
+
+        notified = [entry.bucket for entry in notify.buckets]
+        changes += await asyncio.to_thread(
+            provision_for_settings, settings, identities, notified, policies
+        )
     return changes

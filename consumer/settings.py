@@ -43,6 +43,23 @@ class Settings(BaseSettings):
     minio_cleanup_days: int = Field(30, ge=0, alias="MINIO_CLEANUP_DAYS")
     minio_health_check_interval: float = Field(60.0, gt=0, alias="MINIO_HEALTH_CHECK_INTERVAL")
     minio_notify_config: Path = Field(DEFAULT_NOTIFY_CONFIG, alias="MINIO_NOTIFY_CONFIG")
+    # Least-privilege identities, created by `setup --identities` (run with the root keys
+    # above); the consumer then runs with MINIO_ACCESS_KEY/SECRET_KEY set to its own pair.
+    minio_consumer_access_key: str = Field(
+        "voxpersona-consumer", min_length=3, alias="MINIO_CONSUMER_ACCESS_KEY"
+    )
+    minio_consumer_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_CONSUMER_SECRET_KEY")
+    minio_uploader_access_key: str = Field(
+        "voxpersona-uploader", min_length=3, alias="MINIO_UPLOADER_ACCESS_KEY"
+    )
+    minio_uploader_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_UPLOADER_SECRET_KEY")
+    # Their canned policies are "<prefix>-consumer" and "<prefix>-uploader": deployments
+    # sharing one MinIO give each its own prefix.
+    minio_identity_policy_prefix: str = Field(
+        "voxpersona",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,54}$",
+        alias="MINIO_IDENTITY_POLICY_PREFIX",
+    )
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
@@ -128,6 +145,8 @@ class Settings(BaseSettings):
                 self.minio_access_key,
                 self.minio_secret_key.get_secret_value(),
                 self.transcribe_api_key.get_secret_value(),
+                self.minio_consumer_secret_key.get_secret_value(),
+                self.minio_uploader_secret_key.get_secret_value(),
                 password,
                 unquote(password) if password else None,
             )
