@@ -187,6 +187,18 @@ class VoxClient:
     def __init__(self, settings: Settings, *, minio: Minio | None = None) -> None:
         self.settings = settings
         self._minio = minio or minio_client(settings)
+        # Presigned uploads are signed with the uploader identity when it is configured
+        # (setup --identities): a leaked URL or policy can then only ever put audio.
+        self._upload_signer = (
+            settings.model_copy(
+                update={
+                    "minio_access_key": settings.minio_uploader_access_key,
+                    "minio_secret_key": settings.minio_uploader_secret_key,
+                }
+            )
+            if settings.minio_uploader_secret_key.get_secret_value()
+            else settings
+        )
         self._store: IndexStore | None = None
         self._store_lock = asyncio.Lock()
 
@@ -234,7 +246,7 @@ class VoxClient:
         for name, value in post_conditions(key, content_type, meta).items():
             policy.add_equals_condition(name, value)
         policy.add_content_length_range_condition(1, limit)
-        fields = self._minio.presigned_post_policy(policy)
+        fields = minio_client(self._upload_signer).presigned_post_policy(policy)
         fields.update(post_conditions(key, content_type, meta))
         return PresignedPost(
             url=f"{self._base_url()}/{bucket}",
@@ -271,8 +283,8 @@ class VoxClient:
             host=host_header(self.settings.minio_endpoint, self.settings.minio_use_ssl),
             path=object_path(bucket, key),
             headers=headers,
-            access_key=self.settings.minio_access_key,
-            secret_key=self.settings.minio_secret_key.get_secret_value(),
+            access_key=self._upload_signer.minio_access_key,
+            secret_key=self._upload_signer.minio_secret_key.get_secret_value(),
             region=self.settings.minio_region,
             now=now,
             expires=expires,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import urllib3
 from minio import Minio
@@ -30,6 +31,7 @@ from minio.error import MinioAdminException, S3Error
 from minio.retention import Retention
 from pydantic import SecretStr
 
+from consumer.client import VoxClient
 from consumer.errors import ConfigError
 from consumer.identities import IdentityOptions, minio_admin, secret_works, user_state
 from consumer.index import JobStatus, open_index
@@ -64,7 +66,7 @@ class Identities:
     uploader_key: str
     secrets_file: Path
 
-    def uploaderSecretStr(self) -> str:
+    def uploader_secret(self) -> str:
         lines = dict(line.split("=", 1) for line in self.secrets_file.read_text().splitlines())
         return lines["MINIO_UPLOADER_SECRET_KEY"]
 
@@ -78,7 +80,7 @@ class Identities:
         )
 
     def uploader(self) -> Minio:
-        return self.client(self.uploader_key, self.uploaderSecretStr())
+        return self.client(self.uploader_key, self.uploader_secret())
 
     def consumer_settings(self) -> Settings:
         """The settings a consumer process runs with: its own keys, not the root's."""
@@ -185,7 +187,7 @@ async def test_setup_creates_both_identities_and_the_uploader_may_only_put_audio
     # The consumer's secret came from the settings; the uploader's was generated into the
     # operator's file, readable by its owner only, and appears in no report line.
     assert ids.secrets_file.stat().st_mode & 0o777 == 0o600
-    generated = ids.uploaderSecretStr()
+    generated = ids.uploader_secret()
     assert len(generated) == 40
     report = json.dumps([c.__dict__ for c in first], default=str)
     assert generated not in report
@@ -298,7 +300,7 @@ async def test_a_second_setup_changes_nothing_and_a_third_repairs_drift(
     assert len(_ours(second)) == len(_ours(first))
     # The generated secret, now given as a setting, is accepted as it is.
     with_file = ids.settings.model_copy(
-        update={"minio_uploader_secret_key": SecretStr(ids.uploaderSecretStr())}
+        update={"minio_uploader_secret_key": SecretStr(ids.uploader_secret())}
     )
     assert {action for _, _, action in _ours(await _setup(ids, with_file))} == {Action.UNCHANGED}
 
@@ -401,3 +403,27 @@ def test_the_cli_reports_identities_in_its_lines_and_never_a_secret(
         value = line.split("=", 1)[1]
         if line.startswith("MINIO_") and "SECRET" in line:
             assert value not in again.stdout + again.stderr
+
+
+async def test_the_bots_presigned_uploads_are_signed_by_the_uploader(
+    identities: Identities,
+) -> None:
+    """With MINIO_UPLOADER_SECRET_KEY set, VoxClient signs presigned uploads with the
+    uploader's keys: they work, and a GET signed the same way is refused."""
+    await _setup(identities)
+    settings = identities.settings.model_copy(
+        update={"minio_uploader_secret_key": SecretStr(identities.uploader_secret())}
+    )
+    async with VoxClient(settings) as client, httpx.AsyncClient(timeout=30) as http:
+        post = await client.presign_upload("12", "memo.ogg")
+        assert post.fields["x-amz-credential"].startswith(f"{identities.uploader_key}/")
+        posted = await http.post(post.url, data=post.fields, files={"file": ("m", b"OggS")})
+        assert posted.status_code == 204, posted.text
+        put = await client.presign_put("12", "memo.ogg")
+        assert f"X-Amz-Credential={identities.uploader_key}%2F" in put.url
+        sent = await http.put(put.url, headers=put.headers, content=b"OggS put")
+        assert sent.status_code == 200, sent.text
+        as_uploader = identities.uploader()
+        _denied(lambda: as_uploader.stat_object(identities.audio, post.key))
+        url = as_uploader.presigned_get_object(identities.audio, put.key)
+        assert (await http.get(url)).status_code == 403
