@@ -30,7 +30,7 @@ from consumer.errors import ConnectionFailed
 from consumer.events import RETENTION_AGENT_PRODUCT
 from consumer.index import IndexStore, ObjectRecord
 from consumer.lag import group_lag
-from consumer.minio_client import minio_client
+from consumer.minio_client import describe_minio_failure, minio_client, minio_tls_problem
 from consumer.retention.decisions import (
     GONE_CODES,
     Outcome,
@@ -308,7 +308,7 @@ def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
             return None
         raise
     except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO unreachable: {exc}") from exc
+        raise ConnectionFailed(minio_tls_problem(exc) or f"MinIO unreachable: {exc}") from exc
     return stored_facts(
         stat.etag or "",
         stat.size or 0,
@@ -348,7 +348,7 @@ def _remove(
         refused = (exc.code or "Unknown", exc.message or "")
         return {(c.key, c.version_id): refused for c, _ in doomed}
     except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
 
 
 async def _stopped_within(stop: asyncio.Event | None, delay_s: float) -> bool:
