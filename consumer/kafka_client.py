@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from consumer.errors import ConfigError
+from consumer.minio_client import ssl_error_detail
 from consumer.settings import Settings
 
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
@@ -109,11 +110,11 @@ def describe_security_failure(exc: BaseException, settings: Settings) -> str | N
         cafile = settings.kafka_ssl_cafile or "unset: the system CAs"
         return (
             f"Kafka TLS certificate not trusted at {servers}: "
-            f"{exc.verify_message or exc.reason} (KAFKA_SSL_CAFILE={cafile})"
+            f"{ssl_error_detail(exc)} (KAFKA_SSL_CAFILE={cafile})"
         )
     if isinstance(exc, ssl.SSLError):
         return (
-            f"Kafka TLS handshake with {servers} failed: {exc.reason or exc} "
+            f"Kafka TLS handshake with {servers} failed: {ssl_error_detail(exc)} "
             f"(KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol})"
         )
     name = type(exc).__name__

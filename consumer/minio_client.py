@@ -73,14 +73,14 @@ def minio_tls_problem(exc: BaseException, settings: Settings | None = None) -> s
     With ``settings`` the line names the CA bundle in use."""
     cause = _tls_cause(exc)
     if isinstance(cause, ssl.SSLCertVerificationError):
-        detail = cause.verify_message or cause.reason or str(cause)
+        detail = ssl_error_detail(cause)
         where = "check MINIO_CERT_PATH"
         if settings is not None:
             where = f"MINIO_CERT_PATH={settings.minio_cert_path or 'unset: the system CAs'}"
         return f"MinIO TLS certificate not trusted: {detail} ({where})"
     if cause is not None:
         return (
-            f"MinIO TLS handshake failed: {cause.reason or cause} "
+            f"MinIO TLS handshake failed: {ssl_error_detail(cause)} "
             "(MINIO_USE_SSL=true: does the server serve TLS on that port?)"
         )
     return None
@@ -91,6 +91,12 @@ def describe_minio_failure(exc: BaseException, settings: Settings) -> str:
     return minio_tls_problem(exc, settings) or (
         f"MinIO at {settings.minio_endpoint} unreachable: {exc}"
     )
+
+
+def ssl_error_detail(error: ssl.SSLError) -> str:
+    """The most specific text of an ssl error: OpenSSL's verify message, else its reason
+    (both only set on errors the ssl module raised)."""
+    return str(getattr(error, "verify_message", None) or getattr(error, "reason", None) or error)
 
 
 def _tls_cause(exc: BaseException) -> ssl.SSLError | None:

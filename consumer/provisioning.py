@@ -322,7 +322,7 @@ async def run_setup(settings: Settings) -> list[Change]:
     ConnectionFailed."""
     notify = load_notify_config(settings.minio_notify_config, settings)
     policies = load_policies(settings)
+    client = minio_client(settings)  # a bad MINIO_CERT_PATH stops setup before any change
     changes = await provision_topics(settings)
-    client = minio_client(settings)
     changes += await asyncio.to_thread(provision_minio, client, settings, notify, policies)
     return changes
