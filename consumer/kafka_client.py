@@ -14,7 +14,14 @@ import ssl
 from typing import Any
 
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from consumer.errors import ConfigError
@@ -117,13 +124,30 @@ def describe_security_failure(exc: BaseException, settings: Settings) -> str | N
             f"Kafka TLS handshake with {servers} failed: {ssl_error_detail(exc)} "
             f"(KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol})"
         )
-    name = type(exc).__name__
-    if isinstance(exc, KafkaError) and ("Sasl" in name or "Authentication" in name):
-        detail = str(exc) or name
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return (
+            f"Kafka at {servers} does not accept the SASL mechanism {mechanism} on that "
+            f"listener (KAFKA_SASL_MECHANISM, KAFKA_SECURITY_PROTOCOL={protocol})"
+        )
+    if isinstance(exc, TimeoutError | ConnectionError) and protocol in _TLS_PROTOCOLS:
+        # A broker's plaintext listener drops a TLS hello (or never answers it).
+        return (
+            f"Kafka at {servers} did not complete the TLS handshake: "
+            f"{type(exc).__name__} (KAFKA_SECURITY_PROTOCOL={protocol}: does that listener "
+            "serve TLS?)"
+        )
+    if isinstance(exc, IllegalSaslStateError):
+        return (
+            f"Kafka at {servers} does not authenticate on that listener "
+            f"(KAFKA_SECURITY_PROTOCOL={protocol}: is it a SASL listener?)"
+        )
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError):
+        detail = str(exc) or type(exc).__name__
         return (
             f"Kafka at {servers} refused the credentials of "
             f"KAFKA_SASL_USERNAME={settings.kafka_sasl_username} "
-            f"({settings.kafka_sasl_mechanism} over {settings.kafka_security_protocol}): {detail}"
+            f"({mechanism} over {protocol}): {detail}"
         )
     return None
 

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import trustme
 import urllib3
-from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from pydantic import ValidationError
 
 from consumer.errors import ConfigError
@@ -240,3 +245,28 @@ def test_bad_security_settings_stop_setup_with_exit_2(env: dict[str, str], fragm
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "protocol", "fragment"),
+    [
+        (UnsupportedSaslMechanismError(), "SASL_SSL", "does not accept the SASL mechanism PLAIN"),
+        (IllegalSaslStateError(), "SASL_PLAINTEXT", "is it a SASL listener?"),
+        (ConnectionResetError(), "SSL", "did not complete the TLS handshake"),
+        (TimeoutError(), "SASL_SSL", "did not complete the TLS handshake"),
+    ],
+)
+def test_a_listener_of_another_kind_is_named(
+    error: BaseException, protocol: str, fragment: str
+) -> None:
+    current = settings(
+        KAFKA_SECURITY_PROTOCOL=protocol, KAFKA_SASL_USERNAME="u", KAFKA_SASL_PASSWORD="p"
+    )
+    line = describe_security_failure(error, current)
+    assert line is not None
+    assert fragment in line
+    assert "refused the credentials" not in line
+
+
+def test_a_reset_without_tls_is_not_a_security_failure() -> None:
+    assert describe_security_failure(ConnectionResetError(), settings()) is None
