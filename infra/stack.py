@@ -356,6 +356,7 @@ class Stack:
         creds = Credentials(**{**asdict(Credentials.generate()), **kept})
         self.state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(creds), handle)
         return creds

@@ -270,3 +270,44 @@ def test_a_listener_of_another_kind_is_named(
 
 def test_a_reset_without_tls_is_not_a_security_failure() -> None:
     assert describe_security_failure(ConnectionResetError(), settings()) is None
+
+
+# --- the local stack's SASL listener (no server started) -------------------------------
+
+
+def test_the_stack_broker_gets_a_sasl_listener_with_the_generated_user(tmp_path: Path) -> None:
+    from infra.stack import Credentials, StackState, _kafka_properties
+
+    creds = Credentials.generate()
+    state = StackState(kafka_port=9101, kafka_sasl_port=9102, kafka_controller_port=9103)
+    text = _kafka_properties(state, tmp_path, creds)
+    props = dict(line.split("=", 1) for line in text.splitlines() if line)
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102,CONTROLLER://127.0.0.1:9103"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"].endswith(
+        f'user_{creds.kafka_sasl_username}="{creds.kafka_sasl_password}";'
+    )
+
+
+def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:
+    """A state dir from before the SASL listener: its PostgreSQL was initialised with the
+    stored password, so the stored values must survive; the new ones are generated."""
+    import json
+
+    from infra.stack import Stack
+
+    old = {"minio_access_key": "voxold", "minio_secret_key": "s" * 30, "postgres_password": "pg"}
+    (tmp_path / "credentials.json").write_text(json.dumps(old))
+    creds = Stack(tmp_path).credentials()
+    assert (creds.minio_access_key, creds.minio_secret_key, creds.postgres_password) == (
+        "voxold",
+        "s" * 30,
+        "pg",
+    )
+    assert creds.kafka_sasl_username
+    assert creds.kafka_sasl_password
+    assert Stack(tmp_path).credentials() == creds  # written back, stable from now on
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
