@@ -16,6 +16,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import ConnectionFailed
+from consumer.kafka_client import (
+    kafka_client_options,
+    kafka_security_failure,
+    kafka_unreachable,
+)
 from consumer.settings import Settings
 from consumer.telemetry import instruments
 
@@ -59,9 +64,10 @@ def _utf8_prefix(text: str, max_bytes: int) -> bytes:
 
 def new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     """An (unstarted) consumer of ``group_id`` that commits by hand, from the earliest
-    offset on first start, and the idempotent producer its dead letters go through."""
+    offset on first start, and the idempotent producer its dead letters go through.
+    Raises ConfigError (bad Kafka security settings)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -69,7 +75,7 @@ def new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, AI
         max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings),
         acks="all",
         enable_idempotence=True,
         client_id=f"voxpersona-{group_id}-dlq",
@@ -80,15 +86,15 @@ def new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, AI
 async def start_clients(
     consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: Settings
 ) -> None:
-    """Start both; on failure stop both and raise KafkaUnavailable."""
+    """Start both; on failure stop both and raise KafkaUnavailable (saying so when the
+    credentials or the broker's certificate were refused)."""
     try:
         await consumer.start()
         await producer.start()
     except KafkaError as exc:
         await stop_clients(consumer, producer)
-        raise KafkaUnavailable(
-            f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
-        ) from exc
+        reason = await kafka_security_failure(exc, settings)
+        raise KafkaUnavailable(reason or kafka_unreachable(exc, settings)) from exc
 
 
 async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:

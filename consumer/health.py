@@ -22,11 +22,12 @@ from typing import Any, Final
 import structlog
 from minio import Minio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from urllib3.exceptions import HTTPError
 
 from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.lag import KafkaProbe
-from consumer.minio_client import minio_client
+from consumer.minio_client import describe_minio_failure, minio_client
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
@@ -185,7 +186,10 @@ class HealthReporter:
 
         def head_bucket() -> None:
             with minio_operation("HeadBucket", bucket):
-                self._minio.bucket_exists(bucket)
+                try:
+                    self._minio.bucket_exists(bucket)
+                except (HTTPError, OSError) as exc:  # says so when it is TLS trust
+                    raise ConnectionFailed(describe_minio_failure(exc, self._settings)) from exc
 
         await asyncio.to_thread(head_bucket)
 

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import secrets
-import ssl
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from minio.minioadmin import MinioAdmin
 from urllib3.exceptions import HTTPError
 
 from consumer.errors import ConfigError, ConnectionFailed, SetupFailed
-from consumer.minio_client import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from consumer.minio_client import minio_http_pool
 from consumer.provisioning import Action, Change
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 from consumer.settings import Settings
@@ -294,24 +293,6 @@ class UserState:
     groups: tuple[str, ...]
 
 
-def admin_http_pool(settings: Settings) -> urllib3.PoolManager:
-    """Bounded timeouts, no urllib3 retries, MINIO_CERT_PATH honoured.
-
-    Once consumer/minio_client.py offers a TLS-aware pool for the S3 client, pass that one
-    here instead, so both clients trust the same CA.
-    """
-    ssl_context = None
-    if settings.minio_use_ssl:
-        ssl_context = ssl.create_default_context(
-            cafile=str(settings.minio_cert_path) if settings.minio_cert_path else None
-        )
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-        retries=False,
-        ssl_context=ssl_context,
-    )
-
-
 def minio_admin(
     settings: Settings,
     access_key: str | None = None,
@@ -327,7 +308,7 @@ def minio_admin(
         ),
         region=settings.minio_region,
         secure=settings.minio_use_ssl,
-        http_client=http or admin_http_pool(settings),
+        http_client=http or minio_http_pool(settings),
     )
 
 

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumer.fetching import KafkaUnavailable
+from consumer.kafka_client import kafka_client_options, kafka_security_failure
 from consumer.settings import Settings
 
 LAG_TIMEOUT_S = 15.0
@@ -42,21 +43,23 @@ def lag_by_partition(
 class KafkaProbe:
     """One group-less consumer for offset questions: ``async with KafkaProbe(s) as probe``.
 
-    Raises KafkaUnavailable when the brokers do not answer within ``timeout_s``.
+    Raises KafkaUnavailable when the brokers do not answer within ``timeout_s`` (or refuse
+    the credentials or certificate), ConfigError for bad Kafka security settings.
     """
 
     def __init__(self, settings: Settings, *, timeout_s: float = LAG_TIMEOUT_S) -> None:
         self._timeout_s = timeout_s
+        self._settings = settings
         self._bootstrap = settings.kafka_bootstrap_servers
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_client_options(settings),
             group_id=None,
             enable_auto_commit=False,
             client_id="voxpersona-probe",
             request_timeout_ms=int(timeout_s * 1000),
         )
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_client_options(settings),
             client_id="voxpersona-probe-admin",
             request_timeout_ms=int(timeout_s * 1000),
         )
@@ -65,6 +68,13 @@ class KafkaProbe:
         try:
             await self._bounded(self._consumer.start(), "connect")
             await self._bounded(self._admin.start(), "connect")
+        except KafkaUnavailable as exc:
+            await self.close()
+            cause = exc.__cause__
+            reason = await kafka_security_failure(cause, self._settings) if cause else None
+            if reason is None:
+                raise
+            raise KafkaUnavailable(reason) from cause
         except BaseException:
             await self.close()
             raise

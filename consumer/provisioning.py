@@ -28,7 +28,12 @@ from minio.notificationconfig import (
 from urllib3.exceptions import HTTPError
 
 from consumer.errors import ConnectionFailed, SetupFailed
-from consumer.minio_client import minio_client
+from consumer.kafka_client import (
+    kafka_client_options,
+    kafka_security_failure,
+    kafka_unreachable,
+)
+from consumer.minio_client import describe_minio_failure, minio_client
 from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
 from consumer.retention.lifecycle import (
     current_keys,
@@ -221,7 +226,7 @@ def provision_minio(
     except ET.ParseError as exc:
         raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
     except (HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
     return changes
 
 
@@ -254,16 +259,13 @@ async def provision_topics(settings: Settings) -> list[Change]:
         settings.kafka_events_topic: settings.kafka_events_partitions,
         settings.kafka_dlq_topic: 1,
     }
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000
-    )
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=15000)
     try:
         await admin.start()
     except KafkaError as exc:
         await admin.close()
-        raise ConnectionFailed(
-            f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
-        ) from exc
+        reason = await kafka_security_failure(exc, settings)
+        raise ConnectionFailed(reason or kafka_unreachable(exc, settings)) from exc
     try:
         return await _ensure_topics(admin, wanted, settings.kafka_replication_factor)
     except KafkaError as exc:
@@ -325,8 +327,8 @@ async def run_setup(settings: Settings, identities: IdentityOptions | None = Non
     ConnectionFailed."""
     notify = load_notify_config(settings.minio_notify_config, settings)
     policies = load_policies(settings)
+    client = minio_client(settings)  # a bad MINIO_CERT_PATH stops setup before any change
     changes = await provision_topics(settings)
-    client = minio_client(settings)
     changes += await asyncio.to_thread(provision_minio, client, settings, notify, policies)
     if identities is not None:
         # Imported here: consumer.identities builds on this module's Change and Action.

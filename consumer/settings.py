@@ -8,6 +8,7 @@ repr or a log line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -68,6 +69,19 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field("indexer", alias="KAFKA_GROUP_ID")
     kafka_events_partitions: int = Field(4, ge=1, le=1000, alias="KAFKA_EVENTS_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, le=7, alias="KAFKA_REPLICATION_FACTOR")
+    # Encryption and authentication of every Kafka client (consumer/kafka_client.py). The
+    # SASL credentials are used only with a SASL_* protocol, the TLS files only with *SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str = Field("", alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: Path | None = Field(None, alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: Path | None = Field(None, alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: Path | None = Field(None, alias="KAFKA_SSL_KEYFILE")
 
     # --- Service ---------------------------------------------------------------------
     health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
@@ -135,9 +149,15 @@ class Settings(BaseSettings):
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS must name at least one host:port")
         return ",".join(servers)
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        # Kafka's own configs spell these upper case; accept "sasl_ssl" as well.
+        return value.strip().upper() if isinstance(value, str) else value
+
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Values that must never appear in a log line: keys, the index's password."""
+        """Values that must never appear in a log line: keys, the index's and Kafka's passwords."""
         password = urlsplit(self.index_url).password if "://" in self.index_url else None
         return tuple(
             value
@@ -147,6 +167,7 @@ class Settings(BaseSettings):
                 self.transcribe_api_key.get_secret_value(),
                 self.minio_consumer_secret_key.get_secret_value(),
                 self.minio_uploader_secret_key.get_secret_value(),
+                self.kafka_sasl_password.get_secret_value(),
                 password,
                 unquote(password) if password else None,
             )

@@ -212,6 +212,9 @@ class StackState:
     minio_console_port: int = 0
     kafka_port: int = 0
     kafka_controller_port: int = 0
+    # A second listener of the same broker, SASL_PLAINTEXT with PLAIN: proves the
+    # consumer's Kafka authentication. MinIO and everything else use the PLAINTEXT one.
+    kafka_sasl_port: int = 0
     postgres_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -223,6 +226,8 @@ class Credentials:
     minio_access_key: str
     minio_secret_key: str
     postgres_password: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -230,6 +235,8 @@ class Credentials:
             minio_access_key="vox" + secrets.token_hex(8),
             minio_secret_key=secrets.token_urlsafe(30),
             postgres_password=secrets.token_urlsafe(24),
+            kafka_sasl_username="consumer-" + secrets.token_hex(4),
+            kafka_sasl_password=secrets.token_urlsafe(24),
         )
 
     def __repr__(self) -> str:
@@ -333,14 +340,23 @@ class Stack:
         tmp.replace(self._state_file)
 
     def credentials(self) -> Credentials:
-        """The stack's credentials, generated on first use and kept (0600) with its data."""
+        """The stack's credentials, generated on first use and kept (0600) with its data.
+        A file from an older version keeps its values; missing ones are generated."""
         try:
-            return Credentials(**json.loads(self._credentials_file.read_text()))
-        except (OSError, ValueError, TypeError):
-            pass
-        creds = Credentials.generate()
+            stored = json.loads(self._credentials_file.read_text())
+            return Credentials(**stored)
+        except (OSError, ValueError):
+            stored = {}
+        except TypeError:
+            pass  # fields missing (an older stack): keep the stored ones, add the rest
+        if not isinstance(stored, dict):
+            stored = {}
+        known = set(Credentials.__dataclass_fields__)
+        kept = {k: v for k, v in stored.items() if k in known and isinstance(v, str)}
+        creds = Credentials(**{**asdict(Credentials.generate()), **kept})
         self.state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(creds), handle)
         return creds
@@ -497,6 +513,13 @@ class Stack:
             "MINIO_SECRET_KEY": creds.minio_secret_key,
             "MINIO_USE_SSL": "false",
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.kafka_port}",
+            # The SASL_PLAINTEXT listener of the same broker: to use it, set
+            # KAFKA_BOOTSTRAP_SERVERS to it and KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT (the
+            # SASL settings below are ignored while the protocol is PLAINTEXT).
+            "KAFKA_SASL_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.kafka_sasl_port}",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": creds.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": creds.kafka_sasl_password,
             "KAFKA_EVENTS_TOPIC": self.events_topic,
             "KAFKA_DLQ_TOPIC": self.dlq_topic,
             "POSTGRES_URL": (
@@ -511,7 +534,13 @@ class Stack:
         """Keep the previous ports when free (Kafka's controller address is stored in its
         metadata log at format time), else pick new free ones."""
         state = StackState()
-        for name in ("minio_port", "minio_console_port", "kafka_port", "postgres_port"):
+        for name in (
+            "minio_port",
+            "minio_console_port",
+            "kafka_port",
+            "kafka_sasl_port",
+            "postgres_port",
+        ):
             old = getattr(previous, name, 0) if previous else 0
             setattr(state, name, old if port_is_free(old) else free_port())
         old_controller = previous.kafka_controller_port if previous else 0
@@ -603,7 +632,8 @@ class Stack:
         data = kafka_dir / "data"
         props = kafka_dir / "server.properties"
         kafka_dir.mkdir(parents=True, exist_ok=True)
-        props.write_text(_kafka_properties(state, data))
+        props.write_text(_kafka_properties(state, data, self.credentials()))
+        props.chmod(0o600)  # it holds the SASL user's password
         classpath = f"{libs}/*"
         java = _require_tool("java", "install a Java 17+ runtime")
         if not (data / "meta.properties").is_file():
@@ -728,19 +758,30 @@ class Stack:
 # --------------------------------------------------------------------------------------
 
 
-def _kafka_properties(state: StackState, data: Path) -> str:
+def _kafka_properties(state: StackState, data: Path, creds: Credentials) -> str:
     controller = f"127.0.0.1:{state.kafka_controller_port}"
     broker = f"127.0.0.1:{state.kafka_port}"
+    sasl = f"127.0.0.1:{state.kafka_sasl_port}"
+    listeners = f"PLAINTEXT://{broker},SASL_PLAINTEXT://{sasl},CONTROLLER://{controller}"
+    # PLAIN's server side: one user, its password from the stack's credentials. Java
+    # properties escape backslashes; token_urlsafe/hex never produce quotes or backslashes.
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{creds.kafka_sasl_username}="{creds.kafka_sasl_password}";'
+    )
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers={controller}",
-            f"listeners=PLAINTEXT://{broker},CONTROLLER://{controller}",
-            f"advertised.listeners=PLAINTEXT://{broker},CONTROLLER://{controller}",
+            f"listeners={listeners}",
+            f"advertised.listeners={listeners}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map="
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
             f"log.dirs={data}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",

@@ -79,7 +79,14 @@ class StackEndpoints:
 def _from_environment() -> StackEndpoints | None:
     if all(os.environ.get(name) for name in _ENDPOINT_VARS):
         values = {name: os.environ[name] for name in _ENDPOINT_VARS}
-        for optional in ("KAFKA_EVENTS_TOPIC", "KAFKA_DLQ_TOPIC", "MINIO_USE_SSL"):
+        for optional in (
+            "KAFKA_EVENTS_TOPIC",
+            "KAFKA_DLQ_TOPIC",
+            "MINIO_USE_SSL",
+            "KAFKA_SASL_BOOTSTRAP_SERVERS",
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+        ):
             if os.environ.get(optional):
                 values[optional] = os.environ[optional]
         return StackEndpoints(values, "env")

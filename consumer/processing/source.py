@@ -19,6 +19,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from consumer.errors import ConsumerError
+from consumer.minio_client import minio_tls_problem
 from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable
 from consumer.telemetry import minio_operation
 
@@ -28,8 +29,8 @@ _GONE: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
 
 
 def describe_minio_error(exc: Exception, what: str) -> ConsumerError:
-    """A minio/urllib3 failure as ProcessingFailed (gone, changed, refused) or
-    ProcessingRetriable (server or network trouble)."""
+    """A minio/urllib3 failure as ProcessingFailed (gone, changed, refused, TLS
+    certificate not trusted) or ProcessingRetriable (server or network trouble)."""
     if isinstance(exc, S3Error):
         if exc.code in _GONE:
             return ProcessingFailed(f"{what}: the object no longer exists ({exc.code})")
@@ -40,6 +41,11 @@ def describe_minio_error(exc: Exception, what: str) -> ConsumerError:
         if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return ProcessingFailed(f"{what}: MinIO refused access ({exc.code})")
         return ProcessingRetriable(f"{what}: MinIO error {exc.code}")
+    tls_problem = minio_tls_problem(exc)
+    if tls_problem is not None:
+        # Settings are read once per process: trying again cannot fix a CA mismatch, and
+        # the event in the DLQ can be replayed once MINIO_CERT_PATH is right.
+        return ProcessingFailed(f"{what}: {tls_problem}")
     if isinstance(exc, ServerError | InvalidResponseError):
         return ProcessingRetriable(f"{what}: MinIO answered {exc}")
     return ProcessingRetriable(f"{what}: MinIO unreachable ({type(exc).__name__})")

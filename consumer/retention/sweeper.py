@@ -30,7 +30,7 @@ from consumer.errors import ConnectionFailed
 from consumer.events import RETENTION_AGENT_PRODUCT
 from consumer.index import IndexStore, ObjectRecord
 from consumer.lag import group_lag
-from consumer.minio_client import minio_client
+from consumer.minio_client import describe_minio_failure, minio_client
 from consumer.retention.decisions import (
     GONE_CODES,
     Outcome,
@@ -226,7 +226,7 @@ class Sweeper:
         if reason is not None:
             return _item(policy, candidate, None, Outcome.SKIPPED, reason), None
         try:
-            stored = await asyncio.to_thread(_stat, client, candidate)
+            stored = await asyncio.to_thread(_stat, client, candidate, self._settings)
         except S3Error as exc:
             return _item(policy, candidate, None, Outcome.FAILED, f"HEAD: {exc.code}"), None
         reason = skip_for_stored(candidate, stored, cutoff, now)
@@ -296,7 +296,7 @@ def _item(
     )
 
 
-def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
+def _stat(client: Minio, candidate: ObjectRecord, settings: Settings) -> StoredFacts | None:
     """MinIO's facts about the candidate's version; None when it no longer exists."""
     try:
         with minio_operation("HeadObject", candidate.bucket, candidate.key, expected=_gone):
@@ -308,7 +308,7 @@ def _stat(client: Minio, candidate: ObjectRecord) -> StoredFacts | None:
             return None
         raise
     except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO unreachable: {exc}") from exc
+        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
     return stored_facts(
         stat.etag or "",
         stat.size or 0,
@@ -348,7 +348,7 @@ def _remove(
         refused = (exc.code or "Unknown", exc.message or "")
         return {(c.key, c.version_id): refused for c, _ in doomed}
     except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
 
 
 async def _stopped_within(stop: asyncio.Event | None, delay_s: float) -> bool:

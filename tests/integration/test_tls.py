@@ -1,0 +1,293 @@
+"""MinIO over TLS: a second MinIO server of the stack's pinned build, started with a
+certificate from a CA this module generates, publishing to the stack's Kafka.
+
+Every MinIO client of the project is driven through its own code path, as a user runs
+it — ``setup`` (buckets, notifications, lifecycle), ``run --role all --burst`` (the
+processor's ranged reads and its result write), ``retention sweep`` (the sweeper's
+clients), ``status`` (the health check) — with MINIO_USE_SSL=true and MINIO_CERT_PATH
+set to the CA; then the same verbs with a CA that did not sign the server's certificate
+fail with one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import secrets
+import sqlite3
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consumer.minio_client import minio_client
+from consumer.settings import Settings
+from infra.stack import _stop_process_group, ensure_minio_binary, free_port
+from tests import audio
+from tests.conftest import StackEndpoints, unique_name
+from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli
+
+pytestmark = pytest.mark.integration
+
+READY_TIMEOUT_S = 90.0
+NOT_TRUSTED = "MinIO TLS certificate not trusted: "
+TOPIC_PARTITIONS = 2
+
+
+@dataclass(frozen=True)
+class TlsMinio:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    ca_file: Path  # the CA that signed the server's certificate
+    other_ca_file: Path  # a CA that did not
+    events_topic: str
+
+    def env(self, base: dict[str, str], ca_file: Path) -> dict[str, str]:
+        """A CLI environment pointing at this server over TLS with ``ca_file``."""
+        return {
+            **base,
+            "MINIO_ENDPOINT": self.endpoint,
+            "MINIO_ACCESS_KEY": self.access_key,
+            "MINIO_SECRET_KEY": self.secret_key,
+            "MINIO_USE_SSL": "true",
+            "MINIO_CERT_PATH": str(ca_file),
+            "KAFKA_EVENTS_TOPIC": self.events_topic,
+            "KAFKA_EVENTS_PARTITIONS": str(TOPIC_PARTITIONS),
+        }
+
+
+def _write_certificates(directory: Path) -> tuple[Path, Path]:
+    """MinIO's certs dir (public.crt, private.key) signed by a fresh CA; (that CA's PEM,
+    another CA's PEM)."""
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    certs = directory / "certs"
+    certs.mkdir(parents=True)
+    (certs / "public.crt").write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(certs / "private.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    other.cert_pem.write_to_path(str(directory / "other-ca.pem"))
+    return directory / "ca.pem", directory / "other-ca.pem"
+
+
+def _wait_ready(url: str, ca_file: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"TLS MinIO exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"TLS MinIO not ready: {log.read_text(errors='replace')[-2000:]}")
+
+
+async def _create_topic(bootstrap: str, topic: str, *, delete: bool = False) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if delete:
+            await admin.delete_topics([topic])
+        else:
+            await admin.create_topics([NewTopic(topic, TOPIC_PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def tls_minio(
+    stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsMinio]:
+    """A MinIO server with TLS only, notifying the stack's Kafka on a topic of its own."""
+    root = tmp_path_factory.mktemp("tls-minio")
+    ca_file, other_ca_file = _write_certificates(root)
+    bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    topic = unique_name("tls-events")
+    # MinIO refuses a notification target it cannot reach: the topic comes first.
+    asyncio.run(_create_topic(bootstrap, topic))
+    port, console_port = free_port(), free_port()
+    user, password = "tls" + secrets.token_hex(6), secrets.token_urlsafe(24)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MINIO_")},
+        "MINIO_ROOT_USER": user,
+        "MINIO_ROOT_PASSWORD": password,
+        "MINIO_API_SYNC_EVENTS": "on",
+        "MINIO_UPDATE": "off",
+        "MINIO_NOTIFY_KAFKA_ENABLE_VOXPERSONA": "on",
+        "MINIO_NOTIFY_KAFKA_BROKERS_VOXPERSONA": bootstrap,
+        "MINIO_NOTIFY_KAFKA_TOPIC_VOXPERSONA": topic,
+        "MINIO_NOTIFY_KAFKA_QUEUE_DIR_VOXPERSONA": str(root / "queue"),
+    }
+    (root / "queue").mkdir()
+    log = root / "minio.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(ensure_minio_binary()),
+                "server",
+                str(root / "data"),
+                "--address",
+                f"127.0.0.1:{port}",
+                "--console-address",
+                f"127.0.0.1:{console_port}",
+                "--certs-dir",
+                str(root / "certs"),
+                "--quiet",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(f"https://127.0.0.1:{port}/minio/health/ready", ca_file, process, log)
+        yield TlsMinio(f"127.0.0.1:{port}", user, password, ca_file, other_ca_file, topic)
+    finally:
+        _stop_process_group(process.pid)
+        process.wait(timeout=30)
+        asyncio.run(_create_topic(bootstrap, topic, delete=True))
+
+
+def _error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr without the structured log lines (JSON): what the CLI itself said."""
+    return [line for line in result.stderr.splitlines() if not line.startswith("{")]
+
+
+def _buckets(prefix: str) -> dict[str, str]:
+    return {
+        "MINIO_AUDIO_BUCKET_NAME": unique_name(f"{prefix}-audio"),
+        "MINIO_BUCKET_NAME": unique_name(f"{prefix}-storage"),
+        "MINIO_RESULTS_BUCKET_NAME": unique_name(f"{prefix}-results"),
+    }
+
+
+async def test_every_minio_client_works_over_tls_and_an_unknown_ca_is_one_line(
+    tls_minio: TlsMinio, stack: StackEndpoints, tmp_path: Path
+) -> None:
+    buckets = _buckets("tls")
+    base = cli_env(stack, tmp_path, unique_name("tls-group"))
+    base.update(buckets, KAFKA_DLQ_TOPIC=stack.values.get("KAFKA_DLQ_TOPIC", "minio-events-dlq"))
+    env = tls_minio.env(base, tls_minio.ca_file)
+
+    # setup: buckets, notifications (the server checks its Kafka target), lifecycle.
+    setup = await asyncio.to_thread(run_cli, env, "setup", "--json")
+    assert setup.returncode == 0, setup.stderr
+    created = {
+        (row["resource"], row["name"]) for row in json_rows(setup) if row["action"] != "unchanged"
+    }
+    for bucket in buckets.values():
+        assert ("bucket", bucket) in created
+        assert ("notification", bucket) in created
+
+    # An upload over TLS; its event comes through the stack's Kafka.
+    settings = Settings(_env_file=None, **env)  # type: ignore[call-arg]
+    client = minio_client(settings)
+    audio_bucket, key = buckets["MINIO_AUDIO_BUCKET_NAME"], "user_7/over tls.wav"
+    body = audio.wav(0.5)
+    bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    start = await topic_end_offsets(bootstrap, tls_minio.events_topic)
+    await asyncio.to_thread(
+        client.put_object, audio_bucket, key, io.BytesIO(body), len(body), "audio/wav"
+    )
+    events = await read_bucket_events(bootstrap, tls_minio.events_topic, audio_bucket, start, 1)
+    assert len(events) == 1
+
+    # The indexer, the processor (ranged GETs, the result PUT) and the sweeper, one process.
+    run = await asyncio.to_thread(run_cli, env, "run", "--role", "all", "--burst", timeout_s=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    listed = json_rows(
+        await asyncio.to_thread(run_cli, env, "ls", "--bucket", audio_bucket, "--json")
+    )
+    assert [(row["key"], row["processing_status"]) for row in listed] == [(key, "done")]
+    results = list(client.list_objects(buckets["MINIO_RESULTS_BUCKET_NAME"], recursive=True))
+    assert [obj.object_name for obj in results] == [f"{audio_bucket}/{key}/null/audio-probe.json"]
+
+    # The sweeper's own clients (HEAD of each candidate) and the health check.
+    policies = tmp_path / "policies.json"
+    policies.write_text(
+        json.dumps({"policies": [{"name": "tls-drill", "bucket": audio_bucket, "seconds": 1}]})
+    )
+    env["RETENTION_POLICIES_FILE"] = str(policies)
+    sweep = await asyncio.to_thread(run_cli, env, "retention", "sweep", "--dry-run", "--json")
+    assert sweep.returncode == 0, sweep.stderr
+    assert [(row["key"], row["outcome"]) for row in json_rows(sweep)] == [(key, "would_delete")]
+    status = await asyncio.to_thread(run_cli, env, "status", "--json")
+    minio_check = json.loads(status.stdout)["connections"]["minio"]
+    assert (minio_check["ok"], minio_check["error"]) == (True, None)
+
+    # The same verbs with a CA that did not sign the server's certificate.
+    wrong = tls_minio.env(
+        {**base, "RETENTION_POLICIES_FILE": str(policies)}, tls_minio.other_ca_file
+    )
+    expected = f"(MINIO_CERT_PATH={tls_minio.other_ca_file})"
+    for verb in (("setup",), ("retention", "sweep", "--dry-run")):
+        result = await asyncio.to_thread(run_cli, wrong, *verb)
+        assert result.returncode == 1, (verb, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert tls_minio.secret_key not in result.stderr + result.stdout
+        (line,) = _error_lines(result)
+        assert line.startswith(f"consumer: failed: {NOT_TRUSTED}"), line
+        assert line.endswith(expected), line
+    status = await asyncio.to_thread(run_cli, wrong, "status", "--json")
+    assert status.returncode == 1
+    minio_check = json.loads(status.stdout)["connections"]["minio"]
+    assert not minio_check["ok"]
+    assert minio_check["error"].startswith(NOT_TRUSTED), minio_check
+    assert minio_check["error"].endswith(expected)
+
+
+async def test_the_processor_fails_a_job_at_once_when_the_ca_is_wrong(
+    tls_minio: TlsMinio, stack: StackEndpoints, tmp_path: Path
+) -> None:
+    """The indexer (Kafka only) indexes the upload; the processor cannot read it over TLS
+    with the wrong CA: the job fails without retries, with the reason, and the run goes on."""
+    buckets = _buckets("tlsbad")
+    base = cli_env(stack, tmp_path, unique_name("tls-bad-group"))
+    base.update(buckets, KAFKA_DLQ_TOPIC=stack.values.get("KAFKA_DLQ_TOPIC", "minio-events-dlq"))
+    good = tls_minio.env(base, tls_minio.ca_file)
+    setup = await asyncio.to_thread(run_cli, good, "setup")
+    assert setup.returncode == 0, setup.stderr
+    client = minio_client(Settings(_env_file=None, **good))  # type: ignore[call-arg]
+    audio_bucket, key = buckets["MINIO_AUDIO_BUCKET_NAME"], "user_8/unreadable.wav"
+    body = audio.wav(0.2)
+    bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    start = await topic_end_offsets(bootstrap, tls_minio.events_topic)
+    await asyncio.to_thread(
+        client.put_object, audio_bucket, key, io.BytesIO(body), len(body), "audio/wav"
+    )
+    assert (
+        len(await read_bucket_events(bootstrap, tls_minio.events_topic, audio_bucket, start, 1))
+        == 1
+    )
+
+    wrong = tls_minio.env(base, tls_minio.other_ca_file)
+    run = await asyncio.to_thread(run_cli, wrong, "run", "--role", "all", "--burst", timeout_s=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    listed = json_rows(
+        await asyncio.to_thread(run_cli, wrong, "ls", "--bucket", audio_bucket, "--json")
+    )
+    assert [(row["key"], row["processing_status"]) for row in listed] == [(key, "failed")]
+    with sqlite3.connect(tmp_path / "index.sqlite3") as conn:
+        attempts, error = conn.execute(
+            "SELECT attempts, last_error FROM jobs WHERE bucket = ? AND key = ?",
+            (audio_bucket, key),
+        ).fetchone()
+    assert attempts == 1
+    assert NOT_TRUSTED in error

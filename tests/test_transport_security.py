@@ -1,0 +1,313 @@
+"""Encryption and authentication settings without a server: MinIO's TLS pool and error
+lines, Kafka's client options and their consistency checks, the CLI's exit codes for bad
+files and bad combinations. (tests/integration/test_tls.py and test_kafka_sasl.py prove
+them against real servers.)"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+import urllib3
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from pydantic import ValidationError
+
+from consumer.errors import ConfigError
+from consumer.kafka_client import (
+    describe_security_failure,
+    kafka_client_options,
+    security_problems,
+)
+from consumer.minio_client import (
+    describe_minio_failure,
+    minio_http_pool,
+    minio_ssl_context,
+    minio_tls_problem,
+)
+from consumer.settings import Settings
+from tests.test_cli import run_cli
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="module")
+def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return path
+
+
+def _not_trusted() -> ssl.SSLCertVerificationError:
+    """The error OpenSSL raises for an unknown issuer, as urllib3 hands it on."""
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] verify failed")
+    error.verify_message = "unable to get local issuer certificate"  # type: ignore[attr-defined]
+    return error
+
+
+# --- MinIO ------------------------------------------------------------------------------
+
+
+def test_minio_without_ssl_has_no_tls_context() -> None:
+    assert minio_ssl_context(settings(MINIO_USE_SSL=False, MINIO_CERT_PATH="/nowhere")) is None
+
+
+def test_minio_ssl_pool_verifies_against_the_ca_with_the_factory_limits(ca_file: Path) -> None:
+    pool = minio_http_pool(settings(MINIO_USE_SSL=True, MINIO_CERT_PATH=ca_file))
+    context = pool.connection_pool_kw["ssl_context"]
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert len(context.get_ca_certs()) == 1  # the bundle's CA, not the system's
+    assert pool.connection_pool_kw["retries"].total is False  # our retry loop decides
+    timeout = pool.connection_pool_kw["timeout"]
+    assert isinstance(timeout, urllib3.Timeout)
+    assert (timeout.connect_timeout, timeout.read_timeout) == (5.0, 60.0)
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"])
+def test_an_unusable_minio_cert_path_is_a_config_error(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"MINIO_CERT_PATH={path} is not a readable PEM"):
+        minio_ssl_context(settings(MINIO_USE_SSL=True, MINIO_CERT_PATH=path))
+
+
+def test_a_ca_mismatch_deep_in_urllib3_errors_is_named_with_the_bundle(ca_file: Path) -> None:
+    wrapped = urllib3.exceptions.SSLError(_not_trusted())
+    retried = urllib3.exceptions.MaxRetryError(None, "/bucket", reason=wrapped)  # type: ignore[arg-type]
+    current = settings(MINIO_USE_SSL=True, MINIO_CERT_PATH=ca_file)
+    expected = (
+        "MinIO TLS certificate not trusted: unable to get local issuer certificate "
+        f"(MINIO_CERT_PATH={ca_file})"
+    )
+    assert minio_tls_problem(wrapped, current) == expected
+    assert describe_minio_failure(retried, current) == expected
+    assert minio_tls_problem(wrapped) == (
+        "MinIO TLS certificate not trusted: unable to get local issuer certificate "
+        "(check MINIO_CERT_PATH)"
+    )
+
+
+def test_other_minio_failures_keep_their_own_words() -> None:
+    refused = urllib3.exceptions.NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+    current = settings(MINIO_ENDPOINT="127.0.0.1:9")
+    assert minio_tls_problem(refused, current) is None
+    assert describe_minio_failure(refused, current).startswith("MinIO at 127.0.0.1:9 unreachable: ")
+
+
+# --- Kafka ------------------------------------------------------------------------------
+
+
+def test_plaintext_options_carry_no_credentials() -> None:
+    options = kafka_client_options(
+        settings(KAFKA_BOOTSTRAP_SERVERS="k:9092", KAFKA_SASL_PASSWORD="ignored-here")
+    )
+    assert options == {"bootstrap_servers": "k:9092", "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_options_name_the_mechanism_and_user(ca_file: Path) -> None:
+    options = kafka_client_options(
+        settings(
+            KAFKA_SECURITY_PROTOCOL="sasl_ssl",
+            KAFKA_SASL_MECHANISM="scram-sha-512",
+            KAFKA_SASL_USERNAME="indexer",
+            KAFKA_SASL_PASSWORD="s3cret-value",
+            KAFKA_SSL_CAFILE=ca_file,
+        )
+    )
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+        "indexer",
+        "s3cret-value",
+    )
+    context = options["ssl_context"]
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert len(context.get_ca_certs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs KAFKA_SASL_USERNAME"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u"},
+            "needs KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"KAFKA_SSL_CAFILE": "/ca.pem"},
+            "KAFKA_SSL_CAFILE set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_KEYFILE": "/k.pem"},
+            "KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE",
+        ),
+    ],
+)
+def test_security_settings_that_do_not_fit_together(values: dict[str, str], problem: str) -> None:
+    current = settings(**values)
+    assert any(problem in found for found in security_problems(current))
+    with pytest.raises(ConfigError, match=problem):
+        kafka_client_options(current)
+
+
+def test_consistent_security_settings_have_no_problem() -> None:
+    assert security_problems(settings()) == []
+    assert (
+        security_problems(
+            settings(
+                KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                KAFKA_SASL_USERNAME="u",
+                KAFKA_SASL_PASSWORD="p",
+            )
+        )
+        == []
+    )
+
+
+def test_a_missing_kafka_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    current = settings(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=missing)
+    with pytest.raises(ConfigError, match=f"KAFKA_SSL_CAFILE={missing}"):
+        kafka_client_options(current)
+
+
+def test_an_unknown_protocol_or_mechanism_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        settings(KAFKA_SECURITY_PROTOCOL="TLS")
+    with pytest.raises(ValidationError):
+        settings(KAFKA_SASL_MECHANISM="GSSAPI")
+
+
+def test_the_kafka_password_is_a_secret() -> None:
+    current = settings(KAFKA_SASL_PASSWORD="hunter2-kafka")
+    assert "hunter2-kafka" in current.secret_values
+    assert "hunter2-kafka" not in repr(current)
+
+
+def test_refused_credentials_are_named_without_the_password() -> None:
+    current = settings(
+        KAFKA_BOOTSTRAP_SERVERS="k:9093",
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_USERNAME="indexer",
+        KAFKA_SASL_PASSWORD="hunter2-kafka",
+    )
+    line = describe_security_failure(
+        SaslAuthenticationFailed("Authentication failed: Invalid username or password"), current
+    )
+    assert line is not None
+    assert line.startswith(
+        "Kafka at k:9093 refused the credentials of KAFKA_SASL_USERNAME=indexer "
+        "(PLAIN over SASL_PLAINTEXT): "
+    )
+    assert "Invalid username or password" in line
+    assert "hunter2-kafka" not in line
+
+
+def test_an_untrusted_broker_certificate_names_the_ca_file(ca_file: Path) -> None:
+    current = settings(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=ca_file)
+    assert describe_security_failure(_not_trusted(), current) == (
+        "Kafka TLS certificate not trusted at 127.0.0.1:9092: unable to get local issuer "
+        f"certificate (KAFKA_SSL_CAFILE={ca_file})"
+    )
+    assert describe_security_failure(KafkaConnectionError("refused"), current) is None
+
+
+# --- the CLI: bad files and combinations are exit 2, one line, before any change ---------
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MINIO_USE_SSL": "true", "MINIO_CERT_PATH": "/nonexistent/ca.pem"}, "MINIO_CERT_PATH="),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs KAFKA_SASL_USERNAME"),
+        ({"KAFKA_SECURITY_PROTOCOL": "KERBEROS"}, "invalid setting KAFKA_SECURITY_PROTOCOL"),
+    ],
+)
+def test_bad_security_settings_stop_setup_with_exit_2(env: dict[str, str], fragment: str) -> None:
+    # Nothing listens on port 9: only a check made before connecting can answer exit 2.
+    result = run_cli(
+        "setup", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", MINIO_ENDPOINT="127.0.0.1:9", **env
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "protocol", "fragment"),
+    [
+        (UnsupportedSaslMechanismError(), "SASL_SSL", "does not accept the SASL mechanism PLAIN"),
+        (IllegalSaslStateError(), "SASL_PLAINTEXT", "is it a SASL listener?"),
+        (ConnectionResetError(), "SSL", "did not complete the TLS handshake"),
+        (TimeoutError(), "SASL_SSL", "did not complete the TLS handshake"),
+    ],
+)
+def test_a_listener_of_another_kind_is_named(
+    error: BaseException, protocol: str, fragment: str
+) -> None:
+    current = settings(
+        KAFKA_SECURITY_PROTOCOL=protocol, KAFKA_SASL_USERNAME="u", KAFKA_SASL_PASSWORD="p"
+    )
+    line = describe_security_failure(error, current)
+    assert line is not None
+    assert fragment in line
+    assert "refused the credentials" not in line
+
+
+def test_a_reset_without_tls_is_not_a_security_failure() -> None:
+    assert describe_security_failure(ConnectionResetError(), settings()) is None
+
+
+# --- the local stack's SASL listener (no server started) -------------------------------
+
+
+def test_the_stack_broker_gets_a_sasl_listener_with_the_generated_user(tmp_path: Path) -> None:
+    from infra.stack import Credentials, StackState, _kafka_properties
+
+    creds = Credentials.generate()
+    state = StackState(kafka_port=9101, kafka_sasl_port=9102, kafka_controller_port=9103)
+    text = _kafka_properties(state, tmp_path, creds)
+    props = dict(line.split("=", 1) for line in text.splitlines() if line)
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102,CONTROLLER://127.0.0.1:9103"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
+    assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"].endswith(
+        f'user_{creds.kafka_sasl_username}="{creds.kafka_sasl_password}";'
+    )
+
+
+def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:
+    """A state dir from before the SASL listener: its PostgreSQL was initialised with the
+    stored password, so the stored values must survive; the new ones are generated."""
+    import json
+
+    from infra.stack import Stack
+
+    old = {"minio_access_key": "voxold", "minio_secret_key": "s" * 30, "postgres_password": "pg"}
+    (tmp_path / "credentials.json").write_text(json.dumps(old))
+    creds = Stack(tmp_path).credentials()
+    assert (creds.minio_access_key, creds.minio_secret_key, creds.postgres_password) == (
+        "voxold",
+        "s" * 30,
+        "pg",
+    )
+    assert creds.kafka_sasl_username
+    assert creds.kafka_sasl_password
+    assert Stack(tmp_path).credentials() == creds  # written back, stable from now on
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
