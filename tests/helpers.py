@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 if TYPE_CHECKING:
+    from minio import Minio
+
     from tests.conftest import StackEndpoints
 
 
@@ -146,3 +148,17 @@ def count_rows(index_file: Path, sql: str, *params: object) -> int:
         except sqlite3.OperationalError:  # schema not created yet
             return 0
     return int(row[0])
+
+
+def bucket_listing(
+    minio: Minio, bucket: str, *, versions: bool = False
+) -> set[tuple[str, str, int, str]]:
+    """(key, version id, size, etag) of every live object (latest non-delete-marker when
+    ``versions`` is false; every non-delete-marker version otherwise)."""
+    found = set()
+    for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
+        if obj.is_delete_marker:
+            continue
+        version = (obj.version_id or "") if versions else ""
+        found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
+    return found

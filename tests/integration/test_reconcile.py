@@ -26,7 +26,7 @@ from consumer.indexer import Indexer
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
 from tests.conftest import REPO_ROOT, Backend, StackEndpoints, unique_name
-from tests.helpers import Published, read_bucket_events, topic_end_offsets
+from tests.helpers import Published, bucket_listing, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -36,18 +36,6 @@ BEFORE = {
     "user_1/deleted while unwatched.ogg": b"this one goes",
     "user_2/overwritten.ogg": b"first content",
 }
-
-
-def _listing(
-    minio: Minio, bucket: str, *, versions: bool = False
-) -> set[tuple[str, str, int, str]]:
-    found = set()
-    for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
-        if obj.is_delete_marker:
-            continue
-        version = (obj.version_id or "") if versions else ""
-        found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
-    return found
 
 
 async def _indexed(url: str, bucket: str) -> set[tuple[str, str, int, str]]:
@@ -103,7 +91,7 @@ async def test_reconcile_reports_and_repairs_lost_events(
         _put(minio, bucket, key, body, content_type="audio/ogg")
     await published.wait(bucket, len(BEFORE))
     await _index_topic(stack, backend.url)
-    assert await _indexed(backend.url, bucket) == _listing(minio, bucket)
+    assert await _indexed(backend.url, bucket) == bucket_listing(minio, bucket)
 
     with Unwatched(minio, stack, bucket):
         meta = {"user-id": "33", "session-type": "interview"}
@@ -111,7 +99,7 @@ async def test_reconcile_reports_and_repairs_lost_events(
         _put(minio, bucket, "notes/new plain+key.txt", b"text", content_type="text/plain")
         minio.remove_object(bucket, "user_1/deleted while unwatched.ogg")
         _put(minio, bucket, "user_2/overwritten.ogg", b"second, longer content")
-    listing = _listing(minio, bucket)
+    listing = bucket_listing(minio, bucket)
     etag = {key: tag for key, _, _, tag in listing}
 
     env = cli_env(stack, tmp_path, unique_name("g"))
@@ -185,7 +173,7 @@ async def test_reconcile_versioned_bucket_compares_versions(
     _put(minio, bucket, "b.ogg", b"b1")
     await published.wait(bucket, 2)
     await _index_topic(stack, url)
-    b1 = next(v for k, v, *_ in _listing(minio, bucket, versions=True) if k == "b.ogg")
+    b1 = next(v for k, v, *_ in bucket_listing(minio, bucket, versions=True) if k == "b.ogg")
 
     with Unwatched(minio, stack, bucket):
         _put(minio, bucket, "a.ogg", b"v2, a new version")
@@ -199,7 +187,7 @@ async def test_reconcile_versioned_bucket_compares_versions(
     ]
     _json_lines(run_cli(env, "reconcile", "--bucket", bucket, "--repair", "--json"))
     assert _json_lines(run_cli(env, "reconcile", "--bucket", bucket, "--json")) == []
-    assert await _indexed(url, bucket) == _listing(minio, bucket, versions=True)
+    assert await _indexed(url, bucket) == bucket_listing(minio, bucket, versions=True)
 
 
 def test_reconcile_unknown_bucket_is_bad_input(stack: StackEndpoints, tmp_path: Path) -> None:
