@@ -262,6 +262,7 @@ class LoadTest:
         return StepSummary(
             **figures,
             max_lag_events=sampler.peak_lag,
+            mean_lag_events=round(sampler.mean_lag, 1),
             max_backlog_objects=sampler.peak_backlog,
             mean_batch_ms=1000 * batch_s / batches if batches else 0.0,
             batches=int(batches),
@@ -321,7 +322,7 @@ class LoadTest:
         stem = self.stem
         load_report.plot_delay(out / f"{stem}_delay.png", steps, self.args.delivery)
         load_report.plot_rates(out / f"{stem}_rates.png", steps)
-        load_report.plot_lag(out / f"{stem}_lag.png", self.samples, self.marks)
+        load_report.plot_lag(out / f"{stem}_lag.png", self.samples, self.marks, self.args.delivery)
         document = {
             "params": params,
             "machine": report.machine_facts(),
@@ -529,12 +530,18 @@ class LagSampler:
         self.series: list[tuple[float, int, int]] = []
         self.peak_lag = 0
         self.peak_backlog = 0
+        self.lag_sum = self.lag_samples = 0
 
     def elapsed(self) -> float:
         return round(time.perf_counter() - self._started, 2)
 
     def reset_peaks(self) -> None:
         self.peak_lag = self.peak_backlog = 0
+        self.lag_sum = self.lag_samples = 0
+
+    @property
+    def mean_lag(self) -> float:
+        return self.lag_sum / self.lag_samples if self.lag_samples else 0.0
 
     def __enter__(self) -> LagSampler:
         self._thread.start()
@@ -555,6 +562,8 @@ class LagSampler:
                 answered = self._answered.value  # read before the index: never negative
                 backlog = max(0, answered - self._index.count())
                 self.peak_lag = max(self.peak_lag, lag)
+                self.lag_sum += lag
+                self.lag_samples += 1
                 self.peak_backlog = max(self.peak_backlog, backlog)
                 self.series.append((self.elapsed(), lag, backlog))
                 await asyncio.sleep(SAMPLE_INTERVAL_S)

@@ -61,6 +61,7 @@ class StepSummary:
     put_to_kafka_ms: dict[str, float] = field(default_factory=dict)
     kafka_to_indexed_ms: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    mean_lag_events: float = 0.0  # the same lag, mean over the step's samples
 
     @property
     def saturated(self) -> bool:
@@ -130,7 +131,8 @@ def table_lines(steps: Sequence[StepSummary]) -> list[str]:
     lines = [
         "| offered /s | achieved /s | PUTs ok (failed) | PUT p50 / p99 ms | PUT response p99 ms "
         "| PUT → indexed p50 / p95 / p99 ms | PUT → Kafka p50 / p99 ms "
-        "| Kafka → indexed p50 / p99 ms | max lag | max backlog | indexer batch ms | saturated |",
+        "| Kafka → indexed p50 / p99 ms | lag max (mean) | max backlog | indexer batch ms "
+        "| saturated |",
         "|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|---|",
     ]
     for s in steps:
@@ -143,7 +145,7 @@ def table_lines(steps: Sequence[StepSummary]) -> list[str]:
             f"| {_ms(s.put_response_ms['p99'])} "
             f"| {_ms(d['p50'])} / {_ms(d['p95'])} / {_ms(d['p99'])} "
             f"| {_ms(k['p50'])} / {_ms(k['p99'])} | {_ms(i['p50'])} / {_ms(i['p99'])} "
-            f"| {s.max_lag_events} "
+            f"| {s.max_lag_events} ({s.mean_lag_events:.1f}) "
             f"| {s.max_backlog_objects} | {s.mean_batch_ms:.1f} "
             f"| {'**yes**' if s.saturated else 'no'} |"
         )
@@ -182,6 +184,7 @@ def plot_delay(path: Path, steps: Sequence[StepSummary], delivery: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.minorticks_off()
     ax.set_xlabel("offered uploads/s")
     ax.set_ylabel("PUT response → indexed_at (ms, log)")
     ax.set_title(f"Upload-to-index delay per upload rate ({delivery} delivery)")
@@ -203,6 +206,9 @@ def plot_rates(path: Path, steps: Sequence[StepSummary]) -> None:
     left.plot(rates, [s.achieved_rate for s in steps], "o-", label="achieved PUTs/s")
     left.set_xscale("log", base=2)
     left.set_yscale("log", base=2)
+    left.set_xticks(rates, [f"{r:g}" for r in rates])
+    left.set_yticks(rates, [f"{r:g}" for r in rates])
+    left.minorticks_off()
     left.set_xlabel("offered uploads/s")
     left.set_ylabel("uploads/s")
     left.set_title("MinIO: achieved vs offered")
@@ -212,6 +218,7 @@ def plot_rates(path: Path, steps: Sequence[StepSummary]) -> None:
     right.plot(rates, [s.put_response_ms["p99"] for s in steps], "x--", label="response p99")
     right.set_xscale("log", base=2)
     right.set_yscale("log")
+    right.set_xticks(rates, [f"{r:g}" for r in rates])
     right.set_xlabel("offered uploads/s")
     right.set_ylabel("ms (log)")
     right.set_title("PUT latency (response: from the intended start)")
@@ -221,7 +228,9 @@ def plot_rates(path: Path, steps: Sequence[StepSummary]) -> None:
     plt.close(fig)
 
 
-def plot_lag(path: Path, series: Sequence[Sequence[float]], marks: Sequence[Any]) -> None:
+def plot_lag(
+    path: Path, series: Sequence[Sequence[float]], marks: Sequence[Any], delivery: str
+) -> None:
     """Kafka lag and index backlog over the whole run; ``marks`` = (t, offered rate)."""
     import matplotlib
 
@@ -231,14 +240,19 @@ def plot_lag(path: Path, series: Sequence[Sequence[float]], marks: Sequence[Any]
     fig, ax = plt.subplots(figsize=(10, 4))
     times = [p[0] for p in series]
     ax.plot(times, [p[1] for p in series], label="Kafka lag of the indexer group (events)")
-    ax.plot(times, [p[2] for p in series], label="index backlog (PUTs answered, not indexed)")
+    ax.plot(
+        times,
+        [p[2] for p in series],
+        label="index backlog (PUTs answered, not indexed yet: in MinIO, Kafka or the indexer)",
+    )
     for t, rate in marks:
         ax.axvline(t, color="grey", linewidth=0.5)
         ax.annotate(f"{rate:g}/s", (t, 0), xytext=(2, 2), textcoords="offset points", fontsize=8)
     ax.set_xlabel("seconds since the first step")
     ax.set_ylabel("events / objects")
     ax.set_yscale("symlog")
-    ax.set_title("Consumer lag during the load steps")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Consumer lag during the load steps ({delivery} delivery)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
