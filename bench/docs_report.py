@@ -122,8 +122,8 @@ def _rss_goal(doc: Doc | None) -> tuple[bool | None, str]:
     )
     if events < 1_000_000:
         sentence += (
-            "; fewer than 1M events were run — "
-            "`make bench BENCH_ARGS='--rss-events 1000000'` runs the 1M check"
+            "; fewer than 1M events were run — `make bench` (its default "
+            "`--rss-events 1000000`) runs the 1M check"
         )
         return (None if flat else False), sentence
     return ok, sentence
@@ -246,7 +246,11 @@ def load_lines(queue: Doc | None, direct: Doc | None, figures: Path) -> list[str
 
 
 def bottleneck_lines(
-    throughput: Doc | None, queue: Doc | None, direct: Doc | None, profile: Path
+    throughput: Doc | None,
+    rss: Doc | None,
+    queue: Doc | None,
+    direct: Doc | None,
+    profile: Path,
 ) -> list[str]:
     lines = ["## Where the goals are missed, and why", ""]
     ratio = _sqlite_ratio(throughput)
@@ -255,6 +259,14 @@ def bottleneck_lines(
     ok, _ = _delay_goal(queue)
     if ok is False and queue is not None:
         lines += _queue_bottleneck(queue, direct)
+    ok, sentence = _rss_goal(rss or throughput)
+    if ok is False:
+        lines += [
+            f"**RSS ({sentence}).** See the RSS plot below: a line that keeps rising through "
+            "the run is memory held per event (an unbounded cache or queue); a step at the "
+            "start is only warm-up.",
+            "",
+        ]
     if len(lines) == 2:
         lines.append("Every goal that was run is met.")
     return [*lines, ""]
@@ -409,7 +421,7 @@ def write(results: Path, out: Path) -> Path:
         *header_lines(suite),
         *machine_lines(throughput),
         *goals_lines(throughput, rss, queue, direct),
-        *bottleneck_lines(throughput, queue, direct, results / "profile-sqlite.txt"),
+        *bottleneck_lines(throughput, rss, queue, direct, results / "profile-sqlite.txt"),
         *throughput_lines(throughput, rss, figures),
         *rss_lines(figures, rss is not None),
         *load_lines(queue, direct, figures),

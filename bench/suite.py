@@ -1,19 +1,20 @@
 """`make bench`: every benchmark in one go, then docs/benchmarks.md.
 
     python -m bench.suite [--events 200000] [--rounds 2] [--rss-events 1000000]
-                          [--step-s 10] [--quick] [--no-profile] [--shared-machine]
+                          [--step-s 10] [--max-rate 3200] [--quick] [--no-profile]
+                          [--shared-machine]
 
 1. ``bench.indexer_throughput`` — drain vs SQLite vs PostgreSQL over --events, --rounds
    rounds, plus a py-spy profile of one SQLite run;
-2. with --rss-events M (> 0): one more drain + SQLite round over M events, for RSS over
-   time (results in bench/results/rss-M/);
+2. unless --rss-events 0: one more drain + SQLite round over M (1,000,000) events, for
+   RSS over time (results in bench/results/rss-M/);
 3. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
    uploads/s, then doubling until MinIO saturates;
 4. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
 5. ``bench.docs_report`` → docs/benchmarks.md (+ docs/benchmarks/*.png).
 
 Each part runs as its own process; the wall time of each is in the report. --quick is a
-small but complete run (about 3 minutes) for development.
+small but complete run (about 3 minutes; 8 with --rss-events 1000000) for development.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000, help="throughput events (200000)")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (2)")
     parser.add_argument(
-        "--rss-events", type=int, default=0, help="events of the long RSS run (0: none)"
+        "--rss-events",
+        type=int,
+        default=1_000_000,
+        help="events of the long RSS run (1000000; 0: none)",
     )
     parser.add_argument("--step-s", type=float, default=10.0, help="load step seconds (10)")
     parser.add_argument("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
@@ -51,11 +55,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="say in the report that other work shared the machine during the run",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="20000 events, 1 round, 3 s steps, up to 800/s"
+        "--quick",
+        action="store_true",
+        help="20000 events, 1 round, 3 s steps, up to 800/s, no long RSS run unless "
+        "--rss-events is given",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rounds, args.step_s = 20_000, 1, 3.0
+        if "--rss-events" not in (argv if argv is not None else sys.argv):
+            args.rss_events = 0
         args.max_rate = min(args.max_rate, 800)
     return args
 
