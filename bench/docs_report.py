@@ -209,6 +209,7 @@ def load_lines(queue: Doc | None, direct: Doc | None, figures: Path) -> list[str
             continue
         steps = _steps(doc)
         saturated = load_report.saturation_rate(steps)
+        at = next((s for s in steps if s.saturated), None)
         params = doc["params"]
         lines += [
             f"`{params['command']}` — {params['workers']} uploader processes × "
@@ -220,9 +221,9 @@ def load_lines(queue: Doc | None, direct: Doc | None, figures: Path) -> list[str
             "MinIO saturated at: "
             + (
                 f"**{saturated:,.0f} offered uploads/s** (achieved < 90 % of offered, or PUT "
-                "response p99 > 1 s)"
-                if saturated
-                else "no rate tried (raise `--max-rate`)"
+                "response p99 > 1 s); during that step: " + _cpu_sentence(at)
+                if saturated and at
+                else f"no rate up to {steps[-1].offered_rate:,.0f}/s (raise `--max-rate`)"
             ),
             "",
             "CPU per process during each step (% of one core):",
@@ -243,6 +244,20 @@ def load_lines(queue: Doc | None, direct: Doc | None, figures: Path) -> list[str
         "",
     ]
     return lines
+
+
+def _cpu_sentence(step: load_report.StepSummary) -> str:
+    """Who used the CPU in a step: whether MinIO, the uploaders or the machine ran out."""
+    cpu = step.cpu_percent
+    parts = [f"{n} {cpu[n]:.0f} %" for n in ("minio", "uploaders", "kafka", "consumer") if n in cpu]
+    machine = cpu.get("machine (all cores, %)", math.nan)
+    return (
+        "CPU (% of one core) "
+        + ", ".join(parts)
+        + f"; the whole machine {machine:.0f} % busy (all cores)"
+        + f", achieved {step.achieved_rate:,.0f}/s, PUT response p99 "
+        f"{_ms(step.put_response_ms['p99'])} ms."
+    )
 
 
 def bottleneck_lines(

@@ -57,15 +57,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="20000 events, 1 round, 3 s steps, up to 800/s, no long RSS run unless "
-        "--rss-events is given",
+        help="20000 events, 1 round, 3 s steps, no long RSS run unless --rss-events is given",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rounds, args.step_s = 20_000, 1, 3.0
         if "--rss-events" not in (argv if argv is not None else sys.argv):
             args.rss_events = 0
-        args.max_rate = min(args.max_rate, 800)
     return args
 
 
