@@ -593,16 +593,20 @@ class CpuMeter:
             name: 100 * (self._cpu(pid) - self._before[name]) / self.seconds
             for name, pid in self._pids.items()
         }
-        busy, total = (a - b for a, b in zip(_machine_busy(), self._machine_before, strict=True))
+        busy, iowait, total = (
+            a - b for a, b in zip(_machine_busy(), self._machine_before, strict=True)
+        )
         result["machine (all cores, %)"] = 100 * busy / total if total else 0.0
+        result["iowait (all cores, %)"] = 100 * iowait / total if total else 0.0
         return result
 
 
-def _machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+def _machine_busy() -> tuple[int, int, int]:
+    """(busy, iowait, total) jiffies of all CPUs since boot, from /proc/stat. Waiting for
+    the disk is not busy, but a high share of it says the disk is the limit."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    idle, iowait = fields[3], fields[4]
+    return sum(fields) - idle - iowait, iowait, sum(fields)
 
 
 def commit_group_at_end(settings: Settings, group: str) -> dict[int, int]:
