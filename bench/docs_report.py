@@ -276,18 +276,22 @@ def _saturation_sentence(
     before = steps[steps.index(at) - 1] if steps.index(at) > 0 else at
     cpu = at.cpu_percent
     parts = [f"{n} {cpu[n]:.0f} %" for n in ("minio", "uploaders", "kafka", "consumer") if n in cpu]
+    machine = cpu.get("machine (all cores, %)", math.nan)
+    iowait = "iowait (all cores, %)" in cpu
     return (
         f"From {before.offered_rate:,.0f} to {at.offered_rate:,.0f} offered/s the achieved "
         f"rate went from {before.achieved_rate:,.0f} to {at.achieved_rate:,.0f}/s while "
         f"MinIO's PUT latency (request sent → answered) went from p50 "
         f"{_ms(before.put_latency_ms['p50'])} / p99 {_ms(before.put_latency_ms['p99'])} ms to "
-        f"p50 {_ms(at.put_latency_ms['p50'])} / p99 {_ms(at.put_latency_ms['p99'])} ms: "
-        "throughput at a plateau while latency climbs. CPU in the saturated step (% of one "
-        f"core): {', '.join(parts)}; all cores "
-        f"{cpu.get('machine (all cores, %)', math.nan):.0f} % busy"
+        f"p50 {_ms(at.put_latency_ms['p50'])} / p99 {_ms(at.put_latency_ms['p99'])} ms, and "
+        f"PUTs queued in the client up to {_ms(at.put_response_ms['p99'])} ms (p99): the "
+        "achieved rate no longer follows the offered one. CPU in that step (% of one core): "
+        f"{', '.join(parts)}; all cores {machine:.0f} % busy"
+        + (f", {cpu['iowait (all cores, %)']:.0f} % waiting for the disk" if iowait else "")
         + (
-            f", {cpu['iowait (all cores, %)']:.0f} % waiting for the disk."
-            if "iowait (all cores, %)" in cpu
+            " — the two cores are nearly used up, so on this machine MinIO's limit is the CPU "
+            "it gets next to Kafka, the consumer and the uploaders."
+            if machine >= 80
             else "."
         )
     )
@@ -354,7 +358,7 @@ def _profile_lines(profile: Path) -> list[str]:
     shares = []
     if main is not None and main.samples:
         for needle in ("parse_message", "SqliteIndex.apply_batch", "decode_batch", "getmany"):
-            count = sum(n for frame, n in main.inclusive.items() if needle in frame)
+            count = sum(n for frame, n in main.inclusive.items() if _is_function(frame, needle))
             shares.append(f"`{needle}` {count / main.samples:.0%}")
     return [
         "py-spy profile of a SQLite run ([profile-sqlite.md](../bench/results/profile-sqlite.md),"
@@ -362,13 +366,38 @@ def _profile_lines(profile: Path) -> list[str]:
         + "; ".join(rows)
         + ". Of the event loop's wall time: "
         + ", ".join(shares)
-        + ". Neither the event loop nor aiosqlite's writer thread is busy all the time: the "
-        "stages of a batch (fetch, decode, write, commit) run one after the other, not "
-        "overlapped, and decoding (`decode_batch`, mostly `parse_message`) is the loop's "
-        "largest share — the place where a faster decoder or overlapping the next batch's "
-        "decode with this batch's write would pay.",
+        + ". No thread is busy all the time: the stages of a batch (fetch, decode, write, "
+        "commit) run one after the other, never overlapped, so the rate is bounded by their "
+        "sum — a faster decoder, a cheaper write, or decoding the next batch while this one "
+        "is written would each pay.",
         "",
     ]
+
+
+def _delivery_sentence(steps: Sequence[load_report.StepSummary]) -> str:
+    """Where MinIO's queue-to-Kafka delivery fell behind (PUT → Kafka p50 more than twice
+    that of the slowest rate), with the consumer's own part next to it."""
+    timed = [s for s in steps if s.put_to_kafka_ms]
+    if not timed:
+        return ""
+    base = timed[0].put_to_kafka_ms["p50"]
+    behind = next((s for s in timed if s.put_to_kafka_ms["p50"] > 2 * base), None)
+    if behind is None:
+        return "It kept up at every rate tried."
+    return (
+        f"It fell behind at {behind.offered_rate:,.0f} uploads/s: PUT → Kafka p50 "
+        f"{_ms(behind.put_to_kafka_ms['p50'])} ms (against {_ms(base)} ms at "
+        f"{timed[0].offered_rate:,.0f}/s) while MinIO still answered "
+        f"{behind.achieved_rate:,.0f} PUTs/s and the consumer's part, Kafka → indexed, stayed "
+        f"at p99 {_ms(behind.kafka_to_indexed_ms['p99'])} ms: MinIO's event delivery "
+        "saturates before its PUTs do."
+    )
+
+
+def _is_function(frame: str, name: str) -> bool:
+    """``frame`` ("Class.method (path)") is the function ``name`` (method or plain)."""
+    function = frame.split(" (", 1)[0]
+    return function == name or function.endswith(f".{name}")
 
 
 def _queue_bottleneck(queue: Doc, direct: Doc | None) -> list[str]:
@@ -381,12 +410,14 @@ def _queue_bottleneck(queue: Doc, direct: Doc | None) -> list[str]:
         f"{_ms(step.put_to_indexed_ms['p99'])} ms).** The wait is in MinIO, before Kafka: "
         f"PUT → Kafka p50 {_ms(kafka.get('p50', math.nan))} ms, p99 "
         f"{_ms(kafka.get('p99', math.nan))} ms, while Kafka → indexed (the consumer) is p99 "
-        f"{_ms(consumer.get('p99', math.nan))} ms and the indexer group's lag stays at "
-        f"{step.max_lag_events} events or fewer. With `queue_dir` MinIO writes each event to "
+        f"{_ms(consumer.get('p99', math.nan))} ms and the indexer group's Kafka lag peaked at "
+        f"{step.max_lag_events} events. With `queue_dir` MinIO writes each event to "
         "its on-disk queue before answering the PUT, and a background loop lists that queue "
         "and sends it to Kafka every 3 s (`retryInterval = 3 * time.Second` in MinIO's "
         "internal/store/store.go, `replayItems`): delays spread evenly over 0–3 s, p50 ≈ "
-        "1.5 s, p99 ≈ 3 s, whatever the rate.",
+        "1.5 s, p99 ≈ 3 s, as long as the loop keeps up. It sends the queued events one at a "
+        "time, each a synchronous Kafka produce (`SendFromStore`, internal/event/target/"
+        "kafka.go). " + _delivery_sentence(_steps(queue)),
         "",
     ]
     ok, sentence = _delay_goal(direct)

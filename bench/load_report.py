@@ -153,8 +153,19 @@ def table_lines(steps: Sequence[StepSummary]) -> list[str]:
     return lines
 
 
+_CPU_ORDER: Final = (
+    "minio",
+    "kafka",
+    "consumer",
+    "uploaders",
+    "machine (all cores, %)",
+    "iowait (all cores, %)",
+)
+
+
 def cpu_lines(steps: Sequence[StepSummary]) -> list[str]:
-    names = sorted({name for s in steps for name in s.cpu_percent})
+    seen = {name for s in steps for name in s.cpu_percent}
+    names = [n for n in _CPU_ORDER if n in seen] + sorted(seen - set(_CPU_ORDER))
     lines = [
         "| offered /s | " + " | ".join(names) + " |",
         "|---:|" + "---:|" * len(names),
