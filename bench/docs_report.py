@@ -230,6 +230,7 @@ def load_lines(queue: Doc | None, direct: Doc | None, figures: Path) -> list[str
             "",
             _lag_sentence(steps),
             "",
+            *load_report.error_lines(steps),
             "CPU per process during each step (% of one core):",
             "",
             *load_report.cpu_lines(steps),

@@ -58,6 +58,7 @@ from bench.private_minio import PrivateMinio
 from bench.stack_env import settings_for, stack_values
 from bench.templates import wire_notifications
 from bench.uploader import ShareResult, StepShare, WorkerConfig, init_worker, run_share, warm
+from consumer.fetching import KafkaUnavailable
 from consumer.lag import KafkaProbe
 from consumer.minio_client import minio_client
 from consumer.settings import Settings
@@ -267,7 +268,7 @@ class LoadTest:
             mean_batch_ms=1000 * batch_s / batches if batches else 0.0,
             batches=int(batches),
             cpu_percent=cpu_percent,
-            errors=result.errors,
+            errors=[*result.errors, *sampler.take_errors()],
         )
 
     def _offer(self, pool: ProcessPoolExecutor, prefix: str, rate: int, count: int) -> ShareResult:
@@ -356,6 +357,7 @@ def load_markdown(steps: Sequence[StepSummary], params: dict[str, Any], stem: st
         "- MinIO saturated at "
         + (f"{saturated:,.0f} offered uploads/s" if saturated else "no rate tried"),
         "",
+        *load_report.error_lines(steps),
         "CPU per process during each step (% of one core, the step's wall time):",
         "",
         *load_report.cpu_lines(steps),
@@ -531,6 +533,7 @@ class LagSampler:
         self.peak_lag = 0
         self.peak_backlog = 0
         self.lag_sum = self.lag_samples = 0
+        self.errors: list[str] = []
 
     def elapsed(self) -> float:
         return round(time.perf_counter() - self._started, 2)
@@ -538,6 +541,11 @@ class LagSampler:
     def reset_peaks(self) -> None:
         self.peak_lag = self.peak_backlog = 0
         self.lag_sum = self.lag_samples = 0
+
+    def take_errors(self) -> list[str]:
+        """The sampling errors since the last call (at most 3, the first ones)."""
+        errors, self.errors = self.errors[:3], []
+        return errors
 
     @property
     def mean_lag(self) -> float:
@@ -552,15 +560,23 @@ class LagSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        asyncio.run(self._loop())
+        try:
+            asyncio.run(self._loop())
+        except Exception as exc:  # a dead sampler must not pass for "lag 0"
+            self.errors.append(f"lag sampler stopped: {exc}")
 
     async def _loop(self) -> None:
         topic = self._settings.kafka_events_topic
         async with KafkaProbe(self._settings) as probe:
             while not self._stop.is_set():
-                lag = sum((await probe.lag(self._group, topic)).values())
-                answered = self._answered.value  # read before the index: never negative
-                backlog = max(0, answered - self._index.count())
+                try:
+                    lag = sum((await probe.lag(self._group, topic)).values())
+                    answered = self._answered.value  # read before the index: never negative
+                    backlog = max(0, answered - self._index.count())
+                except (KafkaUnavailable, sqlite3.Error) as exc:
+                    self.errors.append(f"lag sample failed: {exc}")
+                    await asyncio.sleep(SAMPLE_INTERVAL_S)
+                    continue
                 self.peak_lag = max(self.peak_lag, lag)
                 self.lag_sum += lag
                 self.lag_samples += 1

@@ -153,6 +153,14 @@ def table_lines(steps: Sequence[StepSummary]) -> list[str]:
     return lines
 
 
+def error_lines(steps: Sequence[StepSummary]) -> list[str]:
+    """The first errors of each step that had any (failed PUTs, lost lag samples)."""
+    lines = [
+        f"- errors at {s.offered_rate:,.0f}/s: " + "; ".join(s.errors) for s in steps if s.errors
+    ]
+    return [*lines, ""] if lines else []
+
+
 _CPU_ORDER: Final = (
     "minio",
     "kafka",

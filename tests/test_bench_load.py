@@ -130,3 +130,14 @@ def test_prometheus_sum_count_adds_label_sets() -> None:
     )
     assert prometheus_sum_count(text, "index_batch_duration_seconds") == (0.75, 5.0)
     assert prometheus_sum_count("", "index_batch_duration_seconds") == (0.0, 0.0)
+
+
+def test_error_lines_name_only_steps_with_errors() -> None:
+    quiet = _summary(25, 25, 5, 5)
+    noisy = _summary(50, 50, 5, 5)
+    noisy.errors = ["lag sample failed: timeout"]
+    assert load_report.error_lines([quiet]) == []
+    assert load_report.error_lines([quiet, noisy]) == [
+        "- errors at 50/s: lag sample failed: timeout",
+        "",
+    ]
