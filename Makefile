@@ -40,14 +40,15 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -m 'not integration'
 
-## bench: indexer throughput vs. a bare Kafka drain on the real stack (bench/README.md);
-## BENCH_ARGS="--events 20000 --rounds 1" for a quick run
-BENCH_ARGS ?= --profile sqlite
+## bench: every benchmark on the real stack, then docs/benchmarks.md (bench/README.md):
+## indexer vs. bare Kafka drain, RSS over 1M events, the upload load test.
+## BENCH_ARGS="--quick" for a small complete run; "--rss-events 0" skips the 1M run
+BENCH_ARGS ?=
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) -m infra.stack up
 	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
-	  $(PY) -m bench.indexer_throughput $(BENCH_ARGS)
+	  $(PY) -m bench.suite $(BENCH_ARGS)
 
 stack-up: install
 	$(PY) -m infra.stack up

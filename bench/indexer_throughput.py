@@ -347,6 +347,10 @@ class Benchmark:
             json.dumps(
                 {
                     "params": params,
+                    "parse_per_s": round(workload.parse.per_second),
+                    "mean_message_bytes": round(workload.mean_message_bytes),
+                    "event_mix": workload.tally.by_event,
+                    "notes": notes,
                     "versions": versions,
                     "rounds": rounds,
                     "ratios": ratios,

@@ -54,7 +54,7 @@ def capture_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     bucket = f"bench-capture-{uuid.uuid4().hex[:12]}"
     client.make_bucket(bucket)
     try:
-        _wire_notifications(client, settings, bucket)
+        wire_notifications(client, settings, bucket)
         start = asyncio.run(_end_offsets(settings))
         _make_events(client, bucket)
         captured = asyncio.run(_read_bucket_messages(settings, bucket, start))
@@ -63,7 +63,8 @@ def capture_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     return _pick_templates(captured, bucket)
 
 
-def _wire_notifications(client: Minio, settings: Settings, bucket: str) -> None:
+def wire_notifications(client: Minio, settings: Settings, bucket: str) -> None:
+    """Publish `bucket`'s events to our Kafka target with the audio bucket's rules."""
     notify = load_notify_config(settings.minio_notify_config, settings)
     rules = notify.for_bucket(settings.minio_audio_bucket_name)
     ensure_notifications(client, bucket, rules, notify.target.arn)
