@@ -1,0 +1,187 @@
+"""Fault injection on the real stack: uploads keep flowing through MinIO while the
+consumer is killed, a server goes away, or the events topic fills with poison and
+replayed copies; afterwards every invariant of ``invariants.py`` must hold.
+
+Each scenario is bounded (a fixed number of uploads, deadlines on every wait) and prints
+its seed; ``FAULTS_SEED=<seed> pytest -m faults -k <scenario>`` replays its randomness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.stack import Stack
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, RigFactory, outage
+from tests.faults.harness import (
+    RawRecord,
+    Uploader,
+    bucket_of,
+    commit_group,
+    plan_traffic,
+    poison_messages,
+    produce,
+    read_range,
+)
+from tests.faults.invariants import Poison
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+UPLOADS = 150  # per scenario
+KILLS = 4
+OUTAGE_S = 20.0
+
+
+async def _until_progress(uploader: Uploader, target: int, timeout_s: float = 60) -> None:
+    """Wait until ``target`` uploads were acknowledged: the fault hits a busy system."""
+    deadline = time.monotonic() + timeout_s
+    while uploader.progress < target:
+        assert time.monotonic() < deadline, f"uploads stuck below {target}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_kill_9_of_the_consumer_at_random_moments(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
+    rig.consumer.start()
+    uploader.start()
+    while rig.consumer.kills < KILLS:
+        await asyncio.sleep(rig.rng.uniform(1.0, 5.0))
+        await asyncio.to_thread(rig.consumer.kill9)
+        rig.consumer.start()
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()
+    await rig.finish(crashes=True)
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_kafka_stopped_for_20_s_minio_queues_the_events(
+    make_rig: RigFactory, stack_control: Stack
+) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.1)
+    queue = stack_control.state_dir / "minio" / "queue"
+    rig.consumer.start()
+    uploader.start()
+    await _until_progress(uploader, 20)
+    with outage(stack_control, "kafka"):
+        stopped_at, before = time.monotonic(), uploader.progress
+        # MinIO keeps accepting uploads and holds their events in its queue_dir.
+        while not _queued(queue):
+            assert time.monotonic() - stopped_at < OUTAGE_S, "MinIO queued no event"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
+        assert uploader.progress > before, "uploads stalled while Kafka was down"
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()
+    assert not _queued(queue), "MinIO's queue still holds events"
+    await rig.finish()
+
+
+def _queued(queue_dir: Path) -> int:
+    return sum(1 for path in queue_dir.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_minio_stopped_then_restarted_uploads_retry(
+    make_rig: RigFactory, stack_control: Stack
+) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
+    rig.consumer.start()
+    uploader.start()
+    await _until_progress(uploader, 30)
+    with outage(stack_control, "minio"):
+        await asyncio.sleep(10)
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    assert uploader.failed_attempts > 0, "no upload noticed that MinIO was down"
+    await rig.converge()
+    await rig.finish()
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"])
+async def test_postgres_stopped_for_20_s_under_the_index(
+    make_rig: RigFactory, stack_control: Stack
+) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.1)
+    rig.consumer.start()
+    uploader.start()
+    await _until_progress(uploader, 20)
+    with outage(stack_control, "postgres"):
+        before = uploader.progress
+        await asyncio.sleep(OUTAGE_S)
+        assert uploader.progress > before, "uploads stalled while PostgreSQL was down"
+        rig.consumer.assert_alive()
+    await rig.reopen_store()
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()
+    await rig.finish()
+
+
+POISON = 60
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_poison_flood_mixed_with_real_traffic(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.05)
+    rig.consumer.start()
+    uploader.start()
+    template = await _first_event(rig.bootstrap, rig.topic, rig.start, rig.bucket)
+    messages = poison_messages(template, rig.bucket, rig.rng, POISON)
+    for burst in range(3):  # three floods while the real traffic flows
+        chunk = messages[burst::3]
+        positions = await produce(rig.bootstrap, rig.topic, chunk)
+        rig.poison += [Poison(p, o, k, v) for (p, o), (k, v) in zip(positions, chunk, strict=True)]
+        await asyncio.sleep(rig.rng.uniform(0.5, 2.0))
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()
+    await rig.finish()
+
+
+async def _first_event(
+    bootstrap: str, topic: str, start: dict[int, int], bucket: str, timeout_s: float = 60
+) -> dict[str, object]:
+    """A real MinIO event about ``bucket`` (the poison's template)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = await read_range(bootstrap, topic, start)
+        for record in records:
+            if bucket_of(record) == bucket and record.value:
+                document: dict[str, object] = json.loads(record.value)
+                return document
+        assert time.monotonic() < deadline, "no event of the bucket arrived"
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_replay_duplicated_and_out_of_order(make_rig: RigFactory) -> None:
+    rig = await make_rig(versioned=True)
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.02)
+    rig.consumer.start()
+    uploader.start()
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()
+    await rig.finish()
+
+    # Copies of every real message, twice and shuffled, then both groups rewound to the
+    # scenario's start: the consumer sees everything again, three times, out of order.
+    real: list[RawRecord] = [
+        r
+        for r in await read_range(rig.bootstrap, rig.topic, rig.start)
+        if bucket_of(r) == rig.bucket
+    ]
+    copies = [(r.key, r.value) for r in real] * 2
+    rig.rng.shuffle(copies)
+    await produce(rig.bootstrap, rig.topic, copies)
+    for group in (rig.group, rig.processor_group):
+        await commit_group(rig.bootstrap, group, rig.topic, rig.start)
+    rig.consumer.start()
+    await rig.converge()
+    await rig.finish()
