@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.index import JobStatus
 from infra.stack import Stack
-from tests.faults.conftest import UPLOAD_TIMEOUT_S, RigFactory, outage
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, outage
 from tests.faults.harness import (
     RawRecord,
     Uploader,
@@ -47,16 +48,34 @@ async def _until_progress(uploader: Uploader, target: int, timeout_s: float = 60
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_kill_9_of_the_consumer_at_random_moments(make_rig: RigFactory) -> None:
     rig = await make_rig()
-    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.25)
     rig.consumer.start()
     uploader.start()
-    while rig.consumer.kills < KILLS:
-        await asyncio.sleep(rig.rng.uniform(1.0, 5.0))
+    for _ in range(KILLS):
+        # A restarted consumer gets its partitions only once the killed member's session
+        # has expired: wait until this one works, then kill it at a random moment.
+        await _until_working(rig)
+        await asyncio.sleep(rig.rng.uniform(0.0, 1.5))
         await asyncio.to_thread(rig.consumer.kill9)
         rig.consumer.start()
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     await rig.converge()
     await rig.finish(crashes=True)
+
+
+async def _until_working(rig: Rig, timeout_s: float = 60) -> None:
+    """Until the running consumer has journaled an event or finished a job."""
+
+    async def work_done() -> int:
+        journal = (await rig.store.counts())["journal"]
+        return journal + len(await rig.store.jobs(bucket=rig.bucket, status=JobStatus.DONE))
+
+    before = await work_done()
+    deadline = time.monotonic() + timeout_s
+    while await work_done() == before:
+        rig.consumer.assert_alive()
+        assert time.monotonic() < deadline, "the restarted consumer did nothing"
+        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite"])
