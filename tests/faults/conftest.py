@@ -13,8 +13,8 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,11 +220,12 @@ async def make_rig(
             await rig.store.close()
 
 
-@contextmanager
-def outage(stack_control: Stack, server: str) -> Iterator[None]:
-    """``server`` stopped for the body; started again afterwards, also on failure."""
-    stack_control.stop_server(server)
+@asynccontextmanager
+async def outage(stack_control: Stack, server: str) -> AsyncIterator[None]:
+    """``server`` stopped for the body; started again afterwards, also on failure. (In
+    threads: the stack's readiness probes run their own event loops.)"""
+    await asyncio.to_thread(stack_control.stop_server, server)
     try:
         yield
     finally:
-        stack_control.start_server(server)
+        await asyncio.to_thread(stack_control.start_server, server)

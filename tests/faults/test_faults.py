@@ -88,7 +88,7 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
-    with outage(stack_control, "kafka"):
+    async with outage(stack_control, "kafka"):
         stopped_at, before = time.monotonic(), uploader.progress
         # MinIO keeps accepting uploads and holds their events in its queue_dir.
         while not _queued(queue):
@@ -115,7 +115,7 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 30)
-    with outage(stack_control, "minio"):
+    async with outage(stack_control, "minio"):
         await asyncio.sleep(10)
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     assert uploader.failed_attempts > 0, "no upload noticed that MinIO was down"
@@ -132,7 +132,7 @@ async def test_postgres_stopped_for_20_s_under_the_index(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
-    with outage(stack_control, "postgres"):
+    async with outage(stack_control, "postgres"):
         before = uploader.progress
         await asyncio.sleep(OUTAGE_S)
         assert uploader.progress > before, "uploads stalled while PostgreSQL was down"
