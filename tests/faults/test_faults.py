@@ -128,7 +128,9 @@ async def test_postgres_stopped_for_20_s_under_the_index(
     make_rig: RigFactory, stack_control: Stack
 ) -> None:
     rig = await make_rig()
-    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.1)
+    # Slower uploads: they must outlast PostgreSQL's stop (a smart shutdown waits for its
+    # clients up to the stack's stop timeout) and the outage itself.
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.3)
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
