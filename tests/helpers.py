@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from minio import Minio
 
 if TYPE_CHECKING:
     from tests.conftest import StackEndpoints
+
+Listing = set[tuple[str, str, int, str]]  # (key, version id, size, etag)
 
 
 @dataclass(frozen=True)
@@ -146,3 +149,15 @@ def count_rows(index_file: Path, sql: str, *params: object) -> int:
         except sqlite3.OperationalError:  # schema not created yet
             return 0
     return int(row[0])
+
+
+def bucket_listing(minio: Minio, bucket: str, *, versions: bool) -> Listing:
+    """MinIO's own view: the latest non-delete-marker of each key, or with ``versions``
+    every version that is not a delete marker (the index keeps one row per version)."""
+    found = set()
+    for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
+        if obj.is_delete_marker:
+            continue
+        version = (obj.version_id or "") if versions else ""
+        found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
+    return found

@@ -26,9 +26,16 @@ from minio.versioningconfig import VersioningConfig
 from consumer.index import IndexStore, JobStatus, open_index
 from infra.stack import Stack
 from tests.conftest import Backend, StackEndpoints, unique_name
-from tests.faults.harness import ConsumerProcess, Op, Uploader, commit_group, uploader_client
-from tests.faults.invariants import Poison, Processing, bucket_listing, check_all, index_rows
-from tests.helpers import committed_offsets, topic_end_offsets
+from tests.faults.harness import (
+    ConsumerProcess,
+    Op,
+    Uploader,
+    commit_group,
+    read_range,
+    uploader_client,
+)
+from tests.faults.invariants import Poison, Processing, check_all, index_rows, published_events
+from tests.helpers import bucket_listing, committed_offsets, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env
 
 # Bounds of every scenario: the whole suite must stay a few minutes on 2 shared cores.
@@ -90,10 +97,12 @@ class Rig:
             state = await self._lagging()
             if state == "":
                 return
-            assert time.monotonic() < deadline, (
-                f"no convergence in {timeout_s} s (seed {self.seed}): {state}\n"
-                + self.consumer.log_tail()
-            )
+            if time.monotonic() > deadline:
+                explained = await self._explain()
+                raise AssertionError(
+                    f"no convergence in {timeout_s} s (seed {self.seed}): {state}\n{explained}"
+                    f"\nconsumer log tail:\n{self.consumer.log_tail(10)}"
+                )
             await asyncio.sleep(1.0)
 
     async def _lagging(self) -> str:
@@ -116,6 +125,31 @@ class Rig:
         if unfinished:
             return f"{len(unfinished)} jobs not done"
         return ""
+
+    async def _explain(self) -> str:
+        """For each object the index and the bucket disagree on: what MinIO published
+        about it and what the journal holds (tells a lost event from a dropped one)."""
+        listing = await asyncio.to_thread(
+            bucket_listing, self.minio, self.bucket, versions=self.versioned
+        )
+        indexed = await index_rows(self.store, self.bucket)
+        keys = sorted({row[0] for row in listing ^ indexed})[:5]
+        if not keys:
+            return "index equals the bucket"
+        records = await read_range(self.bootstrap, self.topic, self.start)
+        lines = [f"only in the bucket: {sorted(listing - indexed)[:5]}"]
+        lines.append(f"only in the index: {sorted(indexed - listing)[:5]}")
+        for key in keys:
+            published = [
+                (r.partition, r.offset, e)
+                for r in records
+                for e in published_events([r], self.bucket)
+                if e[0] == key
+            ]
+            journal = await self.store.journal(bucket=self.bucket, key=key, limit=100)
+            journaled = [(j.event_name, j.sequencer, j.kafka) for j in journal]
+            lines.append(f"{key!r}: published {published}; journaled {journaled}")
+        return "\n".join(lines)
 
     async def reopen_store(self) -> None:
         """A fresh connection (pool) to the index, after its server restarted."""

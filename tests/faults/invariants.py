@@ -26,21 +26,9 @@ from minio import Minio
 
 from consumer.index import IndexStore, JobStatus
 from tests.faults.harness import Op, RawRecord, bucket_of, expected_objects, read_range
+from tests.helpers import Listing, bucket_listing
 
-Listing = set[tuple[str, str, int, str]]  # (key, version id, size, etag)
 EventId = tuple[str, str, str, int]  # (key, version id, event name, sequencer as a number)
-
-
-def bucket_listing(minio: Minio, bucket: str, *, versions: bool) -> Listing:
-    """MinIO's own view: the latest non-delete-marker of each key, or with ``versions``
-    every version that is not a delete marker (the index keeps one row per version)."""
-    found = set()
-    for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
-        if obj.is_delete_marker:
-            continue
-        version = (obj.version_id or "") if versions else ""
-        found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
-    return found
 
 
 def _differences(label_a: str, a: set[object], label_b: str, b: set[object]) -> str:

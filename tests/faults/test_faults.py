@@ -182,8 +182,9 @@ async def _first_event(
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite"])
-async def test_replay_duplicated_and_out_of_order(make_rig: RigFactory) -> None:
-    rig = await make_rig(versioned=True)
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+async def test_replay_duplicated_and_out_of_order(make_rig: RigFactory, versioned: bool) -> None:
+    rig = await make_rig(versioned=versioned)
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.02)
     rig.consumer.start()
     uploader.start()

@@ -21,23 +21,11 @@ from consumer.index import open_index
 from consumer.index.base import JournalRecord
 from consumer.indexer import Indexer
 from tests.conftest import Backend, StackEndpoints, unique_name
-from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.helpers import bucket_listing, read_bucket_events, topic_end_offsets
 
 pytestmark = pytest.mark.integration
 
 PART = 5 * 1024 * 1024  # S3's smallest multipart part
-
-
-def _listing(minio: Minio, bucket: str, *, versions: bool) -> set[tuple[str, str, int, str]]:
-    """(key, version id, size, etag) of every live object (latest non-delete-marker when
-    ``versions`` is false; every non-delete-marker version otherwise)."""
-    found = set()
-    for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
-        if obj.is_delete_marker:
-            continue
-        version = (obj.version_id or "") if versions else ""
-        found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
-    return found
 
 
 async def _index_bucket(
@@ -87,7 +75,7 @@ async def test_multipart_copy_overwrite_delete_match_the_listing(
     minio.remove_object(bucket, "tmp/gone.ogg")
 
     indexed = await _index_bucket(stack, backend, bucket, start, 6)
-    assert indexed == _listing(minio, bucket, versions=False)
+    assert indexed == bucket_listing(minio, bucket, versions=False)
     multipart_etag = next(etag for key, _, _, etag in indexed if key.endswith(".wav"))
     assert multipart_etag.endswith("-3"), "a multipart upload's etag counts its parts"
 
@@ -106,7 +94,7 @@ async def test_versioned_bucket_with_delete_markers_matches_the_listing(
     indexed = await _index_bucket(stack, backend, bucket, start, 4)
     # Every stored version is in the index (the inventory is per version), including the
     # one hidden behind b's delete marker; the marker itself is a tombstone, not listed.
-    assert indexed == _listing(minio, bucket, versions=True)
+    assert indexed == bucket_listing(minio, bucket, versions=True)
     assert {key for key, *_ in indexed} == {"a.ogg", "b.ogg"}
     assert len([v for key, v, *_ in indexed if key == "a.ogg"]) == 2
 
@@ -167,7 +155,7 @@ async def test_boto3_plain_multipart_and_presigned_uploads_match_the_listing(
     s3.delete_object(Bucket=bucket, Key="user_42/long talk.wav")
 
     indexed = await _index_bucket(stack, backend, bucket, start, 7)
-    assert indexed == _listing(minio, bucket, versions=False)
+    assert indexed == bucket_listing(minio, bucket, versions=False)
     settings = stack.settings(INDEX_URL=backend.url)
     async with open_index(settings.index_url) as store:
         users = {r.key: r.user_id for r in await store.list_objects(bucket=bucket)}
