@@ -114,6 +114,8 @@ class Uploader:
     op_deadline_s: float = 90.0
     done: list[Op] = field(default_factory=list)
     failed_attempts: int = 0
+    # key → the errors its requests met before one was acknowledged (diagnostics).
+    errors: dict[str, list[str]] = field(default_factory=dict)
     error: BaseException | None = None
     _abort: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -165,8 +167,9 @@ class Uploader:
                 else:
                     self.client.remove_object(self.bucket, op.key)
                 return
-            except Exception:
+            except Exception as exc:
                 self.failed_attempts += 1
+                self.errors.setdefault(op.key, []).append(f"{type(exc).__name__}: {exc}"[:200])
                 if time.monotonic() > deadline or self._abort.is_set():
                     raise
                 time.sleep(0.5)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from consumer.index import JobStatus
 from infra.stack import Stack
-from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, outage
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, outage, queued_events
 from tests.faults.harness import (
     RawRecord,
     Uploader,
@@ -91,19 +90,15 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     async with outage(stack_control, "kafka"):
         stopped_at, before = time.monotonic(), uploader.progress
         # MinIO keeps accepting uploads and holds their events in its queue_dir.
-        while not _queued(queue):
+        while not queued_events(queue):
             assert time.monotonic() - stopped_at < OUTAGE_S, "MinIO queued no event"
             await asyncio.sleep(0.2)
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
         assert uploader.progress > before, "uploads stalled while Kafka was down"
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     await rig.converge()
-    assert not _queued(queue), "MinIO's queue still holds events"
+    assert not queued_events(queue), "MinIO's queue still holds events"
     await rig.finish()
-
-
-def _queued(queue_dir: Path) -> int:
-    return sum(1 for path in queue_dir.rglob("*") if path.is_file())
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite"])
@@ -111,6 +106,9 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     make_rig: RigFactory, stack_control: Stack
 ) -> None:
     rig = await make_rig()
+    # The one request in flight when MinIO stops may be written without its event
+    # (minio/minio#18404): the index must then follow the events, and no more may lack one.
+    rig.minio_may_lose = 1
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
     rig.consumer.start()
     uploader.start()
