@@ -44,7 +44,7 @@ async def _until_progress(uploader: Uploader, target: int, timeout_s: float = 60
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("backend_name", ["sqlite"])
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
 async def test_kill_9_of_the_consumer_at_random_moments(make_rig: RigFactory) -> None:
     rig = await make_rig()
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.25)
