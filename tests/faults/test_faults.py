@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -33,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 UPLOADS = 150  # per scenario
 KILLS = 4
-OUTAGE_S = 20.0
+# FAULTS_OUTAGE_S lengthens the Kafka and PostgreSQL outages for a longer drill.
+OUTAGE_S = float(os.environ.get("FAULTS_OUTAGE_S", "20"))
 
 
 async def _until_progress(uploader: Uploader, target: int, timeout_s: float = 60) -> None:
