@@ -247,7 +247,9 @@ async def make_rig(
             await commit_group(bootstrap, name, stack.events_topic, start)
         rules = tmp_path / "rules.json"
         rules.write_text(json.dumps({"rules": [{"bucket": bucket, "processors": ["audio-probe"]}]}))
-        env = cli_env(stack, tmp_path, group) | {
+        # No OpenTelemetry exporter from the caller's environment: traffic stays local.
+        inherited = {k: v for k, v in cli_env(stack, tmp_path, group).items() if "OTEL_" not in k}
+        env = inherited | {
             "INDEX_URL": backend.url,
             "KAFKA_DLQ_TOPIC": dlq,
             "MINIO_RESULTS_BUCKET_NAME": results,

@@ -138,6 +138,10 @@ class Uploader:
             self._thread.join(30)
 
     @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def progress(self) -> int:
         return len(self.done)
 
