@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from minio import Minio
 
 if TYPE_CHECKING:
-    from minio import Minio
-
     from tests.conftest import StackEndpoints
+
+Listing = set[tuple[str, str, int, str]]  # (key, version id, size, etag)
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,9 @@ def count_rows(index_file: Path, sql: str, *params: object) -> int:
     return int(row[0])
 
 
-def bucket_listing(
-    minio: Minio, bucket: str, *, versions: bool = False
-) -> set[tuple[str, str, int, str]]:
-    """(key, version id, size, etag) of every live object (latest non-delete-marker when
-    ``versions`` is false; every non-delete-marker version otherwise)."""
+def bucket_listing(minio: Minio, bucket: str, *, versions: bool = False) -> Listing:
+    """MinIO's own view: the latest non-delete-marker of each key, or with ``versions``
+    every version that is not a delete marker (the index keeps one row per version)."""
     found = set()
     for obj in minio.list_objects(bucket, recursive=True, include_version=versions):
         if obj.is_delete_marker:

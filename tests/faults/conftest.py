@@ -1,0 +1,305 @@
+"""The fault suite's fixture: a ``Rig`` per scenario — a bucket wired to Kafka, a
+versioned results bucket, a private DLQ topic, consumer groups that start at the events
+topic's current end (so earlier tests' messages are not this scenario's business), the
+consumer as a subprocess and the uploader thread. Everything it starts is stopped at
+teardown, also when the scenario fails; servers a scenario stops are restarted by
+``outage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from minio.commonconfig import ENABLED
+from minio.versioningconfig import VersioningConfig
+
+from consumer.index import IndexStore, JobStatus, open_index
+from infra.stack import Stack
+from tests.conftest import Backend, StackEndpoints, unique_name
+from tests.faults.harness import (
+    ConsumerProcess,
+    Op,
+    Uploader,
+    commit_group,
+    read_range,
+    uploader_client,
+)
+from tests.faults.invariants import (
+    Poison,
+    Processing,
+    check_all,
+    index_rows,
+    published_events,
+    state_from_events,
+)
+from tests.helpers import Listing, bucket_listing, committed_offsets, topic_end_offsets
+from tests.integration.test_cli_e2e import cli_env
+
+# Bounds of every scenario: the whole suite must stay a few minutes on 2 shared cores.
+CONVERGE_TIMEOUT_S = 150.0
+UPLOAD_TIMEOUT_S = 240.0
+
+
+def fault_seed() -> int:
+    """FAULTS_SEED reruns a failed scenario's randomness; otherwise a fresh seed."""
+    return int(os.environ.get("FAULTS_SEED") or random.SystemRandom().randrange(2**32))
+
+
+@dataclass
+class Rig:
+    stack: StackEndpoints
+    minio: Minio
+    store: IndexStore
+    store_url: str
+    bucket: str
+    results_bucket: str
+    dlq_topic: str
+    group: str
+    versioned: bool
+    start: dict[int, int]  # the events topic's ends when the scenario began
+    consumer: ConsumerProcess
+    rng: random.Random
+    seed: int
+    uploaders: list[Uploader] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
+    # MinIO stopped mid-request may lose that request's event (see events_lost_by_minio).
+    minio_may_lose: int = 0
+    # MinIO's queue_dir (local stack): events not yet delivered to Kafka wait there.
+    queue_dir: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+
+    @property
+    def topic(self) -> str:
+        return self.stack.events_topic
+
+    @property
+    def processor_group(self) -> str:
+        return f"{self.group}-processor"
+
+    def uploader(self, ops: list[Op], pace_s: float) -> Uploader:
+        uploader = Uploader(uploader_client(self.stack.values), self.bucket, ops, pace_s)
+        self.uploaders.append(uploader)
+        return uploader
+
+    @property
+    def done(self) -> list[Op]:
+        return [op for uploader in self.uploaders for op in uploader.done]
+
+    async def converge(self, timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
+        """Wait until the consumer has caught up: both groups committed to the topic's
+        end, the index equals the bucket, and no job is left unfinished."""
+        deadline = time.monotonic() + timeout_s
+        state = "not checked yet"
+        while True:
+            self.consumer.assert_alive()
+            state = await self._lagging()
+            if state == "":
+                return
+            if time.monotonic() > deadline:
+                explained = await self._explain()
+                raise AssertionError(
+                    f"no convergence in {timeout_s} s (seed {self.seed}): {state}\n{explained}"
+                    f"\nconsumer log tail:\n{self.consumer.log_tail(10)}"
+                )
+            await asyncio.sleep(1.0)
+
+    async def _lagging(self) -> str:
+        """What is still behind ("" once nothing is)."""
+        queued = queued_events(self.queue_dir)
+        if queued:
+            return f"{queued} events wait in MinIO's queue_dir"
+        ends = await topic_end_offsets(self.bootstrap, self.topic)
+        for group in (self.group, self.processor_group):
+            done = await committed_offsets(self.bootstrap, group, self.topic, len(ends))
+            behind = {p: e - done.get(p, 0) for p, e in ends.items() if done.get(p, 0) < e}
+            if behind:
+                return f"group {group} behind by {behind}"
+        expected = await self._expected_rows()
+        indexed = await index_rows(self.store, self.bucket)
+        if indexed != expected:
+            return f"index has {len(indexed)} rows, expected {len(expected)}"
+        unfinished = [
+            j for j in await self.store.jobs(bucket=self.bucket) if j.status != JobStatus.DONE
+        ]
+        if unfinished:
+            return f"{len(unfinished)} jobs not done"
+        return ""
+
+    async def _expected_rows(self) -> Listing:
+        """The bucket's listing; after a MinIO stop, what the published events say."""
+        if self.minio_may_lose:
+            records = await read_range(self.bootstrap, self.topic, self.start)
+            return state_from_events(published_events(records, self.bucket))
+        return await asyncio.to_thread(
+            bucket_listing, self.minio, self.bucket, versions=self.versioned
+        )
+
+    async def _explain(self) -> str:
+        """For each object the index and the bucket disagree on: what MinIO published
+        about it and what the journal holds (tells a lost event from a dropped one)."""
+        listing = await asyncio.to_thread(
+            bucket_listing, self.minio, self.bucket, versions=self.versioned
+        )
+        indexed = await index_rows(self.store, self.bucket)
+        keys = sorted({row[0] for row in listing ^ indexed})[:5]
+        if not keys:
+            return "index equals the bucket"
+        lines = [f"MinIO's queue_dir holds {queued_events(self.queue_dir)} events"]
+        records = await read_range(self.bootstrap, self.topic, self.start)
+        lines.append(f"only in the bucket: {sorted(listing - indexed)[:5]}")
+        lines.append(f"only in the index: {sorted(indexed - listing)[:5]}")
+        for key in keys:
+            published = [
+                (r.partition, r.offset, e)
+                for r in records
+                for e in published_events([r], self.bucket)
+                if e.key == key
+            ]
+            journal = await self.store.journal(bucket=self.bucket, key=key, limit=100)
+            journaled = [(j.event_name, j.sequencer, j.kafka) for j in journal]
+            errors = [e for u in self.uploaders for e in u.errors.get(key, [])]
+            lines.append(
+                f"{key!r}: published {published}; journaled {journaled};"
+                f" upload errors before the acknowledgement: {errors}"
+            )
+        return "\n".join(lines)
+
+    async def reopen_store(self) -> None:
+        """A fresh connection (pool) to the index, after its server restarted."""
+        await self.store.close()
+        self.store = open_index(self.store_url)
+        await self.store.start()
+
+    async def finish(self, *, crashes: bool = False) -> None:
+        """Stop the consumer cleanly (it must exit 0), then check every invariant."""
+        code = await asyncio.to_thread(self.consumer.stop)
+        assert code == 0, f"the consumer exited {code}:\n{self.consumer.log_tail()}"
+        lost = await check_all(
+            store=self.store,
+            minio=self.minio,
+            bootstrap=self.bootstrap,
+            events_topic=self.topic,
+            start=self.start,
+            bucket=self.bucket,
+            versioned=self.versioned,
+            done=self.done,
+            processing=Processing(self.results_bucket),
+            dlq_topic=self.dlq_topic,
+            indexer_group=self.group,
+            poison=self.poison,
+            crashes=crashes,
+            minio_may_lose=self.minio_may_lose,
+        )
+        for key in sorted({row[0] for row in lost}):
+            errors = [e for u in self.uploaders for e in u.errors.get(key, [])]
+            print(f"{key!r}: its upload met {errors or 'no error'} before MinIO acknowledged it")
+
+
+def queued_events(queue_dir: Path | None) -> int:
+    """Events MinIO holds in its queue_dir, not yet delivered to Kafka (0 when unknown)."""
+    if queue_dir is None:
+        return 0
+    return sum(1 for path in queue_dir.rglob("*") if path.is_file())
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(
+    stack: StackEndpoints,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    make_topic: Callable[..., Awaitable[str]],
+    backend: Backend,
+    tmp_path: Path,
+) -> AsyncIterator[RigFactory]:
+    rigs: list[Rig] = []
+
+    async def factory(*, versioned: bool = False) -> Rig:
+        seed = fault_seed()
+        print(f"fault scenario seed: {seed} (rerun with FAULTS_SEED={seed})")
+        bucket = make_bucket("fault")
+        results = make_bucket("results", notify_events=False)
+        # Versioned results: every stored result is a version, so a job that ran twice
+        # leaves two of them (jobs_ended_once counts them).
+        minio.set_bucket_versioning(results, VersioningConfig(ENABLED))
+        if versioned:
+            minio.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+        dlq = await make_topic("dlq", 1)
+        group = unique_name("fault")
+        bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+        start = await topic_end_offsets(bootstrap, stack.events_topic)
+        for name in (group, f"{group}-processor"):
+            await commit_group(bootstrap, name, stack.events_topic, start)
+        rules = tmp_path / "rules.json"
+        rules.write_text(json.dumps({"rules": [{"bucket": bucket, "processors": ["audio-probe"]}]}))
+        # No OpenTelemetry exporter from the caller's environment: traffic stays local.
+        inherited = {k: v for k, v in cli_env(stack, tmp_path, group).items() if "OTEL_" not in k}
+        env = inherited | {
+            "INDEX_URL": backend.url,
+            "KAFKA_DLQ_TOPIC": dlq,
+            "MINIO_RESULTS_BUCKET_NAME": results,
+            "PROCESSING_RULES_FILE": str(rules),
+            "MINIO_CLEANUP_DAYS": "0",  # no retention sweeps in these scenarios
+            # Jobs outlast a stopped MinIO by retrying, instead of failing.
+            "MINIO_MAX_RETRIES": "12",
+            "MINIO_RETRY_BACKOFF": "0.5",
+            "INDEXER_MAX_MESSAGE_BYTES": "65536",
+            # Small batches: a kill lands between commits, not after the last one.
+            "INDEXER_BATCH_MAX_RECORDS": "50",
+            "SHUTDOWN_GRACE_S": "30",
+        }
+        store = open_index(backend.url)
+        await store.start()
+        rig = Rig(
+            stack=stack,
+            minio=minio,
+            store=store,
+            store_url=backend.url,
+            bucket=bucket,
+            results_bucket=results,
+            dlq_topic=dlq,
+            group=group,
+            versioned=versioned,
+            start=start,
+            queue_dir=stack.control.state_dir / "minio" / "queue" if stack.control else None,
+            consumer=ConsumerProcess(env, tmp_path / f"consumer-{len(rigs)}"),
+            rng=random.Random(seed),
+            seed=seed,
+        )
+        rigs.append(rig)
+        return rig
+
+    try:
+        yield factory
+    finally:
+        for rig in rigs:
+            for uploader in rig.uploaders:
+                uploader.close()
+            rig.consumer.close()
+            await rig.store.close()
+
+
+@asynccontextmanager
+async def outage(stack_control: Stack, server: str) -> AsyncIterator[None]:
+    """``server`` stopped for the body; started again afterwards, also on failure. (In
+    threads: the stack's readiness probes run their own event loops.)"""
+    await asyncio.to_thread(stack_control.stop_server, server)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(stack_control.start_server, server)
