@@ -57,6 +57,8 @@ def fault_seed() -> int:
 
 @dataclass
 class Rig:
+    """One scenario's world: what it uploads to, the consumer it hurts, and the checks."""
+
     stack: StackEndpoints
     minio: Minio
     store: IndexStore
