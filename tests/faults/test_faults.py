@@ -87,7 +87,7 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     make_rig: RigFactory, stack_control: Stack
 ) -> None:
     rig = await make_rig()
-    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.1)
+    uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.15)
     queue = stack_control.state_dir / "minio" / "queue"
     rig.consumer.start()
     uploader.start()
