@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,11 @@ class Published:
             self._stack.values["KAFKA_BOOTSTRAP_SERVERS"], self._stack.events_topic
         )
 
+    @property
+    def start(self) -> dict[int, int]:
+        """The topic's end offsets when ``mark`` ran: where this test's events begin."""
+        return dict(self._start)
+
     async def wait(self, bucket: str, expected: int) -> list[KafkaRecord]:
         found = await read_bucket_events(
             self._stack.values["KAFKA_BOOTSTRAP_SERVERS"],
@@ -161,3 +166,18 @@ def bucket_listing(minio: Minio, bucket: str, *, versions: bool = False) -> List
         version = (obj.version_id or "") if versions else ""
         found.add((obj.object_name or "", version, obj.size or 0, (obj.etag or "").strip('"')))
     return found
+
+
+async def commit_group(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    """Set ``group``'s committed offsets on ``topic`` (the group must have no member):
+    a new group starts where we say, a stopped one is rewound for a replay."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = {TopicPartition(topic, p): o for p, o in offsets.items()}
+        consumer.assign(list(tps))
+        await consumer.commit(tps)
+    finally:
+        await consumer.stop()

@@ -30,7 +30,6 @@ from tests.faults.harness import (
     ConsumerProcess,
     Op,
     Uploader,
-    commit_group,
     read_range,
     uploader_client,
 )
@@ -42,7 +41,13 @@ from tests.faults.invariants import (
     published_events,
     state_from_events,
 )
-from tests.helpers import Listing, bucket_listing, committed_offsets, topic_end_offsets
+from tests.helpers import (
+    Listing,
+    bucket_listing,
+    commit_group,
+    committed_offsets,
+    topic_end_offsets,
+)
 from tests.integration.test_cli_e2e import cli_env
 
 # Bounds of every scenario: the whole suite must stay a few minutes on 2 shared cores.

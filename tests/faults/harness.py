@@ -272,21 +272,6 @@ class RawRecord:
     headers: dict[str, bytes]
 
 
-async def commit_group(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-    """Set ``group``'s committed offsets on ``topic`` (the group must have no member):
-    a new group starts where we say, a stopped one is rewound for a replay."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = {TopicPartition(topic, p): o for p, o in offsets.items()}
-        consumer.assign(list(tps))
-        await consumer.commit(tps)
-    finally:
-        await consumer.stop()
-
-
 async def read_range(
     bootstrap: str,
     topic: str,

@@ -22,13 +22,13 @@ from tests.faults.harness import (
     RawRecord,
     Uploader,
     bucket_of,
-    commit_group,
     plan_traffic,
     poison_messages,
     produce,
     read_range,
 )
 from tests.faults.invariants import Poison
+from tests.helpers import commit_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
