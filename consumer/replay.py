@@ -14,22 +14,19 @@ with ``x-consumer-group`` naming the replay group.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from consumer.durations import duration_or_none
 from consumer.errors import InvalidInput
 from consumer.fetching import KafkaUnavailable
 from consumer.index import IndexStore
 from consumer.indexer import Indexer
 from consumer.settings import Settings
-
-_RELATIVE: Final = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -37,10 +34,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     offset), as an aware UTC datetime. Raises InvalidInput, also for a time after ``now``.
     """
     raw = text.strip()
-    relative = _RELATIVE.fullmatch(raw)
-    if relative is not None:
-        amount, unit = int(relative.group(1)), relative.group(2)
-        moment = now - timedelta(seconds=amount * _UNIT_S[unit])
+    ago = duration_or_none(raw)
+    if ago is not None:
+        moment = now - ago
     else:
         try:
             moment = datetime.fromisoformat(raw)

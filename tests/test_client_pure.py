@@ -13,11 +13,12 @@ import pytest
 from minio.error import S3Error
 
 from consumer.client.api import minio_failure
-from consumer.client.commands import parse_duration, split_bucket_key
+from consumer.client.commands import split_bucket_key
 from consumer.client.files import content_type_for, digest_file, expected_etag
 from consumer.client.importer import parse_manifest
 from consumer.client.presign import host_header, object_path, presign_v4, upload_metadata
 from consumer.client.progress import ProgressBar, render_bar
+from consumer.durations import parse_duration
 from consumer.errors import ConnectionFailed, InvalidInput, NotFound, UploadFailed
 from consumer.events import user_id_for
 from consumer.names import (
@@ -214,6 +215,7 @@ def test_durations_and_targets() -> None:
     assert parse_duration("90") == timedelta(seconds=90)
     assert parse_duration("15m") == timedelta(minutes=15)
     assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("1W") == timedelta(weeks=1)
     with pytest.raises(InvalidInput, match="duration"):
         parse_duration("soon")
     assert split_bucket_key("audio/user_1/a.ogg", None) == ("audio", "user_1/a.ogg")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +25,7 @@ from consumer.client.importer import (
 )
 from consumer.client.presign import DEFAULT_EXPIRY
 from consumer.client.progress import ProgressBar
+from consumer.durations import parse_duration
 from consumer.errors import ConsumerError, InvalidInput
 from consumer.names import check_key, parse_metadata_options
 from consumer.output import human_bytes, json_lines, table
@@ -34,16 +33,6 @@ from consumer.settings import Settings
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
-_DURATION: Final = re.compile(r"(\d+)\s*([smhd]?)")
-_UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``30s``, ``15m``, ``1h``, ``7d`` → a timedelta. Raises InvalidInput."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise InvalidInput(f"duration {text!r} must be a number with s, m, h or d (e.g. 15m)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def split_bucket_key(target: str, bucket: str | None) -> tuple[str, str]:
