@@ -17,6 +17,7 @@ over itself. A missing sequencer ("") is older than any real one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -36,6 +37,9 @@ from consumer.events import (
 
 # MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
 DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
+# A DELETE without a version id in a versioned bucket: a marker hides the key, the
+# versions behind it stay stored (see ObjectRecord.is_delete_marker).
+DELETE_MARKER_CREATED: Final = "s3:ObjectRemoved:DeleteMarkerCreated"
 LIKE_ESCAPE: Final = "\\"
 T = TypeVar("T")
 
@@ -97,6 +101,36 @@ class ObjectRecord:
     deleted_at: datetime | None = None
     # The processing jobs of this row summed up (see PROCESSING_STATUS_SQL); None: no job.
     processing_status: str | None = None
+    # Listings with Versions.CURRENT / Versions.ALL: whether this is the key's latest
+    # version (a delete marker can be); None from other reads.
+    is_latest: bool | None = None
+    # Listings with ``text=``: the matching part of the transcript, hits in [brackets].
+    snippet: str | None = None
+
+    @property
+    def is_delete_marker(self) -> bool:
+        """A delete marker: a removal that hides the key but leaves its versions stored."""
+        return self.deleted and self.last_event_name == DELETE_MARKER_CREATED
+
+    @property
+    def is_gone(self) -> bool:
+        """A removed version (or key): nothing of it is stored any more."""
+        return self.deleted and not self.is_delete_marker
+
+
+class Versions(StrEnum):
+    """Which rows a listing shows.
+
+    ROWS: every live row, each stored version of a key counted (what the indexer,
+    reconcile and retention work on). CURRENT: what S3's ListObjectsV2 shows — per key
+    its latest version, and nothing when that is a delete marker. ALL: what
+    ListObjectVersions shows — every stored version and every delete marker, with
+    ``is_latest``.
+    """
+
+    ROWS = "rows"
+    CURRENT = "current"
+    ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -252,11 +286,77 @@ PROCESSING_STATUS_SQL: Final = (
 
 @dataclass(frozen=True)
 class UsageRow:
-    """Live objects and their bytes for one user or bucket (``group`` None: no user)."""
+    """Objects and bytes for one user or bucket (``group`` None: no user).
+
+    ``objects`` / ``bytes``: the live objects, as a listing shows them (the latest version
+    of each key, unless that is a delete marker). ``stored_objects`` / ``stored_bytes``:
+    every stored version, noncurrent ones and those behind delete markers included —
+    what the disks hold.
+    """
 
     group: str | None
     objects: int
     bytes: int
+    stored_objects: int = 0
+    stored_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The text a processor heard in one object version, for full-text search.
+
+    ``language`` is what the transcriber reported (``ru``, ``english``, …; None: unknown);
+    PostgreSQL picks its text-search configuration from it (``search_config``).
+    """
+
+    bucket: str
+    key: str
+    version_id: str
+    processor: str
+    text: str
+    language: str | None = None
+
+
+# The text-search configurations PostgreSQL ships, by the language names and ISO codes
+# transcribers report; anything else is searched word by word ("simple").
+_SEARCH_CONFIGS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(("ru", "rus", "russian"), "russian"),
+    **dict.fromkeys(("en", "eng", "english"), "english"),
+    **dict.fromkeys(("de", "deu", "ger", "german"), "german"),
+    **dict.fromkeys(("fr", "fra", "fre", "french"), "french"),
+    **dict.fromkeys(("es", "spa", "spanish"), "spanish"),
+    **dict.fromkeys(("it", "ita", "italian"), "italian"),
+    **dict.fromkeys(("uk", "ukr", "ukrainian"), "simple"),
+}
+# Queries are matched in these configurations at once (OR), so a Russian and an English
+# transcript are both found by their own stems, whatever language the query is in.
+SEARCH_QUERY_CONFIGS: Final = ("russian", "english", "simple")
+_WORD: Final = re.compile(r"\w+")
+
+
+def search_config(language: str | None) -> str:
+    """PostgreSQL's text-search configuration for a transcript's language. Pure."""
+    if not language:
+        return "simple"
+    return _SEARCH_CONFIGS.get(language.strip().lower().split("-")[0], "simple")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search text, lower-cased; InvalidInput when there are none. Pure.
+
+    Only words are kept (no operators, quotes or wildcards from the user), so neither
+    FTS5's query syntax nor PostgreSQL's can be tripped by what is typed.
+    """
+    words = _WORD.findall(text.lower())
+    if not words:
+        raise InvalidInput(f"search text {text!r} has no words to look for")
+    return words
+
+
+def fts5_query(text: str) -> str:
+    """An FTS5 MATCH expression: every word of ``text``, each also as a prefix
+    ("мир" finds "мира"; FTS5 has no Russian stemmer). Pure."""
+    return " ".join(f'"{word}"*' for word in search_words(text))
 
 
 @dataclass(frozen=True)
@@ -426,12 +526,18 @@ class IndexStore(Protocol):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
 
         ``prefix`` matches key prefixes literally (``%`` and ``_`` are not wildcards);
         ``metadata`` names are matched lower-cased, as events store them;
         ``created_before`` keeps rows whose first event is older than that moment.
+        ``versions`` picks the view (see Versions; ``include_deleted`` only applies to
+        ROWS); ``text`` (CURRENT or ALL only) keeps the objects whose transcript has every
+        word of it, each record with its ``snippet``. Raises InvalidInput for a text
+        without words or with ROWS.
         """
 
     async def get_object(
@@ -439,7 +545,13 @@ class IndexStore(Protocol):
     ) -> ObjectRecord | None: ...
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
-        """Live objects and bytes per group, ordered by group (None last)."""
+        """Live and stored objects and bytes per group (UsageRow), ordered by group
+        (None last)."""
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """Index (or re-index: the entry of that version and processor is replaced) a
+        transcript for full-text search. Entries of removed versions are dropped by
+        ``apply_batch``."""
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -825,21 +937,28 @@ class Conditions:
 
     Templates are constant SQL fragments with ``{}`` where a parameter goes; only the
     placeholders ("?" or "$n") are formatted in, values always travel as parameters.
+    ``first`` is the number of the first parameter, for conditions that follow others in
+    one statement.
     """
 
     placeholder: Callable[[int], str]  # 1-based parameter number -> placeholder text
     clauses: list[str] = field(default_factory=list)
     params: list[object] = field(default_factory=list)
+    first: int = 1
 
     def add(self, template: str, *values: object) -> None:
-        first = len(self.params) + 1
+        first = len(self.params) + self.first
         marks = [self.placeholder(first + i) for i in range(len(values))]
         self.clauses.append(template.format(*marks))
         self.params.extend(values)
 
     def next_placeholder(self) -> str:
         """The placeholder for a parameter appended after the conditions (e.g. LIMIT)."""
-        return self.placeholder(len(self.params) + 1)
+        return self.placeholder(len(self.params) + self.first)
+
+    def following(self) -> Conditions:
+        """Empty conditions whose parameters come after these ones."""
+        return Conditions(self.placeholder, first=len(self.params) + self.first)
 
     @property
     def where(self) -> str:
@@ -867,7 +986,7 @@ class ObjectFilter:
         add_metadata: Callable[[Conditions, dict[str, str]], None],
         moment: Callable[[datetime], object] = lambda value: value,
     ) -> Conditions:
-        """Conditions in order (deleted, bucket, user, prefix, metadata, status, age,
+        """Conditions in order (deleted, bucket, prefix, user, metadata, status, age,
         cursor).
 
         ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
@@ -877,12 +996,27 @@ class ObjectFilter:
         where = Conditions(placeholder)
         if not self.include_deleted:
             where.add(live_only)
+        self.add_key_conditions(where)
+        self.add_row_conditions(where, add_metadata=add_metadata, moment=moment)
+        return where
+
+    def add_key_conditions(self, where: Conditions) -> None:
+        """The filters that keep or drop whole keys (every version alike)."""
         if self.bucket is not None:
             where.add("bucket = {}", self.bucket)
-        if self.user_id is not None:
-            where.add("user_id = {}", self.user_id)
         if self.prefix:
             where.add("key LIKE {} ESCAPE '\\'", escape_like(self.prefix))
+
+    def add_row_conditions(
+        self,
+        where: Conditions,
+        *,
+        add_metadata: Callable[[Conditions, dict[str, str]], None],
+        moment: Callable[[datetime], object],
+    ) -> None:
+        """The filters that look at one version's row (its owner, metadata, jobs, age)."""
+        if self.user_id is not None:
+            where.add("user_id = {}", self.user_id)
         if self.metadata:
             add_metadata(where, lower_names(self.metadata))
         if self.processing_status is not None:
@@ -891,7 +1025,101 @@ class ObjectFilter:
             where.add("first_event_time < {}", moment(self.created_before))
         if self.after is not None:
             where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
-        return where
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The pieces of SQL in which the two backends differ, for the shared queries."""
+
+    placeholder: Callable[[int], str]
+    is_deleted: str  # "deleted = 1" (SQLite's 0/1) or "deleted" (PostgreSQL's boolean)
+    add_metadata: Callable[[Conditions, dict[str, str]], None]
+    moment: Callable[[datetime], object]
+    # The matching transcripts of a text search: a SELECT of hit_bucket, hit_key,
+    # hit_version and snippet, with one {} where the query parameter goes.
+    text_hits: str
+    text_query: Callable[[str], object]  # the search text as that parameter
+
+    @property
+    def gone(self) -> str:
+        """A removed version: a tombstone that is not a delete marker."""
+        return f"({self.is_deleted} AND last_event_name <> '{DELETE_MARKER_CREATED}')"
+
+
+# Latest first: the greatest sequencer (the version's modification time) wins; the first
+# event's time and the version id only break ties.
+_VERSION_RANK: Final = (
+    "ROW_NUMBER() OVER (PARTITION BY bucket, key"
+    " ORDER BY sequencer DESC, first_event_time DESC, version_id DESC)"
+)
+
+
+def version_listing_query(
+    filters: ObjectFilter,
+    versions: Versions,
+    dialect: Dialect,
+    *,
+    text: str | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of a listing in the CURRENT or ALL view (see Versions).
+
+    Removed versions never show; the key filters (bucket, prefix) narrow the versions
+    ranked, the row filters (user, metadata, status, age, cursor) apply to the ranked
+    rows — so an older version of another owner cannot stand in for the latest one.
+    ``text`` keeps the rows whose transcript matches, with a snippet.
+    """
+    inner = Conditions(dialect.placeholder)
+    inner.add(f"NOT {dialect.gone}")
+    filters.add_key_conditions(inner)
+    join = ""
+    params: list[object] = list(inner.params)
+    outer = inner.following()
+    if text is not None:
+        mark = outer.next_placeholder()
+        params.append(dialect.text_query(text))
+        join = (
+            f" JOIN ({dialect.text_hits.format(mark)}) AS hits ON hits.hit_bucket = objects.bucket"
+            " AND hits.hit_key = objects.key AND hits.hit_version = objects.version_id"
+        )
+        outer = Conditions(dialect.placeholder, first=outer.first + 1)
+    if versions is Versions.CURRENT:
+        outer.add(f"version_rank = 1 AND NOT ({dialect.is_deleted})")
+    filters.add_row_conditions(outer, add_metadata=dialect.add_metadata, moment=dialect.moment)
+    params += outer.params
+    params.append(check_limit(limit))
+    snippet = ", hits.snippet AS snippet" if text is not None else ""
+    sql = f"""
+WITH ranked AS (
+    SELECT {OBJECT_COLUMNS}, {_VERSION_RANK} AS version_rank
+    FROM objects{inner.where}
+)
+SELECT {OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status,
+       version_rank = 1 AS is_latest{snippet}
+FROM ranked AS objects{join}{outer.where}
+ORDER BY bucket, key, version_id LIMIT {outer.next_placeholder()}"""  # noqa: S608 - constant fragments, values are parameters
+    return sql, params
+
+
+def usage_query(by: Literal["user", "bucket"], dialect: Dialect) -> str:
+    """SQL giving UsageRow's columns per group: live (latest, not a delete marker) and
+    stored (every version not removed) objects and bytes; groups holding nothing are
+    left out. Ordered by group, None last."""
+    group = {"user": "user_id", "bucket": "bucket"}[by]
+    return f"""
+WITH ranked AS (
+    SELECT {group} AS grp, size, CASE WHEN {dialect.is_deleted} THEN 0 ELSE 1 END AS stored,
+           {_VERSION_RANK} AS version_rank
+    FROM objects WHERE NOT {dialect.gone}
+)
+SELECT grp,
+    CAST(SUM(CASE WHEN version_rank = 1 THEN stored ELSE 0 END) AS BIGINT),
+    CAST(SUM(CASE WHEN version_rank = 1 AND stored = 1 THEN COALESCE(size, 0) ELSE 0 END)
+         AS BIGINT),
+    CAST(SUM(stored) AS BIGINT),
+    CAST(SUM(CASE WHEN stored = 1 THEN COALESCE(size, 0) ELSE 0 END) AS BIGINT)
+FROM ranked GROUP BY grp HAVING SUM(stored) > 0
+ORDER BY grp IS NULL, grp"""  # noqa: S608 - constant fragments
 
 
 def journal_conditions(

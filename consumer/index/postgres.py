@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
+from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     JOB_COLUMNS,
@@ -30,9 +31,11 @@ from consumer.index.base import (
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
+    SEARCH_QUERY_CONFIGS,
     AsyncLifecycle,
     BatchResult,
     Conditions,
+    Dialect,
     GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
@@ -47,13 +50,19 @@ from consumer.index.base import (
     ObjectFilter,
     ObjectRecord,
     RowId,
+    Transcript,
     UsageRow,
+    Versions,
     check_limit,
     dollar,
     growth_query,
     job_should_run,
     journal_conditions,
     run_batch,
+    search_config,
+    search_words,
+    usage_query,
+    version_listing_query,
 )
 from consumer.index.migrations import migrate_postgres
 
@@ -135,12 +144,30 @@ WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequen
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
 
-_USAGE: Final[Mapping[str, str]] = {
-    "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
-               WHERE NOT deleted GROUP BY user_id ORDER BY user_id IS NULL, user_id""",
-    "bucket": """SELECT bucket, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
-                 WHERE NOT deleted GROUP BY bucket ORDER BY bucket""",
-}
+_PUT_TRANSCRIPT: Final = """
+INSERT INTO transcripts (bucket, key, version_id, processor, language, config, text,
+                         document, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6::regconfig, $7, to_tsvector($6::regconfig, $7), $8)
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    language = excluded.language, config = excluded.config, text = excluded.text,
+    document = excluded.document, updated_at = excluded.updated_at"""
+
+_DROP_TRANSCRIPTS: Final = """
+DELETE FROM transcripts WHERE (bucket, key, version_id) IN
+    (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"""
+
+# The query is read in every configuration of SEARCH_QUERY_CONFIGS (OR-ed), so each
+# transcript is matched by the stems of its own language; the GIN index serves it.
+_TEXT_QUERY: Final = " || ".join(
+    f"plainto_tsquery('{config}', {{0}}::text)" for config in SEARCH_QUERY_CONFIGS
+)
+_TEXT_HITS: Final = (
+    "SELECT t.bucket AS hit_bucket, t.key AS hit_key, t.version_id AS hit_version,"  # noqa: S608 - constant fragments
+    " ts_headline(t.config, t.text, q.query,"
+    " 'StartSel=[, StopSel=], MaxWords=16, MinWords=6, MaxFragments=1') AS snippet"
+    f" FROM transcripts AS t, (SELECT {_TEXT_QUERY} AS query) AS q"
+    " WHERE t.document @@ q.query"
+)
 
 _COUNTS: Final = """
 SELECT (SELECT COUNT(*) FROM objects WHERE NOT deleted),
@@ -254,20 +281,28 @@ class PostgresIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(
-            ObjectFilter(
-                bucket,
-                user_id,
-                prefix,
-                metadata,
-                include_deleted,
-                after,
-                processing_status,
-                created_before,
-            )
+        filters = ObjectFilter(
+            bucket,
+            user_id,
+            prefix,
+            metadata,
+            include_deleted,
+            after,
+            processing_status,
+            created_before,
         )
+        if versions is not Versions.ROWS:
+            query, params = version_listing_query(
+                filters, versions, _DIALECT, text=text, limit=limit
+            )
+            return [_object_record(row) for row in await self._fetch(query, *params)]
+        if text is not None:
+            raise InvalidInput("a text search lists current objects or all versions")
+        where = _object_conditions(filters)
         sql = (
             f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
@@ -288,8 +323,24 @@ class PostgresIndex(AsyncLifecycle):
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
         """See IndexStore.usage."""
-        rows = await self._fetch(_USAGE[by])
-        return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+        rows = await self._fetch(usage_query(by, _DIALECT))
+        return [UsageRow(*row) for row in rows]
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """See IndexStore.put_transcript: its tsvector in the configuration of its
+        language (``search_config``)."""
+        async with self._connection() as conn:
+            await conn.execute(
+                _PUT_TRANSCRIPT,
+                transcript.bucket,
+                transcript.key,
+                transcript.version_id,
+                transcript.processor,
+                transcript.language,
+                search_config(transcript.language),
+                transcript.text,
+                datetime.now(UTC),
+            )
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -432,6 +483,10 @@ class _Writer:
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
         await self._conn.execute(_SAVE_ROWS, *_columns(_object_row(row) for row in rows))
+        # What was said in a removed version is not searchable any more.
+        gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
+        if gone:
+            await self._conn.execute(_DROP_TRANSCRIPTS, *_columns(gone))
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -475,12 +530,31 @@ def _lock_ids(objects: Iterable[tuple[str, str]]) -> list[int]:
     return sorted(ids)
 
 
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-        # Containment is what the GIN (jsonb_path_ops) index serves.
-        where.add("user_metadata @> {}", metadata)
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    # Containment is what the GIN (jsonb_path_ops) index serves.
+    where.add("user_metadata @> {}", metadata)
 
-    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=add_metadata)
+
+def _same(moment: datetime) -> object:
+    return moment
+
+
+def _text_query(text: str) -> object:
+    return " ".join(search_words(text))
+
+
+_DIALECT: Final = Dialect(
+    placeholder=dollar,
+    is_deleted="deleted",
+    add_metadata=_add_metadata,
+    moment=_same,
+    text_hits=_TEXT_HITS,
+    text_query=_text_query,
+)
+
+
+def _object_conditions(filters: ObjectFilter) -> Conditions:
+    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=_add_metadata)
 
 
 def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[list[Any]]:
@@ -550,6 +624,8 @@ def _object_record(row: Any) -> ObjectRecord:
         last_event_name=row["last_event_name"],
         deleted_at=row["deleted_at"],
         processing_status=row.get("processing_status"),
+        is_latest=row.get("is_latest"),
+        snippet=row.get("snippet"),
     )
 
 

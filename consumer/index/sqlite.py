@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
+from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     JOB_COLUMNS,
@@ -34,6 +35,7 @@ from consumer.index.base import (
     AsyncLifecycle,
     BatchResult,
     Conditions,
+    Dialect,
     GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
@@ -48,15 +50,20 @@ from consumer.index.base import (
     ObjectFilter,
     ObjectRecord,
     RowId,
+    Transcript,
     UsageRow,
+    Versions,
     check_limit,
     chunked,
+    fts5_query,
     growth_query,
     job_should_run,
     journal_conditions,
     journal_id,
     qmark,
     run_batch,
+    usage_query,
+    version_listing_query,
 )
 from consumer.index.migrations import migrate_sqlite
 
@@ -126,12 +133,21 @@ WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer 
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
 
-_USAGE: Final[Mapping[str, str]] = {
-    "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
-               WHERE deleted = 0 GROUP BY user_id ORDER BY user_id IS NULL, user_id""",
-    "bucket": """SELECT bucket, COUNT(*), COALESCE(SUM(size), 0) FROM objects
-                 WHERE deleted = 0 GROUP BY bucket ORDER BY bucket""",
-}
+_PUT_TRANSCRIPT: Final = """
+INSERT INTO transcripts (bucket, key, version_id, processor, language, text, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    language = excluded.language, text = excluded.text, updated_at = excluded.updated_at"""
+
+_DROP_TRANSCRIPTS: Final = "DELETE FROM transcripts WHERE bucket = ? AND key = ? AND version_id = ?"
+
+# The hits of an FTS5 match, one per transcript; the snippet marks hits in [brackets].
+_TEXT_HITS: Final = (
+    "SELECT t.bucket AS hit_bucket, t.key AS hit_key, t.version_id AS hit_version,"
+    " snippet(transcripts_fts, 0, '[', ']', '…', 16) AS snippet"
+    " FROM transcripts_fts JOIN transcripts AS t ON t.id = transcripts_fts.rowid"
+    " WHERE transcripts_fts MATCH {0}"
+)
 
 _COUNTS: Final = """
 SELECT (SELECT COUNT(*) FROM objects WHERE deleted = 0),
@@ -234,20 +250,28 @@ class SqliteIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(
-            ObjectFilter(
-                bucket,
-                user_id,
-                prefix,
-                metadata,
-                include_deleted,
-                after,
-                processing_status,
-                created_before,
-            )
+        filters = ObjectFilter(
+            bucket,
+            user_id,
+            prefix,
+            metadata,
+            include_deleted,
+            after,
+            processing_status,
+            created_before,
         )
+        if versions is not Versions.ROWS:
+            query, params = version_listing_query(
+                filters, versions, _DIALECT, text=text, limit=limit
+            )
+            return [_object_record(row) for row in await self._fetch(query, params)]
+        if text is not None:
+            raise InvalidInput("a text search lists current objects or all versions")
+        where = _object_conditions(filters)
         sql = (
             f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id LIMIT ?"
@@ -266,8 +290,24 @@ class SqliteIndex(AsyncLifecycle):
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
         """See IndexStore.usage."""
-        rows = await self._fetch(_USAGE[by], ())
-        return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+        rows = await self._fetch(usage_query(by, _DIALECT), ())
+        return [UsageRow(*row) for row in rows]
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """See IndexStore.put_transcript (FTS5 follows through the table's triggers)."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                _PUT_TRANSCRIPT,
+                (
+                    transcript.bucket,
+                    transcript.key,
+                    transcript.version_id,
+                    transcript.processor,
+                    transcript.language,
+                    transcript.text,
+                    _text(datetime.now(UTC)),
+                ),
+            )
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -429,6 +469,10 @@ class _Writer:
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
         await self._conn.executemany(_SAVE_ROW, [_object_row(row) for row in rows])
+        # What was said in a removed version is not searchable any more.
+        gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
+        if gone:
+            await self._conn.executemany(_DROP_TRANSCRIPTS, gone)
 
     async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
@@ -513,18 +557,19 @@ def _translated() -> Iterator[None]:
         raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
 
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-        for name, value in metadata.items():
-            where.add(
-                "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
-                " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
-                name,
-                value,
-            )
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    for name, value in metadata.items():
+        where.add(
+            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
+            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
+            name,
+            value,
+        )
 
+
+def _object_conditions(filters: ObjectFilter) -> Conditions:
     return filters.conditions(
-        qmark, live_only="deleted = 0", add_metadata=add_metadata, moment=_text
+        qmark, live_only="deleted = 0", add_metadata=_add_metadata, moment=_text
     )
 
 
@@ -557,6 +602,10 @@ def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _text_of(moment: datetime) -> object:
+    return _text(moment)
+
+
 def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
@@ -579,6 +628,8 @@ def _object_record(row: Any) -> ObjectRecord:
         last_event_name=row[13],
         deleted_at=_time(row[14]),
         processing_status=row[15] if len(row) > 15 else None,
+        is_latest=bool(row[16]) if len(row) > 16 else None,
+        snippet=row[17] if len(row) > 17 else None,
     )
 
 
@@ -623,3 +674,13 @@ def _journal_record(row: Any) -> JournalRecord:
         kafka=KafkaPosition(topic, partition, offset) if topic is not None else None,
         recorded_at=datetime.fromisoformat(row[17]),
     )
+
+
+_DIALECT: Final = Dialect(
+    placeholder=qmark,
+    is_deleted="deleted = 1",
+    add_metadata=_add_metadata,
+    moment=_text_of,
+    text_hits=_TEXT_HITS,
+    text_query=fts5_query,
+)

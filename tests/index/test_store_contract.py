@@ -16,6 +16,7 @@ import pytest
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import (
+    MIGRATIONS,
     BatchResult,
     IndexStore,
     IndexUnavailable,
@@ -64,8 +65,7 @@ class TestLifecycle:
         async with backend.new_store() as again:
             await again.ping()
         assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
-            (1,),
-            (2,),
+            (m.version,) for m in MIGRATIONS
         ]
 
     async def test_concurrent_starts_on_one_database(self, backend: Backend) -> None:
@@ -77,8 +77,7 @@ class TestLifecycle:
         finally:
             await asyncio.gather(*(s.close() for s in stores))
         assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
-            (1,),
-            (2,),
+            (m.version,) for m in MIGRATIONS
         ]
 
     async def test_close_is_idempotent_and_closed_store_is_unavailable(
@@ -427,11 +426,14 @@ class TestQueries:
             event(R, seq=6, bucket="b2", key="gone", user_id="2"),
         )
         assert await store.usage(by="user") == [
-            UsageRow("1", 2, 30),
-            UsageRow("2", 1, 5),
-            UsageRow(None, 1, 1),
+            UsageRow("1", 2, 30, 2, 30),
+            UsageRow("2", 1, 5, 1, 5),
+            UsageRow(None, 1, 1, 1, 1),
         ]
-        assert await store.usage(by="bucket") == [UsageRow("b1", 2, 30), UsageRow("b2", 2, 6)]
+        assert await store.usage(by="bucket") == [
+            UsageRow("b1", 2, 30, 2, 30),
+            UsageRow("b2", 2, 6, 2, 6),
+        ]
 
     async def test_usage_of_an_empty_index(self, store: IndexStore) -> None:
         assert await store.usage(by="user") == []
