@@ -101,6 +101,8 @@ class Settings(BaseSettings):
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")
+    # The consumer group of VoxClient.processed(): the bot's feed of finished results.
+    kafka_results_group_id: str = Field("bot-results", alias="KAFKA_RESULTS_GROUP_ID")
     processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
     processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
     # A JSON file of rules (see infra/processing-rules.example.json); unset: the built-in rule

@@ -2,6 +2,8 @@
 
 from consumer.client.api import (
     DeleteResult,
+    ProcessedFeed,
+    ProcessedResult,
     ProgressCallback,
     UploadProgress,
     UploadResult,
@@ -26,6 +28,8 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PresignedPost",
+    "ProcessedFeed",
+    "ProcessedResult",
     "PresignedPut",
     "ProgressCallback",
     "SyncVoxClient",
