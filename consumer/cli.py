@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from consumer.client.commands import COMMANDS as CLIENT_COMMANDS
 from consumer.client.commands import add_client_verbs
+from consumer.client.result_verb import add_result_verb, cmd_result
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
 from consumer.index import IndexStore, JobStatus, ObjectRecord, Versions, open_index
 from consumer.logs import configure_logging
@@ -120,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_retention(verbs)
     _add_reconcile_replay(verbs)
     add_client_verbs(verbs)
+    add_result_verb(verbs)
     return parser
 
 
@@ -553,6 +555,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "reconcile": _cmd_reconcile,
     "replay": _cmd_replay,
     **CLIENT_COMMANDS,
+    "result": cmd_result,
 }
 
 
