@@ -7,7 +7,7 @@ import pytest
 
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
-from consumer.index import IndexStore, Transcript, UsageRow, Versions
+from consumer.index import IndexStore, ObjectRecord, Transcript, UsageRow, Versions
 from tests.conftest import Backend
 from tests.index.factories import event
 
@@ -38,7 +38,7 @@ async def a_versioned_story(store: IndexStore) -> None:
     )
 
 
-def rows(records: list) -> list[tuple[str, str, bool | None, bool]]:  # type: ignore[type-arg]
+def rows(records: list[ObjectRecord]) -> list[tuple[str, str, bool | None, bool]]:
     return [(r.key, r.version_id, r.is_latest, r.is_delete_marker) for r in records]
 
 
@@ -109,7 +109,8 @@ class TestListings:
             *(event(seq=n, key=f"k{n % 3}", version_id=f"v{n:02}") for n in range(1, 11)),
         )
         everything = await store.list_objects(versions=Versions.ALL)
-        pages, after = [], None
+        pages: list[list[ObjectRecord]] = []
+        after = None
         while page := await store.list_objects(versions=Versions.ALL, limit=4, after=after):
             pages.append(page)
             after = (page[-1].bucket, page[-1].key, page[-1].version_id)

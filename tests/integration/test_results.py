@@ -205,9 +205,9 @@ async def test_the_bots_loop_from_presign_to_transcript_and_search(
     plain = run_cli(env, "result", f"{bucket}/{post.key}", "--processor", "transcribe")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout == f"transcribe   done   {RUSSIAN}\n"
-    found = json_rows(run_cli(env, "search", "--text", "Бюджет", "--bucket", bucket, "--json"))
-    assert [row["key"] for row in found] == [post.key]
-    assert "[бюджет]" in found[0]["snippet"]
+    hits = json_rows(run_cli(env, "search", "--text", "Бюджет", "--bucket", bucket, "--json"))
+    assert [row["key"] for row in hits] == [post.key]
+    assert "[бюджет]" in hits[0]["snippet"]
     missing = run_cli(env, "result", f"{bucket}/user_42/nothing.ogg")
     assert missing.returncode == 1
     assert "not processed" in missing.stderr
