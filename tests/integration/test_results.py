@@ -26,7 +26,7 @@ from consumer.results import index_transcript
 from consumer.settings import Settings
 from tests import audio
 from tests.conftest import Backend, StackEndpoints, unique_name
-from tests.helpers import Published
+from tests.helpers import Published, committed_offsets, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli
 from tests.transcription_server import StandIn
 
@@ -138,9 +138,10 @@ async def test_the_bots_loop_from_presign_to_transcript_and_search(
         )
         published = Published(stack)
         await published.mark()
+        bot_group = unique_name("bot")
         async with (
             VoxClient(settings) as client,
-            client.processed(bucket=bucket, group_id=unique_name("bot")) as feed,
+            client.processed(bucket=bucket, group_id=bot_group) as feed,
             httpx.AsyncClient(timeout=30) as http,
         ):
             post = await client.presign_upload("42", "budget-meeting.ogg", session_type="call")
@@ -193,6 +194,13 @@ async def test_the_bots_loop_from_presign_to_transcript_and_search(
                 (post.key, True)
             ]
             assert await client.search({"session-type": "other"}, text="квартал") == []
+
+    # Closing the feed committed its group's offsets past the result it handed over.
+    bootstrap = settings.kafka_bootstrap_servers
+    committed = await committed_offsets(bootstrap, bot_group, settings.kafka_events_topic, 4)
+    ends = await topic_end_offsets(bootstrap, settings.kafka_events_topic)
+    assert committed, "the feed committed nothing"
+    assert all(0 < offset <= ends[partition] for partition, offset in committed.items())
 
     env = cli_env(stack, tmp_path, unique_name("cli")) | {
         "INDEX_URL": backend.url,
