@@ -222,31 +222,38 @@ class ProcessorWorker:
         waiting = planned
         announced = False
         try:
-            while True:
-                runnable, waiting = await self._claim(waiting, work)
-                jobs.extend(
-                    asyncio.ensure_future(self._run_job(p, records[p.message_index]))
-                    for p in runnable
-                )
-                if not waiting:
-                    break
-                if not announced:
-                    announced = True
-                    self.stats.jobs_waited += len(waiting)
-                    log.info(
-                        "jobs held by another runner's live lease; waiting",
-                        jobs=len(waiting),
-                        lease_s=self.lease.duration_s,
+            try:
+                while True:
+                    runnable, waiting = await self._claim(waiting, work)
+                    jobs.extend(
+                        asyncio.ensure_future(self._run_job(p, records[p.message_index]))
+                        for p in runnable
                     )
-                await work.wait(lease_check_interval_s(self.lease.duration_s))
-            return list(await asyncio.gather(*jobs))
+                    if not waiting:
+                        break
+                    if not announced:
+                        announced = True
+                        self.stats.jobs_waited += len(waiting)
+                        log.info(
+                            "jobs held by another runner's live lease; waiting",
+                            jobs=len(waiting),
+                            lease_s=self.lease.duration_s,
+                        )
+                    await work.wait(lease_check_interval_s(self.lease.duration_s))
+            except StopRequested:
+                # Stopping: the jobs under way end first, a paid call in flight is never
+                # thrown away (the grace period's cancellation still bounds them).
+                await asyncio.gather(*jobs, return_exceptions=True)
+                raise
+            ended = await asyncio.gather(*jobs, return_exceptions=True)
         except BaseException:
-            # Stopped (or cancelled): no job may outlive the batch; the unfinished ones
-            # keep their rows and are taken over after redelivery.
+            # Cancelled: no job may outlive the batch; the unfinished ones keep their
+            # rows and are taken over after redelivery.
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
             raise
+        return _outcomes(ended)
 
     async def _claim(
         self, planned: list[Planned], work: BatchWork
@@ -489,6 +496,15 @@ def _events(
             continue
         found.extend((event, index) for event in events)
     return found, malformed
+
+
+def _outcomes(ended: Sequence[DeadLetter | BaseException | None]) -> list[DeadLetter | None]:
+    """The jobs' dead letters, once every job ended; a job's error raised (a failure
+    before StopRequested, which only says the batch stopped early)."""
+    errors = [e for e in ended if isinstance(e, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, StopRequested)), errors[0])
+    return [e for e in ended if not isinstance(e, BaseException)]
 
 
 def _ms(started: float) -> int:
