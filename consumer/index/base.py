@@ -209,6 +209,9 @@ class JobRecord:
     finished_at: datetime | None
     duration_ms: int | None
     updated_at: datetime
+    # Who runs (or last ran) the job, and until when its lease holds unless renewed.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def ident(self) -> tuple[str, str, str, str]:
@@ -240,6 +243,89 @@ def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
     return not stored.status.finished
 
 
+class ClaimDecision(StrEnum):
+    RUN = "run"  # the claimer takes the job (and its lease) now
+    WAIT = "wait"  # a live lease holds it: its runner is at work; ask again later
+    SKIP = "skip"  # finished for this content, or superseded by newer content
+
+
+def claim_decision(
+    stored: JobRecord | None, request: JobRequest, *, now: datetime
+) -> ClaimDecision:
+    """What a processor does with a job it was asked to run, given the stored one. Pure.
+
+    Content first (``job_should_run``). An unfinished job of the same content is running
+    somewhere while its lease is live — in another process, or in this one when the event
+    is redelivered after a rebalance — so it is waited for, never run twice; once the lease
+    expired (its runner died) it is taken over. A pending row without a lease (written by
+    an older consumer) is taken at once.
+    """
+    if not job_should_run(stored, request):
+        return ClaimDecision.SKIP
+    if stored is None or stored.sequencer != request.sequencer:
+        return ClaimDecision.RUN
+    if stored.lease_expires_at is not None and stored.lease_expires_at > now:
+        return ClaimDecision.WAIT
+    return ClaimDecision.RUN
+
+
+def latest_requests(requests: Sequence[JobRequest]) -> list[JobRequest]:
+    """One request per job (object version, processor): the one for the newest content,
+    in the order of first appearance. A batch can hold an event twice (redelivery) or two
+    writes of one key; a job must not be claimed twice in one statement. Pure."""
+    latest: dict[tuple[str, str, str, str], JobRequest] = {}
+    for request in requests:
+        seen = latest.get(request.ident)
+        if seen is None or request.sequencer > seen.sequencer:
+            latest[request.ident] = request
+    return list(latest.values())
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimer's hold on the jobs it runs: renewed while they run, so another process
+    takes a job over only ``duration_s`` after its runner stopped renewing (died)."""
+
+    owner: str
+    duration_s: float
+
+    def expires_at(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.duration_s)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """``claim_jobs``' answer: the jobs now leased to the claimer (``run``) and those a
+    live lease of a runner still holds (``held``: ask again later); the other requests
+    need no work."""
+
+    run: list[JobRequest]
+    held: list[JobRequest] = field(default_factory=list)
+
+
+def decide_claims(
+    requests: Sequence[JobRequest],
+    stored: Mapping[tuple[str, str, str, str], JobRecord],
+    *,
+    now: datetime,
+) -> Claims:
+    """Sort ``requests`` (one per job) by ``claim_decision`` against the ``stored`` jobs. Pure."""
+    claims = Claims(run=[], held=[])
+    for request in requests:
+        decision = claim_decision(stored.get(request.ident), request, now=now)
+        if decision is ClaimDecision.RUN:
+            claims.run.append(request)
+        elif decision is ClaimDecision.WAIT:
+            claims.held.append(request)
+    return claims
+
+
+class LeaseLost(ConsumerError):
+    """The job's lease went to another process (this one stopped renewing it in time)."""
+
+    retriable = False
+
+
 # --- SQL both dialects share word for word --------------------------------------------
 
 OBJECT_COLUMNS: Final = (
@@ -254,7 +340,8 @@ JOURNAL_COLUMNS: Final = (
 )
 JOB_COLUMNS: Final = (
     "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
-    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at,"
+    " lease_owner, lease_expires_at"
 )
 
 # Saving a planned row replaces every column of the stored one (see plan_objects).
@@ -274,7 +361,8 @@ ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
     attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
     last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
     sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
-    updated_at = excluded.updated_at"""
+    updated_at = excluded.updated_at, lease_owner = excluded.lease_owner,
+    lease_expires_at = excluded.lease_expires_at"""
 
 # The summary status of an object's jobs, worst first: failed, running, pending, done.
 PROCESSING_STATUS_SQL: Final = (
@@ -575,15 +663,21 @@ class IndexStore(Protocol):
     async def counts(self) -> dict[str, int]:
         """{"objects": live rows, "tombstones": deleted rows, "journal": journal rows}."""
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
-        """Mark the requests that should run (``job_should_run``) pending, in one
-        transaction; those requests, in the given order."""
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
+        """Decide every request (``claim_decision``) in one transaction that excludes
+        other claimers of the same objects; the jobs to run are marked pending under
+        ``lease``. Requests for one job are reduced to the newest (``latest_requests``)."""
 
-    async def start_job(self, request: JobRequest) -> int:
-        """Mark the job running; its attempt number (1 for the first run)."""
+    async def start_job(self, request: JobRequest, owner: str) -> int:
+        """Mark the job running; its attempt number (1 for the first run). Raises
+        LeaseLost when ``owner`` no longer holds the job's lease."""
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
-        """Record how the job ended (done or failed)."""
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
+        """Record how the job ended (done or failed) and release its lease; False (and
+        nothing written) when ``owner`` no longer holds the lease."""
+
+    async def renew_leases(self, lease: Lease) -> int:
+        """Extend every unfinished job leased to ``lease.owner``; how many."""
 
     async def jobs(
         self,

@@ -216,6 +216,11 @@ CREATE TABLE transcripts (
     "COMMENT ON COLUMN transcripts.document IS 'to_tsvector(config, text)'",
 )
 
+# Renewing a runner's leases touches only its unfinished jobs.
+_JOBS_LEASED: Final = (
+    "CREATE INDEX jobs_leased ON jobs (lease_owner) WHERE status IN ('pending', 'running')"
+)
+
 # Listing by (bucket, key) uses the primary key; the journal's UNIQUE serves per-key
 # history. Byte-wise collation ("C" on PostgreSQL, SQLite's BINARY) gives both backends
 # the same order and lets a LIKE prefix use the index.
@@ -248,6 +253,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     ),
     Migration(
         3,
+        "job leases: the runner of an unfinished job and until when it holds it",
+        sqlite=(
+            "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT",
+            _JOBS_LEASED,
+        ),
+        postgres=(
+            "ALTER TABLE jobs ADD COLUMN lease_owner text",
+            "ALTER TABLE jobs ADD COLUMN lease_expires_at timestamptz",
+            _JOBS_LEASED,
+        ),
+    ),
+    Migration(
+        4,
         "transcripts for full-text search",
         sqlite=_SQLITE_TRANSCRIPTS,
         postgres=_PG_TRANSCRIPTS,

@@ -34,6 +34,7 @@ from consumer.index.base import (
     SEARCH_QUERY_CONFIGS,
     AsyncLifecycle,
     BatchResult,
+    Claims,
     Conditions,
     Dialect,
     GrowthRow,
@@ -47,6 +48,8 @@ from consumer.index.base import (
     JournalId,
     JournalRecord,
     KafkaPosition,
+    Lease,
+    LeaseLost,
     ObjectFilter,
     ObjectRecord,
     RowId,
@@ -54,10 +57,11 @@ from consumer.index.base import (
     UsageRow,
     Versions,
     check_limit,
+    decide_claims,
     dollar,
     growth_query,
-    job_should_run,
     journal_conditions,
+    latest_requests,
     run_batch,
     search_config,
     search_words,
@@ -126,8 +130,8 @@ _LOAD_JOBS: Final = (
 _PEND_JOBS: Final = (
     """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at)
-SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz
+                  created_at, updated_at, lease_owner, lease_expires_at)
+SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz, $8::text, $9::timestamptz
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"""
     + JOB_PEND_UPSERT
 )
@@ -135,12 +139,18 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $6, updated_at = $6
 WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
+  AND lease_owner = $7 AND status IN ('pending', 'running')
 RETURNING attempts"""
 
 _FINISH_JOB: Final = """
 UPDATE jobs SET status = $6, last_error = $7, result_bucket = $8, result_key = $9,
-                duration_ms = $10, finished_at = $11, updated_at = $11
-WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5"""
+                duration_ms = $10, finished_at = $11, updated_at = $11, lease_expires_at = NULL
+WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
+  AND lease_owner = $12 AND status IN ('pending', 'running')"""
+
+_RENEW_LEASES: Final = """
+UPDATE jobs SET lease_expires_at = $2
+WHERE lease_owner = $1 AND status IN ('pending', 'running')"""
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
 
@@ -381,37 +391,50 @@ class PostgresIndex(AsyncLifecycle):
 
     # --- processing jobs -----------------------------------------------------------------
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
         """See IndexStore.claim_jobs. Per-object advisory locks, as in apply_batch, so
         two processors cannot both claim one job."""
+        requests = latest_requests(requests)
         if not requests:
-            return []
+            return Claims(run=[])
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_LOCK_KEYS, _lock_ids((r.bucket, r.key) for r in requests))
             rows = await conn.fetch(_LOAD_JOBS, *_columns([r.ident for r in requests]))
             stored = {
                 (j.bucket, j.key, j.version_id, j.processor): j for j in map(_job_record, rows)
             }
-            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
-            if chosen:
-                values = [(*r.ident, r.sequencer, r.etag) for r in chosen]
-                await conn.execute(_PEND_JOBS, *_columns(values), datetime.now(UTC))
-            return chosen
+            # The database's clock, not this host's: claimers on several hosts compare
+            # leases against one clock.
+            now = await conn.fetchval("SELECT now()")
+            claims = decide_claims(requests, stored, now=now)
+            if claims.run:
+                values = [(*r.ident, r.sequencer, r.etag) for r in claims.run]
+                await conn.execute(
+                    _PEND_JOBS, *_columns(values), now, lease.owner, lease.expires_at(now)
+                )
+            return claims
 
-    async def start_job(self, request: JobRequest) -> int:
+    async def start_job(self, request: JobRequest, owner: str) -> int:
         """See IndexStore.start_job."""
         async with self._connection() as conn:
             attempts = await conn.fetchval(
-                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC)
+                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC), owner
             )
         if attempts is None:
-            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
         return int(attempts)
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+    async def renew_leases(self, lease: Lease) -> int:
+        """See IndexStore.renew_leases."""
+        async with self._connection() as conn:
+            now = await conn.fetchval("SELECT now()")
+            status = await conn.execute(_RENEW_LEASES, lease.owner, lease.expires_at(now))
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
         """See IndexStore.finish_job."""
         async with self._connection() as conn:
-            await conn.execute(
+            status = await conn.execute(
                 _FINISH_JOB,
                 *request.ident,
                 request.sequencer,
@@ -421,7 +444,9 @@ class PostgresIndex(AsyncLifecycle):
                 outcome.result_key,
                 outcome.duration_ms,
                 datetime.now(UTC),
+                owner,
             )
+        return bool(int(status.rsplit(" ", 1)[-1]))
 
     async def jobs(
         self,
@@ -647,6 +672,8 @@ def _job_record(row: Any) -> JobRecord:
         finished_at=row["finished_at"],
         duration_ms=row["duration_ms"],
         updated_at=row["updated_at"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
     )
 
 

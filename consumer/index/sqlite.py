@@ -34,6 +34,7 @@ from consumer.index.base import (
     PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
+    Claims,
     Conditions,
     Dialect,
     GrowthRow,
@@ -47,6 +48,8 @@ from consumer.index.base import (
     JournalId,
     JournalRecord,
     KafkaPosition,
+    Lease,
+    LeaseLost,
     ObjectFilter,
     ObjectRecord,
     RowId,
@@ -55,11 +58,12 @@ from consumer.index.base import (
     Versions,
     check_limit,
     chunked,
+    decide_claims,
     fts5_query,
     growth_query,
-    job_should_run,
     journal_conditions,
     journal_id,
+    latest_requests,
     qmark,
     run_batch,
     usage_query,
@@ -116,20 +120,26 @@ _LOAD_JOBS: Final = (
 _PEND_JOB: Final = (
     """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"""
+                  created_at, updated_at, lease_owner, lease_expires_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"""
     + JOB_PEND_UPSERT
 )
 
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
 WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
+  AND lease_owner = ? AND status IN ('pending', 'running')
 RETURNING attempts"""
 
 _FINISH_JOB: Final = """
 UPDATE jobs SET status = ?, last_error = ?, result_bucket = ?, result_key = ?,
-                duration_ms = ?, finished_at = ?, updated_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?"""
+                duration_ms = ?, finished_at = ?, updated_at = ?, lease_expires_at = NULL
+WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
+  AND lease_owner = ? AND status IN ('pending', 'running')"""
+
+_RENEW_LEASES: Final = """
+UPDATE jobs SET lease_expires_at = ?
+WHERE lease_owner = ? AND status IN ('pending', 'running')"""
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
 
@@ -344,10 +354,11 @@ class SqliteIndex(AsyncLifecycle):
 
     # --- processing jobs -----------------------------------------------------------------
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
-        """See IndexStore.claim_jobs."""
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
+        """See IndexStore.claim_jobs. The write transaction excludes other claimers."""
+        requests = latest_requests(requests)
         if not requests:
-            return []
+            return Claims(run=[])
         async with self._transaction() as conn:
             stored: dict[tuple[str, str, str, str], JobRecord] = {}
             for chunk in chunked([r.ident for r in requests], _ROWS_PER_STATEMENT):
@@ -355,29 +366,41 @@ class SqliteIndex(AsyncLifecycle):
                 for row in await conn.execute_fetchall(sql, [v for i in chunk for v in i]):
                     job = _job_record(row)
                     stored[job.ident] = job
-            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
-            now = _text(datetime.now(UTC))
+            moment = datetime.now(UTC)
+            claims = decide_claims(requests, stored, now=moment)
+            now, expires = _text(moment), _text(lease.expires_at(moment))
             await conn.executemany(
-                _PEND_JOB, [(*r.ident, r.sequencer, r.etag, now, now) for r in chosen]
+                _PEND_JOB,
+                [
+                    (*r.ident, r.sequencer, r.etag, now, now, lease.owner, expires)
+                    for r in claims.run
+                ],
             )
-            return chosen
+            return claims
 
-    async def start_job(self, request: JobRequest) -> int:
+    async def start_job(self, request: JobRequest, owner: str) -> int:
         """See IndexStore.start_job."""
         now = _text(datetime.now(UTC))
         async with self._transaction() as conn:
             rows = await conn.execute_fetchall(
-                _START_JOB, (now, now, *request.ident, request.sequencer)
+                _START_JOB, (now, now, *request.ident, request.sequencer, owner)
             )
         if not rows:
-            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
         return int(next(iter(rows))[0])
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+    async def renew_leases(self, lease: Lease) -> int:
+        """See IndexStore.renew_leases."""
+        expires = _text(lease.expires_at(datetime.now(UTC)))
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_RENEW_LEASES, (expires, lease.owner))
+            return cursor.rowcount
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
         """See IndexStore.finish_job."""
         now = _text(datetime.now(UTC))
         async with self._transaction() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 _FINISH_JOB,
                 (
                     outcome.status.value,
@@ -389,8 +412,10 @@ class SqliteIndex(AsyncLifecycle):
                     now,
                     *request.ident,
                     request.sequencer,
+                    owner,
                 ),
             )
+            return cursor.rowcount > 0
 
     async def jobs(
         self,
@@ -651,6 +676,8 @@ def _job_record(row: Any) -> JobRecord:
         finished_at=_time(row[13]),
         duration_ms=row[14],
         updated_at=datetime.fromisoformat(row[15]),
+        lease_owner=row[16],
+        lease_expires_at=_time(row[17]),
     )
 
 
