@@ -488,10 +488,11 @@ class VoxClient:
         )
 
     async def get(self, bucket: str, key: str) -> ObjectRecord:
-        """The live object's index row; NotFound when the index has none."""
+        """The index row of the key's current version (in a versioned bucket too);
+        NotFound when the index has none or a delete marker hides the key."""
         store = await self._index()
-        record = await store.get_object(bucket, key)
-        if record is None or record.deleted:
+        record = await self._current(store, bucket, key)
+        if record is None:
             raise NotFound(f"{bucket}/{key} is not in the index")
         return record
 
@@ -509,20 +510,20 @@ class VoxClient:
         store = await self._index()
 
         async def indexed() -> ObjectRecord | None:
-            record = await store.get_object(bucket, key)
-            if record is None or record.deleted or (etag and record.etag != etag):
+            record = await self._current(store, bucket, key)
+            if record is None or (etag and record.etag != etag):
                 return None
             return record
 
         return await _poll(indexed, timeout_s, f"{bucket}/{key} not indexed")
 
     async def wait_removed(self, bucket: str, key: str, *, timeout_s: float = 30.0) -> None:
-        """Return once the index no longer lists the object (its removal event arrived)."""
+        """Return once the index no longer lists the object (its removal event arrived;
+        in a versioned bucket, a delete marker)."""
         store = await self._index()
 
         async def removed() -> bool | None:
-            record = await store.get_object(bucket, key)
-            return True if record is None or record.deleted else None
+            return True if await self._current(store, bucket, key) is None else None
 
         await _poll(removed, timeout_s, f"{bucket}/{key} still indexed")
 

@@ -17,7 +17,7 @@ from minio import Minio
 from minio.commonconfig import ENABLED
 from minio.versioningconfig import VersioningConfig
 
-from consumer.client import VoxClient
+from consumer.client import NotFound, VoxClient
 from consumer.index import JobRequest, open_index
 from consumer.indexer import Indexer
 from consumer.processing.transcribe import Transcriber
@@ -58,7 +58,7 @@ async def test_listings_equal_list_objects_v2_and_list_object_versions(
     published = Published(stack)
     await published.mark()
     _put(minio, bucket, "a.ogg", b"first")
-    _put(minio, bucket, "a.ogg", b"second take")  # an overwrite: a second version
+    a_v2 = _put(minio, bucket, "a.ogg", b"second take")  # an overwrite: a second version
     _put(minio, bucket, "gone.ogg", b"hidden")
     minio.remove_object(bucket, "gone.ogg")  # a delete marker hides it
     purged = _put(minio, bucket, "purged.ogg", b"purged")
@@ -83,6 +83,13 @@ async def test_listings_equal_list_objects_v2_and_list_object_versions(
         assert {(r.key, r.size, r.etag) for r in listed} == current
         every = await client.list_objects(bucket=bucket, include_versions=True)
         assert {(r.key, r.version_id, r.is_latest, r.is_delete_marker) for r in every} == versions
+        # get / wait_indexed / wait_removed see the current version of a versioned key.
+        latest = await client.wait_indexed(bucket, "a.ogg", timeout_s=5)
+        assert (latest.version_id, latest.size) == (a_v2, len(b"second take"))
+        assert (await client.get(bucket, "x/y.ogg")).key == "x/y.ogg"
+        with pytest.raises(NotFound):
+            await client.get(bucket, "gone.ogg")
+        await client.wait_removed(bucket, "gone.ogg", timeout_s=5)
         (usage,) = [row for row in await client.usage(by="bucket") if row.group == bucket]
         assert (usage.objects, usage.bytes) == (2, len(b"second take") + len(b"nested"))
         stored = len(b"first") + len(b"second take") + len(b"hidden") + len(b"nested")
