@@ -54,6 +54,7 @@ from consumer.minio_client import minio_client
 from consumer.processing.base import Job, ProcessingRetriable, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
+from consumer.results import index_transcript
 from consumer.retry import RetriesExhausted, StopRequested, retry
 from consumer.settings import Settings
 from consumer.telemetry import (
@@ -437,7 +438,13 @@ class ProcessorWorker:
         except Exception as exc:  # a plugin's bug or an unforeseen failure: retried
             log.exception("processor raised", processor=job.request.processor)
             raise ProcessingRetriable(f"{type(exc).__name__}: {exc}") from exc
-        return await self._store_result(job, result, attempt)
+        location = await self._store_result(job, result, attempt)
+        # Searchable from now on; an index outage is waited out here, so the paid work
+        # above is not done again for it.
+        await self._index_call(
+            lambda: index_transcript(self._store, job.request, result), "index transcript"
+        )
+        return location
 
     async def _store_result(self, job: Job, result: Mapping[str, Any], attempt: int) -> str:
         key = result_key(job)

@@ -18,11 +18,10 @@ from minio.commonconfig import ENABLED
 from minio.versioningconfig import VersioningConfig
 
 from consumer.client import NotFound, VoxClient
-from consumer.index import JobRequest, open_index
+from consumer.index import open_index
 from consumer.indexer import Indexer
 from consumer.processing.transcribe import Transcriber
 from consumer.processing.worker import ProcessorWorker
-from consumer.results import index_transcript
 from consumer.settings import Settings
 from tests import audio
 from tests.conftest import Backend, StackEndpoints, unique_name
@@ -188,10 +187,7 @@ async def test_the_bots_loop_from_presign_to_transcript_and_search(
             assert document["result"]["text"] == RUSSIAN
             assert document["source"]["key"] == post.key
 
-            # What the processing worker does once a result is stored (see the README).
-            async with open_index(settings.index_url) as store:
-                request = JobRequest(bucket, post.key, done.version_id, "transcribe", "", None, 0)
-                assert await index_transcript(store, request, done.result)
+            # The processing worker indexed the transcript once the result was stored.
             (hit,) = await client.search(text="бюджет проекта")
             assert hit.key == post.key
             assert hit.snippet is not None
