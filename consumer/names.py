@@ -137,10 +137,6 @@ def import_key(user_id: str, import_id: str, relative_path: str) -> str:
     )
 
 
-def is_under(key: str, prefix: str) -> bool:
-    return key.startswith(prefix)
-
-
 def encode_metadata_value(value: str) -> str:
     """A metadata value as HTTP can carry it: printable ASCII as is, anything else (and
     ``%``) percent-encoded as UTF-8. Reversible with ``decode_metadata_value``."""

@@ -1,8 +1,8 @@
 """Settings, built once in ``main`` and passed down explicitly.
 
-Names are the contract of ../shared/notes/design.md (and the seed documents): they are read
-from the environment or a ``.env`` file. Secrets are ``SecretStr`` so they never show up in a
-repr or a log line.
+Names are a contract (the README's Configuration table; the seed documents' names where
+they had one): they are read from the environment or a ``.env`` file. Secrets are
+``SecretStr`` so they never show up in a repr or a log line.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from consumer.index import ObjectRecord, UsageRow
 from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
 
-# The fields the design promises on every `ls --json` line (shared/notes/design.md).
+# The fields the design promises on every `ls --json` line (the README's `ls` contract).
 DOCUMENTED_FIELDS = {
     "bucket",
     "key",

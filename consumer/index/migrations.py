@@ -288,10 +288,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-def latest_version() -> int:
-    return MIGRATIONS[-1].version
-
-
 def pending(
     applied: Iterable[int], migrations: tuple[Migration, ...] = MIGRATIONS
 ) -> list[Migration]:
