@@ -27,8 +27,11 @@ run: install
 	  $(PY) -m consumer setup && exec $(PY) -m consumer run
 
 ## test: lint, type check, then every test against the real stack (started and stopped by pytest)
+## in TEST_WORKERS parallel workers, each with its own stack (tests wait on servers more
+## than they compute, so 3 workers fit 2 cores); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 3
 test: install lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(PY) -m ruff check consumer infra tests
