@@ -71,9 +71,7 @@ def _kafka(network: Network) -> tuple[DockerContainer, str]:
     for name, value in settings.items():
         kafka.with_env(name, value)
     kafka.waiting_for(
-        LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(
-            KAFKA_START_TIMEOUT_S
-        )
+        LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(KAFKA_START_TIMEOUT_S)
     )
     return kafka, f"127.0.0.1:{host_port}"
 

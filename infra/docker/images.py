@@ -16,15 +16,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.docker.engine import DockerError, Engine, run, say
+from infra.docker.engine import Engine, run, say
 from infra.stack import REPO_ROOT, cache_dir, ensure_minio_binary
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # What the consumer image is built from (Dockerfile, .dockerignore and its COPY sources).
-CONSUMER_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md",
-                   "minio-notify.json", "consumer", "infra")
+CONSUMER_INPUTS = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "README.md",
+    "minio-notify.json",
+    "consumer",
+    "infra",
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,14 @@ def image_exists(eng: Engine, tag: str) -> bool:
     return proc.returncode == 0
 
 
-def build(eng: Engine, tag: str, context: Path, *, args: dict[str, str] | None = None,
-          dockerfile: Path | None = None) -> str:
+def build(
+    eng: Engine,
+    tag: str,
+    context: Path,
+    *,
+    args: dict[str, str] | None = None,
+    dockerfile: Path | None = None,
+) -> str:
     """``docker build`` unless the tag is there already; returns the tag."""
     if image_exists(eng, tag):
         return tag
@@ -96,8 +109,10 @@ def debian_base(eng: Engine) -> str:
         return tag
     say(f"debootstrap {DEBIAN_SUITE} (minbase) for {tag}")
     with tempfile.TemporaryDirectory(prefix="voxpersona-rootfs-") as rootfs:
-        run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, rootfs, DEBIAN_MIRROR],
-            what="debootstrap")
+        run(
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, rootfs, DEBIAN_MIRROR],
+            what="debootstrap",
+        )
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         run(["docker", "import", "-", tag], env=eng.env(), what="docker import", stdin=tar)
         tar.wait()
@@ -107,8 +122,10 @@ def debian_base(eng: Engine) -> str:
 def standin(eng: Engine, name: str, base: str, files: dict[str, Path] | None = None) -> str:
     """A stand-in image from infra/docker/standins/<name>, plus artefacts from the cache."""
     source = STANDINS / name
-    extra = [f"{key}={path.stat().st_size}:{path.stat().st_mtime_ns}"
-             for key, path in sorted((files or {}).items())]
+    extra = [
+        f"{key}={path.stat().st_size}:{path.stat().st_mtime_ns}"
+        for key, path in sorted((files or {}).items())
+    ]
     tag = f"voxpersona/{name}-standin:{digest([source], base, *extra)}"
     if image_exists(eng, tag):
         return tag
@@ -129,9 +146,20 @@ def kafka_libs() -> Path:
         return libs
     say("fetching the Kafka image's jars with Maven (first time only)")
     shutil.rmtree(libs, ignore_errors=True)
-    run(["mvn", "-q", "-B", "-f", str(pom), f"-Dmaven.repo.local={cache_dir() / 'm2'}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime",
-         f"-DoutputDirectory={libs}"], what="mvn copy-dependencies (Kafka image)")
+    run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            f"-Dmaven.repo.local={cache_dir() / 'm2'}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
+        what="mvn copy-dependencies (Kafka image)",
+    )
     (libs / ".complete").write_text("ok\n")
     return libs
 
@@ -147,8 +175,20 @@ def wheelhouse() -> Path:
         return target
     say(f"pip wheel of {len(requirements)} requirements into {target} (first time only)")
     shutil.rmtree(target, ignore_errors=True)
-    run([sys_python(), "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-         "-w", str(target), *requirements], what="pip wheel")
+    run(
+        [
+            sys_python(),
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--disable-pip-version-check",
+            "-w",
+            str(target),
+            *requirements,
+        ],
+        what="pip wheel",
+    )
     (target / ".complete").write_text("ok\n")
     return target
 

@@ -43,8 +43,13 @@ class ComposeProject:
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("MINIO_PORT", "MINIO_CONSOLE_PORT", "KAFKA_HOST_PORT", "POSTGRES_PORT",
-                     "CONSUMER_HEALTH_PORT"):
+        for name in (
+            "MINIO_PORT",
+            "MINIO_CONSOLE_PORT",
+            "KAFKA_HOST_PORT",
+            "POSTGRES_PORT",
+            "CONSUMER_HEALTH_PORT",
+        ):
             self.ports[name] = free_port()
 
     def env(self) -> dict[str, str]:
@@ -62,8 +67,15 @@ class ComposeProject:
         cmd = ["docker", "compose", "-p", self.name, "--project-directory", str(REPO_ROOT)]
         for name in self.files:
             cmd += ["-f", str(REPO_ROOT / name)]
-        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=self.env(),
-                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*cmd, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"docker compose {' '.join(args)} exited {proc.returncode}:\n"
@@ -75,18 +87,39 @@ class ComposeProject:
         cmd = ["docker", "compose", "-p", self.name, "--project-directory", str(REPO_ROOT)]
         for name in self.files:
             cmd += ["-f", str(REPO_ROOT / name)]
-        proc = subprocess.run([*cmd, "logs", "--no-color", "--tail", "25"], capture_output=True,
-                              text=True, env=self.env(), timeout=60, check=False)
+        proc = subprocess.run(
+            [*cmd, "logs", "--no-color", "--tail", "25"],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=60,
+            check=False,
+        )
         return "--- logs ---\n" + proc.stdout[-6000:]
 
     def up(self, *extra: str) -> None:
         """Up and wait: every service healthy, every one-shot exited 0 (compose --wait)."""
-        self.run("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), *extra,
-                 timeout_s=UP_TIMEOUT_S + 60)
+        self.run(
+            "up",
+            "-d",
+            "--wait",
+            "--wait-timeout",
+            str(UP_TIMEOUT_S),
+            *extra,
+            timeout_s=UP_TIMEOUT_S + 60,
+        )
 
     def down(self) -> None:
-        self.run("--profile", "observability", "down", "-v", "--remove-orphans", "--timeout",
-                 "20", timeout_s=180)
+        self.run(
+            "--profile",
+            "observability",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "--timeout",
+            "20",
+            timeout_s=180,
+        )
 
     def services(self) -> list[dict[str, Any]]:
         """``docker compose ps -a`` rows (one JSON object per line, or one list)."""
@@ -98,8 +131,18 @@ class ComposeProject:
 
     def consumer_json(self, *argv: str, index: int = 1) -> list[dict[str, Any]]:
         """A consumer CLI command inside a consumer container; its ``--json`` lines."""
-        out = self.run("exec", "-T", "--index", str(index), "consumer", "python", "-m",
-                       "consumer", *argv, "--json")
+        out = self.run(
+            "exec",
+            "-T",
+            "--index",
+            str(index),
+            "consumer",
+            "python",
+            "-m",
+            "consumer",
+            *argv,
+            "--json",
+        )
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_done(self, keys: set[str], *, index: int = 1, timeout_s: float = 180) -> set[str]:
@@ -112,8 +155,9 @@ class ComposeProject:
             if seen == keys:
                 return seen
             time.sleep(POLL_INTERVAL_S)
-        raise AssertionError(f"not done after {timeout_s}s: {sorted(keys - seen)}\n"
-                             f"{self.logs_tail()}")
+        raise AssertionError(
+            f"not done after {timeout_s}s: {sorted(keys - seen)}\n{self.logs_tail()}"
+        )
 
     def wait_healthy(self, service: str, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -127,8 +171,14 @@ class ComposeProject:
     def started_finished(self) -> dict[str, tuple[str, str]]:
         """Service -> (State.StartedAt, State.FinishedAt) of its (first) container."""
         rows = {row["Service"]: row["ID"] for row in self.services()}
-        proc = subprocess.run(["docker", "inspect", *rows.values()], capture_output=True,
-                              text=True, env=self.engine.env(), timeout=60, check=True)
+        proc = subprocess.run(
+            ["docker", "inspect", *rows.values()],
+            capture_output=True,
+            text=True,
+            env=self.engine.env(),
+            timeout=60,
+            check=True,
+        )
         by_id = {item["Id"][:12]: item["State"] for item in json.loads(proc.stdout)}
         return {
             service: (by_id[cid[:12]]["StartedAt"], by_id[cid[:12]]["FinishedAt"])

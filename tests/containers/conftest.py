@@ -56,7 +56,11 @@ def _assert_nothing_left(eng: Engine) -> None:
     for kind, (command, name_format) in _LISTINGS.items():
         out = subprocess.run(
             ["docker", *command, "--format", name_format],
-            capture_output=True, text=True, env=eng.env(), check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            env=eng.env(),
+            check=True,
+            timeout=60,
         ).stdout
         leftovers += [f"{kind} {name}" for name in out.split() if name.startswith(PROJECT_PREFIX)]
     assert not leftovers, f"left behind: {leftovers}"

@@ -29,8 +29,9 @@ def upload_wav(client: Minio, seconds: float, rate: int) -> tuple[str, str | Non
     """A real WAV recording into the audio bucket; (key, version id)."""
     key = f"users/u-{uuid.uuid4().hex[:6]}/{uuid.uuid4().hex[:8]}.wav"
     body = wav(seconds=seconds, rate=rate)
-    result = client.put_object(AUDIO_BUCKET, key, io.BytesIO(body), len(body),
-                               content_type="audio/wav")
+    result = client.put_object(
+        AUDIO_BUCKET, key, io.BytesIO(body), len(body), content_type="audio/wav"
+    )
     return key, result.version_id
 
 

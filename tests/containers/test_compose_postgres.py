@@ -43,7 +43,15 @@ def test_replicas_share_one_postgres_index(postgres_up: ComposeProject) -> None:
 
     # The rows are in PostgreSQL, not in a SQLite file the replicas might share.
     count = postgres_up.run(
-        "exec", "-T", "postgres", "psql", "-U", "voxpersona", "-d", "voxpersona", "-Atc",
+        "exec",
+        "-T",
+        "postgres",
+        "psql",
+        "-U",
+        "voxpersona",
+        "-d",
+        "voxpersona",
+        "-Atc",
         "SELECT count(*) FROM objects",
     )
     assert int(count.strip()) >= UPLOADS

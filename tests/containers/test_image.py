@@ -17,9 +17,24 @@ def _python(engine: Engine, image: str, code: str) -> str:
     # Placeholder credentials: Settings requires them; nothing is contacted (no network).
     env = ["-e", "MINIO_ACCESS_KEY=placeholder", "-e", "MINIO_SECRET_KEY=placeholder"]
     proc = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", *env, "--entrypoint", "python", image,
-         "-c", code],
-        capture_output=True, text=True, env=engine.env(), timeout=120, check=False,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *env,
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        env=engine.env(),
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -53,7 +68,11 @@ def test_image_runs_as_non_root_and_is_small(docker_engine: Engine, images: Imag
     assert uid == "10001"
     inspect = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Size}}", images.consumer],
-        capture_output=True, text=True, env=docker_engine.env(), timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=docker_engine.env(),
+        timeout=60,
+        check=True,
     )
     size = int(inspect.stdout.strip())
     print(f"consumer image {images.consumer}: {size / 1e6:.0f} MB")
