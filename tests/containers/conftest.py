@@ -16,15 +16,13 @@ from infra.docker.engine import Engine, engine, ensure_compose
 from infra.docker.images import Images, build_all
 from tests.containers.compose import PROJECT_PREFIX, ComposeProject
 
-# Cold: apt-get, debootstrap, compose from Go, five image builds. Warm: all cached.
-pytestmark = pytest.mark.containers
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/containers/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.containers)
-            # A cold first build (packages, base image, stand-ins) takes minutes.
+            # A cold first build (apt-get, debootstrap, compose from Go, five image builds)
+            # takes minutes, and it happens in the first test's setup.
             item.add_marker(pytest.mark.timeout(1500))
 
 
@@ -32,6 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def docker_engine() -> Iterator[Engine]:
     ensure_compose()
     with engine() as eng:
+        _remove_stale_projects(eng)
         try:
             yield eng
         finally:
@@ -50,9 +49,9 @@ _LISTINGS = {
 }
 
 
-def _assert_nothing_left(eng: Engine) -> None:
-    """No container, network or volume of a test project may outlive the session."""
-    leftovers: list[str] = []
+def _project_objects(eng: Engine) -> list[tuple[str, str]]:
+    """(kind, name) of every container, network and volume of a test project."""
+    found: list[tuple[str, str]] = []
     for kind, (command, name_format) in _LISTINGS.items():
         out = subprocess.run(
             ["docker", *command, "--format", name_format],
@@ -62,7 +61,22 @@ def _assert_nothing_left(eng: Engine) -> None:
             check=True,
             timeout=60,
         ).stdout
-        leftovers += [f"{kind} {name}" for name in out.split() if name.startswith(PROJECT_PREFIX)]
+        found += [(kind, name) for name in out.split() if name.startswith(PROJECT_PREFIX)]
+    return found
+
+
+def _remove_stale_projects(eng: Engine) -> None:
+    """A run that was killed may have left a project behind on a reused engine."""
+    for kind, name in _project_objects(eng):
+        command = ["rm", "-f"] if kind == "container" else [kind, "rm"]
+        subprocess.run(
+            ["docker", *command, name], capture_output=True, env=eng.env(), check=False, timeout=60
+        )
+
+
+def _assert_nothing_left(eng: Engine) -> None:
+    """No container, network or volume of a test project may outlive the session."""
+    leftovers = _project_objects(eng)
     assert not leftovers, f"left behind: {leftovers}"
 
 
