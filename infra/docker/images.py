@@ -104,16 +104,23 @@ def build(
 
 def debian_base(eng: Engine) -> str:
     """Debian minbase from debootstrap, imported as an image (no registry needed)."""
-    tag = f"voxpersona/debian:{DEBIAN_SUITE}-minbase"
+    recipe = f"{DEBIAN_SUITE} {DEBIAN_MIRROR} minbase, without apt's caches"
+    tag = f"voxpersona/debian:{DEBIAN_SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
     if image_exists(eng, tag):
         return tag
     say(f"debootstrap {DEBIAN_SUITE} (minbase) for {tag}")
-    with tempfile.TemporaryDirectory(prefix="voxpersona-rootfs-") as rootfs:
+    with tempfile.TemporaryDirectory(prefix="voxpersona-rootfs-") as tmp:
+        rootfs = Path(tmp)
         run(
-            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, rootfs, DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
             what="debootstrap",
         )
-        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        # The downloaded .debs and package lists: ~120 MB every image would carry.
+        for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (rootfs / leftovers).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         run(["docker", "import", "-", tag], env=eng.env(), what="docker import", stdin=tar)
         tar.wait()
     return tag
@@ -232,4 +239,31 @@ def build_all(eng: Engine) -> Images:
     minio = standin(eng, "minio", base, {"minio": ensure_minio_binary()})
     kafka = standin(eng, "kafka", base, {"libs": kafka_libs()})
     postgres = standin(eng, "postgres", base)
-    return Images(python, minio, kafka, postgres, consumer_image(eng, python))
+    images = Images(python, minio, kafka, postgres, consumer_image(eng, python))
+    remove_stale(eng, [base, *images.compose_env().values()])
+    return images
+
+
+def remove_stale(eng: Engine, current: Iterable[str]) -> None:
+    """Older tags of the same repositories (inputs changed since): they only fill the disk.
+    An image still in use is refused by docker and stays."""
+    keep = set(current)
+    for repository in {tag.rsplit(":", 1)[0] for tag in keep}:
+        listing = subprocess.run(
+            ["docker", "images", repository, "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            env=eng.env(),
+            check=False,
+            timeout=60,
+        ).stdout.split()
+        stale = [tag for tag in listing if tag not in keep]
+        if stale:
+            say(f"removing stale images: {' '.join(stale)}")
+            subprocess.run(
+                ["docker", "rmi", *stale],
+                capture_output=True,
+                env=eng.env(),
+                check=False,
+                timeout=120,
+            )

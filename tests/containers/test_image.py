@@ -9,8 +9,8 @@ import subprocess
 from infra.docker.engine import Engine
 from infra.docker.images import Images
 
-# The upstream python:3.11-slim base is ~130 MB; Debian's python3 on minbase is larger.
-MAX_IMAGE_BYTES = 450_000_000
+# python:3.11-slim plus the venv is ~250 MB; Debian's python3 on minbase is larger.
+MAX_IMAGE_BYTES = 400_000_000
 
 
 def _python(engine: Engine, image: str, code: str) -> str:
@@ -49,7 +49,9 @@ def test_processors_are_found_in_the_image(docker_engine: Engine, images: Images
         "print(json.dumps([sorted(e.name for e in entry_points(group='consumer.processors')),"
         " sorted(load_processors(Settings()))]))"
     )
-    declared, loaded = json.loads(_python(docker_engine, images.consumer, code))
+    # The last line: structlog may log (to stdout) that transcribe is not configured.
+    output = _python(docker_engine, images.consumer, code)
+    declared, loaded = json.loads(output.strip().splitlines()[-1])
     assert {"audio-probe", "transcribe"} <= set(declared)
     # transcribe is off until TRANSCRIBE_BASE_URL is set; the probe needs nothing.
     assert "audio-probe" in loaded
