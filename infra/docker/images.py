@@ -43,6 +43,7 @@ class Images:
     kafka: str
     postgres: str
     consumer: str
+    prometheus: str
 
     def compose_env(self) -> dict[str, str]:
         return {
@@ -51,6 +52,7 @@ class Images:
             "POSTGRES_IMAGE": self.postgres,
             "CONSUMER_IMAGE": self.consumer,
             "PYTHON_BASE_IMAGE": self.python,
+            "PROMETHEUS_IMAGE": self.prometheus,
         }
 
 
@@ -239,7 +241,8 @@ def build_all(eng: Engine) -> Images:
     minio = standin(eng, "minio", base, {"minio": ensure_minio_binary()})
     kafka = standin(eng, "kafka", base, {"libs": kafka_libs()})
     postgres = standin(eng, "postgres", base)
-    images = Images(python, minio, kafka, postgres, consumer_image(eng, python))
+    prometheus = standin(eng, "prometheus", base)
+    images = Images(python, minio, kafka, postgres, consumer_image(eng, python), prometheus)
     remove_stale(eng, [base, *images.compose_env().values()])
     return images
 

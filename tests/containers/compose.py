@@ -49,6 +49,7 @@ class ComposeProject:
             "KAFKA_HOST_PORT",
             "POSTGRES_PORT",
             "CONSUMER_HEALTH_PORT",
+            "PROMETHEUS_PORT",
         ):
             self.ports[name] = free_port()
 
