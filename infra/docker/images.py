@@ -122,9 +122,9 @@ def debian_base(eng: Engine) -> str:
             for path in (rootfs / leftovers).glob("*"):
                 if path.is_file():
                     path.unlink()
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        run(["docker", "import", "-", tag], env=eng.env(), what="docker import", stdin=tar)
-        tar.wait()
+        # The context closes tar's pipe and waits for it (an open pipe is a ResourceWarning).
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            run(["docker", "import", "-", tag], env=eng.env(), what="docker import", stdin=tar)
     return tag
 
 
