@@ -56,19 +56,25 @@ class Images:
         }
 
 
-def digest(paths: Iterable[Path], *extra: str) -> str:
-    """sha256 over file names and contents (directories walked in order), plus ``extra``."""
+def digest(paths: Iterable[Path], *extra: str, exclude: tuple[Path, ...] = ()) -> str:
+    """sha256 over file names and contents (directories walked in order, ``exclude``
+    left out), plus ``extra``."""
     h = hashlib.sha256()
     for text in extra:
         h.update(text.encode() + b"\0")
     for root in paths:
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in files:
-            if "__pycache__" in path.parts:
+            if "__pycache__" in path.parts or any(path.is_relative_to(x) for x in exclude):
                 continue
             h.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
+
+
+# Kept out of the consumer image by .dockerignore, so no input of it: editing the image
+# builders must not rebuild the consumer image.
+CONSUMER_EXCLUDED = (REPO_ROOT / "infra" / "docker",)
 
 
 def image_exists(eng: Engine, tag: str) -> bool:
@@ -212,7 +218,9 @@ def consumer_image(eng: Engine, python_base: str) -> str:
     """The project's own Dockerfile, on the local Python base, from the local wheelhouse."""
     wheels = wheelhouse()
     inputs = [REPO_ROOT / name for name in CONSUMER_INPUTS]
-    tag = f"voxpersona/consumer:{digest(inputs, python_base, wheels.name)}"
+    tag = (
+        f"voxpersona/consumer:{digest(inputs, python_base, wheels.name, exclude=CONSUMER_EXCLUDED)}"
+    )
     if image_exists(eng, tag):
         return tag
     # The build context is the clone: the wheels are linked into .wheelhouse/ for this
