@@ -19,9 +19,11 @@ from pydantic import ValidationError
 
 from consumer.client.commands import COMMANDS as CLIENT_COMMANDS
 from consumer.client.commands import add_client_verbs
+from consumer.client.result_verb import add_result_verb, cmd_result
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
-from consumer.index import IndexStore, JobStatus, ObjectRecord, open_index
+from consumer.index import IndexStore, JobStatus, ObjectRecord, Versions, open_index
 from consumer.logs import configure_logging
+from consumer.names import check_bucket
 from consumer.output import (
     human_bytes,
     json_lines,
@@ -87,18 +89,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stop once the events topic is drained (for scripts and tests)",
     )
 
-    ls = verbs.add_parser("ls", help="live objects from the index")
-    ls.add_argument("--bucket")
+    ls = verbs.add_parser("ls", help="live objects from the index (the latest version of each)")
+    ls.add_argument("--bucket", type=_bucket_name)
     ls.add_argument("--user")
     ls.add_argument("--prefix")
     _add_status_filter(ls)
+    _add_all_versions(ls)
     ls.add_argument("--limit", type=_positive_int, default=1000)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    search = verbs.add_parser("search", help="live objects whose metadata match KEY=VALUE…")
-    search.add_argument("criteria", nargs="+", metavar="KEY=VALUE")
-    search.add_argument("--bucket")
+    search = verbs.add_parser(
+        "search", help="live objects whose metadata match KEY=VALUE… and/or transcript --text"
+    )
+    search.add_argument("criteria", nargs="*", metavar="KEY=VALUE")
+    search.add_argument("--text", help="words the transcript must contain (full-text search)")
+    search.add_argument("--bucket", type=_bucket_name)
     _add_status_filter(search)
+    _add_all_versions(search)
     search.add_argument("--limit", type=_positive_int, default=1000)
     search.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -114,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_retention(verbs)
     _add_reconcile_replay(verbs)
     add_client_verbs(verbs)
+    add_result_verb(verbs)
     return parser
 
 
@@ -122,7 +130,7 @@ def _add_growth(usage: argparse.ArgumentParser) -> None:
         "--growth", action="store_true", help="objects and bytes per UTC day, from the journal"
     )
     usage.add_argument("--days", type=_positive_int, help="with --growth: days back (30)")
-    usage.add_argument("--bucket", help="with --growth: only this bucket")
+    usage.add_argument("--bucket", type=_bucket_name, help="with --growth: only this bucket")
     usage.add_argument("--user", help="with --growth: only this user's objects")
 
 
@@ -130,7 +138,9 @@ def _add_reconcile_replay(verbs: argparse._SubParsersAction[_OneLineParser]) -> 
     reconcile = verbs.add_parser(
         "reconcile", help="compare the buckets with the index (missing, stale, extra)"
     )
-    reconcile.add_argument("--bucket", help="only this bucket (default: the watched ones)")
+    reconcile.add_argument(
+        "--bucket", type=_bucket_name, help="only this bucket (default: the watched ones)"
+    )
     reconcile.add_argument(
         "--repair", action="store_true", help="re-index the differences from MinIO"
     )
@@ -160,6 +170,25 @@ def _add_retention(verbs: argparse._SubParsersAction[_OneLineParser]) -> None:
     audit.add_argument("--key")
     audit.add_argument("--limit", type=_positive_int, default=100)
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _bucket_name(text: str) -> str:
+    try:
+        return check_bucket(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_all_versions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="every stored version and delete marker (like ListObjectVersions)",
+    )
+
+
+def _versions(args: argparse.Namespace) -> Versions:
+    return Versions.ALL if args.all_versions else Versions.CURRENT
 
 
 def _positive_int(text: str) -> int:
@@ -249,12 +278,22 @@ _OBJECT_COLUMNS = (
 )
 
 
-def _print_objects(records: Sequence[ObjectRecord], as_json: bool) -> None:
+_VERSION_COLUMNS = ("version_id", "is_latest", "delete_marker")
+
+
+def _print_objects(
+    records: Sequence[ObjectRecord], as_json: bool, *, all_versions: bool = False
+) -> None:
     rows = [object_fields(record) for record in records]
     if as_json:
         sys.stdout.write(json_lines(rows))
-    else:
-        sys.stdout.write(table(rows, _OBJECT_COLUMNS))
+        return
+    columns = list(_OBJECT_COLUMNS)
+    if all_versions:
+        columns[2:2] = _VERSION_COLUMNS
+    if any(record.snippet is not None for record in records):
+        columns.insert(2, "snippet")
+    sys.stdout.write(table(rows, columns))
 
 
 async def _with_index(settings: Settings, query: Callable[[IndexStore], Awaitable[T]]) -> T:
@@ -272,15 +311,18 @@ def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
                 prefix=args.prefix,
                 processing_status=args.status,
                 limit=args.limit,
+                versions=_versions(args),
             ),
         )
     )
-    _print_objects(records, args.json)
+    _print_objects(records, args.json, all_versions=args.all_versions)
     return EXIT_OK
 
 
 def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     criteria = parse_criteria(args.criteria)
+    if not criteria and args.text is None:
+        raise InvalidInput("search needs KEY=VALUE criteria, --text WORDS, or both")
     records = asyncio.run(
         _with_index(
             settings,
@@ -289,10 +331,12 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 metadata=criteria,
                 processing_status=args.status,
                 limit=args.limit,
+                versions=_versions(args),
+                text=args.text,
             ),
         )
     )
-    _print_objects(records, args.json)
+    _print_objects(records, args.json, all_versions=args.all_versions)
     return EXIT_OK
 
 
@@ -308,7 +352,9 @@ def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for row in fields:
             row["size"] = human_bytes(row["bytes"])
-        sys.stdout.write(table(fields, (args.by, "objects", "bytes", "size")))
+            row["stored_size"] = human_bytes(row["stored_bytes"])
+        columns = (args.by, "objects", "bytes", "size", "stored_objects", "stored_bytes")
+        sys.stdout.write(table(fields, (*columns, "stored_size")))
     return EXIT_OK
 
 
@@ -509,6 +555,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "reconcile": _cmd_reconcile,
     "replay": _cmd_replay,
     **CLIENT_COMMANDS,
+    "result": cmd_result,
 }
 
 

@@ -8,8 +8,9 @@ Pure: no I/O, no clock, no settings. Two message shapes are accepted:
 Records follow the S3 event format 2.x. Unknown fields are ignored so a newer server does
 not break the consumer; the fields this module uses are required and type-checked, because
 a silently coerced key or size would corrupt the index. What MinIO really sends (and the
-traps: URL-encoded keys, ILM expiry disguised as a delete, omitted zero sizes) is described
-in ../shared/notes/minio-events.md and was checked against MinIO's source.
+traps: URL-encoded keys, ILM expiry disguised as a delete, omitted zero sizes, NoOP
+deletes, sequencers as hex strings) was checked against MinIO's source and a real server
+(tests/integration/test_minio_to_kafka.py).
 """
 
 from __future__ import annotations

@@ -25,6 +25,12 @@ MAX_METADATA_BYTES: Final = 2048
 MAX_FILE_NAME_BYTES: Final = 200
 USER_PREFIX: Final = "user_"
 
+# S3's bucket naming rules: 3-63 lower-case letters, digits, dots and hyphens, starting
+# and ending with a letter or digit, no "..", not an IPv4 address, not a reserved affix.
+_BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4: Final = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_BUCKET_RESERVED_PREFIXES: Final = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_RESERVED_SUFFIXES: Final = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
 _USER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _METADATA_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -40,6 +46,22 @@ ORIGINAL_NAME: Final = "original-name"
 TRACEPARENT: Final = "traceparent"
 SHA256: Final = "sha256"
 RESERVED_METADATA: Final = frozenset({USER_ID, SESSION_TYPE, ORIGINAL_NAME, TRACEPARENT, SHA256})
+
+
+def check_bucket(name: str) -> str:
+    """A bucket name as S3 allows it; InvalidInput naming the rule it breaks otherwise."""
+    if not _BUCKET.fullmatch(name):
+        raise InvalidInput(
+            f"bucket name {name!r} is not valid: use 3-63 lower-case letters, digits, '.'"
+            " or '-', starting and ending with a letter or digit"
+        )
+    if ".." in name or ".-" in name or "-." in name:
+        raise InvalidInput(f"bucket name {name!r} is not valid: no '..', '.-' or '-.'")
+    if _IPV4.fullmatch(name):
+        raise InvalidInput(f"bucket name {name!r} is not valid: it looks like an IP address")
+    if name.startswith(_BUCKET_RESERVED_PREFIXES) or name.endswith(_BUCKET_RESERVED_SUFFIXES):
+        raise InvalidInput(f"bucket name {name!r} is not valid: S3 reserves its prefix or suffix")
+    return name
 
 
 def check_user_id(user_id: str) -> str:
@@ -113,10 +135,6 @@ def import_key(user_id: str, import_id: str, relative_path: str) -> str:
     return check_key(
         f"{user_prefix(user_id)}import-{import_id}/{safe_relative_path(relative_path)}"
     )
-
-
-def is_under(key: str, prefix: str) -> bool:
-    return key.startswith(prefix)
 
 
 def encode_metadata_value(value: str) -> str:

@@ -26,11 +26,21 @@ def object_fields(record: ObjectRecord) -> dict[str, Any]:
         "indexed_at": _iso(record.indexed_at),
         "sequencer": record.sequencer,
         "processing_status": record.processing_status,
+        "is_latest": record.is_latest,
+        "delete_marker": record.is_delete_marker,
+        **({"snippet": record.snippet} if record.snippet is not None else {}),
     }
 
 
 def usage_fields(row: UsageRow, by: str) -> dict[str, Any]:
-    return {by: row.group, "objects": row.objects, "bytes": row.bytes}
+    """Live objects and bytes (the latest versions), and what every stored version takes."""
+    return {
+        by: row.group,
+        "objects": row.objects,
+        "bytes": row.bytes,
+        "stored_objects": row.stored_objects,
+        "stored_bytes": row.stored_bytes,
+    }
 
 
 def growth_fields(row: GrowthRow) -> dict[str, Any]:

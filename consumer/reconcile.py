@@ -58,8 +58,8 @@ from consumer.events import (
     user_id_for,
     user_metadata_from_record,
 )
-from consumer.fetching import KafkaUnavailable
 from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectRecord
+from consumer.kafka_client import KafkaUnavailable
 from consumer.notify_config import NotifyConfig, NotifyRule
 from consumer.settings import Settings
 

@@ -23,9 +23,9 @@ from aiokafka.errors import KafkaError
 
 from consumer.durations import duration_or_none
 from consumer.errors import InvalidInput
-from consumer.fetching import KafkaUnavailable
 from consumer.index import IndexStore
 from consumer.indexer import Indexer
+from consumer.kafka_client import KafkaUnavailable
 from consumer.settings import Settings
 
 

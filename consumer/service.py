@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -52,6 +51,12 @@ class Worker(Protocol):
 
     async def run(self, *, burst: bool = False) -> Any: ...
 
+    def status(self) -> dict[str, object]:
+        """Counters for /status."""
+
+    def summary(self) -> dict[str, int]:
+        """Counters worth a line at shutdown."""
+
 
 async def _prune_journal_forever(store: IndexStore, retention_days: int) -> None:
     """Journal retention: drop entries older than the configured age, once an hour."""
@@ -81,14 +86,16 @@ async def _count_storage_forever(store: IndexStore, interval_s: float) -> None:
 
 def _worker_stats(workers: dict[str, Worker]) -> dict[str, dict[str, Any]]:
     """Each role's counters for /status."""
-    stats: dict[str, dict[str, Any]] = {}
-    for name, worker in workers.items():
-        if isinstance(worker, Indexer | ProcessorWorker):
-            stats[name] = dataclasses.asdict(worker.stats)
-        elif isinstance(worker, RetentionWorker):
-            last = worker.last_report.summary() if worker.last_report else None
-            stats[name] = {"deleted": worker.deleted, "last_sweep": last}
-    return stats
+    return {name: worker.status() for name, worker in workers.items()}
+
+
+def processor_dead_letters_malformed(settings: Settings, role: Role) -> bool:
+    """Whether the processor dead-letters malformed messages: the indexer does where it
+    runs; a processor without an indexer in its process does, unless told not to
+    (PROCESSING_DEAD_LETTER_MALFORMED=false, where separate indexers read the topic). Pure."""
+    if settings.processing_dead_letter_malformed is not None:
+        return settings.processing_dead_letter_malformed
+    return role is Role.PROCESSOR
 
 
 def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Worker]:
@@ -96,7 +103,12 @@ def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Wor
     if role in (Role.INDEXER, Role.ALL):
         workers["indexer"] = Indexer(settings, store)
     if role in (Role.PROCESSOR, Role.ALL):
-        workers["processor"] = ProcessorWorker(settings, store, load_processors(settings))
+        workers["processor"] = ProcessorWorker(
+            settings,
+            store,
+            load_processors(settings),
+            dead_letter_malformed=processor_dead_letters_malformed(settings, role),
+        )
     if role in (Role.RETENTION, Role.ALL):
         workers["retention"] = RetentionWorker(settings, store)
     return workers
@@ -197,25 +209,8 @@ def _describe_index(url: str) -> str:
 
 
 def _summary(workers: dict[str, Worker]) -> dict[str, int]:
-    """The counters worth a line at shutdown."""
+    """The counters worth a line at shutdown, of every role."""
     fields: dict[str, int] = {}
-    indexer = workers.get("indexer")
-    if isinstance(indexer, Indexer):
-        stats = indexer.stats
-        fields.update(
-            batches=stats.batches,
-            events=stats.events,
-            journaled=stats.journaled,
-            duplicates=stats.duplicates,
-            dead_lettered=stats.dead_lettered,
-        )
-    processor = workers.get("processor")
-    if isinstance(processor, ProcessorWorker):
-        jobs = processor.stats
-        fields.update(
-            jobs_done=jobs.done, jobs_failed=jobs.failed, jobs_dead_lettered=jobs.dead_lettered
-        )
-    retention = workers.get("retention")
-    if isinstance(retention, RetentionWorker):
-        fields.update(retention_deleted=retention.deleted)
+    for worker in workers.values():
+        fields.update(worker.summary())
     return fields

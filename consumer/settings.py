@@ -1,8 +1,8 @@
 """Settings, built once in ``main`` and passed down explicitly.
 
-Names are the contract of ../shared/notes/design.md (and the seed documents): they are read
-from the environment or a ``.env`` file. Secrets are ``SecretStr`` so they never show up in a
-repr or a log line.
+Names are a contract (the README's Configuration table; the seed documents' names where
+they had one): they are read from the environment or a ``.env`` file. Secrets are
+``SecretStr`` so they never show up in a repr or a log line.
 """
 
 from __future__ import annotations
@@ -98,11 +98,26 @@ class Settings(BaseSettings):
 
     # --- Index -------------------------------------------------------------------------
     index_url: str = Field("sqlite:///voxpersona-index.sqlite3", alias="INDEX_URL")
+    # First delay of the retries while the index is unavailable (doubling, capped at 30 s).
+    index_retry_backoff_s: float = Field(0.5, gt=0, le=60, alias="INDEX_RETRY_BACKOFF_S")
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")
+    # The consumer group of VoxClient.processed(): the bot's feed of finished results.
+    kafka_results_group_id: str = Field("bot-results", alias="KAFKA_RESULTS_GROUP_ID")
     processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
     processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
+    # A running job's lease: renewed every quarter of it while the job runs (so a job of
+    # any length keeps it), it lets another processor take the job over this long after its
+    # runner died (kill -9, lost host). Shorter: faster takeover; longer: more tolerance
+    # for an index that stalls the renewals.
+    processing_lease_s: float = Field(120.0, ge=2, le=86_400, alias="PROCESSING_LEASE_S")
+    # Who dead-letters malformed messages: the indexer does. A processor does too when it
+    # runs without an indexer in its process (`run --role processor`) unless this is false
+    # (set it false where separate indexer processes read the same topic).
+    processing_dead_letter_malformed: bool | None = Field(
+        None, alias="PROCESSING_DEAD_LETTER_MALFORMED"
+    )
     # A JSON file of rules (see infra/processing-rules.example.json); unset: the built-in rule
     # (audio files in MINIO_AUDIO_BUCKET_NAME → audio-probe, transcribe).
     processing_rules_file: Path | None = Field(None, alias="PROCESSING_RULES_FILE")

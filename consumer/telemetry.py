@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -149,6 +149,16 @@ def _configure_metrics(env: Mapping[str, str], resource: Any) -> None:
 # --- the instruments -----------------------------------------------------------------
 
 
+class TopicPartitionLike(Protocol):
+    """aiokafka's TopicPartition, without importing Kafka into telemetry."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+
 @dataclass
 class OperationTotals:
     """MinIO calls of this process, for /status's success rate and response time."""
@@ -190,8 +200,12 @@ class Instruments:
             unit="{message}",
             description="Messages sent to the DLQ, by group and error class",
         )
-        self.lag = meter.create_gauge(
+        # Per (group, topic, partition), only for partitions this process holds: a
+        # revoked partition's series goes (its new owner reports it).
+        self._lag: dict[tuple[str, str, int], int] = {}
+        meter.create_observable_gauge(
             "consumer.lag",
+            callbacks=[self._observe_lag],
             unit="{event}",
             description="Events not yet consumed, per group, topic and partition",
         )
@@ -241,6 +255,22 @@ class Instruments:
             unit="By",
             description="Bytes of live objects per bucket, from the index",
         )
+
+    def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
+        self._lag[(group, topic, partition)] = lag
+
+    def forget_lag(
+        self, group: str, partitions: Iterable[TopicPartitionLike] | None = None
+    ) -> None:
+        """Drop the lag series of ``partitions`` of ``group`` (all of the group's: None)."""
+        dropped = None if partitions is None else {(tp.topic, tp.partition) for tp in partitions}
+        for key in [k for k in self._lag if k[0] == group]:
+            if dropped is None or key[1:] in dropped:
+                del self._lag[key]
+
+    def _observe_lag(self, _: CallbackOptions) -> Iterator[Observation]:
+        for (group, topic, partition), lag in list(self._lag.items()):
+            yield Observation(lag, {"group": group, "topic": topic, "partition": str(partition)})
 
     def _observe_objects(self, _: CallbackOptions) -> Iterator[Observation]:
         for bucket, (objects, _size) in list(self.storage.items()):

@@ -33,6 +33,16 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ((), {}, "required"),
         (("setup",), {"MINIO_MAX_RETRIES": "many"}, "MINIO_MAX_RETRIES"),
         (("setup",), {"MINIO_NOTIFY_CONFIG": "/nonexistent/notify.json"}, "not found"),
+        (("ls", "--bucket", "../etc", "--json"), {}, "bucket name '../etc' is not valid"),
+        (("ls", "--bucket", "Upper"), {}, "is not valid"),
+        (("search", "--text", "x", "--bucket", "a..b"), {}, "no '..'"),
+        (("usage", "--growth", "--bucket", "192.168.1.1"), {}, "IP address"),
+        (("reconcile", "--bucket", "ab"), {}, "is not valid"),
+        (("delete", "../etc/passwd"), {}, "bucket name '..' is not valid"),
+        (("result", "xn--bad/k"), {}, "reserves"),
+        (("search",), {}, "criteria, --text WORDS, or both"),
+        (("result", "bucket-only"), {}, "BUCKET/KEY"),
+        (("result", "b1b/k", "--wait", "soon"), {}, "soon"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -44,6 +54,18 @@ def test_bad_usage_is_one_line_and_exit_2(
     assert len(lines) == 1, result.stderr
     assert fragment in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_bucket_names_follow_s3s_rules() -> None:
+    from consumer.errors import InvalidInput
+    from consumer.names import check_bucket
+
+    for good in ("abc", "voxpersona-audio", "a.b-c.0", "x" * 63, "0ab"):
+        assert check_bucket(good) == good
+    for bad in ("ab", "x" * 64, "-ab", "ab-", "a_b", "A-b", "a..b", "a.-b", "10.0.0.1",
+                "xn--ab", "ab-s3alias", "a/b", "", "ab "):  # fmt: skip
+        with pytest.raises(InvalidInput):
+            check_bucket(bad)
 
 
 def test_unreachable_server_is_a_runtime_failure_exit_1() -> None:

@@ -11,7 +11,7 @@ import pytest
 from consumer.index import ObjectRecord, UsageRow
 from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
 
-# The fields the design promises on every `ls --json` line (shared/notes/design.md).
+# The fields the design promises on every `ls --json` line (the README's `ls` contract).
 DOCUMENTED_FIELDS = {
     "bucket",
     "key",
@@ -81,17 +81,31 @@ class TestObjectFields:
 
 class TestUsageFields:
     def test_group_is_named_by_the_by_argument(self) -> None:
-        row = UsageRow(group="voxpersona-audio", objects=3, bytes=1536)
+        row = UsageRow(
+            "voxpersona-audio", objects=3, bytes=1536, stored_objects=5, stored_bytes=4096
+        )
         assert usage_fields(row, "bucket") == {
             "bucket": "voxpersona-audio",
             "objects": 3,
             "bytes": 1536,
+            "stored_objects": 5,
+            "stored_bytes": 4096,
         }
-        assert usage_fields(UsageRow(None, 1, 0), "user") == {
+        assert usage_fields(UsageRow(None, 1, 0, 1, 0), "user") == {
             "user": None,
             "objects": 1,
             "bytes": 0,
+            "stored_objects": 1,
+            "stored_bytes": 0,
         }
+
+    def test_a_delete_marker_and_a_snippet_are_shown(self) -> None:
+        marker = object_fields(
+            record(deleted=True, last_event_name="s3:ObjectRemoved:DeleteMarkerCreated")
+        )
+        assert marker["delete_marker"] is True
+        assert "snippet" not in marker
+        assert object_fields(record(snippet="[бюджет] проекта"))["snippet"] == "[бюджет] проекта"
 
 
 class TestJsonLines:

@@ -4,6 +4,7 @@ probe's description of parsed files, the transcription client's pure helpers."""
 from __future__ import annotations
 
 import io
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,9 @@ from consumer.processing.probe import describe
 from consumer.processing.rules import Rule, load_rules, select_jobs
 from consumer.processing.source import RangeReader
 from consumer.processing.transcribe import create, describe_answer, endpoint_url
+from consumer.processing.worker import _outcomes, lease_check_interval_s, new_owner_id
+from consumer.retry import StopRequested
+from consumer.service import Role, processor_dead_letters_malformed
 from consumer.settings import Settings
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -176,3 +180,40 @@ class TestTranscribeHelpers:
 
     def test_off_until_configured(self) -> None:
         assert create(Settings(_env_file=None)) is None  # type: ignore[call-arg]
+
+
+class TestLeasesAndOutcomes:
+    def test_owner_ids_name_the_host_and_pid_and_differ_per_start(self) -> None:
+        first, second = new_owner_id(), new_owner_id()
+        assert first != second
+        assert first.split(":")[-2] == str(os.getpid())
+
+    @pytest.mark.parametrize(("lease_s", "interval_s"), [(2, 0.5), (8, 2.0), (120, 5.0)])
+    def test_held_jobs_are_asked_about_within_a_quarter_lease(
+        self, lease_s: float, interval_s: float
+    ) -> None:
+        assert lease_check_interval_s(lease_s) == interval_s
+
+    def test_outcomes_raise_a_real_failure_before_a_stop(self) -> None:
+        boom = RuntimeError("boom")
+        with pytest.raises(RuntimeError):
+            _outcomes([None, StopRequested("stop"), boom])
+        with pytest.raises(StopRequested):
+            _outcomes([None, StopRequested("stop")])
+        assert _outcomes([None, None]) == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("role", "setting", "expected"),
+    [
+        (Role.PROCESSOR, None, True),
+        (Role.ALL, None, False),
+        (Role.PROCESSOR, False, False),
+        (Role.ALL, True, True),
+    ],
+)
+def test_who_dead_letters_malformed_messages(
+    role: Role, setting: bool | None, expected: bool
+) -> None:
+    settings = Settings(_env_file=None, PROCESSING_DEAD_LETTER_MALFORMED=setting)  # type: ignore[call-arg]
+    assert processor_dead_letters_malformed(settings, role) is expected

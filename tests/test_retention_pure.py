@@ -12,7 +12,6 @@ from minio.commonconfig import ENABLED, Filter, Tags
 from minio.lifecycleconfig import (
     AbortIncompleteMultipartUpload,
     Expiration,
-    LifecycleConfig,
     Rule,
 )
 from opentelemetry.sdk.metrics import MeterProvider
@@ -42,8 +41,6 @@ from consumer.retention.lifecycle import (
     current_keys,
     desired_rules,
     foreign_count,
-    merge_lifecycle,
-    our_keys,
     rule_key,
     splice_lifecycle,
 )
@@ -54,7 +51,6 @@ from consumer.retention.policy import (
     default_policies,
     lifecycle_policy_for,
     load_policies,
-    metadata_matches,
 )
 from consumer.settings import Settings
 from tests.conftest import REPO_ROOT
@@ -136,8 +132,6 @@ def test_who_enforces_a_policy() -> None:
 def test_metadata_names_are_lower_cased_as_events_report_them() -> None:
     policy = _policy(metadata={"Session-Type": "interview"})
     assert policy.metadata == {"session-type": "interview"}
-    assert metadata_matches(policy, {"session-type": "interview", "user-id": "1"})
-    assert not metadata_matches(policy, {"session-type": "lecture"})
     assert policy.max_age == timedelta(days=30)
     assert _policy(days=None, seconds=90).max_age == timedelta(seconds=90)
     assert "audio/* older than 30 day(s) where session-type=interview" in policy.describe()
@@ -208,33 +202,6 @@ def test_only_lifecycle_policies_of_the_bucket_become_rules() -> None:
     ]
     (rule,) = desired_rules(policies, "audio")
     assert rule_key(rule) == (f"{RULE_ID_PREFIX}a", ENABLED, "tmp/", 2, 2)
-
-
-def test_merge_keeps_foreign_rules_and_replaces_ours() -> None:
-    old_ours = desired_rules([_policy(name="a", days=5)], "audio")
-    current = LifecycleConfig([_foreign_rule(), *old_ours])
-    desired = desired_rules([_policy(name="a", days=9), _policy(name="b", prefix="x/")], "audio")
-    merged = merge_lifecycle(current, desired)
-    assert merged is not None
-    assert [r.rule_id for r in merged.rules] == [
-        "someone-elses",
-        f"{RULE_ID_PREFIX}a",
-        f"{RULE_ID_PREFIX}b",
-    ]
-    assert our_keys(merged) == sorted(map(rule_key, desired))
-    # Applied once, a second merge changes nothing.
-    assert merge_lifecycle(merged, desired) is None
-
-
-def test_merge_with_no_policies_left_removes_only_ours() -> None:
-    current = LifecycleConfig([_foreign_rule(), *desired_rules([_policy()], "audio")])
-    merged = merge_lifecycle(current, [])
-    assert merged is not None
-    assert [r.rule_id for r in merged.rules] == ["someone-elses"]
-    assert merge_lifecycle(None, []) is None
-    emptied = merge_lifecycle(LifecycleConfig(desired_rules([_policy()], "audio")), [])
-    assert emptied is not None
-    assert emptied.rules == []
 
 
 FOREIGN_XML = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ class SeenRequest:
     model: str | None
     filename: str | None
     audio: bytes
+    received_at: float = 0.0  # time.time() when the request arrived (before any delay)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a killed processor) is part of the tests, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class StandIn:
@@ -37,13 +46,21 @@ class StandIn:
         self._scripts: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
         self._delay_s = delay_s
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
+
+    def requests_by_file(self) -> dict[str, int]:
+        """How many requests each file got: what a paid API would have billed."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for seen in self.requests:
+                counts[seen.filename or ""] = counts.get(seen.filename or "", 0) + 1
+            return counts
 
     def script(self, filename: str, answers: list[Answer]) -> None:
         """Answer requests for ``filename`` with ``answers`` in turn, then succeed."""
@@ -77,10 +94,9 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                received_at = time.time()
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                if stand_in._delay_s:
-                    time.sleep(stand_in._delay_s)
                 if not self.path.endswith("/v1/audio/transcriptions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -88,9 +104,12 @@ class StandIn:
                 filename, audio = files.get("file", (None, b""))
                 seen = SeenRequest(
                     self.path, self.headers.get("Authorization"), fields.get("model"),
-                    filename, audio,
+                    filename, audio, received_at,
                 )  # fmt: skip
-                self._send(*stand_in._answer(seen))
+                answer = stand_in._answer(seen)  # recorded on arrival, like a billed call
+                if stand_in._delay_s:
+                    time.sleep(stand_in._delay_s)
+                self._send(*answer)
 
             def _send(self, status: int, payload: Any) -> None:
                 data = (

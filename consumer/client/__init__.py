@@ -2,6 +2,8 @@
 
 from consumer.client.api import (
     DeleteResult,
+    ProcessedFeed,
+    ProcessedResult,
     ProgressCallback,
     UploadProgress,
     UploadResult,
@@ -27,6 +29,8 @@ __all__ = [
     "NotFound",
     "PresignedPost",
     "PresignedPut",
+    "ProcessedFeed",
+    "ProcessedResult",
     "ProgressCallback",
     "SyncVoxClient",
     "UploadFailed",

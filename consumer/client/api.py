@@ -8,6 +8,9 @@ straight to MinIO (the index follows through the events), queries read the index
         post = await client.presign_upload("42", "interview.ogg", session_type="interview")
         … the bot hands post.url / post.fields to the uploader …
         record = await client.wait_indexed(post.bucket, post.key)
+        outcomes = await client.wait_processed(post.bucket, post.key, timeout_s=600)
+        text = (await client.result(post.bucket, post.key, "transcribe"))["result"]["text"]
+        … or, event-driven: ``async for done in client.processed(processors=["transcribe"])``
 
 minio-py is synchronous; its calls run in worker threads so the event loop stays free.
 Every failure is a ``consumer.errors.ConsumerError`` with ``retriable`` set.
@@ -16,6 +19,7 @@ Every failure is a ``consumer.errors.ConsumerError`` with ``retriable`` set.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -46,6 +50,7 @@ from consumer.client.presign import (
     put_headers,
     upload_metadata,
 )
+from consumer.client.results import FeedFilter, ProcessedFeed, processors_filter
 from consumer.errors import (
     ConnectionFailed,
     ConsumerError,
@@ -54,9 +59,18 @@ from consumer.errors import (
     NotFound,
     UploadFailed,
 )
-from consumer.index import IndexStore, JobStatus, ObjectRecord, UsageRow, open_index
+from consumer.index import (
+    IndexStore,
+    JobRecord,
+    JobStatus,
+    ObjectRecord,
+    UsageRow,
+    Versions,
+    open_index,
+)
 from consumer.minio_client import minio_client
-from consumer.names import SHA256, check_key, check_user_id, upload_key
+from consumer.names import SHA256, check_bucket, check_key, check_user_id, upload_key
+from consumer.results import ProcessedResult, ResultLocation, result_location_key
 from consumer.retry import RetriesExhausted, retry
 from consumer.settings import Settings
 from consumer.telemetry import minio_operation, object_attributes, traceparent_of, tracer
@@ -432,36 +446,59 @@ class VoxClient:
         prefix: str | None = None,
         status: JobStatus | str | None = None,
         limit: int = 1000,
+        include_versions: bool = False,
+        after: tuple[str, str, str] | None = None,
     ) -> list[ObjectRecord]:
+        """Objects as S3's ListObjectsV2 lists them: the latest version of each key, none
+        for a key behind a delete marker. ``include_versions``: every stored version and
+        delete marker, like ListObjectVersions (``is_latest``, ``is_delete_marker``).
+        Ordered by (bucket, key, version_id); ``after`` continues from a row's triple."""
         store = await self._index()
         return await store.list_objects(
-            bucket=bucket,
+            bucket=_checked_bucket(bucket),
             user_id=user_id,
             prefix=prefix,
             processing_status=JobStatus(status) if status else None,
             limit=limit,
+            after=after,
+            versions=Versions.ALL if include_versions else Versions.CURRENT,
         )
 
     async def search(
-        self, metadata: Mapping[str, str], *, bucket: str | None = None, limit: int = 1000
+        self,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        text: str | None = None,
+        bucket: str | None = None,
+        limit: int = 1000,
+        include_versions: bool = False,
     ) -> list[ObjectRecord]:
-        """Live objects whose user metadata has all these values (names case-insensitive)."""
-        if not metadata:
-            raise InvalidInput("search needs at least one metadata criterion")
+        """Live objects whose user metadata has all these values (names case-insensitive)
+        and, with ``text``, whose transcript has every word of it (each record then has a
+        ``snippet``, hits in [brackets]). Raises InvalidInput without either."""
+        if not metadata and text is None:
+            raise InvalidInput("search needs metadata criteria, a text, or both")
         store = await self._index()
         return await store.list_objects(
-            bucket=bucket, metadata={k.lower(): v for k, v in metadata.items()}, limit=limit
+            bucket=_checked_bucket(bucket),
+            metadata={k.lower(): v for k, v in (metadata or {}).items()},
+            limit=limit,
+            versions=Versions.ALL if include_versions else Versions.CURRENT,
+            text=text,
         )
 
     async def get(self, bucket: str, key: str) -> ObjectRecord:
-        """The live object's index row; NotFound when the index has none."""
+        """The index row of the key's current version (in a versioned bucket too);
+        NotFound when the index has none or a delete marker hides the key."""
         store = await self._index()
-        record = await store.get_object(bucket, key)
-        if record is None or record.deleted:
+        record = await self._current(store, bucket, key)
+        if record is None:
             raise NotFound(f"{bucket}/{key} is not in the index")
         return record
 
     async def usage(self, *, by: Literal["user", "bucket"] = "user") -> list[UsageRow]:
+        """Per user or bucket: live objects and bytes (what a listing shows) and stored
+        objects and bytes (every version, noncurrent ones included)."""
         store = await self._index()
         return await store.usage(by=by)
 
@@ -473,22 +510,169 @@ class VoxClient:
         store = await self._index()
 
         async def indexed() -> ObjectRecord | None:
-            record = await store.get_object(bucket, key)
-            if record is None or record.deleted or (etag and record.etag != etag):
+            record = await self._current(store, bucket, key)
+            if record is None or (etag and record.etag != etag):
                 return None
             return record
 
         return await _poll(indexed, timeout_s, f"{bucket}/{key} not indexed")
 
     async def wait_removed(self, bucket: str, key: str, *, timeout_s: float = 30.0) -> None:
-        """Return once the index no longer lists the object (its removal event arrived)."""
+        """Return once the index no longer lists the object (its removal event arrived;
+        in a versioned bucket, a delete marker)."""
         store = await self._index()
 
         async def removed() -> bool | None:
-            record = await store.get_object(bucket, key)
-            return True if record is None or record.deleted else None
+            return True if await self._current(store, bucket, key) is None else None
 
         await _poll(removed, timeout_s, f"{bucket}/{key} still indexed")
+
+    # --- results ------------------------------------------------------------------------
+
+    async def result(
+        self, bucket: str, key: str, processor: str, *, version_id: str | None = None
+    ) -> dict[str, Any]:
+        """The result document of ``processor`` on the object (its current version, or
+        ``version_id``): source, processor, attempt, processed_at and ``result`` — for
+        transcribe, ``result["text"]``. NotFound (retriable) while there is none for that
+        content yet; NotFound also when the object does not exist."""
+        check_bucket(bucket)
+        check_key(key)
+        etag: str | None = None
+        if version_id is None:
+            current = await self.stat(bucket, key)
+            version_id, etag = current.version_id or "", (current.etag or "").strip('"')
+        location = ResultLocation(bucket, key, version_id, processor)
+        results = self.settings.minio_results_bucket_name
+        try:
+            document = await self._read_document(results, result_location_key(location))
+        except NotFound:
+            raise NotFound(
+                f"no {processor} result for {bucket}/{key} yet", retriable=True
+            ) from None
+        if etag and (document.get("source") or {}).get("etag") not in (None, etag):
+            # An unversioned key written again: this result is of the content before.
+            raise NotFound(
+                f"the {processor} result of {bucket}/{key} is of older content", retriable=True
+            )
+        return document
+
+    async def wait_processed(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        processors: Sequence[str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> list[ProcessedResult]:
+        """Every processor's outcome on the object's current content, once each finished:
+        done with its result document, or failed with the reason. ``processors`` None:
+        the jobs the processing worker started for it (at least one). NotFound
+        (retriable) after ``timeout_s``, naming what had not finished."""
+        check_bucket(bucket)
+        check_key(key)
+        store = await self._index()
+        wanted = set(processors) if processors is not None else None
+
+        async def finished() -> list[JobRecord] | None:
+            record = await self._current(store, bucket, key)
+            if record is None:
+                return None
+            jobs = [
+                job
+                for job in await store.jobs(bucket=bucket, key=key)
+                if job.version_id == record.version_id and job.etag == record.etag
+            ]
+            if wanted is not None:
+                jobs = [job for job in jobs if job.processor in wanted]
+                if {job.processor for job in jobs} != wanted:
+                    return None
+            if not jobs or not all(job.status.finished for job in jobs):
+                return None
+            return jobs
+
+        what = f"{bucket}/{key} not processed" + (
+            f" by {', '.join(sorted(wanted))}" if wanted else ""
+        )
+        jobs = await _poll(finished, timeout_s, what)
+        return [await self._outcome(job) for job in jobs]
+
+    def processed(
+        self,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        processors: Sequence[str] | None = None,
+        group_id: str | None = None,
+        from_beginning: bool = False,
+    ) -> ProcessedFeed:
+        """Results as they are stored, without polling: ``async for done in
+        client.processed(...)`` yields a ProcessedResult (``done``, with its document) for
+        each new result matching ``bucket`` / ``key`` / ``processors``. The feed reads
+        the results bucket's notifications in its own consumer group (``group_id``,
+        default KAFKA_RESULTS_GROUP_ID), from where that group left off — on its first
+        start from now on, or from the topic's beginning with ``from_beginning``. Use
+        ``async with client.processed(...) as feed`` to join before uploading and to
+        leave the group at the end. (Failed jobs write no result: see wait_processed.)"""
+        wanted = FeedFilter(
+            self.settings.minio_results_bucket_name,
+            bucket=_checked_bucket(bucket),
+            key=check_key(key) if key is not None else None,
+            processors=processors_filter(processors),
+        )
+        return ProcessedFeed(
+            self.settings,
+            wanted,
+            self._read_document,
+            group_id=group_id,
+            from_beginning=from_beginning,
+        )
+
+    async def _current(self, store: IndexStore, bucket: str, key: str) -> ObjectRecord | None:
+        """The index row of the key's current version (None: none, or a delete marker)."""
+        rows = await store.list_objects(
+            bucket=bucket, prefix=key, limit=1, versions=Versions.CURRENT
+        )
+        # Byte order puts the key itself before any longer key it is a prefix of.
+        return rows[0] if rows and rows[0].key == key else None
+
+    async def _outcome(self, job: JobRecord) -> ProcessedResult:
+        if job.status is not JobStatus.DONE or not job.result_bucket or not job.result_key:
+            return ProcessedResult(
+                job.bucket, job.key, job.version_id, job.processor, "failed", error=job.last_error
+            )
+        document = await self._read_document(job.result_bucket, job.result_key)
+        return ProcessedResult(
+            job.bucket,
+            job.key,
+            job.version_id,
+            job.processor,
+            "done",
+            document=document,
+            result_key=job.result_key,
+        )
+
+    async def _read_document(self, bucket: str, key: str) -> dict[str, Any]:
+        """A JSON document from the bucket; NotFound, DownloadFailed (not JSON)."""
+
+        def read() -> bytes:
+            response = self._minio.get_object(bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        body = await self._retrying(
+            bucket, f"read {bucket}/{key}", read, DownloadFailed, operation="GetObject"
+        )
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise DownloadFailed(f"{bucket}/{key} is not JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise DownloadFailed(f"{bucket}/{key} is not a JSON object")
+        return document
 
     # --- deletes ------------------------------------------------------------------------
 
@@ -721,6 +905,10 @@ async def _poll(check: Callable[[], Awaitable[T | None]], timeout_s: float, what
         delay = min(delay * 2, 0.5)
 
 
+def _checked_bucket(bucket: str | None) -> str | None:
+    return check_bucket(bucket) if bucket is not None else None
+
+
 def _regular_file_size(path: Path) -> int:
     try:
         stat = path.stat()
@@ -739,6 +927,8 @@ def _now() -> datetime:
 
 __all__ = [
     "DeleteResult",
+    "ProcessedFeed",
+    "ProcessedResult",
     "ProgressCallback",
     "UploadProgress",
     "UploadResult",

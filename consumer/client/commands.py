@@ -27,7 +27,7 @@ from consumer.client.presign import DEFAULT_EXPIRY
 from consumer.client.progress import ProgressBar
 from consumer.durations import parse_duration
 from consumer.errors import ConsumerError, InvalidInput
-from consumer.names import check_key, parse_metadata_options
+from consumer.names import check_bucket, check_key, parse_metadata_options
 from consumer.output import human_bytes, json_lines, table
 from consumer.settings import Settings
 
@@ -38,11 +38,11 @@ EXIT_FAILURE: Final = 1
 def split_bucket_key(target: str, bucket: str | None) -> tuple[str, str]:
     """``KEY`` with ``--bucket B``, or ``BUCKET/KEY`` without it."""
     if bucket:
-        return bucket, check_key(target)
+        return check_bucket(bucket), check_key(target)
     name, sep, key = target.partition("/")
     if not sep or not name or not key:
         raise InvalidInput(f"{target!r}: give BUCKET/KEY, or KEY with --bucket")
-    return name, check_key(key)
+    return check_bucket(name), check_key(key)
 
 
 def add_client_verbs(verbs: argparse._SubParsersAction[Any]) -> None:

@@ -72,6 +72,8 @@ class SyncVoxClient:
     usage = _blocking(VoxClient.usage)
     wait_indexed = _blocking(VoxClient.wait_indexed)
     wait_removed = _blocking(VoxClient.wait_removed)
+    result = _blocking(VoxClient.result)
+    wait_processed = _blocking(VoxClient.wait_processed)
     delete = _blocking(VoxClient.delete)
     remove_versions = _blocking(VoxClient.remove_versions)
     stat = _blocking(VoxClient.stat)

@@ -26,7 +26,9 @@ from consumer.index.base import (
     KafkaPosition,
     ObjectRecord,
     StoredState,
+    Transcript,
     UsageRow,
+    Versions,
     decide,
 )
 from consumer.index.migrations import MIGRATIONS, Migration
@@ -52,7 +54,9 @@ __all__ = [
     "PostgresIndex",
     "SqliteIndex",
     "StoredState",
+    "Transcript",
     "UsageRow",
+    "Versions",
     "decide",
     "open_index",
     "sqlite_path",

@@ -17,6 +17,7 @@ over itself. A missing sequencer ("") is older than any real one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -36,6 +37,9 @@ from consumer.events import (
 
 # MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
 DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
+# A DELETE without a version id in a versioned bucket: a marker hides the key, the
+# versions behind it stay stored (see ObjectRecord.is_delete_marker).
+DELETE_MARKER_CREATED: Final = "s3:ObjectRemoved:DeleteMarkerCreated"
 LIKE_ESCAPE: Final = "\\"
 T = TypeVar("T")
 
@@ -97,6 +101,36 @@ class ObjectRecord:
     deleted_at: datetime | None = None
     # The processing jobs of this row summed up (see PROCESSING_STATUS_SQL); None: no job.
     processing_status: str | None = None
+    # Listings with Versions.CURRENT / Versions.ALL: whether this is the key's latest
+    # version (a delete marker can be); None from other reads.
+    is_latest: bool | None = None
+    # Listings with ``text=``: the matching part of the transcript, hits in [brackets].
+    snippet: str | None = None
+
+    @property
+    def is_delete_marker(self) -> bool:
+        """A delete marker: a removal that hides the key but leaves its versions stored."""
+        return self.deleted and self.last_event_name == DELETE_MARKER_CREATED
+
+    @property
+    def is_gone(self) -> bool:
+        """A removed version (or key): nothing of it is stored any more."""
+        return self.deleted and not self.is_delete_marker
+
+
+class Versions(StrEnum):
+    """Which rows a listing shows.
+
+    ROWS: every live row, each stored version of a key counted (what the indexer,
+    reconcile and retention work on). CURRENT: what S3's ListObjectsV2 shows — per key
+    its latest version, and nothing when that is a delete marker. ALL: what
+    ListObjectVersions shows — every stored version and every delete marker, with
+    ``is_latest``.
+    """
+
+    ROWS = "rows"
+    CURRENT = "current"
+    ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -175,6 +209,9 @@ class JobRecord:
     finished_at: datetime | None
     duration_ms: int | None
     updated_at: datetime
+    # Who runs (or last ran) the job, and until when its lease holds unless renewed.
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def ident(self) -> tuple[str, str, str, str]:
@@ -206,6 +243,89 @@ def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
     return not stored.status.finished
 
 
+class ClaimDecision(StrEnum):
+    RUN = "run"  # the claimer takes the job (and its lease) now
+    WAIT = "wait"  # a live lease holds it: its runner is at work; ask again later
+    SKIP = "skip"  # finished for this content, or superseded by newer content
+
+
+def claim_decision(
+    stored: JobRecord | None, request: JobRequest, *, now: datetime
+) -> ClaimDecision:
+    """What a processor does with a job it was asked to run, given the stored one. Pure.
+
+    Content first (``job_should_run``). An unfinished job of the same content is running
+    somewhere while its lease is live — in another process, or in this one when the event
+    is redelivered after a rebalance — so it is waited for, never run twice; once the lease
+    expired (its runner died) it is taken over. A pending row without a lease (written by
+    an older consumer) is taken at once.
+    """
+    if not job_should_run(stored, request):
+        return ClaimDecision.SKIP
+    if stored is None or stored.sequencer != request.sequencer:
+        return ClaimDecision.RUN
+    if stored.lease_expires_at is not None and stored.lease_expires_at > now:
+        return ClaimDecision.WAIT
+    return ClaimDecision.RUN
+
+
+def latest_requests(requests: Sequence[JobRequest]) -> list[JobRequest]:
+    """One request per job (object version, processor): the one for the newest content,
+    in the order of first appearance. A batch can hold an event twice (redelivery) or two
+    writes of one key; a job must not be claimed twice in one statement. Pure."""
+    latest: dict[tuple[str, str, str, str], JobRequest] = {}
+    for request in requests:
+        seen = latest.get(request.ident)
+        if seen is None or request.sequencer > seen.sequencer:
+            latest[request.ident] = request
+    return list(latest.values())
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimer's hold on the jobs it runs: renewed while they run, so another process
+    takes a job over only ``duration_s`` after its runner stopped renewing (died)."""
+
+    owner: str
+    duration_s: float
+
+    def expires_at(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.duration_s)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """``claim_jobs``' answer: the jobs now leased to the claimer (``run``) and those a
+    live lease of a runner still holds (``held``: ask again later); the other requests
+    need no work."""
+
+    run: list[JobRequest]
+    held: list[JobRequest] = field(default_factory=list)
+
+
+def decide_claims(
+    requests: Sequence[JobRequest],
+    stored: Mapping[tuple[str, str, str, str], JobRecord],
+    *,
+    now: datetime,
+) -> Claims:
+    """Sort ``requests`` (one per job) by ``claim_decision`` against the ``stored`` jobs. Pure."""
+    claims = Claims(run=[], held=[])
+    for request in requests:
+        decision = claim_decision(stored.get(request.ident), request, now=now)
+        if decision is ClaimDecision.RUN:
+            claims.run.append(request)
+        elif decision is ClaimDecision.WAIT:
+            claims.held.append(request)
+    return claims
+
+
+class LeaseLost(ConsumerError):
+    """The job's lease went to another process (this one stopped renewing it in time)."""
+
+    retriable = False
+
+
 # --- SQL both dialects share word for word --------------------------------------------
 
 OBJECT_COLUMNS: Final = (
@@ -220,7 +340,8 @@ JOURNAL_COLUMNS: Final = (
 )
 JOB_COLUMNS: Final = (
     "bucket, key, version_id, processor, sequencer, etag, status, attempts, last_error,"
-    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at"
+    " result_bucket, result_key, created_at, started_at, finished_at, duration_ms, updated_at,"
+    " lease_owner, lease_expires_at"
 )
 
 # Saving a planned row replaces every column of the stored one (see plan_objects).
@@ -240,7 +361,8 @@ ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
     attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
     last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
     sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
-    updated_at = excluded.updated_at"""
+    updated_at = excluded.updated_at, lease_owner = excluded.lease_owner,
+    lease_expires_at = excluded.lease_expires_at"""
 
 # The summary status of an object's jobs, worst first: failed, running, pending, done.
 PROCESSING_STATUS_SQL: Final = (
@@ -252,11 +374,77 @@ PROCESSING_STATUS_SQL: Final = (
 
 @dataclass(frozen=True)
 class UsageRow:
-    """Live objects and their bytes for one user or bucket (``group`` None: no user)."""
+    """Objects and bytes for one user or bucket (``group`` None: no user).
+
+    ``objects`` / ``bytes``: the live objects, as a listing shows them (the latest version
+    of each key, unless that is a delete marker). ``stored_objects`` / ``stored_bytes``:
+    every stored version, noncurrent ones and those behind delete markers included —
+    what the disks hold.
+    """
 
     group: str | None
     objects: int
     bytes: int
+    stored_objects: int = 0
+    stored_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The text a processor heard in one object version, for full-text search.
+
+    ``language`` is what the transcriber reported (``ru``, ``english``, …; None: unknown);
+    PostgreSQL picks its text-search configuration from it (``search_config``).
+    """
+
+    bucket: str
+    key: str
+    version_id: str
+    processor: str
+    text: str
+    language: str | None = None
+
+
+# The text-search configurations PostgreSQL ships, by the language names and ISO codes
+# transcribers report; anything else is searched word by word ("simple").
+_SEARCH_CONFIGS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(("ru", "rus", "russian"), "russian"),
+    **dict.fromkeys(("en", "eng", "english"), "english"),
+    **dict.fromkeys(("de", "deu", "ger", "german"), "german"),
+    **dict.fromkeys(("fr", "fra", "fre", "french"), "french"),
+    **dict.fromkeys(("es", "spa", "spanish"), "spanish"),
+    **dict.fromkeys(("it", "ita", "italian"), "italian"),
+    **dict.fromkeys(("uk", "ukr", "ukrainian"), "simple"),
+}
+# Queries are matched in these configurations at once (OR), so a Russian and an English
+# transcript are both found by their own stems, whatever language the query is in.
+SEARCH_QUERY_CONFIGS: Final = ("russian", "english", "simple")
+_WORD: Final = re.compile(r"\w+")
+
+
+def search_config(language: str | None) -> str:
+    """PostgreSQL's text-search configuration for a transcript's language. Pure."""
+    if not language:
+        return "simple"
+    return _SEARCH_CONFIGS.get(language.strip().lower().split("-")[0], "simple")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search text, lower-cased; InvalidInput when there are none. Pure.
+
+    Only words are kept (no operators, quotes or wildcards from the user), so neither
+    FTS5's query syntax nor PostgreSQL's can be tripped by what is typed.
+    """
+    words = _WORD.findall(text.lower())
+    if not words:
+        raise InvalidInput(f"search text {text!r} has no words to look for")
+    return words
+
+
+def fts5_query(text: str) -> str:
+    """An FTS5 MATCH expression: every word of ``text``, each also as a prefix
+    ("мир" finds "мира"; FTS5 has no Russian stemmer). Pure."""
+    return " ".join(f'"{word}"*' for word in search_words(text))
 
 
 @dataclass(frozen=True)
@@ -426,12 +614,18 @@ class IndexStore(Protocol):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
 
         ``prefix`` matches key prefixes literally (``%`` and ``_`` are not wildcards);
         ``metadata`` names are matched lower-cased, as events store them;
         ``created_before`` keeps rows whose first event is older than that moment.
+        ``versions`` picks the view (see Versions; ``include_deleted`` only applies to
+        ROWS); ``text`` (CURRENT or ALL only) keeps the objects whose transcript has every
+        word of it, each record with its ``snippet``. Raises InvalidInput for a text
+        without words or with ROWS.
         """
 
     async def get_object(
@@ -439,7 +633,13 @@ class IndexStore(Protocol):
     ) -> ObjectRecord | None: ...
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
-        """Live objects and bytes per group, ordered by group (None last)."""
+        """Live and stored objects and bytes per group (UsageRow), ordered by group
+        (None last)."""
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """Index (or re-index: the entry of that version and processor is replaced) a
+        transcript for full-text search. Entries of removed versions are dropped by
+        ``apply_batch``."""
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -463,15 +663,21 @@ class IndexStore(Protocol):
     async def counts(self) -> dict[str, int]:
         """{"objects": live rows, "tombstones": deleted rows, "journal": journal rows}."""
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
-        """Mark the requests that should run (``job_should_run``) pending, in one
-        transaction; those requests, in the given order."""
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
+        """Decide every request (``claim_decision``) in one transaction that excludes
+        other claimers of the same objects; the jobs to run are marked pending under
+        ``lease``. Requests for one job are reduced to the newest (``latest_requests``)."""
 
-    async def start_job(self, request: JobRequest) -> int:
-        """Mark the job running; its attempt number (1 for the first run)."""
+    async def start_job(self, request: JobRequest, owner: str) -> int:
+        """Mark the job running; its attempt number (1 for the first run). Raises
+        LeaseLost when ``owner`` no longer holds the job's lease."""
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
-        """Record how the job ended (done or failed)."""
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
+        """Record how the job ended (done or failed) and release its lease; False (and
+        nothing written) when ``owner`` no longer holds the lease."""
+
+    async def renew_leases(self, lease: Lease) -> int:
+        """Extend every unfinished job leased to ``lease.owner``; how many."""
 
     async def jobs(
         self,
@@ -825,21 +1031,28 @@ class Conditions:
 
     Templates are constant SQL fragments with ``{}`` where a parameter goes; only the
     placeholders ("?" or "$n") are formatted in, values always travel as parameters.
+    ``first`` is the number of the first parameter, for conditions that follow others in
+    one statement.
     """
 
     placeholder: Callable[[int], str]  # 1-based parameter number -> placeholder text
     clauses: list[str] = field(default_factory=list)
     params: list[object] = field(default_factory=list)
+    first: int = 1
 
     def add(self, template: str, *values: object) -> None:
-        first = len(self.params) + 1
+        first = len(self.params) + self.first
         marks = [self.placeholder(first + i) for i in range(len(values))]
         self.clauses.append(template.format(*marks))
         self.params.extend(values)
 
     def next_placeholder(self) -> str:
         """The placeholder for a parameter appended after the conditions (e.g. LIMIT)."""
-        return self.placeholder(len(self.params) + 1)
+        return self.placeholder(len(self.params) + self.first)
+
+    def following(self) -> Conditions:
+        """Empty conditions whose parameters come after these ones."""
+        return Conditions(self.placeholder, first=len(self.params) + self.first)
 
     @property
     def where(self) -> str:
@@ -867,7 +1080,7 @@ class ObjectFilter:
         add_metadata: Callable[[Conditions, dict[str, str]], None],
         moment: Callable[[datetime], object] = lambda value: value,
     ) -> Conditions:
-        """Conditions in order (deleted, bucket, user, prefix, metadata, status, age,
+        """Conditions in order (deleted, bucket, prefix, user, metadata, status, age,
         cursor).
 
         ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
@@ -877,12 +1090,27 @@ class ObjectFilter:
         where = Conditions(placeholder)
         if not self.include_deleted:
             where.add(live_only)
+        self.add_key_conditions(where)
+        self.add_row_conditions(where, add_metadata=add_metadata, moment=moment)
+        return where
+
+    def add_key_conditions(self, where: Conditions) -> None:
+        """The filters that keep or drop whole keys (every version alike)."""
         if self.bucket is not None:
             where.add("bucket = {}", self.bucket)
-        if self.user_id is not None:
-            where.add("user_id = {}", self.user_id)
         if self.prefix:
             where.add("key LIKE {} ESCAPE '\\'", escape_like(self.prefix))
+
+    def add_row_conditions(
+        self,
+        where: Conditions,
+        *,
+        add_metadata: Callable[[Conditions, dict[str, str]], None],
+        moment: Callable[[datetime], object],
+    ) -> None:
+        """The filters that look at one version's row (its owner, metadata, jobs, age)."""
+        if self.user_id is not None:
+            where.add("user_id = {}", self.user_id)
         if self.metadata:
             add_metadata(where, lower_names(self.metadata))
         if self.processing_status is not None:
@@ -891,7 +1119,101 @@ class ObjectFilter:
             where.add("first_event_time < {}", moment(self.created_before))
         if self.after is not None:
             where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
-        return where
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The pieces of SQL in which the two backends differ, for the shared queries."""
+
+    placeholder: Callable[[int], str]
+    is_deleted: str  # "deleted = 1" (SQLite's 0/1) or "deleted" (PostgreSQL's boolean)
+    add_metadata: Callable[[Conditions, dict[str, str]], None]
+    moment: Callable[[datetime], object]
+    # The matching transcripts of a text search: a SELECT of hit_bucket, hit_key,
+    # hit_version and snippet, with one {} where the query parameter goes.
+    text_hits: str
+    text_query: Callable[[str], object]  # the search text as that parameter
+
+    @property
+    def gone(self) -> str:
+        """A removed version: a tombstone that is not a delete marker."""
+        return f"({self.is_deleted} AND last_event_name <> '{DELETE_MARKER_CREATED}')"
+
+
+# Latest first: the greatest sequencer (the version's modification time) wins; the first
+# event's time and the version id only break ties.
+_VERSION_RANK: Final = (
+    "ROW_NUMBER() OVER (PARTITION BY bucket, key"
+    " ORDER BY sequencer DESC, first_event_time DESC, version_id DESC)"
+)
+
+
+def version_listing_query(
+    filters: ObjectFilter,
+    versions: Versions,
+    dialect: Dialect,
+    *,
+    text: str | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of a listing in the CURRENT or ALL view (see Versions).
+
+    Removed versions never show; the key filters (bucket, prefix) narrow the versions
+    ranked, the row filters (user, metadata, status, age, cursor) apply to the ranked
+    rows — so an older version of another owner cannot stand in for the latest one.
+    ``text`` keeps the rows whose transcript matches, with a snippet.
+    """
+    inner = Conditions(dialect.placeholder)
+    inner.add(f"NOT {dialect.gone}")
+    filters.add_key_conditions(inner)
+    join = ""
+    params: list[object] = list(inner.params)
+    outer = inner.following()
+    if text is not None:
+        mark = outer.next_placeholder()
+        params.append(dialect.text_query(text))
+        join = (
+            f" JOIN ({dialect.text_hits.format(mark)}) AS hits ON hits.hit_bucket = objects.bucket"
+            " AND hits.hit_key = objects.key AND hits.hit_version = objects.version_id"
+        )
+        outer = Conditions(dialect.placeholder, first=outer.first + 1)
+    if versions is Versions.CURRENT:
+        outer.add(f"version_rank = 1 AND NOT ({dialect.is_deleted})")
+    filters.add_row_conditions(outer, add_metadata=dialect.add_metadata, moment=dialect.moment)
+    params += outer.params
+    params.append(check_limit(limit))
+    snippet = ", hits.snippet AS snippet" if text is not None else ""
+    sql = f"""
+WITH ranked AS (
+    SELECT {OBJECT_COLUMNS}, {_VERSION_RANK} AS version_rank
+    FROM objects{inner.where}
+)
+SELECT {OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status,
+       version_rank = 1 AS is_latest{snippet}
+FROM ranked AS objects{join}{outer.where}
+ORDER BY bucket, key, version_id LIMIT {outer.next_placeholder()}"""  # noqa: S608 - constant fragments, values are parameters
+    return sql, params
+
+
+def usage_query(by: Literal["user", "bucket"], dialect: Dialect) -> str:
+    """SQL giving UsageRow's columns per group: live (latest, not a delete marker) and
+    stored (every version not removed) objects and bytes; groups holding nothing are
+    left out. Ordered by group, None last."""
+    group = {"user": "user_id", "bucket": "bucket"}[by]
+    return f"""
+WITH ranked AS (
+    SELECT {group} AS grp, size, CASE WHEN {dialect.is_deleted} THEN 0 ELSE 1 END AS stored,
+           {_VERSION_RANK} AS version_rank
+    FROM objects WHERE NOT {dialect.gone}
+)
+SELECT grp,
+    CAST(SUM(CASE WHEN version_rank = 1 THEN stored ELSE 0 END) AS BIGINT),
+    CAST(SUM(CASE WHEN version_rank = 1 AND stored = 1 THEN COALESCE(size, 0) ELSE 0 END)
+         AS BIGINT),
+    CAST(SUM(stored) AS BIGINT),
+    CAST(SUM(CASE WHEN stored = 1 THEN COALESCE(size, 0) ELSE 0 END) AS BIGINT)
+FROM ranked GROUP BY grp HAVING SUM(stored) > 0
+ORDER BY grp IS NULL, grp"""  # noqa: S608 - constant fragments
 
 
 def journal_conditions(

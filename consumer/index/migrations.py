@@ -162,6 +162,65 @@ CREATE TABLE jobs (
     PRIMARY KEY (bucket, key, version_id, processor)
 )"""
 
+# Transcripts for full-text search. SQLite: an external-content FTS5 table kept in step
+# with ``transcripts`` by triggers; unicode61 folds case (Cyrillic too) and diacritics.
+# PostgreSQL: a tsvector built in the configuration of the transcript's language, GIN.
+_SQLITE_TRANSCRIPTS: Final = (
+    """
+CREATE TABLE transcripts (
+    id         INTEGER PRIMARY KEY,
+    bucket     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    version_id TEXT NOT NULL DEFAULT '',
+    processor  TEXT NOT NULL,
+    language   TEXT,
+    text       TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (bucket, key, version_id, processor)
+)""",
+    "CREATE VIRTUAL TABLE transcripts_fts USING fts5(text, content='transcripts',"
+    " content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    """
+CREATE TRIGGER transcripts_added AFTER INSERT ON transcripts BEGIN
+    INSERT INTO transcripts_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+    """
+CREATE TRIGGER transcripts_removed AFTER DELETE ON transcripts BEGIN
+    INSERT INTO transcripts_fts (transcripts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END""",
+    """
+CREATE TRIGGER transcripts_changed AFTER UPDATE ON transcripts BEGIN
+    INSERT INTO transcripts_fts (transcripts_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO transcripts_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+)
+
+_PG_TRANSCRIPTS: Final = (
+    """
+CREATE TABLE transcripts (
+    bucket     text COLLATE "C" NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    version_id text COLLATE "C" NOT NULL DEFAULT '',
+    processor  text COLLATE "C" NOT NULL,
+    language   text,
+    config     regconfig NOT NULL,
+    text       text NOT NULL,
+    document   tsvector NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (bucket, key, version_id, processor)
+)""",
+    "CREATE INDEX transcripts_by_document ON transcripts USING gin (document)",
+    # As many statements as SQLite's (test_open_index): these say what the columns mean.
+    "COMMENT ON TABLE transcripts IS 'what processors heard, per object version (search)'",
+    "COMMENT ON COLUMN transcripts.config IS 'text-search configuration of its language'",
+    "COMMENT ON COLUMN transcripts.document IS 'to_tsvector(config, text)'",
+)
+
+# Renewing a runner's leases touches only its unfinished jobs.
+_JOBS_LEASED: Final = (
+    "CREATE INDEX jobs_leased ON jobs (lease_owner) WHERE status IN ('pending', 'running')"
+)
+
 # Listing by (bucket, key) uses the primary key; the journal's UNIQUE serves per-key
 # history. Byte-wise collation ("C" on PostgreSQL, SQLite's BINARY) gives both backends
 # the same order and lets a LIKE prefix use the index.
@@ -192,6 +251,26 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         sqlite=(_SQLITE_JOBS, "CREATE INDEX jobs_by_status ON jobs (status, updated_at)"),
         postgres=(_PG_JOBS, "CREATE INDEX jobs_by_status ON jobs (status, updated_at)"),
     ),
+    Migration(
+        3,
+        "job leases: the runner of an unfinished job and until when it holds it",
+        sqlite=(
+            "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT",
+            _JOBS_LEASED,
+        ),
+        postgres=(
+            "ALTER TABLE jobs ADD COLUMN lease_owner text",
+            "ALTER TABLE jobs ADD COLUMN lease_expires_at timestamptz",
+            _JOBS_LEASED,
+        ),
+    ),
+    Migration(
+        4,
+        "transcripts for full-text search",
+        sqlite=_SQLITE_TRANSCRIPTS,
+        postgres=_PG_TRANSCRIPTS,
+    ),
 )
 
 _SQLITE_BOOKKEEPING: Final = """
@@ -207,10 +286,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     description text NOT NULL,
     applied_at  timestamptz NOT NULL
 )"""
-
-
-def latest_version() -> int:
-    return MIGRATIONS[-1].version
 
 
 def pending(

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
+from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     JOB_COLUMNS,
@@ -30,9 +31,12 @@ from consumer.index.base import (
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
+    SEARCH_QUERY_CONFIGS,
     AsyncLifecycle,
     BatchResult,
+    Claims,
     Conditions,
+    Dialect,
     GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
@@ -44,16 +48,25 @@ from consumer.index.base import (
     JournalId,
     JournalRecord,
     KafkaPosition,
+    Lease,
+    LeaseLost,
     ObjectFilter,
     ObjectRecord,
     RowId,
+    Transcript,
     UsageRow,
+    Versions,
     check_limit,
+    decide_claims,
     dollar,
     growth_query,
-    job_should_run,
     journal_conditions,
+    latest_requests,
     run_batch,
+    search_config,
+    search_words,
+    usage_query,
+    version_listing_query,
 )
 from consumer.index.migrations import migrate_postgres
 
@@ -117,8 +130,8 @@ _LOAD_JOBS: Final = (
 _PEND_JOBS: Final = (
     """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at)
-SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz
+                  created_at, updated_at, lease_owner, lease_expires_at)
+SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz, $8::text, $9::timestamptz
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"""
     + JOB_PEND_UPSERT
 )
@@ -126,21 +139,45 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $6, updated_at = $6
 WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
+  AND lease_owner = $7 AND status IN ('pending', 'running')
 RETURNING attempts"""
 
 _FINISH_JOB: Final = """
 UPDATE jobs SET status = $6, last_error = $7, result_bucket = $8, result_key = $9,
-                duration_ms = $10, finished_at = $11, updated_at = $11
-WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5"""
+                duration_ms = $10, finished_at = $11, updated_at = $11, lease_expires_at = NULL
+WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
+  AND lease_owner = $12 AND status IN ('pending', 'running')"""
+
+_RENEW_LEASES: Final = """
+UPDATE jobs SET lease_expires_at = $2
+WHERE lease_owner = $1 AND status IN ('pending', 'running')"""
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
 
-_USAGE: Final[Mapping[str, str]] = {
-    "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
-               WHERE NOT deleted GROUP BY user_id ORDER BY user_id IS NULL, user_id""",
-    "bucket": """SELECT bucket, COUNT(*), COALESCE(SUM(size), 0)::bigint FROM objects
-                 WHERE NOT deleted GROUP BY bucket ORDER BY bucket""",
-}
+_PUT_TRANSCRIPT: Final = """
+INSERT INTO transcripts (bucket, key, version_id, processor, language, config, text,
+                         document, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6::regconfig, $7, to_tsvector($6::regconfig, $7), $8)
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    language = excluded.language, config = excluded.config, text = excluded.text,
+    document = excluded.document, updated_at = excluded.updated_at"""
+
+_DROP_TRANSCRIPTS: Final = """
+DELETE FROM transcripts WHERE (bucket, key, version_id) IN
+    (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"""
+
+# The query is read in every configuration of SEARCH_QUERY_CONFIGS (OR-ed), so each
+# transcript is matched by the stems of its own language; the GIN index serves it.
+_TEXT_QUERY: Final = " || ".join(
+    f"plainto_tsquery('{config}', {{0}}::text)" for config in SEARCH_QUERY_CONFIGS
+)
+_TEXT_HITS: Final = (
+    "SELECT t.bucket AS hit_bucket, t.key AS hit_key, t.version_id AS hit_version,"  # noqa: S608 - constant fragments
+    " ts_headline(t.config, t.text, q.query,"
+    " 'StartSel=[, StopSel=], MaxWords=16, MinWords=6, MaxFragments=1') AS snippet"
+    f" FROM transcripts AS t, (SELECT {_TEXT_QUERY} AS query) AS q"
+    " WHERE t.document @@ q.query"
+)
 
 _COUNTS: Final = """
 SELECT (SELECT COUNT(*) FROM objects WHERE NOT deleted),
@@ -254,20 +291,28 @@ class PostgresIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(
-            ObjectFilter(
-                bucket,
-                user_id,
-                prefix,
-                metadata,
-                include_deleted,
-                after,
-                processing_status,
-                created_before,
-            )
+        filters = ObjectFilter(
+            bucket,
+            user_id,
+            prefix,
+            metadata,
+            include_deleted,
+            after,
+            processing_status,
+            created_before,
         )
+        if versions is not Versions.ROWS:
+            query, params = version_listing_query(
+                filters, versions, _DIALECT, text=text, limit=limit
+            )
+            return [_object_record(row) for row in await self._fetch(query, *params)]
+        if text is not None:
+            raise InvalidInput("a text search lists current objects or all versions")
+        where = _object_conditions(filters)
         sql = (
             f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
@@ -288,8 +333,24 @@ class PostgresIndex(AsyncLifecycle):
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
         """See IndexStore.usage."""
-        rows = await self._fetch(_USAGE[by])
-        return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+        rows = await self._fetch(usage_query(by, _DIALECT))
+        return [UsageRow(*row) for row in rows]
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """See IndexStore.put_transcript: its tsvector in the configuration of its
+        language (``search_config``)."""
+        async with self._connection() as conn:
+            await conn.execute(
+                _PUT_TRANSCRIPT,
+                transcript.bucket,
+                transcript.key,
+                transcript.version_id,
+                transcript.processor,
+                transcript.language,
+                search_config(transcript.language),
+                transcript.text,
+                datetime.now(UTC),
+            )
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -330,37 +391,50 @@ class PostgresIndex(AsyncLifecycle):
 
     # --- processing jobs -----------------------------------------------------------------
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
         """See IndexStore.claim_jobs. Per-object advisory locks, as in apply_batch, so
         two processors cannot both claim one job."""
+        requests = latest_requests(requests)
         if not requests:
-            return []
+            return Claims(run=[])
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_LOCK_KEYS, _lock_ids((r.bucket, r.key) for r in requests))
             rows = await conn.fetch(_LOAD_JOBS, *_columns([r.ident for r in requests]))
             stored = {
                 (j.bucket, j.key, j.version_id, j.processor): j for j in map(_job_record, rows)
             }
-            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
-            if chosen:
-                values = [(*r.ident, r.sequencer, r.etag) for r in chosen]
-                await conn.execute(_PEND_JOBS, *_columns(values), datetime.now(UTC))
-            return chosen
+            # The database's clock, not this host's: claimers on several hosts compare
+            # leases against one clock.
+            now = await conn.fetchval("SELECT now()")
+            claims = decide_claims(requests, stored, now=now)
+            if claims.run:
+                values = [(*r.ident, r.sequencer, r.etag) for r in claims.run]
+                await conn.execute(
+                    _PEND_JOBS, *_columns(values), now, lease.owner, lease.expires_at(now)
+                )
+            return claims
 
-    async def start_job(self, request: JobRequest) -> int:
+    async def start_job(self, request: JobRequest, owner: str) -> int:
         """See IndexStore.start_job."""
         async with self._connection() as conn:
             attempts = await conn.fetchval(
-                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC)
+                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC), owner
             )
         if attempts is None:
-            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
         return int(attempts)
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+    async def renew_leases(self, lease: Lease) -> int:
+        """See IndexStore.renew_leases."""
+        async with self._connection() as conn:
+            now = await conn.fetchval("SELECT now()")
+            status = await conn.execute(_RENEW_LEASES, lease.owner, lease.expires_at(now))
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
         """See IndexStore.finish_job."""
         async with self._connection() as conn:
-            await conn.execute(
+            status = await conn.execute(
                 _FINISH_JOB,
                 *request.ident,
                 request.sequencer,
@@ -370,7 +444,9 @@ class PostgresIndex(AsyncLifecycle):
                 outcome.result_key,
                 outcome.duration_ms,
                 datetime.now(UTC),
+                owner,
             )
+        return bool(int(status.rsplit(" ", 1)[-1]))
 
     async def jobs(
         self,
@@ -432,6 +508,10 @@ class _Writer:
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
         await self._conn.execute(_SAVE_ROWS, *_columns(_object_row(row) for row in rows))
+        # What was said in a removed version is not searchable any more.
+        gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
+        if gone:
+            await self._conn.execute(_DROP_TRANSCRIPTS, *_columns(gone))
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -475,12 +555,31 @@ def _lock_ids(objects: Iterable[tuple[str, str]]) -> list[int]:
     return sorted(ids)
 
 
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-        # Containment is what the GIN (jsonb_path_ops) index serves.
-        where.add("user_metadata @> {}", metadata)
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    # Containment is what the GIN (jsonb_path_ops) index serves.
+    where.add("user_metadata @> {}", metadata)
 
-    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=add_metadata)
+
+def _same(moment: datetime) -> object:
+    return moment
+
+
+def _text_query(text: str) -> object:
+    return " ".join(search_words(text))
+
+
+_DIALECT: Final = Dialect(
+    placeholder=dollar,
+    is_deleted="deleted",
+    add_metadata=_add_metadata,
+    moment=_same,
+    text_hits=_TEXT_HITS,
+    text_query=_text_query,
+)
+
+
+def _object_conditions(filters: ObjectFilter) -> Conditions:
+    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=_add_metadata)
 
 
 def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[list[Any]]:
@@ -550,6 +649,8 @@ def _object_record(row: Any) -> ObjectRecord:
         last_event_name=row["last_event_name"],
         deleted_at=row["deleted_at"],
         processing_status=row.get("processing_status"),
+        is_latest=row.get("is_latest"),
+        snippet=row.get("snippet"),
     )
 
 
@@ -571,6 +672,8 @@ def _job_record(row: Any) -> JobRecord:
         finished_at=row["finished_at"],
         duration_ms=row["duration_ms"],
         updated_at=row["updated_at"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
     )
 
 

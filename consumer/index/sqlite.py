@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
+from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.base import (
     JOB_COLUMNS,
@@ -33,7 +34,9 @@ from consumer.index.base import (
     PROCESSING_STATUS_SQL,
     AsyncLifecycle,
     BatchResult,
+    Claims,
     Conditions,
+    Dialect,
     GrowthRow,
     IndexUnavailable,
     IndexWriteFailed,
@@ -45,18 +48,26 @@ from consumer.index.base import (
     JournalId,
     JournalRecord,
     KafkaPosition,
+    Lease,
+    LeaseLost,
     ObjectFilter,
     ObjectRecord,
     RowId,
+    Transcript,
     UsageRow,
+    Versions,
     check_limit,
     chunked,
+    decide_claims,
+    fts5_query,
     growth_query,
-    job_should_run,
     journal_conditions,
     journal_id,
+    latest_requests,
     qmark,
     run_batch,
+    usage_query,
+    version_listing_query,
 )
 from consumer.index.migrations import migrate_sqlite
 
@@ -109,29 +120,44 @@ _LOAD_JOBS: Final = (
 _PEND_JOB: Final = (
     """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"""
+                  created_at, updated_at, lease_owner, lease_expires_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"""
     + JOB_PEND_UPSERT
 )
 
 _START_JOB: Final = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
 WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
+  AND lease_owner = ? AND status IN ('pending', 'running')
 RETURNING attempts"""
 
 _FINISH_JOB: Final = """
 UPDATE jobs SET status = ?, last_error = ?, result_bucket = ?, result_key = ?,
-                duration_ms = ?, finished_at = ?, updated_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?"""
+                duration_ms = ?, finished_at = ?, updated_at = ?, lease_expires_at = NULL
+WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
+  AND lease_owner = ? AND status IN ('pending', 'running')"""
+
+_RENEW_LEASES: Final = """
+UPDATE jobs SET lease_expires_at = ?
+WHERE lease_owner = ? AND status IN ('pending', 'running')"""
 
 _LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
 
-_USAGE: Final[Mapping[str, str]] = {
-    "user": """SELECT user_id, COUNT(*), COALESCE(SUM(size), 0) FROM objects
-               WHERE deleted = 0 GROUP BY user_id ORDER BY user_id IS NULL, user_id""",
-    "bucket": """SELECT bucket, COUNT(*), COALESCE(SUM(size), 0) FROM objects
-                 WHERE deleted = 0 GROUP BY bucket ORDER BY bucket""",
-}
+_PUT_TRANSCRIPT: Final = """
+INSERT INTO transcripts (bucket, key, version_id, processor, language, text, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
+    language = excluded.language, text = excluded.text, updated_at = excluded.updated_at"""
+
+_DROP_TRANSCRIPTS: Final = "DELETE FROM transcripts WHERE bucket = ? AND key = ? AND version_id = ?"
+
+# The hits of an FTS5 match, one per transcript; the snippet marks hits in [brackets].
+_TEXT_HITS: Final = (
+    "SELECT t.bucket AS hit_bucket, t.key AS hit_key, t.version_id AS hit_version,"
+    " snippet(transcripts_fts, 0, '[', ']', '…', 16) AS snippet"
+    " FROM transcripts_fts JOIN transcripts AS t ON t.id = transcripts_fts.rowid"
+    " WHERE transcripts_fts MATCH {0}"
+)
 
 _COUNTS: Final = """
 SELECT (SELECT COUNT(*) FROM objects WHERE deleted = 0),
@@ -234,20 +260,28 @@ class SqliteIndex(AsyncLifecycle):
         after: tuple[str, str, str] | None = None,
         processing_status: str | None = None,
         created_before: datetime | None = None,
+        versions: Versions = Versions.ROWS,
+        text: str | None = None,
     ) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        where = _object_conditions(
-            ObjectFilter(
-                bucket,
-                user_id,
-                prefix,
-                metadata,
-                include_deleted,
-                after,
-                processing_status,
-                created_before,
-            )
+        filters = ObjectFilter(
+            bucket,
+            user_id,
+            prefix,
+            metadata,
+            include_deleted,
+            after,
+            processing_status,
+            created_before,
         )
+        if versions is not Versions.ROWS:
+            query, params = version_listing_query(
+                filters, versions, _DIALECT, text=text, limit=limit
+            )
+            return [_object_record(row) for row in await self._fetch(query, params)]
+        if text is not None:
+            raise InvalidInput("a text search lists current objects or all versions")
+        where = _object_conditions(filters)
         sql = (
             f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
             " ORDER BY bucket, key, version_id LIMIT ?"
@@ -266,8 +300,24 @@ class SqliteIndex(AsyncLifecycle):
 
     async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
         """See IndexStore.usage."""
-        rows = await self._fetch(_USAGE[by], ())
-        return [UsageRow(group=row[0], objects=row[1], bytes=row[2]) for row in rows]
+        rows = await self._fetch(usage_query(by, _DIALECT), ())
+        return [UsageRow(*row) for row in rows]
+
+    async def put_transcript(self, transcript: Transcript) -> None:
+        """See IndexStore.put_transcript (FTS5 follows through the table's triggers)."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                _PUT_TRANSCRIPT,
+                (
+                    transcript.bucket,
+                    transcript.key,
+                    transcript.version_id,
+                    transcript.processor,
+                    transcript.language,
+                    transcript.text,
+                    _text(datetime.now(UTC)),
+                ),
+            )
 
     async def growth(
         self, *, since: date, bucket: str | None = None, user_id: str | None = None
@@ -304,10 +354,11 @@ class SqliteIndex(AsyncLifecycle):
 
     # --- processing jobs -----------------------------------------------------------------
 
-    async def claim_jobs(self, requests: Sequence[JobRequest]) -> list[JobRequest]:
-        """See IndexStore.claim_jobs."""
+    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
+        """See IndexStore.claim_jobs. The write transaction excludes other claimers."""
+        requests = latest_requests(requests)
         if not requests:
-            return []
+            return Claims(run=[])
         async with self._transaction() as conn:
             stored: dict[tuple[str, str, str, str], JobRecord] = {}
             for chunk in chunked([r.ident for r in requests], _ROWS_PER_STATEMENT):
@@ -315,29 +366,41 @@ class SqliteIndex(AsyncLifecycle):
                 for row in await conn.execute_fetchall(sql, [v for i in chunk for v in i]):
                     job = _job_record(row)
                     stored[job.ident] = job
-            chosen = [r for r in requests if job_should_run(stored.get(r.ident), r)]
-            now = _text(datetime.now(UTC))
+            moment = datetime.now(UTC)
+            claims = decide_claims(requests, stored, now=moment)
+            now, expires = _text(moment), _text(lease.expires_at(moment))
             await conn.executemany(
-                _PEND_JOB, [(*r.ident, r.sequencer, r.etag, now, now) for r in chosen]
+                _PEND_JOB,
+                [
+                    (*r.ident, r.sequencer, r.etag, now, now, lease.owner, expires)
+                    for r in claims.run
+                ],
             )
-            return chosen
+            return claims
 
-    async def start_job(self, request: JobRequest) -> int:
+    async def start_job(self, request: JobRequest, owner: str) -> int:
         """See IndexStore.start_job."""
         now = _text(datetime.now(UTC))
         async with self._transaction() as conn:
             rows = await conn.execute_fetchall(
-                _START_JOB, (now, now, *request.ident, request.sequencer)
+                _START_JOB, (now, now, *request.ident, request.sequencer, owner)
             )
         if not rows:
-            raise IndexWriteFailed(f"no claimed job for {request.ident}")
+            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
         return int(next(iter(rows))[0])
 
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome) -> None:
+    async def renew_leases(self, lease: Lease) -> int:
+        """See IndexStore.renew_leases."""
+        expires = _text(lease.expires_at(datetime.now(UTC)))
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_RENEW_LEASES, (expires, lease.owner))
+            return cursor.rowcount
+
+    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
         """See IndexStore.finish_job."""
         now = _text(datetime.now(UTC))
         async with self._transaction() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 _FINISH_JOB,
                 (
                     outcome.status.value,
@@ -349,8 +412,10 @@ class SqliteIndex(AsyncLifecycle):
                     now,
                     *request.ident,
                     request.sequencer,
+                    owner,
                 ),
             )
+            return cursor.rowcount > 0
 
     async def jobs(
         self,
@@ -429,6 +494,10 @@ class _Writer:
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
         await self._conn.executemany(_SAVE_ROW, [_object_row(row) for row in rows])
+        # What was said in a removed version is not searchable any more.
+        gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
+        if gone:
+            await self._conn.executemany(_DROP_TRANSCRIPTS, gone)
 
     async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
@@ -513,18 +582,19 @@ def _translated() -> Iterator[None]:
         raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
 
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    def add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-        for name, value in metadata.items():
-            where.add(
-                "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
-                " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
-                name,
-                value,
-            )
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    for name, value in metadata.items():
+        where.add(
+            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
+            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
+            name,
+            value,
+        )
 
+
+def _object_conditions(filters: ObjectFilter) -> Conditions:
     return filters.conditions(
-        qmark, live_only="deleted = 0", add_metadata=add_metadata, moment=_text
+        qmark, live_only="deleted = 0", add_metadata=_add_metadata, moment=_text
     )
 
 
@@ -557,6 +627,10 @@ def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _text_of(moment: datetime) -> object:
+    return _text(moment)
+
+
 def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
@@ -579,6 +653,8 @@ def _object_record(row: Any) -> ObjectRecord:
         last_event_name=row[13],
         deleted_at=_time(row[14]),
         processing_status=row[15] if len(row) > 15 else None,
+        is_latest=bool(row[16]) if len(row) > 16 else None,
+        snippet=row[17] if len(row) > 17 else None,
     )
 
 
@@ -600,6 +676,8 @@ def _job_record(row: Any) -> JobRecord:
         finished_at=_time(row[13]),
         duration_ms=row[14],
         updated_at=datetime.fromisoformat(row[15]),
+        lease_owner=row[16],
+        lease_expires_at=_time(row[17]),
     )
 
 
@@ -623,3 +701,13 @@ def _journal_record(row: Any) -> JournalRecord:
         kafka=KafkaPosition(topic, partition, offset) if topic is not None else None,
         recorded_at=datetime.fromisoformat(row[17]),
     )
+
+
+_DIALECT: Final = Dialect(
+    placeholder=qmark,
+    is_deleted="deleted = 1",
+    add_metadata=_add_metadata,
+    moment=_text_of,
+    text_hits=_TEXT_HITS,
+    text_query=fts5_query,
+)

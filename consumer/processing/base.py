@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 from consumer.errors import ConsumerError
 from consumer.index import JobRequest
-from consumer.settings import Settings
 
 
 class ProcessingFailed(ConsumerError):
@@ -79,7 +78,3 @@ class Processor(Protocol):
     async def process(self, job: Job, source: SourceObject) -> Mapping[str, Any]: ...
 
     async def close(self) -> None: ...
-
-
-class ProcessorFactory(Protocol):
-    def __call__(self, settings: Settings) -> Processor | None: ...

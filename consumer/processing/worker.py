@@ -1,34 +1,44 @@
 """The processor worker: consumer group "processor" on the events topic.
 
-One batch at a time:
+A handler of the batch loop (consumer/kafka/batches.py), one batch at a time:
 
-    getmany → select jobs (rules) → claim them in the index (pending) → run them, at most
-    PROCESSING_CONCURRENCY at once, fetching paused meanwhile → commit offsets
+    select jobs (rules) → claim them in the index under this process's lease → run them,
+    at most PROCESSING_CONCURRENCY at once, fetching paused meanwhile → (the loop) commit
 
 Each job: running → the processor, under PROCESSING_TIMEOUT_S → its result as JSON in the
 results bucket → done. Transient failures are retried with backoff and jitter up to
 MINIO_MAX_RETRIES, then the job fails and its event goes to the DLQ with the reason;
-permanent failures fail the job at once. Offsets are committed only once every job of
-the batch has finished, so a crash means redelivery: finished jobs are skipped
-(``job_should_run``), unfinished ones run again. Malformed messages are skipped here:
-the indexer dead-letters them already.
+permanent failures fail the job at once.
+
+A job runs once while its runner lives. A claimed job carries a lease (this process's
+owner id, an expiry) that a background task renews every quarter of PROCESSING_LEASE_S
+while the batch runs. A process that receives the same event — after a rebalance moved
+the partition, or a redelivery — finds the lease live and waits, re-asking now and then:
+the runner finishes (done: nothing to do) or dies (the lease expires: the job is taken
+over, its attempts carried on). Offsets are committed once every job of the batch ended,
+so a crash means redelivery: finished jobs are skipped, unfinished ones taken over.
+
+Malformed messages are dead-lettered by the indexer; by this worker too when it runs
+without an indexer in its process (see PROCESSING_DEAD_LETTER_MALFORMED).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from opentelemetry import trace
@@ -36,26 +46,18 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from consumer.errors import ConsumerError
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
-from consumer.fetching import (
-    DeadLetter,
-    FetchPause,
-    drained,
-    new_clients,
-    record_lag,
-    send_dead_letters,
-    start_clients,
-    stop_clients,
-)
 from consumer.index import IndexStore, JobOutcome, JobStatus
-from consumer.indexer import Batch, offsets_to_commit
+from consumer.index.base import Lease, LeaseLost
+from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopStats
+from consumer.kafka.dead_letters import DeadLetter
 from consumer.minio_client import minio_client
 from consumer.processing.base import Job, ProcessingRetriable, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
+from consumer.results import index_transcript
 from consumer.retry import RetriesExhausted, StopRequested, retry
 from consumer.settings import Settings
 from consumer.telemetry import (
-    batch_span,
     instruments,
     kafka_attributes,
     minio_operation,
@@ -68,7 +70,16 @@ from consumer.telemetry import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-FETCH_POLL_INTERVAL_S = 1.0
+
+def new_owner_id() -> str:
+    """This process's name on the leases it takes: readable for SREs, unique per start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_check_interval_s(lease_s: float) -> float:
+    """How often a job held by another runner's live lease is asked about again: often
+    enough that a takeover follows the lease's expiry closely, never more than every 5 s."""
+    return min(5.0, max(0.5, lease_s / 4))
 
 
 def result_key(job: Job) -> str:
@@ -103,19 +114,20 @@ def result_document(
 
 
 @dataclass
-class ProcessorStats:
-    batches: int = 0
-    messages: int = 0
+class ProcessorStats(LoopStats):
     jobs_claimed: int = 0
+    jobs_waited: int = 0  # jobs found under another runner's live lease, waited for
     done: int = 0
     failed: int = 0
-    dead_lettered: int = 0
+    abandoned: int = 0  # jobs whose lease another process took over (ours had lapsed)
     attempts: int = 0
     by_processor: dict[str, int] = field(default_factory=dict)
 
 
 class ProcessorWorker:
     """Runs the processors on new objects. ``run()`` until ``stop()`` (or drained)."""
+
+    finish_before_revoke = False  # jobs run long; they hold leases instead
 
     def __init__(
         self,
@@ -127,6 +139,7 @@ class ProcessorWorker:
         topic: str | None = None,
         group_id: str | None = None,
         minio: Minio | None = None,
+        dead_letter_malformed: bool = False,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -136,122 +149,168 @@ class ProcessorWorker:
         self.group_id = group_id or settings.kafka_processor_group_id
         self._minio = minio or minio_client(settings)
         self._slots = asyncio.Semaphore(settings.processing_concurrency)
+        self._dead_letter_malformed = dead_letter_malformed
+        self.lease = Lease(new_owner_id(), settings.processing_lease_s)
         self.stats = ProcessorStats()
-        self._stop = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._loop = BatchLoop(
+            settings,
+            self,
+            self.stats,
+            topic=self.topic,
+            group_id=self.group_id,
+            max_records=settings.processing_concurrency * 8,
+        )
         _warn_about_unknown_processors(self._rules, self._processors)
 
     def stop(self) -> None:
         """Finish the jobs in flight (their retries stop waiting), then return."""
-        self._stop.set()
+        self._loop.stop()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._loop.stopping
 
     async def run(self, *, burst: bool = False) -> ProcessorStats:
         """Process until ``stop()``; with ``burst``, return once every partition is drained."""
-        self._consumer, self._producer = new_clients(self._settings, self.group_id)
-        await start_clients(self._consumer, self._producer, self._settings)
-        self._consumer.subscribe([self.topic])
+        log.info("processor starting", lease_owner=self.lease.owner)
         try:
-            await self._loop(burst)
+            await self._loop.run(burst=burst)
         finally:
-            await self._close()
+            for processor in self._processors.values():
+                with contextlib.suppress(Exception):
+                    await processor.close()
         return self.stats
 
-    async def _close(self) -> None:
-        await stop_clients(self._consumer, self._producer)
-        for processor in self._processors.values():
-            with contextlib.suppress(Exception):
-                await processor.close()
+    def status(self) -> dict[str, object]:
+        """The counters /status shows."""
+        return {**dataclasses.asdict(self.stats), "lease_owner": self.lease.owner}
 
-    async def _loop(self, burst: bool) -> None:
-        assert self._consumer is not None
-        max_records = self._settings.processing_concurrency * 8
-        while not self._stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
-            if batch:
-                if not await self._process(batch):
-                    log.info("stopped with jobs unfinished; their events will be redelivered")
-                    return
-            elif burst and await drained(self._consumer):
-                return
+    def summary(self) -> dict[str, int]:
+        """The counters worth a line at shutdown."""
+        stats = self.stats
+        return {
+            "jobs_done": stats.done,
+            "jobs_failed": stats.failed,
+            "jobs_dead_lettered": stats.dead_lettered,
+        }
 
-    async def _process(self, batch: Batch) -> bool:
-        """Run the batch's jobs and commit it; False if stopped before every job ended."""
-        messages = sum(len(records) for records in batch.values())
-        with batch_span(self.topic, self.group_id, messages):
-            return await self._process_batch(batch)
+    # --- one batch -----------------------------------------------------------------------
 
-    async def _process_batch(self, batch: Batch) -> bool:
+    async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
+        """Run the batch's jobs; the dead letters of jobs out of retries (and of malformed
+        messages, when this worker owns them). StopRequested if stopped before the end."""
         records = [record for tp in sorted(batch) for record in batch[tp]]
-        self.stats.messages += len(records)
+        events, malformed = _events(records, self._settings.indexer_max_message_bytes)
+        letters = list(malformed) if self._dead_letter_malformed else []
         planned = select_jobs(
-            _events(records, self._settings.indexer_max_message_bytes),
+            events,
             self._rules,
             available=frozenset(self._processors),
             results_bucket=self._settings.minio_results_bucket_name,
         )
-        try:
-            ended = await self._run_paused(planned, records)
-        except StopRequested:
-            return False
-        letters = [letter for letter in ended if letter is not None]
-        if letters:
-            await self._send_dead_letters(letters)
-        await self._commit(batch)
-        self.stats.batches += 1
-        assert self._consumer is not None
-        record_lag(self._consumer, batch, self.group_id)
-        return True
+        if planned:
+            async with work.paused("jobs running"), self._renewing_leases():
+                ended = await self._run_planned(planned, records, work)
+            letters.extend(letter for letter in ended if letter is not None)
+        return letters
 
-    async def _run_paused(
-        self, planned: list[Planned], records: list[ConsumerRecord[bytes, bytes]]
+    async def _run_planned(
+        self, planned: list[Planned], records: list[ConsumerRecord[bytes, bytes]], work: BatchWork
     ) -> list[DeadLetter | None]:
-        """Claim and run the jobs while fetching is paused and Kafka still polled."""
-        if not planned:
-            return []
-        assert self._consumer is not None
-        pause = FetchPause(self._consumer)
-
-        async def keep_polling() -> None:
-            while True:
-                await pause.poll()
-                await asyncio.sleep(FETCH_POLL_INTERVAL_S)
-
-        poller = asyncio.create_task(keep_polling())
+        """Claim and run the jobs; jobs under another runner's live lease are asked about
+        again until they ended there or their lease expired (then run here)."""
+        jobs: list[asyncio.Future[DeadLetter | None]] = []
+        waiting = planned
+        announced = False
         try:
-            claimed = await self._claim(planned)
-            jobs = [
-                asyncio.ensure_future(self._run_job(p, records[p.message_index])) for p in claimed
-            ]
             try:
-                return list(await asyncio.gather(*jobs))
-            except BaseException:
-                # Stopped (or cancelled): no job may outlive the batch; the unfinished ones
-                # stay "running" and rerun after redelivery.
-                for job in jobs:
-                    job.cancel()
+                while True:
+                    runnable, waiting = await self._claim(waiting, work)
+                    jobs.extend(
+                        asyncio.ensure_future(self._run_job(p, records[p.message_index]))
+                        for p in runnable
+                    )
+                    if not waiting:
+                        break
+                    if not announced:
+                        announced = True
+                        self.stats.jobs_waited += len(waiting)
+                        log.info(
+                            "jobs held by another runner's live lease; waiting",
+                            jobs=len(waiting),
+                            lease_s=self.lease.duration_s,
+                        )
+                    await work.wait(lease_check_interval_s(self.lease.duration_s))
+            except StopRequested:
+                # Stopping: the jobs under way end first, a paid call in flight is never
+                # thrown away (the grace period's cancellation still bounds them).
                 await asyncio.gather(*jobs, return_exceptions=True)
                 raise
-        finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                await poller
-            pause.resume()
+            ended = await asyncio.gather(*jobs, return_exceptions=True)
+        except BaseException:
+            # Cancelled: no job may outlive the batch; the unfinished ones keep their
+            # rows and are taken over after redelivery.
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            raise
+        return _outcomes(ended)
 
-    async def _claim(self, planned: list[Planned]) -> list[Planned]:
+    async def _claim(
+        self, planned: list[Planned], work: BatchWork
+    ) -> tuple[list[Planned], list[Planned]]:
+        """(the planned jobs leased to this process now, those held by a live lease)."""
         requests = [p.job.request for p in planned]
-        chosen = await self._index_call(lambda: self._store.claim_jobs(requests), "claim jobs")
-        wanted = {request.ident for request in chosen}
-        claimed = [p for p in planned if p.job.request.ident in wanted]
-        self.stats.jobs_claimed += len(claimed)
-        skipped = len(planned) - len(claimed)
+        claims = await work.retry(
+            lambda: self._store.claim_jobs(requests, self.lease), "claim jobs"
+        )
+        run = {(r.ident, r.sequencer) for r in claims.run}
+        held = {(r.ident, r.sequencer) for r in claims.held}
+        runnable: list[Planned] = []
+        waiting: list[Planned] = []
+        for p in planned:
+            wanted = (p.job.request.ident, p.job.request.sequencer)
+            if wanted in run:
+                run.discard(wanted)  # a job listed twice in the batch runs once
+                runnable.append(p)
+            elif wanted in held:
+                held.discard(wanted)
+                waiting.append(p)
+        self.stats.jobs_claimed += len(runnable)
+        skipped = len(planned) - len(runnable) - len(waiting)
         if skipped:
-            log.debug("jobs already finished, skipped", jobs=skipped)
-        return claimed
+            log.debug("jobs already finished or superseded, skipped", jobs=skipped)
+        return runnable, waiting
+
+    @contextlib.asynccontextmanager
+    async def _renewing_leases(self) -> AsyncIterator[None]:
+        """Renew this process's leases while the block runs; if it ends early (stopped,
+        cancelled), let go of them, so the next owner takes the jobs over at once."""
+
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(self.lease.duration_s / 4)
+                try:
+                    await self._store.renew_leases(self.lease)
+                except ConsumerError as exc:
+                    log.warning("lease renewal failed; retried next round", error=str(exc))
+
+        renewer = asyncio.create_task(renew_forever())
+        ended = False
+        try:
+            yield
+            ended = True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if not ended:
+                release = Lease(self.lease.owner, 0.0)
+                with contextlib.suppress(ConsumerError, asyncio.CancelledError):
+                    released = await asyncio.shield(self._store.renew_leases(release))
+                    log.info("leases released", jobs=released)
+
+    # --- one job -------------------------------------------------------------------------
 
     async def _run_job(
         self, planned: Planned, record: ConsumerRecord[bytes, bytes]
@@ -309,8 +368,16 @@ class ProcessorWorker:
                     base_s=self._settings.minio_retry_backoff,
                     cap_s=60.0,
                     max_attempts=self._settings.minio_max_retries + 1,
-                    stop=self._stop,
+                    stop=self._loop.stop_event,
                 )
+            except LeaseLost as exc:
+                # Our renewals lapsed (the index stalled) and another process took the job
+                # over: it is theirs now; nothing is recorded here.
+                self.stats.abandoned += 1
+                log.warning(
+                    "job taken over by another process, abandoned", job=what, reason=str(exc)
+                )
+                return None, "abandoned"
             except RetriesExhausted as exc:
                 reason = str(exc)
                 await self._finish(job, JobOutcome(JobStatus.FAILED, _ms(started), error=reason))
@@ -332,7 +399,10 @@ class ProcessorWorker:
             result_bucket=self._settings.minio_results_bucket_name,
             result_key=location,
         )
-        await self._finish(job, outcome)
+        if not await self._finish(job, outcome):
+            self.stats.abandoned += 1
+            log.warning("job ended after another process took it over", job=what)
+            return None, "abandoned"
         self.stats.done += 1
         self.stats.by_processor[request.processor] = (
             self.stats.by_processor.get(request.processor, 0) + 1
@@ -342,7 +412,9 @@ class ProcessorWorker:
 
     async def _attempt(self, job: Job) -> str:
         """One attempt: mark running, process under the timeout, store the result."""
-        attempt = await self._store.start_job(job.request)
+        attempt = await self._index_call(
+            lambda: self._store.start_job(job.request, self.lease.owner), "start job"
+        )
         self.stats.attempts += 1
         with tracer.start_as_current_span(
             "attempt", attributes={"voxpersona.job.attempt": attempt}
@@ -366,7 +438,13 @@ class ProcessorWorker:
         except Exception as exc:  # a plugin's bug or an unforeseen failure: retried
             log.exception("processor raised", processor=job.request.processor)
             raise ProcessingRetriable(f"{type(exc).__name__}: {exc}") from exc
-        return await self._store_result(job, result, attempt)
+        location = await self._store_result(job, result, attempt)
+        # Searchable from now on; an index outage is waited out here, so the paid work
+        # above is not done again for it.
+        await self._index_call(
+            lambda: index_transcript(self._store, job.request, result), "index transcript"
+        )
+        return location
 
     async def _store_result(self, job: Job, result: Mapping[str, Any], attempt: int) -> str:
         key = result_key(job)
@@ -391,59 +469,49 @@ class ProcessorWorker:
             raise describe_minio_error(exc, f"storing the result in {bucket}") from exc
         return key
 
-    async def _finish(self, job: Job, outcome: JobOutcome) -> None:
-        await self._index_call(lambda: self._store.finish_job(job.request, outcome), "finish job")
+    async def _finish(self, job: Job, outcome: JobOutcome) -> bool:
+        """Record the outcome; False when the lease went to another process first."""
+        owner = self.lease.owner
+        return await self._index_call(
+            lambda: self._store.finish_job(job.request, outcome, owner), "finish job"
+        )
 
     async def _index_call(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
-        """Index calls wait for the index (retried until stop), like the indexer's writes."""
+        """Index calls wait for the index (retried until stop), like the indexer's writes;
+        the batch's fetching is paused already."""
         return await retry(
             operation,
             what=what,
-            base_s=self._settings.minio_retry_backoff / 4,
+            base_s=self._settings.index_retry_backoff_s,
             cap_s=30.0,
-            stop=self._stop,
+            stop=self._loop.stop_event,
         )
-
-    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        assert self._producer is not None
-        producer = self._producer
-
-        async def send() -> None:
-            await send_dead_letters(
-                producer, self._settings.kafka_dlq_topic, letters, group_id=self.group_id
-            )
-
-        await retry(send, what="dead-letter write", base_s=0.5, cap_s=30.0, stop=self._stop)
-        self.stats.dead_lettered += len(letters)
-
-    async def _commit(self, batch: Batch) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        offsets = {
-            tp: offset
-            for tp, offset in offsets_to_commit(batch).items()
-            if tp in consumer.assignment()
-        }
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:
-            # Not fatal: the batch is redelivered and its finished jobs are skipped.
-            log.warning("offset commit failed", error=str(exc))
 
 
 def _events(
     records: list[ConsumerRecord[bytes, bytes]], max_bytes: int
-) -> list[tuple[ObjectEvent, int]]:
+) -> tuple[list[tuple[ObjectEvent, int]], list[DeadLetter]]:
+    """The events of ``records`` with the index of their record, and the malformed
+    records as dead letters (sent only where this worker owns them)."""
     found: list[tuple[ObjectEvent, int]] = []
+    malformed: list[DeadLetter] = []
     for index, record in enumerate(records):
         try:
             events = parse_message(record.value, max_bytes=max_bytes)
-        except MalformedEvent:
-            continue  # the indexer dead-letters it; one DLQ entry per bad message is enough
+        except MalformedEvent as exc:
+            malformed.append(DeadLetter(record, exc.error_class, exc.reason))
+            continue
         found.extend((event, index) for event in events)
-    return found
+    return found, malformed
+
+
+def _outcomes(ended: Sequence[DeadLetter | BaseException | None]) -> list[DeadLetter | None]:
+    """The jobs' dead letters, once every job ended; a job's error raised (a failure
+    before StopRequested, which only says the batch stopped early)."""
+    errors = [e for e in ended if isinstance(e, BaseException)]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, StopRequested)), errors[0])
+    return [e for e in ended if not isinstance(e, BaseException)]
 
 
 def _ms(started: float) -> int:

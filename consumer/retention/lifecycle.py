@@ -16,7 +16,6 @@ from typing import Final
 from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import (
     Expiration,
-    LifecycleConfig,
     NoncurrentVersionExpiration,
     Rule,
 )
@@ -67,22 +66,6 @@ def rule_key(rule: Rule) -> RuleKey:
         else None
     )
     return (rule.rule_id or "", rule.status, prefix or "", expiration, noncurrent)
-
-
-def our_keys(config: LifecycleConfig | None) -> list[RuleKey]:
-    rules = config.rules if config is not None else []
-    return sorted(rule_key(rule) for rule in rules if is_ours(rule))
-
-
-def merge_lifecycle(
-    current: LifecycleConfig | None, desired: Sequence[Rule]
-) -> LifecycleConfig | None:
-    """The configuration to write, or None when ``current`` already carries ``desired``
-    (with minio-py objects: what the pure tests use; setup splices XML, see below)."""
-    if our_keys(current) == sorted(map(rule_key, desired)):
-        return None
-    foreign = [rule for rule in (current.rules if current else []) if not is_ours(rule)]
-    return LifecycleConfig([*foreign, *desired])
 
 
 # --- the XML setup writes: other rules kept byte for byte ------------------------------

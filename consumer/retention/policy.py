@@ -9,7 +9,7 @@ condition or an age in seconds is beyond ILM and is enforced by the sweeper over
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Final
@@ -156,7 +156,3 @@ def lifecycle_policy_for(
         if policy.covers(bucket, key)
     ]
     return max(matching, key=lambda policy: len(policy.prefix), default=None)
-
-
-def metadata_matches(policy: RetentionPolicy, metadata: Mapping[str, str]) -> bool:
-    return all(metadata.get(name) == value for name, value in policy.metadata.items())

@@ -391,6 +391,15 @@ class RetentionWorker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def status(self) -> dict[str, object]:
+        """The counters /status shows."""
+        last = self.last_report.summary() if self.last_report else None
+        return {"deleted": self.deleted, "last_sweep": last}
+
+    def summary(self) -> dict[str, int]:
+        """The counters worth a line at shutdown."""
+        return {"retention_deleted": self.deleted}
+
     async def run(self, *, burst: bool = False) -> SweepReport | None:
         policies = [policy.name for policy in self.sweeper.policies]
         log.info("retention running", sweeper_policies=policies)

@@ -77,6 +77,11 @@ class Rig:
     consumer: ConsumerProcess
     rng: random.Random
     seed: int
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
+    log_root: Path = Path()
+    processing: Processing = field(default_factory=lambda: Processing(""))
+    # More consumer processes of the scenario (scale-out), besides ``consumer``.
+    others: list[ConsumerProcess] = field(default_factory=list)
     uploaders: list[Uploader] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     # MinIO stopped mid-request may lose that request's event (see events_lost_by_minio).
@@ -96,6 +101,25 @@ class Rig:
     def processor_group(self) -> str:
         return f"{self.group}-processor"
 
+    @property
+    def processes(self) -> list[ConsumerProcess]:
+        return [self.consumer, *self.others]
+
+    def spawn(self, role: str) -> ConsumerProcess:
+        """One more consumer process of ``role`` (started by the caller), with the same
+        settings; stopped at teardown like ``consumer``."""
+        process = ConsumerProcess(
+            self.env, self.log_root / f"{role}-{len(self.others) + 1}", role=role
+        )
+        self.others.append(process)
+        return process
+
+    def owner_of(self, lease_owner: str) -> ConsumerProcess:
+        """The process whose lease owner id this is (ids read "host:pid:nonce")."""
+        pid = int(lease_owner.split(":")[-2])
+        (process,) = [p for p in self.processes if p.pid == pid]
+        return process
+
     def uploader(self, ops: list[Op], pace_s: float) -> Uploader:
         uploader = Uploader(uploader_client(self.stack.values), self.bucket, ops, pace_s)
         self.uploaders.append(uploader)
@@ -111,7 +135,9 @@ class Rig:
         deadline = time.monotonic() + timeout_s
         state = "not checked yet"
         while True:
-            self.consumer.assert_alive()
+            for process in self.processes:
+                if process.wanted:
+                    process.assert_alive()
             state = await self._lagging()
             if state == "":
                 return
@@ -190,10 +216,16 @@ class Rig:
         self.store = open_index(self.store_url)
         await self.store.start()
 
-    async def finish(self, *, crashes: bool = False) -> None:
-        """Stop the consumer cleanly (it must exit 0), then check every invariant."""
-        code = await asyncio.to_thread(self.consumer.stop)
-        assert code == 0, f"the consumer exited {code}:\n{self.consumer.log_tail()}"
+    async def finish(self, *, crashes: bool = False, tracebacks: bool = True) -> None:
+        """Stop every consumer process cleanly (each must exit 0; with ``tracebacks``
+        false, no log may hold one), then check every invariant."""
+        for process in self.processes:
+            if process.wanted:
+                code = await asyncio.to_thread(process.stop)
+                assert code == 0, f"{process.role} exited {code}:\n{process.log_tail()}"
+        for process in self.processes:
+            if not tracebacks:
+                assert "Traceback" not in process.logs(), f"a traceback in {process.role}'s log"
         lost = await check_all(
             store=self.store,
             minio=self.minio,
@@ -203,7 +235,7 @@ class Rig:
             bucket=self.bucket,
             versioned=self.versioned,
             done=self.done,
-            processing=Processing(self.results_bucket),
+            processing=self.processing,
             dlq_topic=self.dlq_topic,
             indexer_group=self.group,
             poison=self.poison,
@@ -236,7 +268,13 @@ async def make_rig(
 ) -> AsyncIterator[RigFactory]:
     rigs: list[Rig] = []
 
-    async def factory(*, versioned: bool = False) -> Rig:
+    async def factory(
+        *,
+        versioned: bool = False,
+        role: str = "all",
+        processors: tuple[str, ...] = ("audio-probe",),
+        env: dict[str, str] | None = None,
+    ) -> Rig:
         seed = fault_seed()
         print(f"fault scenario seed: {seed} (rerun with FAULTS_SEED={seed})")
         bucket = make_bucket("fault")
@@ -253,23 +291,29 @@ async def make_rig(
         for name in (group, f"{group}-processor"):
             await commit_group(bootstrap, name, stack.events_topic, start)
         rules = tmp_path / "rules.json"
-        rules.write_text(json.dumps({"rules": [{"bucket": bucket, "processors": ["audio-probe"]}]}))
+        rules.write_text(
+            json.dumps({"rules": [{"bucket": bucket, "processors": list(processors)}]})
+        )
         # No OpenTelemetry exporter from the caller's environment: traffic stays local.
         inherited = {k: v for k, v in cli_env(stack, tmp_path, group).items() if "OTEL_" not in k}
-        env = inherited | {
-            "INDEX_URL": backend.url,
-            "KAFKA_DLQ_TOPIC": dlq,
-            "MINIO_RESULTS_BUCKET_NAME": results,
-            "PROCESSING_RULES_FILE": str(rules),
-            "MINIO_CLEANUP_DAYS": "0",  # no retention sweeps in these scenarios
-            # Jobs outlast a stopped MinIO by retrying, instead of failing.
-            "MINIO_MAX_RETRIES": "12",
-            "MINIO_RETRY_BACKOFF": "0.5",
-            "INDEXER_MAX_MESSAGE_BYTES": "65536",
-            # Small batches: a kill lands between commits, not after the last one.
-            "INDEXER_BATCH_MAX_RECORDS": "50",
-            "SHUTDOWN_GRACE_S": "30",
-        }
+        env = (
+            inherited
+            | {
+                "INDEX_URL": backend.url,
+                "KAFKA_DLQ_TOPIC": dlq,
+                "MINIO_RESULTS_BUCKET_NAME": results,
+                "PROCESSING_RULES_FILE": str(rules),
+                "MINIO_CLEANUP_DAYS": "0",  # no retention sweeps in these scenarios
+                # Jobs outlast a stopped MinIO by retrying, instead of failing.
+                "MINIO_MAX_RETRIES": "12",
+                "MINIO_RETRY_BACKOFF": "0.5",
+                "INDEXER_MAX_MESSAGE_BYTES": "65536",
+                # Small batches: a kill lands between commits, not after the last one.
+                "INDEXER_BATCH_MAX_RECORDS": "50",
+                "SHUTDOWN_GRACE_S": "30",
+            }
+            | (env or {})
+        )
         store = open_index(backend.url)
         await store.start()
         rig = Rig(
@@ -284,9 +328,12 @@ async def make_rig(
             versioned=versioned,
             start=start,
             queue_dir=stack.control.state_dir / "minio" / "queue" if stack.control else None,
-            consumer=ConsumerProcess(env, tmp_path / f"consumer-{len(rigs)}"),
+            consumer=ConsumerProcess(env, tmp_path / f"consumer-{len(rigs)}", role=role),
             rng=random.Random(seed),
             seed=seed,
+            env=env,
+            log_root=tmp_path / f"rig-{len(rigs)}",
+            processing=Processing(results, processors),
         )
         rigs.append(rig)
         return rig
@@ -297,7 +344,8 @@ async def make_rig(
         for rig in rigs:
             for uploader in rig.uploaders:
                 uploader.close()
-            rig.consumer.close()
+            for process in rig.processes:
+                process.close()
             await rig.store.close()
 
 

@@ -185,23 +185,31 @@ class Uploader:
 
 
 class ConsumerProcess:
-    """``python -m consumer run --role all`` in a child process that can be killed and
-    started again; each start logs to its own file under ``log_dir``."""
+    """``python -m consumer run --role <role>`` in a child process that can be killed and
+    started again; each start logs to its own file under ``log_dir``. ``wanted`` says
+    whether it should be running now (started, and not stopped or killed since)."""
 
-    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_dir: Path, role: str = "all") -> None:
         self._env = dict(env)
         self._log_dir = log_dir
+        self.role = role
         self._process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.wanted = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
 
     def start(self) -> None:
         assert not self.running, "already running"
         self.starts += 1
+        self.wanted = True
         self._log_dir.mkdir(parents=True, exist_ok=True)
         with (self._log_dir / f"run-{self.starts}.log").open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "consumer", "run", "--role", "all"],
+                [sys.executable, "-m", "consumer", "run", "--role", self.role],
                 env=self._env,
                 cwd=REPO_ROOT,
                 stdout=subprocess.DEVNULL,
@@ -215,7 +223,7 @@ class ConsumerProcess:
     def assert_alive(self) -> None:
         assert self._process is not None
         code = self._process.poll()
-        assert code is None, f"the consumer exited with {code}:\n{self.log_tail()}"
+        assert code is None, f"the consumer ({self.role}) exited with {code}:\n{self.log_tail()}"
 
     def kill9(self) -> None:
         assert self._process is not None
@@ -223,10 +231,12 @@ class ConsumerProcess:
         self._process.send_signal(signal.SIGKILL)
         self._process.wait(timeout=30)
         self.kills += 1
+        self.wanted = False
 
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM, then its exit code (0 expected: a clean drain)."""
         assert self._process is not None
+        self.wanted = False
         self._process.send_signal(signal.SIGTERM)
         return self._process.wait(timeout=timeout_s)
 

@@ -16,6 +16,7 @@ import pytest
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import (
+    MIGRATIONS,
     BatchResult,
     IndexStore,
     IndexUnavailable,
@@ -26,6 +27,7 @@ from consumer.index import (
     ObjectRecord,
     UsageRow,
 )
+from consumer.index.base import Claims, Lease, LeaseLost
 from tests.conftest import Backend
 from tests.index.factories import T0, event
 
@@ -64,8 +66,7 @@ class TestLifecycle:
         async with backend.new_store() as again:
             await again.ping()
         assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
-            (1,),
-            (2,),
+            (m.version,) for m in MIGRATIONS
         ]
 
     async def test_concurrent_starts_on_one_database(self, backend: Backend) -> None:
@@ -77,8 +78,7 @@ class TestLifecycle:
         finally:
             await asyncio.gather(*(s.close() for s in stores))
         assert await backend.fetch("SELECT version FROM schema_migrations ORDER BY version") == [
-            (1,),
-            (2,),
+            (m.version,) for m in MIGRATIONS
         ]
 
     async def test_close_is_idempotent_and_closed_store_is_unavailable(
@@ -427,11 +427,14 @@ class TestQueries:
             event(R, seq=6, bucket="b2", key="gone", user_id="2"),
         )
         assert await store.usage(by="user") == [
-            UsageRow("1", 2, 30),
-            UsageRow("2", 1, 5),
-            UsageRow(None, 1, 1),
+            UsageRow("1", 2, 30, 2, 30),
+            UsageRow("2", 1, 5, 1, 5),
+            UsageRow(None, 1, 1, 1, 1),
         ]
-        assert await store.usage(by="bucket") == [UsageRow("b1", 2, 30), UsageRow("b2", 2, 6)]
+        assert await store.usage(by="bucket") == [
+            UsageRow("b1", 2, 30, 2, 30),
+            UsageRow("b2", 2, 6, 2, 6),
+        ]
 
     async def test_usage_of_an_empty_index(self, store: IndexStore) -> None:
         assert await store.usage(by="user") == []
@@ -449,61 +452,128 @@ def job(seq: int, key: str = "user_1/a.ogg", processor: str = "audio-probe") -> 
     return JobRequest("bkt", key, "", processor, f"{seq:X}", f"etag-{seq}", 100)
 
 
+A = Lease("host-a:1:aaaa", 60.0)
+B = Lease("host-b:2:bbbb", 60.0)
+
+
+async def run_to_end(store: IndexStore, request: JobRequest, outcome: JobOutcome) -> None:
+    assert (await store.claim_jobs([request], A)).run == [request]
+    await store.start_job(request, A.owner)
+    assert await store.finish_job(request, outcome, A.owner)
+
+
 class TestJobs:
     async def test_lifecycle_pending_running_done(self, store: IndexStore) -> None:
         await apply(store, event(seq=1))
         request = job(1)
-        assert await store.claim_jobs([request]) == [request]
+        assert await store.claim_jobs([request], A) == Claims(run=[request], held=[])
         assert (await get(store)).processing_status == "pending"
-        assert await store.start_job(request) == 1
+        assert await store.start_job(request, A.owner) == 1
         assert (await get(store)).processing_status == "running"
         outcome = JobOutcome(JobStatus.DONE, 12, result_bucket="res", result_key="k.json")
-        await store.finish_job(request, outcome)
+        assert await store.finish_job(request, outcome, A.owner)
         (record,) = await store.jobs(bucket="bkt")
         assert (record.status, record.attempts, record.duration_ms) == (JobStatus.DONE, 1, 12)
         assert (record.result_bucket, record.result_key) == ("res", "k.json")
         assert record.finished_at is not None
+        assert (record.lease_owner, record.lease_expires_at) == (A.owner, None)
         assert (await get(store)).processing_status == "done"
         assert await keys(store, processing_status="done") == ["user_1/a.ogg"]
         assert await keys(store, processing_status="failed") == []
 
     async def test_a_finished_job_is_not_claimed_again(self, store: IndexStore) -> None:
         request = job(1)
-        await store.claim_jobs([request])
-        await store.start_job(request)
-        await store.finish_job(request, JobOutcome(JobStatus.FAILED, 3, error="corrupt"))
-        assert await store.claim_jobs([request]) == []
+        await run_to_end(store, request, JobOutcome(JobStatus.FAILED, 3, error="corrupt"))
+        assert await store.claim_jobs([request], B) == Claims(run=[], held=[])
         (record,) = await store.jobs(status=JobStatus.FAILED)
         assert record.last_error == "corrupt"
 
-    async def test_an_unfinished_job_is_claimed_again_with_its_attempts(
+    async def test_a_live_lease_holds_the_job_for_its_runner(self, store: IndexStore) -> None:
+        request = job(1)
+        await store.claim_jobs([request], A)
+        await store.start_job(request, A.owner)
+        # Another process receives the same event (a rebalance moved the partition): it
+        # waits, and so does the runner itself when the event comes back to it.
+        assert await store.claim_jobs([request], B) == Claims(run=[], held=[request])
+        assert await store.claim_jobs([request], A) == Claims(run=[], held=[request])
+        with pytest.raises(LeaseLost):
+            await store.start_job(request, B.owner)
+        assert not await store.finish_job(request, JobOutcome(JobStatus.DONE, 1), B.owner)
+        (record,) = await store.jobs()
+        assert (record.status, record.lease_owner) == (JobStatus.RUNNING, A.owner)
+        assert record.lease_expires_at is not None
+
+    async def test_an_expired_lease_is_taken_over_with_its_attempts(
         self, store: IndexStore
     ) -> None:
         request = job(1)
-        await store.claim_jobs([request])
-        await store.start_job(request)  # the process dies here
-        assert await store.claim_jobs([request]) == [request]
-        assert await store.start_job(request) == 2
+        short = Lease(A.owner, 0.2)
+        await store.claim_jobs([request], short)
+        await store.start_job(request, A.owner)  # the process dies here
+        await asyncio.sleep(0.4)
+        assert await store.claim_jobs([request], B) == Claims(run=[request], held=[])
+        assert await store.start_job(request, B.owner) == 2
+        # The old runner, were it still alive, can no longer record anything.
+        with pytest.raises(LeaseLost):
+            await store.start_job(request, A.owner)
+        assert not await store.finish_job(request, JobOutcome(JobStatus.DONE, 1), A.owner)
+        assert await store.finish_job(request, JobOutcome(JobStatus.DONE, 1), B.owner)
+        (record,) = await store.jobs()
+        assert (record.status, record.attempts, record.lease_owner) == (JobStatus.DONE, 2, B.owner)
+
+    async def test_renewal_keeps_a_lease_live_and_a_zero_lease_lets_go(
+        self, store: IndexStore
+    ) -> None:
+        running, done = job(1, key="a"), job(1, key="b")
+        short = Lease(A.owner, 0.5)
+        await store.claim_jobs([running, done], short)
+        await store.start_job(done, A.owner)
+        await store.finish_job(done, JobOutcome(JobStatus.DONE, 1), A.owner)
+        await asyncio.sleep(0.3)
+        assert await store.renew_leases(short) == 1  # only the unfinished job
+        await asyncio.sleep(0.3)
+        assert await store.claim_jobs([running], B) == Claims(run=[], held=[running])
+        assert await store.renew_leases(Lease(A.owner, 0.0)) == 1  # released on shutdown
+        assert await store.claim_jobs([running], B) == Claims(run=[running], held=[])
+        assert await store.renew_leases(short) == 0  # no longer A's
+
+    async def test_a_job_listed_twice_is_claimed_once(self, store: IndexStore) -> None:
+        older, newer = job(1), job(2)
+        claims = await store.claim_jobs([older, newer, older], A)
+        assert claims == Claims(run=[newer], held=[])
+        (record,) = await store.jobs()
+        assert record.sequencer == "2"
+
+    async def test_a_pending_row_without_a_lease_is_taken(self, store: IndexStore) -> None:
+        request = job(1)
+        await store.claim_jobs([request], Lease(A.owner, 0.0))  # as older consumers left it
+        assert await store.claim_jobs([request], B) == Claims(run=[request], held=[])
 
     async def test_new_content_restarts_and_old_content_is_skipped(self, store: IndexStore) -> None:
         first, second = job(1), job(2)
-        await store.claim_jobs([first])
-        await store.start_job(first)
-        await store.finish_job(first, JobOutcome(JobStatus.FAILED, 1, error="boom"))
-        assert await store.claim_jobs([second, first]) == [second]
+        await run_to_end(store, first, JobOutcome(JobStatus.FAILED, 1, error="boom"))
+        assert await store.claim_jobs([second, first], B) == Claims(run=[second], held=[])
         (record,) = await store.jobs()
         assert (record.sequencer, record.attempts, record.last_error) == ("2", 0, None)
-        assert record.status is JobStatus.PENDING
+        assert (record.status, record.lease_owner) == (JobStatus.PENDING, B.owner)
+
+    async def test_new_content_is_claimed_while_old_content_runs(self, store: IndexStore) -> None:
+        first, second = job(1), job(2)
+        await store.claim_jobs([first], A)
+        await store.start_job(first, A.owner)
+        assert await store.claim_jobs([second], B) == Claims(run=[second], held=[])
+        # The old content's runner ends too late: its outcome is not recorded.
+        assert not await store.finish_job(first, JobOutcome(JobStatus.DONE, 1), A.owner)
 
     async def test_the_worst_job_status_summarises_an_object(self, store: IndexStore) -> None:
         await apply(store, event(seq=1))
         probe, transcribe = job(1), job(1, processor="transcribe")
-        await store.claim_jobs([probe, transcribe])
-        await store.start_job(probe)
-        await store.finish_job(probe, JobOutcome(JobStatus.DONE, 1))
+        await store.claim_jobs([probe, transcribe], A)
+        await store.start_job(probe, A.owner)
+        await store.finish_job(probe, JobOutcome(JobStatus.DONE, 1), A.owner)
         assert (await get(store)).processing_status == "pending"
-        await store.start_job(transcribe)
-        await store.finish_job(transcribe, JobOutcome(JobStatus.FAILED, 1, error="429"))
+        await store.start_job(transcribe, A.owner)
+        await store.finish_job(transcribe, JobOutcome(JobStatus.FAILED, 1, error="429"), A.owner)
         assert (await get(store)).processing_status == "failed"
         assert [j.processor for j in await store.jobs(key="user_1/a.ogg")] == [
             "audio-probe",

@@ -27,7 +27,7 @@ from tests.test_output import DOCUMENTED_FIELDS
 
 pytestmark = pytest.mark.integration
 
-# The fields every `ls --json` line promises (shared/notes/design.md).
+# The fields every `ls --json` line promises (the README's `ls` contract).
 INTERVIEW = {"user-id": "5", "session-type": "interview"}
 # key → (body, metadata); two of them carry the interview metadata.
 OBJECTS: dict[str, tuple[bytes, dict[str, str] | None]] = {
@@ -163,11 +163,14 @@ def test_run_indexes_uploads_queries_see_them_and_sigterm_stops_cleanly(
         # usage by bucket: this bucket's row counts all three and their bytes.
         usage = json_rows(run_cli(env, "usage", "--by", "bucket", "--json"))
         mine = [row for row in usage if row["bucket"] == bucket]
+        total = sum(len(body) for body, _ in OBJECTS.values())
         assert mine == [
             {
                 "bucket": bucket,
                 "objects": len(OBJECTS),
-                "bytes": sum(len(body) for body, _ in OBJECTS.values()),
+                "bytes": total,
+                "stored_objects": len(OBJECTS),
+                "stored_bytes": total,
             }
         ]
 

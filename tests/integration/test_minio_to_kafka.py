@@ -1,7 +1,7 @@
 """The real pipeline's first leg: objects written to MinIO arrive in Kafka as events.
 
-Every trap of ../shared/notes/minio-events.md that is visible at this layer is checked
-against the real server: key encoding, removal events without metadata, NoOP deletes,
+Every trap of MinIO's events that is visible at this layer is checked against the real
+server: key encoding, removal events without metadata, NoOP deletes,
 sequencers, and the Kafka message key.
 """
 

@@ -366,6 +366,9 @@ def test_kill_9_during_processing_then_restart_gives_one_result_each(
             "MINIO_RESULTS_BUCKET_NAME": results,
             "TRANSCRIBE_BASE_URL": api.base_url,
             "PROCESSING_CONCURRENCY": "2",
+            # The restarted process takes the killed one's jobs over once their leases
+            # expired: short here, so the test does not wait the default two minutes.
+            "PROCESSING_LEASE_S": "4",
         }
         run = subprocess.Popen(
             [sys.executable, "-m", "consumer", "run", "--role", "processor"],

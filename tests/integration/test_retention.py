@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import IndexStore, JobOutcome, JobRequest, JobStatus, open_index
+from consumer.index.base import Lease
 from consumer.indexer import Indexer
 from consumer.provisioning import Action, run_setup
 from consumer.retention.audit import REMOVAL_KINDS, deletion_cause
@@ -74,11 +75,12 @@ async def _set_job(store: IndexStore, bucket: str, key: str, status: JobStatus) 
         record.etag,
         record.size,
     )
-    assert await store.claim_jobs([request]) == [request]
+    lease = Lease("test-runner", 60.0)
+    assert (await store.claim_jobs([request], lease)).run == [request]
     if status is not JobStatus.PENDING:
-        await store.start_job(request)
+        await store.start_job(request, lease.owner)
     if status.finished:
-        await store.finish_job(request, JobOutcome(status, duration_ms=1))
+        await store.finish_job(request, JobOutcome(status, duration_ms=1), lease.owner)
 
 
 def _old_index_row(bucket: str, key: str) -> ObjectEvent:

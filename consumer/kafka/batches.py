@@ -1,0 +1,485 @@
+"""The one batch loop of every role that consumes Kafka (the indexer, the processor).
+
+    getmany → handler.handle(batch) → dead letters → commit offsets → lag
+
+The loop owns the Kafka side: the clients, the subscription and its rebalance listener,
+pausing fetches while work waits (still polling, so the group keeps the member), the
+commit policy, the dead-letter writes, burst mode and the lag gauge. A handler only does
+the work of one batch and returns the messages to dead-letter.
+
+Offsets are committed after the batch's work ended, and only for partitions still
+assigned, so a crash or a rebalance means redelivery, never loss. Rebalances are routine:
+
+* a handler with short batches (``finish_before_revoke``: the indexer's index writes) is
+  waited for on revoke, so a revoked partition is never left with work done and not
+  committed; its batch is also shielded from cancellation (the grace period);
+* a handler with long batches (the processor's jobs) is not waited for: its jobs hold
+  leases in the index, the partition's new owner waits for those leases instead of
+  running the jobs again, and the old owner's commit of a revoked partition is dropped.
+
+A commit the broker refuses because the group moved on is not an error (the new owner
+re-reads from the last commit, and every handler is idempotent); a broker that cannot
+take a commit is retried, paused, until it can or the loop stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from consumer.kafka.dead_letters import DeadLetter, send_dead_letters
+from consumer.kafka_client import (
+    KafkaUnavailable,
+    kafka_client_options,
+    kafka_security_failure,
+    kafka_unreachable,
+)
+from consumer.retry import StopRequested, retry
+from consumer.settings import Settings
+from consumer.telemetry import batch_span, instruments
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+
+# While work runs with fetching paused, Kafka is polled this often: well inside
+# max.poll.interval.ms, and a rebalance's new partitions are paused within a second.
+PAUSED_POLL_INTERVAL_S = 1.0
+
+
+# --------------------------------------------------------------------------------------
+# Pure parts
+# --------------------------------------------------------------------------------------
+
+
+def offsets_to_commit(batch: Batch) -> dict[TopicPartition, int]:
+    """The next offset to read per partition: one past the last record of the batch."""
+    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+def batch_size(batch: Batch) -> int:
+    return sum(len(records) for records in batch.values())
+
+
+@dataclass
+class LoopStats:
+    """What the loop counts; each role's stats extend it (read by tests and /status)."""
+
+    batches: int = 0
+    messages: int = 0
+    dead_lettered: int = 0
+    fetch_pauses: int = 0  # times fetching was paused to wait (for the index, jobs, the DLQ)
+    rebalances: int = 0
+    commits_refused: int = 0  # commits the group refused after a rebalance (redelivered)
+
+
+class BatchHandler(Protocol):
+    """The work of one role on one batch."""
+
+    # True: a batch is short and must end with its commit — a revoke waits for it and a
+    # cancellation cannot cut it. False: batches may run long (jobs under leases).
+    @property
+    def finish_before_revoke(self) -> bool: ...
+
+    async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
+        """Do the batch's work; the messages to dead-letter before it is committed.
+        Raises StopRequested when stopped before the work ended (nothing committed)."""
+
+
+# --------------------------------------------------------------------------------------
+# Pausing
+# --------------------------------------------------------------------------------------
+
+
+class FetchPause:
+    """Fetching paused while work waits, the consumer still polled (so it keeps its place
+    in the group). Nested holds share one pause; the last release resumes.
+
+    A partition assigned by a rebalance while paused is paused at the next ``poll()``;
+    records it returned before that are rewound, so they are read again, never skipped.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self._paused: set[TopicPartition] = set()
+        self._holds = 0
+
+    @property
+    def held(self) -> bool:
+        return self._holds > 0
+
+    def hold(self) -> None:
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0 and self._paused:
+            assignment = self._consumer.assignment()
+            self._consumer.resume(*(tp for tp in self._paused if tp in assignment))
+            self._paused = set()
+
+    async def poll(self) -> bool:
+        """Pause what is assigned and poll once; True when it paused anything new."""
+        assignment = self._consumer.assignment()
+        newly_paused = bool(assignment - self._paused)
+        if newly_paused:
+            self._consumer.pause(*assignment)
+            self._paused = set(assignment)
+        stray = await self._consumer.getmany(timeout_ms=0)
+        for tp, records in stray.items():
+            self._consumer.seek(tp, records[0].offset)
+        return newly_paused
+
+
+class BatchWork:
+    """What a handler may ask of the loop while its batch runs."""
+
+    def __init__(self, loop: BatchLoop) -> None:
+        self._loop = loop
+
+    @property
+    def stop_event(self) -> asyncio.Event:
+        return self._loop.stop_event
+
+    async def retry(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``operation`` (an index or broker call), retrying while it is unavailable
+        until the loop stops (StopRequested); fetching is paused while it waits."""
+        return await self._loop.retry_paused(operation, what)
+
+    @contextlib.asynccontextmanager
+    async def paused(self, reason: str) -> AsyncIterator[None]:
+        """Fetching paused and Kafka polled in the background while the block runs."""
+        async with self._loop.paused(reason):
+            yield
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep, or raise StopRequested as soon as the loop is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop.stop_event.wait(), seconds)
+        if self._loop.stop_event.is_set():
+            raise StopRequested("stopped while waiting")
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: BatchLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.on_assigned(assigned)
+
+
+class BatchLoop:
+    """Consumes ``topic`` as ``group_id`` and hands each batch to ``handler``.
+    ``run()`` until ``stop()`` (or, in burst mode, until drained or ``stop_at``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handler: BatchHandler,
+        stats: LoopStats,
+        *,
+        topic: str,
+        group_id: str,
+        max_records: int,
+        stop_at: Mapping[TopicPartition, int] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self.stats = stats
+        self.topic = topic
+        self.group_id = group_id
+        self._max_records = max_records
+        # Burst mode ends at these offsets instead of the moving end of the topic (replay).
+        self._stop_at = dict(stop_at) if stop_at is not None else None
+        self.stop_event = asyncio.Event()
+        self._in_flight = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._pause: FetchPause | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish (or give up) its batch, commit what ended and return."""
+        self.stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        self._consumer, self._producer = _new_clients(self._settings, self.group_id)
+        await _start_clients(self._consumer, self._producer, self._settings)
+        self._pause = FetchPause(self._consumer)
+        try:
+            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+            await self._consume(burst)
+        finally:
+            await stop_clients(self._consumer, self._producer)
+            instruments.forget_lag(self.group_id)
+
+    async def _consume(self, burst: bool) -> None:
+        consumer = self._require_consumer()
+        while not self.stop_event.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            if batch:
+                try:
+                    await self._run_batch(batch)
+                except StopRequested:
+                    # Stopped before the batch's work ended: nothing of it was committed, so
+                    # it is delivered again on the next start (to whoever owns it then).
+                    log.info("stopped before the batch ended", messages=batch_size(batch))
+                    return
+                if burst and self._stop_at is not None and await self._burst_done():
+                    return
+            elif burst and await self._burst_done():
+                return
+
+    async def _burst_done(self) -> bool:
+        consumer = self._require_consumer()
+        if self._stop_at is not None:
+            return await reached(consumer, self._stop_at)
+        return await drained(consumer)
+
+    async def _run_batch(self, batch: Batch) -> None:
+        if not self._handler.finish_before_revoke:
+            await self._batch(batch)
+            return
+        # Shielded: a cancellation (the grace period ran out) cannot cut between the work
+        # and its commit; the batch ends first, bounded because stop makes every retry
+        # give up within one backoff step.
+        task = asyncio.ensure_future(self._batch(batch))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.stop_event.set()
+            with contextlib.suppress(StopRequested):
+                await task
+            raise
+
+    async def _batch(self, batch: Batch) -> None:
+        async with self._in_flight:
+            messages = batch_size(batch)
+            self.stats.messages += messages
+            with batch_span(self.topic, self.group_id, messages):
+                letters = await self._handler.handle(batch, BatchWork(self))
+                if letters:
+                    await self.retry_paused(
+                        lambda: self._send_dead_letters(letters), "dead-letter write"
+                    )
+                    self.stats.dead_lettered += len(letters)
+                await self.retry_paused(
+                    lambda: self._commit(offsets_to_commit(batch)), "offset commit"
+                )
+            self.stats.batches += 1
+            self._record_lag(batch)
+
+    # --- rebalances ----------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._handler.finish_before_revoke:
+            async with self._in_flight:  # the batch in flight ends and commits first
+                pass
+        instruments.forget_lag(self.group_id, revoked)
+        log.info("partitions revoked", partitions=_names(revoked))
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        log.info("partitions assigned", partitions=_names(assigned))
+
+    # --- waiting with fetching paused ----------------------------------------------------
+
+    async def retry_paused(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        pause = self._require_pause()
+        if pause.held:
+            # Already paused, with a poller at work: just wait.
+            return await retry(
+                operation,
+                what=what,
+                base_s=self._settings.index_retry_backoff_s,
+                cap_s=30.0,
+                stop=self.stop_event,
+            )
+
+        announced = False
+
+        async def keep_membership() -> None:
+            nonlocal announced
+            if not announced:
+                announced = True
+                pause.hold()
+                self.stats.fetch_pauses += 1
+                log.warning("fetching paused", reason=what)
+            await pause.poll()
+
+        try:
+            return await retry(
+                operation,
+                what=what,
+                base_s=self._settings.index_retry_backoff_s,
+                cap_s=30.0,
+                on_wait=keep_membership,
+                stop=self.stop_event,
+            )
+        finally:
+            if announced:
+                pause.release()
+                log.info("fetching resumed", after=what)
+
+    @contextlib.asynccontextmanager
+    async def paused(self, reason: str) -> AsyncIterator[None]:
+        pause = self._require_pause()
+        pause.hold()
+        self.stats.fetch_pauses += 1
+        log.debug("fetching paused", reason=reason)
+
+        async def keep_polling() -> None:
+            while True:
+                await pause.poll()
+                await asyncio.sleep(PAUSED_POLL_INTERVAL_S)
+
+        poller = asyncio.create_task(keep_polling())
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await poller
+            pause.release()
+
+    # --- Kafka writes --------------------------------------------------------------------
+
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        assert self._producer is not None
+        await send_dead_letters(
+            self._producer, self._settings.kafka_dlq_topic, letters, group_id=self.group_id
+        )
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        consumer = self._require_consumer()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in consumer.assignment()}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError):
+            # The group rebalanced meanwhile: the partitions' new owners re-read from the
+            # last commit, and every handler makes that redelivery harmless.
+            self.stats.commits_refused += 1
+            log.warning("commit refused after a rebalance", partitions=len(mine))
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"offset commit failed: {exc}") from exc
+
+    def _record_lag(self, batch: Batch) -> None:
+        """Each assigned partition's lag once the batch ended: the high watermark (as of
+        the fetch) minus the next offset to read. Free: no request."""
+        consumer = self._require_consumer()
+        assignment = consumer.assignment()
+        for tp, records in batch.items():
+            if not records or tp not in assignment:
+                continue  # revoked meanwhile: its new owner reports it
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - (records[-1].offset + 1))
+                instruments.set_lag(self.group_id, tp.topic, tp.partition, lag)
+
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "run() starts the consumer"
+        return self._consumer
+
+    def _require_pause(self) -> FetchPause:
+        assert self._pause is not None, "run() creates the pause"
+        return self._pause
+
+
+# --------------------------------------------------------------------------------------
+# Clients and burst checks
+# --------------------------------------------------------------------------------------
+
+
+def _new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """An (unstarted) consumer of ``group_id`` that commits by hand, from the earliest
+    offset on first start, and the idempotent producer its dead letters go through.
+    Raises ConfigError (bad Kafka security settings)."""
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"voxpersona-{group_id}",
+        max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
+    )
+    producer = AIOKafkaProducer(
+        **kafka_client_options(settings),
+        acks="all",
+        enable_idempotence=True,
+        client_id=f"voxpersona-{group_id}-dlq",
+    )
+    return consumer, producer
+
+
+async def _start_clients(
+    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    """Start both; on failure stop both and raise KafkaUnavailable (saying so when the
+    credentials or the broker's certificate were refused)."""
+    try:
+        await consumer.start()
+        await producer.start()
+    except KafkaError as exc:
+        await stop_clients(consumer, producer)
+        reason = await kafka_security_failure(exc, settings)
+        raise KafkaUnavailable(reason or kafka_unreachable(exc, settings)) from exc
+
+
+async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(KafkaError):
+                await client.stop()
+
+
+async def drained(consumer: AIOKafkaConsumer) -> bool:
+    """True when every assigned partition's position has reached its end offset."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    try:
+        ends = await consumer.end_offsets(list(assignment))
+        for tp in assignment:
+            if await consumer.position(tp) < ends[tp]:
+                return False
+    except IllegalStateError:  # revoked meanwhile: not drained yet, ask again
+        return False
+    return True
+
+
+async def reached(consumer: AIOKafkaConsumer, stop_at: Mapping[TopicPartition, int]) -> bool:
+    """True when every partition of ``stop_at`` is assigned and read up to its offset."""
+    assignment = consumer.assignment()
+    try:
+        for tp, offset in stop_at.items():
+            if tp not in assignment or await consumer.position(tp) < offset:
+                return False
+    except IllegalStateError:  # revoked meanwhile
+        return False
+    return True
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)

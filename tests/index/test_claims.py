@@ -1,0 +1,76 @@
+"""Job claims without a database: which requests run, wait for a live lease, or need
+nothing; one request per job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from consumer.index.base import (
+    ClaimDecision,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    Lease,
+    claim_decision,
+    decide_claims,
+    latest_requests,
+)
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def request(seq: int, key: str = "a.wav") -> JobRequest:
+    return JobRequest("b", key, "", "transcribe", f"{seq:04X}", f"e{seq}", 1)
+
+
+def stored(
+    seq: int, status: JobStatus, *, lease_left_s: float | None, key: str = "a.wav"
+) -> JobRecord:
+    expires = None if lease_left_s is None else NOW + timedelta(seconds=lease_left_s)
+    return JobRecord(
+        "b", key, "", "transcribe", f"{seq:04X}", f"e{seq}", status, 1, None, None, None,
+        NOW, NOW, None, None, NOW, lease_owner="host:1:x", lease_expires_at=expires,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("row", "seq", "expected"),
+    [
+        (None, 1, ClaimDecision.RUN),
+        (stored(1, JobStatus.DONE, lease_left_s=None), 1, ClaimDecision.SKIP),
+        (stored(1, JobStatus.FAILED, lease_left_s=None), 1, ClaimDecision.SKIP),
+        (stored(1, JobStatus.RUNNING, lease_left_s=30), 1, ClaimDecision.WAIT),
+        (stored(1, JobStatus.PENDING, lease_left_s=30), 1, ClaimDecision.WAIT),
+        (stored(1, JobStatus.RUNNING, lease_left_s=-1), 1, ClaimDecision.RUN),
+        (stored(1, JobStatus.RUNNING, lease_left_s=0), 1, ClaimDecision.RUN),
+        (stored(1, JobStatus.PENDING, lease_left_s=None), 1, ClaimDecision.RUN),
+        # Newer content runs even while the old content's runner holds its lease.
+        (stored(1, JobStatus.RUNNING, lease_left_s=30), 2, ClaimDecision.RUN),
+        (stored(2, JobStatus.RUNNING, lease_left_s=30), 1, ClaimDecision.SKIP),
+        (stored(2, JobStatus.DONE, lease_left_s=None), 1, ClaimDecision.SKIP),
+    ],
+)
+def test_claim_decision(row: JobRecord | None, seq: int, expected: ClaimDecision) -> None:
+    assert claim_decision(row, request(seq), now=NOW) is expected
+
+
+def test_decide_claims_sorts_requests_into_run_and_held() -> None:
+    new, held, done = request(1, "new.wav"), request(1, "held.wav"), request(1, "done.wav")
+    rows = {
+        held.ident: stored(1, JobStatus.RUNNING, lease_left_s=5, key="held.wav"),
+        done.ident: stored(1, JobStatus.DONE, lease_left_s=None, key="done.wav"),
+    }
+    claims = decide_claims([new, held, done], rows, now=NOW)
+    assert (claims.run, claims.held) == ([new], [held])
+
+
+def test_latest_requests_keeps_one_per_job_the_newest_in_first_order() -> None:
+    a1, a2, b1 = request(1, "a.wav"), request(2, "a.wav"), request(1, "b.wav")
+    assert latest_requests([a1, b1, a2, a1]) == [a2, b1]
+    assert latest_requests([]) == []
+
+
+def test_a_lease_expires_its_duration_after_now() -> None:
+    assert Lease("o", 120.0).expires_at(NOW) == NOW + timedelta(seconds=120)
