@@ -3,28 +3,52 @@
 #   docker build -t voxpersona-consumer .
 #   docker run --rm --env-file .env voxpersona-consumer status --json
 #
-# Stage 1 resolves the runtime dependencies of pyproject.toml into a virtualenv; stage 2
-# is a slim runtime with that venv, the `consumer` package and minio-notify.json, running
-# as an unprivileged user.
+# Stage 1 builds the project's wheel and installs it, with its runtime dependencies, into a
+# virtualenv; stage 2 is a slim runtime with only that venv, running as an unprivileged
+# user. The package is installed, not copied as source: its entry points (the
+# `consumer.processors` plugins), its package data (the policy templates) and
+# minio-notify.json are then where the code looks for them.
+#
+# Without a registry or PyPI (air-gapped builds; tests/containers on this project's CI):
+#   pip wheel -w .wheelhouse <the [project].dependencies of pyproject.toml> setuptools
+#   docker build --build-arg BASE_IMAGE=<a local Python 3.11 image> \
+#                --build-arg PIP_NO_INDEX=1 -t voxpersona-consumer .
+# (infra/docker/images.py does exactly this.)
 
-FROM python:3.11-slim AS builder
+ARG BASE_IMAGE=python:3.11-slim
 
+FROM ${BASE_IMAGE} AS builder
+
+# 1 = install only from .wheelhouse/ (no index); empty = PyPI, with .wheelhouse/ as extra
+# links when it holds wheels.
+ARG PIP_NO_INDEX=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/wheelhouse \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
 RUN python -m venv /opt/venv
+# .wheelhouse/ holds at least its README, so this COPY never fails.
+COPY .wheelhouse/ /wheelhouse/
 
-# Only [project].dependencies of pyproject.toml: this layer is rebuilt when the
-# dependencies change, not on every code edit. The code itself is copied in stage 2.
+# Dependencies first, from pyproject.toml alone: this layer is rebuilt when the
+# dependencies change, not on every code edit.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
- && /opt/venv/bin/pip wheel --wheel-dir /wheels -r requirements.txt \
- && /opt/venv/bin/pip install --no-index --find-links /wheels -r requirements.txt
+ && if [ -n "$PIP_NO_INDEX" ]; then export PIP_NO_INDEX=1; else unset PIP_NO_INDEX; fi \
+ && /opt/venv/bin/pip install -r requirements.txt
+
+COPY README.md minio-notify.json ./
+COPY consumer/ ./consumer/
+COPY infra/ ./infra/
+RUN if [ -n "$PIP_NO_INDEX" ]; then export PIP_NO_INDEX=1; else unset PIP_NO_INDEX; fi \
+ && /opt/venv/bin/pip wheel --no-deps -w /dist . \
+ && /opt/venv/bin/pip install --no-deps /dist/*.whl \
+ && /opt/venv/bin/python -c "from importlib.metadata import entry_points as e; names = sorted(p.name for p in e(group='consumer.processors')); print('processors:', names); assert names, 'no consumer.processors entry points in the installed package'"
 
 
-FROM python:3.11-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -40,16 +64,13 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
- && mkdir -p /data \
+ && mkdir -p /data /app \
  && chown 10001:10001 /data
 
 COPY --from=builder /opt/venv /opt/venv
-
 WORKDIR /app
-COPY consumer/ ./consumer/
+# The bucket notification config `setup` applies (MINIO_NOTIFY_CONFIG above).
 COPY minio-notify.json ./
-# The policy templates of `setup --identities` (consumer/identities.py finds them here).
-COPY infra/minio/policies/ ./infra/minio/policies/
 
 USER 10001:10001
 

@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install stack-up stack-down stack-status lint typecheck unit clean bench
+.PHONY: run test install stack-up stack-down stack-status lint typecheck unit containers clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -41,7 +41,11 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 unit: $(STAMP)
-	$(PY) -m pytest -m 'not integration'
+	$(PY) -m pytest -m 'not integration and not containers'
+
+## containers: only the container suite (engine, compose and local images: infra/docker)
+containers: install
+	$(PY) -m pytest -m containers
 
 ## bench: every benchmark on the real stack, then docs/benchmarks.md (bench/README.md):
 ## indexer vs. bare Kafka drain, RSS over 1M events, the upload load test.

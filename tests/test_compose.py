@@ -942,11 +942,28 @@ def test_dashboard_uses_exactly_the_documented_metrics(dashboard: dict[str, Any]
 # --- Dockerfile ----------------------------------------------------------------------------
 
 
+def dockerfile_global_args() -> dict[str, str]:
+    """ARG defaults declared before the first FROM (those a FROM line may use)."""
+    defaults: dict[str, str] = {}
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            defaults[name.strip()] = default.strip()
+    return defaults
+
+
 def test_dockerfile_is_multi_stage() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, f"Dockerfile needs a builder and a runtime stage, has {len(stages)}"
+    defaults = dockerfile_global_args()
     for stage in stages:
-        image = stage[0][1].split()[0]
+        image = re.sub(
+            r"\$\{(\w+)\}|\$(\w+)",
+            lambda m: defaults.get(m.group(1) or m.group(2), m.group(0)),
+            stage[0][1].split()[0],
+        )
         assert ":" in image, f"Dockerfile: FROM {image!r} has no tag"
         assert not image.endswith(":latest"), f"Dockerfile: pin FROM {image!r}, not :latest"
 
