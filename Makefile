@@ -28,10 +28,12 @@ run: install
 
 ## test: lint, type check, then every test against the real stack (started and stopped by pytest)
 ## in TEST_WORKERS parallel workers, each with its own stack (tests wait on servers more
-## than they compute, so 3 workers fit 2 cores); TEST_WORKERS=0 runs them in one process.
+## than they compute, so 3 workers fit 2 cores; TEST_WORKERS=0: one process); then the
+## container suite, in one process: it owns the one Docker engine it starts and stops.
 TEST_WORKERS ?= 3
 test: install lint typecheck
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not containers'
+	$(PY) -m pytest -m containers
 
 lint: $(STAMP)
 	$(PY) -m ruff check consumer infra tests
