@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore
 from consumer.index.base import BatchResult, KafkaPosition
-from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopStats, batch_size
+from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats, batch_size
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.settings import Settings
 from consumer.telemetry import (
@@ -137,7 +137,7 @@ class IndexerStats(LoopStats):
 # --------------------------------------------------------------------------------------
 
 
-class Indexer:
+class Indexer(LoopRole):
     """Consumes the events topic into ``store``. ``run()`` until ``stop()`` (or drained)."""
 
     finish_before_revoke = True
@@ -165,14 +165,6 @@ class Indexer:
             max_records=settings.indexer_batch_max_records,
             stop_at=stop_at,
         )
-
-    def stop(self) -> None:
-        """Ask the loop to finish its current batch, commit and return."""
-        self._loop.stop()
-
-    @property
-    def stopping(self) -> bool:
-        return self._loop.stopping
 
     async def run(self, *, burst: bool = False) -> IndexerStats:
         """Consume until ``stop()``; with ``burst``, return once every partition is drained."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import ConnectionFailed, NotFound
 from consumer.events import MalformedEvent, ObjectEvent, parse_message, writes_content
+from consumer.index.base import AsyncLifecycle
 from consumer.kafka_client import kafka_client_options
 from consumer.results import ProcessedResult, ResultLocation, parse_result_key
 from consumer.settings import Settings
@@ -54,7 +54,7 @@ class FeedFilter:
         return location
 
 
-class ProcessedFeed:
+class ProcessedFeed(AsyncLifecycle):
     """``async for result in feed`` (or ``async with feed:`` to join the group first, so
     that nothing written after it returns is missed even on a first start)."""
 
@@ -122,18 +122,6 @@ class ProcessedFeed:
             await self._commit(consumer)
         finally:
             await consumer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __aiter__(self) -> Self:
         return self

@@ -174,6 +174,21 @@ class BatchWork:
 # --------------------------------------------------------------------------------------
 
 
+class LoopRole:
+    """A role that runs on a ``BatchLoop`` (the indexer, the processor): stopping it is
+    stopping its loop."""
+
+    _loop: BatchLoop
+
+    def stop(self) -> None:
+        """Ask the loop to finish (or give up) its batch, commit what ended and return."""
+        self._loop.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._loop.stopping
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: BatchLoop) -> None:
         self._loop = loop

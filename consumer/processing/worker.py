@@ -48,7 +48,7 @@ from consumer.errors import ConsumerError
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore, JobOutcome, JobStatus
 from consumer.index.base import Lease, LeaseLost
-from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopStats
+from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.minio_client import minio_client
 from consumer.processing.base import Job, ProcessingRetriable, Processor
@@ -124,7 +124,7 @@ class ProcessorStats(LoopStats):
     by_processor: dict[str, int] = field(default_factory=dict)
 
 
-class ProcessorWorker:
+class ProcessorWorker(LoopRole):
     """Runs the processors on new objects. ``run()`` until ``stop()`` (or drained)."""
 
     finish_before_revoke = False  # jobs run long; they hold leases instead
@@ -161,14 +161,6 @@ class ProcessorWorker:
             max_records=settings.processing_concurrency * 8,
         )
         _warn_about_unknown_processors(self._rules, self._processors)
-
-    def stop(self) -> None:
-        """Finish the jobs in flight (their retries stop waiting), then return."""
-        self._loop.stop()
-
-    @property
-    def stopping(self) -> bool:
-        return self._loop.stopping
 
     async def run(self, *, burst: bool = False) -> ProcessorStats:
         """Process until ``stop()``; with ``burst``, return once every partition is drained."""
