@@ -311,7 +311,7 @@ class VoxClient:
 
     async def upload(
         self,
-        path: Path,
+        path: Path | str,
         user_id: str,
         *,
         bucket: str | None = None,
@@ -328,6 +328,7 @@ class VoxClient:
         ``progress`` is called from upload threads; keep it quick and thread-safe.
         """
         check_user_id(user_id)
+        path = Path(path)
         size = _regular_file_size(path)
         if size > self.settings.minio_max_file_size:
             raise InvalidInput(
