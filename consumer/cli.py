@@ -303,8 +303,8 @@ def require_index(url: str) -> None:
     path = sqlite_path(url)
     if not path.is_file():
         raise ConfigError(
-            f"no index at {path.resolve()} (INDEX_URL={url}); run `python -m consumer setup`"
-            " or `run` first, or set INDEX_URL"
+            f"no index at {path.resolve()} (INDEX_URL={url}): `python -m consumer run`"
+            " creates it, or set INDEX_URL to the existing one"
         )
 
 

@@ -182,6 +182,15 @@ def test_run_indexes_uploads_queries_see_them_and_sigterm_stops_cleanly(
             OBJECTS
         )
 
+        # A listing cut short by --limit says so on stderr; the rows stay exactly --limit.
+        cut = run_cli(env, "ls", "--bucket", bucket, "--limit", "2", "--json")
+        assert cut.returncode == 0, cut.stderr
+        assert len(json_rows(cut)) == 2
+        assert "showing the first 2 rows; there are more" in cut.stderr
+        whole = run_cli(env, "ls", "--bucket", bucket, "--limit", str(len(OBJECTS)), "--json")
+        assert len(json_rows(whole)) == len(OBJECTS)
+        assert "there are more" not in whole.stderr
+
         # SIGTERM: drain, commit, exit 0 with a clean log.
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=30) == 0, stderr_path.read_text()
