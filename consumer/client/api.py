@@ -16,6 +16,7 @@ Every failure is a ``consumer.errors.ConsumerError`` with ``retriable`` set.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -64,6 +65,7 @@ from consumer.telemetry import minio_operation, object_attributes, traceparent_o
 T = TypeVar("T")
 
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+_BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # S3 codes where the same request may succeed later; anything else is final.
 _TRANSIENT: Final = frozenset(
     {
@@ -335,7 +337,7 @@ class VoxClient:
                 f"{path}: {size} bytes is over MINIO_MAX_FILE_SIZE "
                 f"({self.settings.minio_max_file_size})"
             )
-        bucket = bucket or self.settings.minio_audio_bucket_name
+        bucket = await self.require_bucket(bucket or self.settings.minio_audio_bucket_name)
         key = (
             check_key(key)
             if key
@@ -505,6 +507,7 @@ class VoxClient:
             raise InvalidInput("a version id applies to exactly one key")
         for name in names:
             check_key(name)
+        await self.require_bucket(bucket)
         present = await asyncio.gather(*(self._exists(bucket, n, version_id) for n in names))
         results = {
             name: DeleteResult(bucket, name, version_id, "absent")
@@ -645,6 +648,35 @@ class VoxClient:
         except NotFound:
             return False
         return True
+
+    async def require_bucket(self, bucket: str) -> str:
+        """``bucket`` if it exists; InvalidInput naming it otherwise (a malformed name
+        included: ``user_5/x.ogg`` without ``--bucket`` names no bucket), so that a wrong
+        bucket is refused before any byte is sent or any key reported absent."""
+        if not _BUCKET_NAME.fullmatch(bucket):
+            raise InvalidInput(
+                f"{bucket!r} is not a bucket name (3-63 of a-z, 0-9, '.', '-');"
+                " give BUCKET/KEY, or KEY with --bucket"
+            )
+
+        def exists_or_unknowable() -> bool:
+            try:
+                return self._minio.bucket_exists(bucket)
+            except S3Error as exc:
+                if exc.code == "AccessDenied":  # a least-privilege identity: let the call say
+                    return True
+                raise
+
+        exists = await self._call(
+            bucket,
+            f"check bucket {bucket}",
+            exists_or_unknowable,
+            ConsumerError,
+            operation="HeadBucket",
+        )
+        if not exists:
+            raise InvalidInput(f"no bucket named {bucket!r}")
+        return bucket
 
     async def _call(
         self,
