@@ -594,5 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"consumer: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("consumer: interrupted", file=sys.stderr)
+        # On a terminal a progress bar may own the line: start a fresh one.
+        start = "\n" if sys.stderr.isatty() else ""
+        print(f"{start}consumer: interrupted", file=sys.stderr)
         return 130
