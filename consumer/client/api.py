@@ -691,11 +691,11 @@ class VoxClient:
                     return True
                 raise
 
-        exists = await self._call(
+        exists = await self._retrying(  # through an outage, like the upload itself
             bucket,
             f"check bucket {bucket}",
             exists_or_unknowable,
-            ConsumerError,
+            UploadFailed,
             operation="HeadBucket",
         )
         if not exists:
