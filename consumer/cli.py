@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import importlib.metadata
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,7 +24,7 @@ from consumer.client.commands import COMMANDS as CLIENT_COMMANDS
 from consumer.client.commands import add_client_verbs
 from consumer.client.result_verb import add_result_verb, cmd_result
 from consumer.errors import ConfigError, ConsumerError, InvalidInput
-from consumer.index import IndexStore, JobStatus, ObjectRecord, Versions, open_index
+from consumer.index import IndexStore, JobStatus, ObjectRecord, Versions, open_index, sqlite_path
 from consumer.logs import configure_logging
 from consumer.names import check_bucket
 from consumer.output import (
@@ -51,14 +54,39 @@ class SweepBlocked(ConsumerError):
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line instead of the usage block."""
+    """argparse that reports a usage error as one line instead of the usage block, takes
+    no abbreviated options (``--buck`` is not ``--bucket``) and suggests the nearest verb."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{suggestion(message)} (see --help)\n")
+
+
+def suggestion(message: str) -> str:
+    """`` (did you mean 'ls'?)`` for argparse's invalid-choice message, else ``""``."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("voxpersona-consumer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m consumer", description=__doc__.split("\n")[0])
+    parser = _OneLineParser(
+        prog="python -m consumer", description="VoxPersona consumer: the command line."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     verbs = parser.add_subparsers(
         dest="verb", required=True, metavar="VERB", parser_class=_OneLineParser
     )
@@ -90,12 +118,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     ls = verbs.add_parser("ls", help="live objects from the index (the latest version of each)")
-    ls.add_argument("--bucket", type=_bucket_name)
-    ls.add_argument("--user")
-    ls.add_argument("--prefix")
+    ls.add_argument("--bucket", type=_bucket_name, help="only this bucket")
+    ls.add_argument("--user", help="only this user's objects")
+    ls.add_argument("--prefix", help="only keys starting with this")
     _add_status_filter(ls)
     _add_all_versions(ls)
-    ls.add_argument("--limit", type=_positive_int, default=1000)
+    ls.add_argument("--limit", type=_positive_int, default=1000, help="at most this many (1000)")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
     search = verbs.add_parser(
@@ -296,24 +324,55 @@ def _print_objects(
     sys.stdout.write(table(rows, columns))
 
 
-async def _with_index(settings: Settings, query: Callable[[IndexStore], Awaitable[T]]) -> T:
+async def _with_index(
+    settings: Settings, query: Callable[[IndexStore], Awaitable[T]], *, create: bool = True
+) -> T:
+    """Run ``query`` on the index; ``create=False`` (read-only verbs) refuses an SQLite
+    index that does not exist yet instead of creating an empty one."""
+    if not create:
+        require_index(settings.index_url)
     async with open_index(settings.index_url) as store:
         return await query(store)
 
 
-def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
-    records = asyncio.run(
-        _with_index(
-            settings,
-            lambda store: store.list_objects(
-                bucket=args.bucket,
-                user_id=args.user,
-                prefix=args.prefix,
-                processing_status=args.status,
-                limit=args.limit,
-                versions=_versions(args),
-            ),
+def require_index(url: str) -> None:
+    """Raise ConfigError naming the file when an SQLite INDEX_URL names no file."""
+    if url.startswith(("postgresql://", "postgres://", "postgresql+")):
+        return
+    path = sqlite_path(url)
+    if not path.is_file():
+        raise ConfigError(
+            f"no index at {path.resolve()} (INDEX_URL={url}): `python -m consumer run`"
+            " creates it, or set INDEX_URL to the existing one"
         )
+
+
+def _fetch_limited(
+    settings: Settings, limit: int, query: Callable[[IndexStore, int], Awaitable[list[T]]]
+) -> list[T]:
+    """``limit`` rows of a read-only query; one more is asked for, to say on stderr when
+    the listing was cut short."""
+    rows = asyncio.run(_with_index(settings, lambda store: query(store, limit + 1), create=False))
+    if len(rows) > limit:
+        print(
+            f"consumer: showing the first {limit} rows; there are more (raise --limit)",
+            file=sys.stderr,
+        )
+    return rows[:limit]
+
+
+def _cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    records = _fetch_limited(
+        settings,
+        args.limit,
+        lambda store, limit: store.list_objects(
+            bucket=args.bucket,
+            user_id=args.user,
+            prefix=args.prefix,
+            processing_status=args.status,
+            limit=limit,
+            versions=_versions(args),
+        ),
     )
     _print_objects(records, args.json, all_versions=args.all_versions)
     return EXIT_OK
@@ -323,18 +382,17 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     criteria = parse_criteria(args.criteria)
     if not criteria and args.text is None:
         raise InvalidInput("search needs KEY=VALUE criteria, --text WORDS, or both")
-    records = asyncio.run(
-        _with_index(
-            settings,
-            lambda store: store.list_objects(
-                bucket=args.bucket,
-                metadata=criteria,
-                processing_status=args.status,
-                limit=args.limit,
-                versions=_versions(args),
-                text=args.text,
-            ),
-        )
+    records = _fetch_limited(
+        settings,
+        args.limit,
+        lambda store, limit: store.list_objects(
+            bucket=args.bucket,
+            metadata=criteria,
+            processing_status=args.status,
+            limit=limit,
+            versions=_versions(args),
+            text=args.text,
+        ),
     )
     _print_objects(records, args.json, all_versions=args.all_versions)
     return EXIT_OK
@@ -345,7 +403,7 @@ def _cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
         return _usage_growth(args, settings)
     if args.days is not None or args.bucket is not None or args.user is not None:
         raise InvalidInput("--days, --bucket and --user go with --growth")
-    rows = asyncio.run(_with_index(settings, lambda store: store.usage(by=args.by)))
+    rows = asyncio.run(_with_index(settings, lambda store: store.usage(by=args.by), create=False))
     fields = [usage_fields(row, args.by) for row in rows]
     if args.json:
         sys.stdout.write(json_lines(fields))
@@ -370,6 +428,7 @@ def _usage_growth(args: argparse.Namespace, settings: Settings) -> int:
         _with_index(
             settings,
             lambda store: store.growth(since=first, bucket=args.bucket, user_id=args.user),
+            create=False,
         )
     )
     fields = [growth_fields(row) for row in every_day(rows, first, today)]
@@ -468,14 +527,15 @@ def _retention_audit(
 ) -> int:
     from consumer.retention.audit import REMOVAL_KINDS, audit_fields
 
-    records = asyncio.run(
-        _with_index(
-            settings,
-            lambda store: store.journal(
-                bucket=args.bucket, key=args.key, kinds=REMOVAL_KINDS, limit=args.limit
-            ),
-        )
+    records = _fetch_limited(
+        settings,
+        args.limit,
+        lambda store, limit: store.journal(
+            bucket=args.bucket, key=args.key, kinds=REMOVAL_KINDS, limit=limit
+        ),
     )
+    # Newest first by event time (the journal returns them by when they were journaled).
+    records.sort(key=lambda record: record.event_time, reverse=True)
     rows = [audit_fields(record, policies) for record in records]
     if args.json:
         sys.stdout.write(json_lines(rows))
@@ -561,10 +621,18 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m consumer``; returns the process exit code."""
-    args = _build_parser().parse_args(argv)
+    try:
+        args = _build_parser().parse_args(argv)
+    except InvalidInput as exc:  # raised by a type function (e.g. --expires 2hours)
+        print(f"python -m consumer: error: {exc} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         settings = _load_settings()
-        configure_logging(settings.log_level, secrets=settings.secret_values)
+        # A CLI verb's own output is the point: INFO chatter (HTTP requests, connections)
+        # would cut into bars and tables. `run` keeps LOG_LEVEL's default; LOG_LEVEL wins.
+        explicit = "log_level" in settings.model_fields_set
+        level = settings.log_level if explicit or args.verb == "run" else "warning"
+        configure_logging(level, secrets=settings.secret_values)
         return _COMMANDS[args.verb](args, settings)
     except (ConfigError, InvalidInput) as exc:
         print(f"consumer: error: {exc}", file=sys.stderr)
@@ -573,5 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"consumer: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("consumer: interrupted", file=sys.stderr)
+        # On a terminal a progress bar may own the line: start a fresh one.
+        start = "\n" if sys.stderr.isatty() else ""
+        print(f"{start}consumer: interrupted", file=sys.stderr)
         return 130

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 DEFAULT_NOTIFY_CONFIG = Path(__file__).resolve().parent.parent / "minio-notify.json"
 
 
@@ -155,6 +157,14 @@ class Settings(BaseSettings):
         if not value or "/" in value:
             raise ValueError("MINIO_ENDPOINT must be host:port, e.g. 127.0.0.1:9000")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a level: use one of {', '.join(_LOG_LEVELS)}")
+        return level
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

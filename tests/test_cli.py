@@ -43,6 +43,17 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("search",), {}, "criteria, --text WORDS, or both"),
         (("result", "bucket-only"), {}, "BUCKET/KEY"),
         (("result", "b1b/k", "--wait", "soon"), {}, "soon"),
+        # A bad option value raised from a type function, and a bad setting (issue 19).
+        (
+            ("presign", "upload", "--user", "5", "--name", "m.ogg", "--expires", "2hours"),
+            {},
+            "2hours",
+        ),
+        (("presign", "upload", "--user", "5", "--name", "m.ogg", "--expires", "1.5h"), {}, "1.5h"),
+        (("ls",), {"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+        # A mistyped verb gets a suggestion; an abbreviated option is not taken.
+        (("lss",), {}, "did you mean 'ls'?"),
+        (("ls", "--buck", "b"), {}, "unrecognized arguments: --buck"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -74,3 +85,24 @@ def test_unreachable_server_is_a_runtime_failure_exit_1() -> None:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "unreachable" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("verb", [("ls",), ("search", "a=b"), ("usage",), ("retention", "audit")])
+def test_read_only_verbs_refuse_a_missing_index_and_create_nothing(
+    tmp_path: Path, verb: tuple[str, ...]
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "index.db"
+    result = run_cli(*verb, INDEX_URL=f"sqlite:///{missing}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"no index at {missing}" in lines[0]
+    assert not (tmp_path / "no").exists()
+
+
+def test_version_prints_the_package_version() -> None:
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"python -m consumer {version('voxpersona-consumer')}"

@@ -173,26 +173,44 @@ def minio_failure(
 _MINIO_ERRORS: Final = (MinioException, urllib3.exceptions.HTTPError, OSError)
 
 
-class _ProgressRelay:
-    """minio-py's progress protocol (called from its upload threads) → UploadProgress."""
+class UploadCancelled(Exception):
+    """Raised inside minio-py's upload thread once the awaiting task was cancelled, so
+    that minio-py aborts the multipart upload instead of finishing it."""
 
-    def __init__(self, key: str, total: int, callback: ProgressCallback) -> None:
+
+class _ProgressRelay:
+    """minio-py's progress protocol (called from its upload threads) → UploadProgress;
+    also the upload's cancel switch (minio-py calls it before every part it sends)."""
+
+    def __init__(self, key: str, total: int, callback: ProgressCallback | None) -> None:
         self._key = key
         self._total = total
         self._callback = callback
         self._sent = 0
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            raise UploadCancelled(self._key)
 
     def set_meta(self, object_name: str, total_length: int) -> None:
+        self._check()
         with self._lock:  # a retry starts over
             self._sent = 0
-        self._callback(UploadProgress(self._key, 0, self._total))
+        if self._callback is not None:
+            self._callback(UploadProgress(self._key, 0, self._total))
 
     def update(self, size: int) -> None:
+        self._check()
         with self._lock:
             self._sent = min(self._total, self._sent + size)
             sent = self._sent
-        self._callback(UploadProgress(self._key, sent, self._total))
+        if self._callback is not None:
+            self._callback(UploadProgress(self._key, sent, self._total))
 
 
 class VoxClient:
@@ -325,7 +343,7 @@ class VoxClient:
 
     async def upload(
         self,
-        path: Path,
+        path: Path | str,
         user_id: str,
         *,
         bucket: str | None = None,
@@ -342,13 +360,14 @@ class VoxClient:
         ``progress`` is called from upload threads; keep it quick and thread-safe.
         """
         check_user_id(user_id)
+        path = Path(path)
         size = _regular_file_size(path)
         if size > self.settings.minio_max_file_size:
             raise InvalidInput(
                 f"{path}: {size} bytes is over MINIO_MAX_FILE_SIZE "
                 f"({self.settings.minio_max_file_size})"
             )
-        bucket = bucket or self.settings.minio_audio_bucket_name
+        bucket = await self.require_bucket(bucket or self.settings.minio_audio_bucket_name)
         key = (
             check_key(key)
             if key
@@ -364,14 +383,20 @@ class VoxClient:
             meta = self._upload_meta(
                 user_id, path.name, session_type, metadata, digest, traceparent_of(span)
             )
-            relay = _ProgressRelay(key, size, progress) if progress else None
-            etag, version_id = await self._retrying(
-                bucket,
-                f"upload {bucket}/{key}",
-                lambda: self._put_file(path, bucket, key, content_type, meta, relay),
-                UploadFailed,
-                operation=None,  # _put_file traces the PutObject itself
-            )
+            relay = _ProgressRelay(key, size, progress)
+            try:
+                etag, version_id = await self._retrying(
+                    bucket,
+                    f"upload {bucket}/{key}",
+                    lambda: self._put_file(path, bucket, key, content_type, meta, relay),
+                    UploadFailed,
+                    operation=None,  # _put_file traces the PutObject itself
+                )
+            except asyncio.CancelledError:
+                # Ctrl-C: the worker thread would otherwise finish the upload; it now stops
+                # at its next part and minio-py aborts the multipart upload.
+                relay.cancel()
+                raise
         if etag != digest.etag:
             raise UploadFailed(
                 f"upload {bucket}/{key}: MinIO stored ETag {etag}, the local file gives "
@@ -688,6 +713,7 @@ class VoxClient:
             raise InvalidInput("a version id applies to exactly one key")
         for name in names:
             check_key(name)
+        await self.require_bucket(bucket)
         present = await asyncio.gather(*(self._exists(bucket, n, version_id) for n in names))
         results = {
             name: DeleteResult(bucket, name, version_id, "absent")
@@ -805,7 +831,7 @@ class VoxClient:
         key: str,
         content_type: str,
         metadata: dict[str, str],
-        relay: _ProgressRelay | None,
+        relay: _ProgressRelay,
     ) -> tuple[str, str | None]:
         with minio_operation("PutObject", bucket, key):
             result = self._minio.fput_object(
@@ -828,6 +854,31 @@ class VoxClient:
         except NotFound:
             return False
         return True
+
+    async def require_bucket(self, bucket: str) -> str:
+        """``bucket`` if it exists; InvalidInput naming it otherwise (a malformed name
+        included: ``user_5/x.ogg`` without ``--bucket`` names no bucket), so that a wrong
+        bucket is refused before any byte is sent or any key reported absent."""
+        check_bucket(bucket)
+
+        def exists_or_unknowable() -> bool:
+            try:
+                return self._minio.bucket_exists(bucket)
+            except S3Error as exc:
+                if exc.code == "AccessDenied":  # a least-privilege identity: let the call say
+                    return True
+                raise
+
+        exists = await self._retrying(  # through an outage, like the upload itself
+            bucket,
+            f"check bucket {bucket}",
+            exists_or_unknowable,
+            UploadFailed,
+            operation="HeadBucket",
+        )
+        if not exists:
+            raise InvalidInput(f"no bucket named {bucket!r}")
+        return bucket
 
     async def _call(
         self,

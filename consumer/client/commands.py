@@ -166,7 +166,11 @@ def cmd_presign(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_request(request: dict[str, Any]) -> None:
-    print(f"{request['method']} {request['url']}")
+    if request["method"] == "GET":
+        # The bare URL, so that `curl "$(python -m consumer presign download …)"` works.
+        print(request["url"])
+    else:
+        print(f"{request['method']} {request['url']}")
     for name, value in {**request.get("fields", {}), **request.get("headers", {})}.items():
         print(f"  {name}: {value}")
     if "key" in request:

@@ -105,8 +105,13 @@ def wait_for_rows(
     """`ls --json` until ``expected`` rows appear (the run process indexes meanwhile)."""
     deadline = time.monotonic() + 60
     rows: list[dict[str, Any]] = []
+    # `ls` refuses a missing index, so wait until `run` created it.
+    index_file = Path(env["INDEX_URL"].removeprefix("sqlite:///"))
     while time.monotonic() < deadline:
         assert run.poll() is None, f"run exited early:\n{stderr.read_text()}"
+        if not index_file.exists():
+            time.sleep(0.2)
+            continue
         rows = json_rows(run_cli(env, "ls", "--bucket", bucket, "--json"))
         if len(rows) >= expected:
             return rows
@@ -184,6 +189,15 @@ def test_run_indexes_uploads_queries_see_them_and_sigterm_stops_cleanly(
         assert sorted(key for key in OBJECTS if any(key in line for line in lines[1:])) == sorted(
             OBJECTS
         )
+
+        # A listing cut short by --limit says so on stderr; the rows stay exactly --limit.
+        cut = run_cli(env, "ls", "--bucket", bucket, "--limit", "2", "--json")
+        assert cut.returncode == 0, cut.stderr
+        assert len(json_rows(cut)) == 2
+        assert "showing the first 2 rows; there are more" in cut.stderr
+        whole = run_cli(env, "ls", "--bucket", bucket, "--limit", str(len(OBJECTS)), "--json")
+        assert len(json_rows(whole)) == len(OBJECTS)
+        assert "there are more" not in whole.stderr
 
         # SIGTERM: drain, commit, exit 0 with a clean log.
         run.send_signal(signal.SIGTERM)
@@ -276,3 +290,44 @@ def test_sigterm_with_a_tiny_grace_period_still_exits_0_without_traceback(
     assert "Traceback" not in log_text, log_text
     events = [json.loads(line)["event"] for line in log_text.splitlines() if line.strip()]
     assert "consumer stopped" in events, log_text
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("delete", "no-such-bucket-19/a.ogg"), "no bucket named 'no-such-bucket-19'"),
+        (("delete", "user_5/x.ogg"), "bucket name 'user_5' is not valid"),
+        (("upload", "FILE", "--user", "5", "--bucket", "no-such-bucket-19"), "no bucket named"),
+    ],
+)
+def test_a_wrong_bucket_is_named_before_anything_is_sent(
+    stack: StackEndpoints, tmp_path: Path, args: tuple[str, ...], fragment: str
+) -> None:
+    memo = tmp_path / "memo.ogg"
+    memo.write_bytes(b"x" * 1024)
+    argv = [str(memo) if arg == "FILE" else arg for arg in args]
+    result = run_cli(cli_env(stack, tmp_path, unique_name("group")), *argv)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert result.stdout == ""
+
+
+def test_presign_download_prints_the_bare_url_and_json_the_method(
+    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+) -> None:
+    import urllib.request
+
+    bucket = make_bucket("presign")
+    minio.put_object(bucket, "user_5/memo.ogg", io.BytesIO(b"memo bytes"), 10)
+    env = cli_env(stack, tmp_path, unique_name("group"))
+    plain = run_cli(env, "presign", "download", f"{bucket}/user_5/memo.ogg")
+    assert plain.returncode == 0, plain.stderr
+    (url,) = plain.stdout.splitlines()
+    with urllib.request.urlopen(url, timeout=10) as response:  # what curl "$(…)" does
+        assert response.read() == b"memo bytes"
+    (request,) = json_rows(
+        run_cli(env, "presign", "download", f"{bucket}/user_5/memo.ogg", "--json")
+    )
+    assert (request["method"], request["url"].split("?")[0]) == ("GET", url.split("?")[0])

@@ -238,6 +238,10 @@ def test_the_sync_client_for_scripts(settings: Settings, audio_bucket: str, tmp_
         assert [d.outcome for d in client.delete(audio_bucket, result.key)] == ["deleted"]
         with pytest.raises(NotFound):
             client.stat(audio_bucket, result.key)
+        # A str path, as a script would pass it (issue 19).
+        again = client.upload(str(path), "8")
+        assert client.stat(audio_bucket, again.key).size == len(path.read_bytes())
+        assert [d.outcome for d in client.delete(audio_bucket, again.key)] == ["deleted"]
 
 
 # --- the CLI -------------------------------------------------------------------------------
