@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -275,7 +276,34 @@ def _emit(as_json: bool, row: dict[str, Any]) -> None:
 
 async def _client_call(settings: Settings, call: Callable[[VoxClient], Any]) -> Any:
     async with VoxClient(settings) as client:
-        return await call(client)
+        return await _interruptible(call(client))
+
+
+async def _interruptible(work: Awaitable[Any]) -> Any:
+    """``work``, cancelled by Ctrl-C (then KeyboardInterrupt) however busy the threads are.
+
+    asyncio.run's own SIGINT handler is a plain Python handler: when the kernel hands the
+    signal to a worker thread (an upload's), the main thread sleeps on in its selector and
+    only notices once the upload has finished. ``add_signal_handler`` wakes the loop through
+    its self-pipe, whichever thread received the signal."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _with_client(settings: Settings, call: Callable[[VoxClient], Any]) -> int:
