@@ -12,6 +12,7 @@ from pathlib import Path
 from infra.stack.common import StackError, say
 from infra.stack.install import cache_dir, require_tool, run_logged
 from infra.stack.server import Context
+from infra.stack.state import Credentials
 
 # The last commit of github.com/minio/minio (the repository is archived).
 MINIO_MODULE = "github.com/minio/minio"
@@ -50,13 +51,32 @@ def ensure_minio_binary() -> Path:
     return binary
 
 
-def minio_ready(port: int) -> bool:
+def minio_ready(port: int, creds: Credentials) -> bool:
+    """Health "ready", then one signed request: the health endpoint answers before IAM
+    is loaded, while requests are still refused with XMinioServerNotInitialized."""
     url = f"http://127.0.0.1:{port}/minio/health/ready"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+            if response.status != 200:
+                return False
     except (urllib.error.URLError, OSError):
         return False
+    import urllib3
+    from minio import Minio as MinioClient
+    from minio.error import MinioException
+
+    client = MinioClient(
+        f"127.0.0.1:{port}",
+        access_key=creds.minio_access_key,
+        secret_key=creds.minio_secret_key,
+        secure=False,
+        http_client=urllib3.PoolManager(timeout=urllib3.Timeout(2.0), retries=False),
+    )
+    try:
+        client.list_buckets()
+    except (MinioException, urllib3.exceptions.HTTPError, OSError):
+        return False
+    return True
 
 
 class Minio:
@@ -106,7 +126,7 @@ class Minio:
         )
 
     def ready(self, ctx: Context) -> bool:
-        return minio_ready(ctx.state.minio_port)
+        return minio_ready(ctx.state.minio_port, ctx.credentials)
 
     def after_ready(self, ctx: Context) -> None:
         return None
