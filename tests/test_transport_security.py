@@ -400,3 +400,17 @@ def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) ->
     assert creds.kafka_sasl_password
     assert Stack(tmp_path).credentials() == creds  # written back, stable from now on
     assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stack_tool_that_echoes_a_password_has_it_masked(tmp_path: Path) -> None:
+    """The SCRAM password is on kafka-storage's command line; should a tool echo it in an
+    error, neither its log nor the one-line error shows it."""
+    from infra.stack import StackError
+    from infra.stack.process import run_checked
+
+    log = tmp_path / "tool.log"
+    command = ["sh", "-c", "echo 'bad value SCRAM-SHA-512=[password=s3cr3t-pw]' >&2; exit 3"]
+    with pytest.raises(StackError) as raised:
+        run_checked(command, log, None, "formatting", secrets=("s3cr3t-pw",))
+    assert str(raised.value) == "formatting failed (exit 3): bad value SCRAM-SHA-512=[password=***]"
+    assert "s3cr3t-pw" not in log.read_text()

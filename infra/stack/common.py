@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-INFRA_DIR = REPO_ROOT / "infra"
+# infra/ (its kafka/ and minio/ files are package data) and the checkout holding it.
+INFRA_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = INFRA_DIR.parent
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0

@@ -215,6 +215,7 @@ def _add_scram_user(ctx: Context) -> None:
         ctx.logs / "kafka-scram.log",
         None,
         f"adding the Kafka SCRAM user {name}",
+        secrets=(password,),
     )
 
 
@@ -265,6 +266,7 @@ class Kafka:
                 ctx.logs / "kafka-format.log",
                 None,
                 "formatting Kafka storage",
+                secrets=(ctx.credentials.kafka_sasl_password,),
             )
             (kafka_dir / SCRAM_MARKER).write_text(ctx.credentials.kafka_sasl_username + "\n")
         ctx.spawn(

@@ -57,17 +57,32 @@ def run_as(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": user, "extra_groups": []}
 
 
-def run_checked(cmd: list[str], log_path: Path | None, user: str | None, what: str) -> str:
+def run_checked(
+    cmd: list[str],
+    log_path: Path | None,
+    user: str | None,
+    what: str,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> str:
     """Run a short command; its output goes to ``log_path``; its stdout is returned. A
-    failure is one line (the command's last line of output)."""
+    failure is one line (the command's last line of output). ``secrets`` (passwords on
+    its command line) are masked in the log and the error, should the tool echo them."""
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, **run_as(user))
+    output = _masked(result.stdout + result.stderr, secrets)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(result.stdout + result.stderr)
+        log_path.write_text(output)
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise StackError(f"{what} failed (exit {result.returncode}): {last[0]}")
+        raise StackError(f"{what} failed (exit {result.returncode}): {_masked(last[0], secrets)}")
     return str(result.stdout)
+
+
+def _masked(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def wait_for(
