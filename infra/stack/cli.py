@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import infra.stack
 from infra.stack.common import StackError, say
 from infra.stack.lifecycle import SERVER_NAMES, SERVERS, Stack
-
-DESCRIPTION = (
-    "Bring up the real stack — MinIO, Apache Kafka (KRaft) and PostgreSQL — as local processes."
-)
 
 
 @contextlib.contextmanager
@@ -28,8 +25,10 @@ def _clean_errors() -> Iterator[None]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m infra.stack", description=DESCRIPTION)
-    parser.add_argument("verb", choices=["up", "down", "status", "env", "install", "stop", "start"])
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.stack", description=(infra.stack.__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("verb", choices=list(_VERBS))
     parser.add_argument(
         "server", nargs="?", choices=SERVER_NAMES, help="stop/start: the one server to act on"
     )
@@ -46,46 +45,63 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _print_status(stack: Stack) -> int:
+def _status(stack: Stack, args: argparse.Namespace) -> int:
     statuses = stack.status()
     for name, status in statuses.items():
         print(f"{name}: {status}")
     return 0 if all(s.startswith("running") for s in statuses.values()) else 1
 
 
-def _install(stack: Stack) -> None:
+def _install(stack: Stack, args: argparse.Namespace) -> int:
     for server in reversed(SERVERS):
         server.install()
+    return 0
 
 
-def _up(stack: Stack) -> None:
+def _up(stack: Stack, args: argparse.Namespace) -> int:
     stack.up()
+    return 0
 
 
-def _down(stack: Stack) -> None:
+def _down(stack: Stack, args: argparse.Namespace) -> int:
     if not stack.down():
         say("nothing was running")
+    return 0
 
 
-def _env(stack: Stack, *, export: bool) -> None:
-    prefix = "export " if export else ""
+def _stop(stack: Stack, args: argparse.Namespace) -> int:
+    if not stack.stop_server(args.server):
+        say(f"{args.server} was not running")
+    return 0
+
+
+def _start(stack: Stack, args: argparse.Namespace) -> int:
+    stack.start_server(args.server)
+    return 0
+
+
+def _env(stack: Stack, args: argparse.Namespace) -> int:
+    prefix = "export " if args.export else ""
     for key, value in stack.env().items():
         print(f"{prefix}{key}={value}")
+    return 0
+
+
+# In the order of the usage line.
+_VERBS: dict[str, Callable[[Stack, argparse.Namespace], int]] = {
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "env": _env,
+    "install": _install,
+    "stop": _stop,
+    "start": _start,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     stack = Stack(args.state_dir)
     with _clean_errors():
-        if args.verb == "status":
-            return _print_status(stack)
-        if args.verb == "stop":
-            if not stack.stop_server(args.server):
-                say(f"{args.server} was not running")
-        elif args.verb == "start":
-            stack.start_server(args.server)
-        elif args.verb == "env":
-            _env(stack, export=args.export)
-        else:
-            {"install": _install, "up": _up, "down": _down}[args.verb](stack)
-    return 0
+        return _VERBS[args.verb](stack, args)
+    return 1  # not reached: _clean_errors raises SystemExit
