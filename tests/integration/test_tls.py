@@ -27,7 +27,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,8 @@ from tests import audio
 from tests.conftest import StackEndpoints, unique_name
 from tests.helpers import Published, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli
+from tests.integration.test_kafka_sasl import REFUSED
+from tests.integration.test_kafka_sasl import dlq_topic as dlq_topic  # the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -310,7 +312,6 @@ KAFKA_TLS_VARS = (
     "KAFKA_SASL_PASSWORD",
 )
 KAFKA_NOT_TRUSTED = "consumer: failed: Kafka TLS certificate not trusted at "
-REFUSED = "refused the credentials of KAFKA_SASL_USERNAME="
 
 
 @pytest.fixture
@@ -341,20 +342,6 @@ def kafka_listeners(stack: StackEndpoints) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.fixture
-async def dlq_topic(stack: StackEndpoints) -> AsyncIterator[str]:
-    """A DLQ topic name that ``setup`` creates; deleted after the test."""
-    topic = unique_name("tls-dlq")
-    yield topic
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.values["KAFKA_BOOTSTRAP_SERVERS"])
-    await admin.start()
-    try:
-        if topic in await admin.list_topics():
-            await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-
-
 def _kafka_env(
     stack: StackEndpoints,
     tmp_path: Path,
@@ -377,13 +364,25 @@ def _kafka_env(
     return env
 
 
-def _fails_in_one_line(result: subprocess.CompletedProcess[str], *secrets_: str) -> str:
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+async def _kafka_verbs_fail(env: dict[str, str], *secrets_: str) -> tuple[list[str], str]:
+    """``setup`` and ``run`` fail with exit 1 and one line each (no traceback, none of
+    ``secrets_``), ``status`` with exit 1: (those lines, the status' Kafka error)."""
+    lines = []
+    for verb in (("setup",), ("run", "--role", "indexer", "--burst")):
+        result = await asyncio.to_thread(run_cli, env, *verb, timeout_s=120)
+        assert result.returncode == 1, (verb, result.stderr[-3000:])
+        assert "Traceback" not in result.stderr
+        for secret in secrets_:
+            assert secret not in result.stderr + result.stdout
+        (line,) = _error_lines(result)
+        lines.append(line)
+    status = await asyncio.to_thread(run_cli, env, "status", "--json")
+    assert status.returncode == 1
     for secret in secrets_:
-        assert secret not in result.stderr + result.stdout
-    (line,) = _error_lines(result)
-    return line
+        assert secret not in status.stdout + status.stderr
+    kafka_check = json.loads(status.stdout)["connections"]["kafka"]
+    assert not kafka_check["ok"]
+    return lines, str(kafka_check["error"])
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
@@ -435,16 +434,11 @@ async def test_the_stack_kafka_tls_listener_with_another_ca_is_one_line(
     listener = {**kafka_listeners["SSL"], "KAFKA_SSL_CAFILE": str(other_ca)}
     env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
     expected = f"(KAFKA_SSL_CAFILE={other_ca})"
-    for verb in (("setup",), ("run", "--role", "indexer", "--burst")):
-        result = await asyncio.to_thread(run_cli, env, *verb, timeout_s=120)
-        line = _fails_in_one_line(result)
+    lines, status_error = await _kafka_verbs_fail(env)
+    for line in lines:
         assert line.startswith(f"{KAFKA_NOT_TRUSTED}{listener['KAFKA_BOOTSTRAP_SERVERS']}: "), line
         assert line.endswith(expected), line
-    status = await asyncio.to_thread(run_cli, env, "status", "--json")
-    assert status.returncode == 1
-    kafka_check = json.loads(status.stdout)["connections"]["kafka"]
-    assert not kafka_check["ok"]
-    assert kafka_check["error"].endswith(expected), kafka_check
+    assert status_error.endswith(expected), status_error
 
 
 async def test_a_wrong_scram_password_is_one_line_without_the_password(
@@ -459,14 +453,8 @@ async def test_a_wrong_scram_password_is_one_line_without_the_password(
     listener = {**kafka_listeners["SASL_SSL"], "KAFKA_SASL_PASSWORD": wrong_password}
     env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
     expected = f"{REFUSED}{listener['KAFKA_SASL_USERNAME']} (SCRAM-SHA-512 over SASL_SSL): "
-    for verb in (("setup",), ("run", "--role", "indexer", "--burst")):
-        result = await asyncio.to_thread(run_cli, env, *verb, timeout_s=120)
-        line = _fails_in_one_line(result, wrong_password, right)
+    lines, status_error = await _kafka_verbs_fail(env, wrong_password, right)
+    for line in lines:
         assert line.startswith("consumer: failed: Kafka at "), line
         assert expected in line, line
-    status = await asyncio.to_thread(run_cli, env, "status", "--json")
-    assert status.returncode == 1
-    assert wrong_password not in status.stdout + status.stderr
-    kafka_check = json.loads(status.stdout)["connections"]["kafka"]
-    assert not kafka_check["ok"]
-    assert expected in kafka_check["error"], kafka_check
+    assert expected in status_error, status_error
