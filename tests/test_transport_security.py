@@ -375,10 +375,10 @@ def test_the_stack_env_keeps_plaintext_settings_valid(tmp_path: Path) -> None:
 
 def test_a_state_of_an_older_stack_is_restarted_not_reused() -> None:
     from infra.stack import StackState
-    from infra.stack.lifecycle import _has_every_port
+    from infra.stack.lifecycle import has_every_port
 
-    assert not _has_every_port(StackState(1, 2, 3, 4, kafka_sasl_port=5, postgres_port=8))
-    assert _has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
+    assert not has_every_port(StackState(1, 2, 3, 4, kafka_sasl_port=5, postgres_port=8))
+    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
 
 
 def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ class Stack:
         previous = self.load_state()
         if (
             previous is not None
-            and _has_every_port(previous)
+            and has_every_port(previous)
             and set(self.running_pids()) == set(SERVER_NAMES)
         ):
             with contextlib.suppress(StackError):
@@ -246,7 +246,7 @@ class Stack:
         )
 
 
-def _has_every_port(state: StackState) -> bool:
+def has_every_port(state: StackState) -> bool:
     """False for a state from an older version that had fewer listeners: restart it."""
     names = [name for server in SERVERS for name in (*server.ports, *server.data_ports)]
     return all(getattr(state, name, 0) for name in names)
