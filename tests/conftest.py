@@ -4,7 +4,7 @@ Where the stack comes from, in order:
 1. environment variables naming existing endpoints (MINIO_ENDPOINT, MINIO_ACCESS_KEY,
    MINIO_SECRET_KEY, KAFKA_BOOTSTRAP_SERVERS and POSTGRES_URL all set) — used as they are;
 2. a Docker engine that answers — testcontainers' MinIO, Kafka and PostgreSQL modules;
-3. otherwise the local processes of infra/stack.py (what CI does on this machine).
+3. otherwise the local processes of infra/stack/ (what CI does on this machine).
 
 The stack is started once per session. Each test gets its own buckets, topics and group
 ids from the factory fixtures below, which also clean up after it.
@@ -86,6 +86,9 @@ def _from_environment() -> StackEndpoints | None:
             "KAFKA_SASL_BOOTSTRAP_SERVERS",
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
+            "KAFKA_SSL_BOOTSTRAP_SERVERS",
+            "KAFKA_SCRAM_BOOTSTRAP_SERVERS",
+            "KAFKA_STACK_CAFILE",
         ):
             if os.environ.get(optional):
                 values[optional] = os.environ[optional]

@@ -1,6 +1,6 @@
 """The stack from testcontainers, for machines where a Docker engine answers.
 
-Same shape as infra/stack.py's local stack: Kafka (KRaft) first with its topics, then MinIO
+Same shape as the local stack of infra/stack/: Kafka (KRaft) first with its topics, then MinIO
 with the Kafka notify target, queue_dir and synchronous events, then PostgreSQL. Credentials
 are generated per session.
 

@@ -272,24 +272,113 @@ def test_a_reset_without_tls_is_not_a_security_failure() -> None:
     assert describe_security_failure(ConnectionResetError(), settings()) is None
 
 
-# --- the local stack's SASL listener (no server started) -------------------------------
+# --- the local stack's Kafka listeners (no server started) -----------------------------
 
 
-def test_the_stack_broker_gets_a_sasl_listener_with_the_generated_user(tmp_path: Path) -> None:
-    from infra.stack import Credentials, StackState, _kafka_properties
+def test_the_stack_broker_gets_its_listeners_with_the_generated_user(tmp_path: Path) -> None:
+    from infra.stack import Credentials, StackState
+    from infra.stack.kafka import kafka_properties, scram_credential
+    from infra.stack.tls import tls_files
 
     creds = Credentials.generate()
-    state = StackState(kafka_port=9101, kafka_sasl_port=9102, kafka_controller_port=9103)
-    text = _kafka_properties(state, tmp_path, creds)
+    state = StackState(
+        kafka_port=9101,
+        kafka_sasl_port=9102,
+        kafka_ssl_port=9104,
+        kafka_scram_port=9105,
+        kafka_controller_port=9103,
+    )
+    tls = tls_files(tmp_path / "tls")
+    text = kafka_properties(state, tmp_path, creds, tls)
     props = dict(line.split("=", 1) for line in text.splitlines() if line)
     assert props["listeners"] == (
-        "PLAINTEXT://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102,CONTROLLER://127.0.0.1:9103"
+        "PLAINTEXT://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102,SSL://127.0.0.1:9104,"
+        "SASL_SSL://127.0.0.1:9105,CONTROLLER://127.0.0.1:9103"
     )
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
     assert props["listener.name.sasl_plaintext.plain.sasl.jaas.config"].endswith(
         f'user_{creds.kafka_sasl_username}="{creds.kafka_sasl_password}";'
     )
+    # SCRAM's users live in the KRaft metadata, not in the properties.
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert (props["ssl.keystore.type"], props["ssl.keystore.location"]) == (
+        "PEM",
+        str(tls.keystore),
+    )
+    assert scram_credential(creds) == (
+        f"SCRAM-SHA-512=[name={creds.kafka_sasl_username},password={creds.kafka_sasl_password}]"
+    )
+
+
+def test_the_stack_test_ca_signs_a_certificate_for_127_0_0_1(tmp_path: Path) -> None:
+    """A TLS handshake in memory: the server side with the broker's PEM keystore, the
+    client side verifying as the consumer does (the stack's CA, host 127.0.0.1); another
+    CA is refused. Made once: a second call keeps the files."""
+    from infra.stack.tls import ensure_test_ca
+
+    files = ensure_test_ca(tmp_path / "tls")
+    assert files.keystore.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tls").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["ca.pem", "server.pem"]
+    before = files.ca_file.read_bytes()
+    assert ensure_test_ca(tmp_path / "tls") == files
+    assert files.ca_file.read_bytes() == before
+
+    def handshake(ca: Path) -> None:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(files.keystore)
+        client = ssl.create_default_context(cafile=str(ca))
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client_side = client.wrap_bio(c_in, c_out, server_hostname="127.0.0.1")
+        server_side = server.wrap_bio(s_in, s_out, server_side=True)
+        for _ in range(10):
+            done = 0
+            for side, out, peer_in in ((client_side, c_out, s_in), (server_side, s_out, c_in)):
+                try:
+                    side.do_handshake()
+                    done += 1
+                except ssl.SSLWantReadError:
+                    pass
+                peer_in.write(out.read())
+            if done == 2:
+                return
+        raise AssertionError("handshake did not finish")
+
+    handshake(files.ca_file)
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(other)
+
+
+def test_the_stack_env_keeps_plaintext_settings_valid(tmp_path: Path) -> None:
+    """``eval "$(python -m infra.stack env)"`` then ``consumer run`` (make run): the CA file
+    of the TLS listeners is printed under a name of its own, since KAFKA_SSL_CAFILE with
+    PLAINTEXT is refused as a mistake; the names of the other listeners are not settings."""
+    from infra.stack import Stack, StackState
+    from infra.stack.state import save_state
+
+    save_state(tmp_path, StackState(1, 2, 3, 4, 5, 6, 7, 8))
+    env = Stack(tmp_path).env()
+    assert env["KAFKA_STACK_CAFILE"] == str(tmp_path.resolve() / "tls" / "ca.pem")
+    assert (env["KAFKA_SSL_BOOTSTRAP_SERVERS"], env["KAFKA_SCRAM_BOOTSTRAP_SERVERS"]) == (
+        "127.0.0.1:6",
+        "127.0.0.1:7",
+    )
+    current = settings(**{k: v for k, v in env.items() if k != "POSTGRES_URL"})
+    assert current.kafka_security_protocol == "PLAINTEXT"
+    assert security_problems(current) == []
+    assert not (tmp_path / "tls").exists()  # env reads; it never makes files
+
+
+def test_a_state_of_an_older_stack_is_restarted_not_reused() -> None:
+    from infra.stack import StackState
+    from infra.stack.lifecycle import has_every_port
+
+    assert not has_every_port(StackState(1, 2, 3, 4, kafka_sasl_port=5, postgres_port=8))
+    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
 
 
 def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:
@@ -311,3 +400,17 @@ def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) ->
     assert creds.kafka_sasl_password
     assert Stack(tmp_path).credentials() == creds  # written back, stable from now on
     assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stack_tool_that_echoes_a_password_has_it_masked(tmp_path: Path) -> None:
+    """The SCRAM password is on kafka-storage's command line; should a tool echo it in an
+    error, neither its log nor the one-line error shows it."""
+    from infra.stack import StackError
+    from infra.stack.process import run_checked
+
+    log = tmp_path / "tool.log"
+    command = ["sh", "-c", "echo 'bad value SCRAM-SHA-512=[password=s3cr3t-pw]' >&2; exit 3"]
+    with pytest.raises(StackError) as raised:
+        run_checked(command, log, None, "formatting", secrets=("s3cr3t-pw",))
+    assert str(raised.value) == "formatting failed (exit 3): bad value SCRAM-SHA-512=[password=***]"
+    assert "s3cr3t-pw" not in log.read_text()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import Stack, _pid_alive
+from infra.stack import Stack
+from infra.stack.process import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,6 @@ def test_stale_state_from_a_killed_run_then_clean_down(tmp_path: Path) -> None:
     finally:
         stopped = restarted.down(quiet=True) if "restarted" in locals() else stack.down()
     assert sorted(stopped) == ["kafka", "minio", "postgres"]
-    assert not any(_pid_alive(pid) for pid in (stack.load_state() or first).pids.values())
+    assert not any(pid_alive(pid) for pid in (stack.load_state() or first).pids.values())
     for pid in second.pids.values():
-        assert not _pid_alive(pid)
+        assert not pid_alive(pid)

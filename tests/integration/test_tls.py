@@ -1,12 +1,17 @@
-"""MinIO over TLS: a second MinIO server of the stack's pinned build, started with a
-certificate from a CA this module generates, publishing to the stack's Kafka.
+"""TLS against real servers: MinIO over TLS, and the consumer against the local Kafka's
+TLS listeners (certificates of the stack's test CA) with and without SCRAM-SHA-512.
 
-Every MinIO client of the project is driven through its own code path, as a user runs
-it — ``setup`` (buckets, notifications, lifecycle), ``run --role all --burst`` (the
-processor's ranged reads and its result write), ``retention sweep`` (the sweeper's
-clients), ``status`` (the health check) — with MINIO_USE_SSL=true and MINIO_CERT_PATH
-set to the CA; then the same verbs with a CA that did not sign the server's certificate
-fail with one clear line.
+MinIO: a second MinIO server of the stack's pinned build, started with a certificate from
+a CA this module generates, publishing to the stack's Kafka. Every MinIO client of the
+project is driven through its own code path, as a user runs it — ``setup`` (buckets,
+notifications, lifecycle), ``run --role all --burst`` (the processor's ranged reads and its
+result write), ``retention sweep`` (the sweeper's clients), ``status`` (the health check) —
+with MINIO_USE_SSL=true and MINIO_CERT_PATH set to the CA; then the same verbs with a CA
+that did not sign the server's certificate fail with one clear line.
+
+Kafka: ``setup`` (a topic created), the indexer (an upload indexed) and ``status`` through
+the broker's SSL listener and through its SASL_SSL listener with the SCRAM-SHA-512 user
+made at format time; then another CA, and a wrong password, are one line each.
 """
 
 from __future__ import annotations
@@ -22,21 +27,25 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from minio import Minio
 
 from consumer.minio_client import minio_client
 from consumer.settings import Settings
-from infra.stack import _stop_process_group, ensure_minio_binary, free_port
+from infra.stack import ensure_minio_binary, free_port
+from infra.stack.process import stop_process_group
 from tests import audio
 from tests.conftest import StackEndpoints, unique_name
-from tests.helpers import read_bucket_events, topic_end_offsets
+from tests.helpers import Published, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli
+from tests.integration.test_kafka_sasl import REFUSED
+from tests.integration.test_kafka_sasl import dlq_topic as dlq_topic  # the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +169,7 @@ def tls_minio(
         _wait_ready(f"https://127.0.0.1:{port}/minio/health/ready", ca_file, process, log)
         yield TlsMinio(f"127.0.0.1:{port}", user, password, ca_file, other_ca_file, topic)
     finally:
-        _stop_process_group(process.pid)
+        stop_process_group(process.pid)
         process.wait(timeout=30)
         asyncio.run(_create_topic(bootstrap, topic, delete=True))
 
@@ -291,3 +300,161 @@ async def test_the_processor_fails_a_job_at_once_when_the_ca_is_wrong(
         ).fetchone()
     assert attempts == 1
     assert NOT_TRUSTED in error
+
+
+# --- Kafka over TLS (SSL) and SCRAM-SHA-512 over TLS (SASL_SSL) ---------------------------
+
+KAFKA_TLS_VARS = (
+    "KAFKA_SSL_BOOTSTRAP_SERVERS",
+    "KAFKA_SCRAM_BOOTSTRAP_SERVERS",
+    "KAFKA_STACK_CAFILE",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+)
+KAFKA_NOT_TRUSTED = "consumer: failed: Kafka TLS certificate not trusted at "
+
+
+@pytest.fixture
+def kafka_listeners(stack: StackEndpoints) -> dict[str, dict[str, str]]:
+    """The settings of the stack broker's TLS listeners, by security protocol; the local
+    stack always has them."""
+    missing = [name for name in KAFKA_TLS_VARS if not stack.values.get(name)]
+    if missing:
+        message = f"{stack.origin} endpoints name no Kafka TLS listener ({', '.join(missing)})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    values = stack.values
+    return {
+        "SSL": {
+            "KAFKA_BOOTSTRAP_SERVERS": values["KAFKA_SSL_BOOTSTRAP_SERVERS"],
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CAFILE": values["KAFKA_STACK_CAFILE"],
+        },
+        "SASL_SSL": {
+            "KAFKA_BOOTSTRAP_SERVERS": values["KAFKA_SCRAM_BOOTSTRAP_SERVERS"],
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SSL_CAFILE": values["KAFKA_STACK_CAFILE"],
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": values["KAFKA_SASL_USERNAME"],
+            "KAFKA_SASL_PASSWORD": values["KAFKA_SASL_PASSWORD"],
+        },
+    }
+
+
+def _kafka_env(
+    stack: StackEndpoints,
+    tmp_path: Path,
+    make_bucket: Callable[..., str],
+    listener: dict[str, str],
+    dlq_topic: str,
+) -> dict[str, str]:
+    """A CLI environment whose every Kafka client goes through ``listener`` (MinIO keeps
+    publishing through the PLAINTEXT one), with buckets of this test's own."""
+    env = cli_env(stack, tmp_path, unique_name("tls-kafka-group"))
+    env.update(
+        {
+            "MINIO_AUDIO_BUCKET_NAME": make_bucket("ktls-audio", notify_events=False),
+            "MINIO_BUCKET_NAME": make_bucket("ktls-storage", notify_events=False),
+            "MINIO_RESULTS_BUCKET_NAME": make_bucket("ktls-results", notify_events=False),
+            "KAFKA_DLQ_TOPIC": dlq_topic,
+        },
+        **listener,
+    )
+    return env
+
+
+async def _kafka_verbs_fail(env: dict[str, str], *secrets_: str) -> tuple[list[str], str]:
+    """``setup`` and ``run`` fail with exit 1 and one line each (no traceback, none of
+    ``secrets_``), ``status`` with exit 1: (those lines, the status' Kafka error)."""
+    lines = []
+    for verb in (("setup",), ("run", "--role", "indexer", "--burst")):
+        result = await asyncio.to_thread(run_cli, env, *verb, timeout_s=120)
+        assert result.returncode == 1, (verb, result.stderr[-3000:])
+        assert "Traceback" not in result.stderr
+        for secret in secrets_:
+            assert secret not in result.stderr + result.stdout
+        (line,) = _error_lines(result)
+        lines.append(line)
+    status = await asyncio.to_thread(run_cli, env, "status", "--json")
+    assert status.returncode == 1
+    for secret in secrets_:
+        assert secret not in status.stdout + status.stderr
+    kafka_check = json.loads(status.stdout)["connections"]["kafka"]
+    assert not kafka_check["ok"]
+    return lines, str(kafka_check["error"])
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+async def test_setup_and_the_indexer_over_the_stack_kafka_tls_listeners(
+    protocol: str,
+    stack: StackEndpoints,
+    kafka_listeners: dict[str, dict[str, str]],
+    dlq_topic: str,
+    make_bucket: Callable[..., str],
+    minio: Minio,
+    tmp_path: Path,
+) -> None:
+    env = _kafka_env(stack, tmp_path, make_bucket, kafka_listeners[protocol], dlq_topic)
+
+    # setup's topic creation through the TLS listener (and the buckets' notifications).
+    setup = await asyncio.to_thread(run_cli, env, "setup", "--json")
+    assert setup.returncode == 0, setup.stderr
+    rows = {(row["resource"], row["name"]): row["action"] for row in json_rows(setup)}
+    assert rows[("topic", dlq_topic)] == "created"
+    bucket = env["MINIO_AUDIO_BUCKET_NAME"]
+    assert rows[("notification", bucket)] == "created"
+
+    # MinIO publishes through the PLAINTEXT listener; the indexer reads through TLS.
+    published = Published(stack)
+    await published.mark()
+    key = f"user_4/over {protocol.lower()}.ogg"
+    await asyncio.to_thread(minio.put_object, bucket, key, io.BytesIO(b"ogg bytes"), 9)
+    await published.wait(bucket, 1)
+    run = await asyncio.to_thread(
+        run_cli, env, "run", "--role", "indexer", "--burst", timeout_s=180
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    listed = json_rows(await asyncio.to_thread(run_cli, env, "ls", "--bucket", bucket, "--json"))
+    assert [row["key"] for row in listed] == [key]
+    status = await asyncio.to_thread(run_cli, env, "status", "--json")
+    kafka_check = json.loads(status.stdout)["connections"]["kafka"]
+    assert (kafka_check["ok"], kafka_check["error"]) == (True, None)
+
+
+async def test_the_stack_kafka_tls_listener_with_another_ca_is_one_line(
+    stack: StackEndpoints,
+    kafka_listeners: dict[str, dict[str, str]],
+    dlq_topic: str,
+    make_bucket: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    listener = {**kafka_listeners["SSL"], "KAFKA_SSL_CAFILE": str(other_ca)}
+    env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
+    expected = f"(KAFKA_SSL_CAFILE={other_ca})"
+    lines, status_error = await _kafka_verbs_fail(env)
+    for line in lines:
+        assert line.startswith(f"{KAFKA_NOT_TRUSTED}{listener['KAFKA_BOOTSTRAP_SERVERS']}: "), line
+        assert line.endswith(expected), line
+    assert status_error.endswith(expected), status_error
+
+
+async def test_a_wrong_scram_password_is_one_line_without_the_password(
+    stack: StackEndpoints,
+    kafka_listeners: dict[str, dict[str, str]],
+    dlq_topic: str,
+    make_bucket: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    right = kafka_listeners["SASL_SSL"]["KAFKA_SASL_PASSWORD"]
+    wrong_password = "wrong-" + secrets.token_urlsafe(12)
+    listener = {**kafka_listeners["SASL_SSL"], "KAFKA_SASL_PASSWORD": wrong_password}
+    env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
+    expected = f"{REFUSED}{listener['KAFKA_SASL_USERNAME']} (SCRAM-SHA-512 over SASL_SSL): "
+    lines, status_error = await _kafka_verbs_fail(env, wrong_password, right)
+    for line in lines:
+        assert line.startswith("consumer: failed: Kafka at "), line
+        assert expected in line, line
+    assert expected in status_error, status_error
