@@ -1,6 +1,6 @@
 """Servers going away under the indexer: PostgreSQL stopped during uploads.
 
-The index database is stopped for real (its process group, through infra/stack.py) while
+The index database is stopped for real (its process group, through infra/stack) while
 objects keep arriving in MinIO and Kafka. Nothing may be committed past the first event the
 indexer could not write; after the server returns, everything is indexed, each event
 journaled once, and the offsets move past all of it.

@@ -1,4 +1,4 @@
-"""infra/stack.py on its own: a killed run's stale state does not break the next `up`, and
+"""infra/stack on its own: a killed run's stale state does not break the next `up`, and
 `down` leaves no process behind."""
 
 from __future__ import annotations
