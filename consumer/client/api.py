@@ -411,10 +411,9 @@ class VoxClient:
         )
         try:
             while True:
-                try:
-                    chunk = await asyncio.to_thread(response.read, chunk_size)
-                except MINIO_ERRORS as exc:
-                    raise as_error(classify(exc, self.settings), what, DownloadFailed) from exc
+                chunk = await self._call(
+                    bucket, what, lambda: response.read(chunk_size), DownloadFailed, operation=None
+                )
                 if not chunk:
                     return
                 yield chunk
