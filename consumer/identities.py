@@ -30,9 +30,9 @@ import urllib3
 from minio.credentials.providers import StaticProvider
 from minio.minioadmin import MinioAdmin
 
-from consumer.errors import ConfigError, ConnectionFailed, SetupFailed
-from consumer.minio import MINIO_ERRORS, MinioFailure, as_error, classify, minio_http_pool
-from consumer.provisioning import Action, Change
+from consumer.errors import ConfigError, SetupFailed
+from consumer.minio import MINIO_ERRORS, MinioFailure, classify, minio_http_pool
+from consumer.provisioning import Action, Change, setup_error
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 from consumer.settings import Settings
 
@@ -486,9 +486,7 @@ def provision_identities(
             )
     except MINIO_ERRORS as exc:
         failure = classify(exc, settings)
-        if not failure.answered:  # network or TLS: the line says which
-            raise as_error(failure, "", ConnectionFailed) from exc
-        raise SetupFailed(_describe_admin_error(failure)) from exc
+        raise setup_error(failure, _describe_admin_error(failure)) from exc
     return changes
 
 

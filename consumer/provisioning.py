@@ -25,7 +25,7 @@ from minio.notificationconfig import (
     SuffixFilterRule,
 )
 
-from consumer.errors import ConnectionFailed, SetupFailed
+from consumer.errors import ConnectionFailed, ConsumerError, SetupFailed
 from consumer.kafka_client import (
     kafka_client_options,
     kafka_security_failure,
@@ -221,9 +221,7 @@ def provision_minio(
                 )
     except MINIO_ERRORS as exc:
         failure = classify(exc, settings)
-        if not failure.answered:  # network or TLS: the line says which
-            raise as_error(failure, "", ConnectionFailed) from exc
-        raise SetupFailed(_describe_minio_error(failure, notify.target.arn)) from exc
+        raise setup_error(failure, _describe_minio_error(failure, notify.target.arn)) from exc
     except ET.ParseError as exc:
         raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
     return changes
@@ -234,6 +232,14 @@ def _lifecycle_buckets(managed: Sequence[str], policies: Sequence[RetentionPolic
     names, and the managed ones (so a policy removed from the file loses its rule)."""
     named = [p.bucket for p in by_enforcement(policies, Enforcement.LIFECYCLE)]
     return list(dict.fromkeys([*managed, *named]))
+
+
+def setup_error(failure: MinioFailure, refusal: str) -> ConsumerError:
+    """A MinIO failure during setup: ConnectionFailed when no answer came (network, TLS:
+    the line says which), else SetupFailed saying ``refusal``."""
+    if not failure.answered:
+        return as_error(failure, "", ConnectionFailed)
+    return SetupFailed(refusal)
 
 
 def _describe_minio_error(failure: MinioFailure, arn: str) -> str:
