@@ -286,6 +286,9 @@ async def test_minio_call_gives_up_after_max_retries_with_a_retriable_error() ->
     with pytest.raises(DownloadFailed, match="gave up after 3 attempts") as caught:
         await minio_call(call, what="get", settings=settings(), error=DownloadFailed, retrying=True)
     assert caught.value.retriable
+    assert str(caught.value) == (
+        f"get: gave up after 3 attempts: MinIO at {ENDPOINT} unreachable: Connection refused"
+    )
     assert len(threads) == 3  # MINIO_MAX_RETRIES=2: three attempts
 
 

@@ -55,12 +55,14 @@ async def minio_call(
 
     if not retrying:
         return await attempt()
+    attempts = settings.minio_max_retries + 1
     try:
         return await retry(
-            attempt,
-            what=what,
-            base_s=settings.minio_retry_backoff,
-            max_attempts=settings.minio_max_retries + 1,
+            attempt, what=what, base_s=settings.minio_retry_backoff, max_attempts=attempts
         )
     except RetriesExhausted as exc:
-        raise error(str(exc), retriable=True) from exc
+        # The line names the operation once: the last error's own text, without its prefix.
+        last = exc.__cause__
+        origin = last.__cause__ if last is not None else None
+        detail = classify(origin, settings).message if isinstance(origin, MINIO_ERRORS) else last
+        raise error(f"{what}: gave up after {attempts} attempts: {detail}", retriable=True) from exc
