@@ -37,6 +37,14 @@ class ConnectionFailed(ConsumerError):
     retriable = True
 
 
+class TlsFailed(ConnectionFailed):
+    """A TLS handshake failed or the server's certificate is not trusted: the settings or
+    the server must change, so trying again cannot help (a ConnectionFailed all the same:
+    no request reached the server)."""
+
+    retriable = False
+
+
 class NotFound(ConsumerError):
     """The object, bucket or record asked for does not exist."""
 

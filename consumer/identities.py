@@ -28,13 +28,11 @@ from typing import Any, Final
 
 import urllib3
 from minio.credentials.providers import StaticProvider
-from minio.error import MinioAdminException
 from minio.minioadmin import MinioAdmin
-from urllib3.exceptions import HTTPError
 
-from consumer.errors import ConfigError, ConnectionFailed, SetupFailed
-from consumer.minio_client import minio_http_pool
-from consumer.provisioning import Action, Change
+from consumer.errors import ConfigError, SetupFailed
+from consumer.minio import MINIO_ERRORS, MinioFailure, classify, minio_http_pool
+from consumer.provisioning import Action, Change, setup_error
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 from consumer.settings import Settings
 
@@ -312,28 +310,17 @@ def minio_admin(
     )
 
 
-def admin_error_code(exc: MinioAdminException) -> str:
-    """MinIO's error code ("XMinioAdminNoSuchUser", "AccessDenied", …) from the body."""
-    try:
-        body = json.loads(exc._body)
-    except (TypeError, ValueError):
-        return ""
-    return str(body.get("Code", "")) if isinstance(body, dict) else ""
-
-
-def _admin_message(exc: MinioAdminException) -> str:
-    try:
-        body = json.loads(exc._body)
-        return str(body.get("Message") or exc._body).strip()
-    except (TypeError, ValueError, AttributeError):
-        return str(exc._body).strip()
+def admin_error_code(exc: BaseException) -> str:
+    """MinIO's error code ("XMinioAdminNoSuchUser", "AccessDenied", …) of an admin call's
+    failure (see ``consumer.minio.classify``)."""
+    return classify(exc).code
 
 
 def user_state(admin: MinioAdmin, access_key: str) -> UserState | None:
     """None when MinIO has no such user."""
     try:
         info = json.loads(admin.user_info(access_key))
-    except MinioAdminException as exc:
+    except MINIO_ERRORS as exc:
         if admin_error_code(exc) == "XMinioAdminNoSuchUser":
             return None
         raise
@@ -350,7 +337,7 @@ def secret_works(settings: Settings, access_key: str, secret_key: str) -> bool:
     needs no permission beyond valid credentials."""
     try:
         minio_admin(settings, access_key, secret_key).account_info()
-    except MinioAdminException as exc:
+    except MINIO_ERRORS as exc:
         if admin_error_code(exc) in _BAD_CREDENTIALS:
             return False
         raise
@@ -362,7 +349,7 @@ def ensure_policy(admin: MinioAdmin, name: str, document: Mapping[str, Any]) -> 
     detail = f"{len(document['Statement'])} statement(s)"
     try:
         current: Any = json.loads(admin.policy_info(name))
-    except MinioAdminException as exc:
+    except MINIO_ERRORS as exc:
         if admin_error_code(exc) != "XMinioAdminNoSuchPolicy":
             raise
         current = None
@@ -497,19 +484,17 @@ def provision_identities(
                 secrets_file if new_secret else None,
                 new_secret,
             )
-    except MinioAdminException as exc:
-        raise SetupFailed(_describe_admin_error(exc)) from exc
-    except (HTTPError, OSError) as exc:
-        raise ConnectionFailed(f"MinIO at {settings.minio_endpoint} unreachable: {exc}") from exc
+    except MINIO_ERRORS as exc:
+        failure = classify(exc, settings)
+        raise setup_error(failure, _describe_admin_error(failure)) from exc
     return changes
 
 
-def _describe_admin_error(exc: MinioAdminException) -> str:
-    code = admin_error_code(exc)
-    if code == "AccessDenied":
+def _describe_admin_error(failure: MinioFailure) -> str:
+    if failure.code == "AccessDenied":
         return (
             "MinIO refused an admin call: setup --identities needs the root keys in "
             "MINIO_ACCESS_KEY/MINIO_SECRET_KEY (or admin:GetPolicy, admin:CreatePolicy, "
             "admin:GetUser, admin:CreateUser and admin:AttachUserOrGroupPolicy)"
         )
-    return f"MinIO refused an admin call: {code or exc._code}: {_admin_message(exc)}"
+    return f"MinIO refused an admin call: {failure.code}: {failure.reason}"

@@ -1,116 +1,22 @@
-"""Building MinIO clients from settings: the only place that knows about TLS and timeouts.
+"""The MinIO client factory and failure lines under their first name: ``consumer.minio``
+holds them now; this module stays for the imports that name it."""
 
-Every MinIO connection of the package goes through ``minio_http_pool``: minio-py's
-``Minio`` (``minio_client``), and an admin client (``minio.minioadmin.MinioAdmin`` takes
-the same pool as ``http_client``). With ``MINIO_USE_SSL=true`` the pool verifies the
-server's certificate and host name against ``MINIO_CERT_PATH`` (a PEM CA bundle), or the
-system's CAs when it is unset.
-"""
+from consumer.minio.connect import (
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    minio_client,
+    minio_http_pool,
+    minio_ssl_context,
+)
+from consumer.minio.failures import describe_minio_failure, minio_tls_problem, ssl_error_detail
 
-from __future__ import annotations
-
-import ssl
-
-import urllib3
-from minio import Minio
-
-from consumer.errors import ConfigError
-from consumer.settings import Settings
-
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
-_CAUSE_DEPTH = 8
-
-
-def minio_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """The TLS context of MinIO connections (None without ``MINIO_USE_SSL``): certificate
-    and host name verified, against ``MINIO_CERT_PATH`` when set. Raises ConfigError when
-    that file cannot be read as PEM certificates."""
-    if not settings.minio_use_ssl:
-        return None
-    cafile = settings.minio_cert_path
-    try:
-        # Certificates required and host names checked: create_default_context's defaults.
-        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    except OSError as exc:  # ssl.SSLError is an OSError too (not PEM, no certificate in it)
-        raise ConfigError(
-            f"MINIO_CERT_PATH={cafile} is not a readable PEM CA bundle: {exc.strerror or exc}"
-        ) from None
-
-
-def minio_http_pool(settings: Settings, *, maxsize: int = 16) -> urllib3.PoolManager:
-    """The urllib3 pool for MinIO: bounded timeouts, TLS per the settings.
-
-    urllib3's own retries are off: retrying is decided by our retry loop, which knows
-    which errors are worth it. Raises ConfigError (see ``minio_ssl_context``).
-    """
-    ssl_context = minio_ssl_context(settings)
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-        retries=False,
-        maxsize=maxsize,
-        ssl_context=ssl_context,
-        cert_reqs="CERT_REQUIRED" if ssl_context is not None else None,
-    )
-
-
-def minio_client(settings: Settings) -> Minio:
-    """A minio-py client over ``minio_http_pool``. Raises ConfigError."""
-    return Minio(
-        settings.minio_endpoint,
-        access_key=settings.minio_access_key,
-        secret_key=settings.minio_secret_key.get_secret_value(),
-        secure=settings.minio_use_ssl,
-        region=settings.minio_region,
-        http_client=minio_http_pool(settings),
-    )
-
-
-def minio_tls_problem(exc: BaseException, settings: Settings | None = None) -> str | None:
-    """One line saying what went wrong with TLS when ``exc`` (a urllib3 or minio error,
-    at any depth of its causes) comes from a TLS failure; None otherwise. Pure.
-
-    With ``settings`` the line names the CA bundle in use."""
-    cause = _tls_cause(exc)
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        detail = ssl_error_detail(cause)
-        where = "check MINIO_CERT_PATH"
-        if settings is not None:
-            where = f"MINIO_CERT_PATH={settings.minio_cert_path or 'unset: the system CAs'}"
-        return f"MinIO TLS certificate not trusted: {detail} ({where})"
-    if cause is not None:
-        return (
-            f"MinIO TLS handshake failed: {ssl_error_detail(cause)} "
-            "(MINIO_USE_SSL=true: does the server serve TLS on that port?)"
-        )
-    return None
-
-
-def describe_minio_failure(exc: BaseException, settings: Settings) -> str:
-    """One line for a MinIO connection failure: the TLS problem when there is one."""
-    return minio_tls_problem(exc, settings) or (
-        f"MinIO at {settings.minio_endpoint} unreachable: {exc}"
-    )
-
-
-def ssl_error_detail(error: ssl.SSLError) -> str:
-    """The most specific text of an ssl error: OpenSSL's verify message, else its reason
-    (both only set on errors the ssl module raised)."""
-    return str(getattr(error, "verify_message", None) or getattr(error, "reason", None) or error)
-
-
-def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl.SSLError behind ``exc``: urllib3 wraps it in its own SSLError (and, with
-    retries, in MaxRetryError.reason), so follow causes, contexts and arguments."""
-    pending: list[object] = [exc]
-    seen: set[int] = set()
-    while pending and len(seen) < _CAUSE_DEPTH * 4:
-        current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return current
-        pending.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
-        pending.extend(current.args)
-    return None
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "READ_TIMEOUT_S",
+    "describe_minio_failure",
+    "minio_client",
+    "minio_http_pool",
+    "minio_ssl_context",
+    "minio_tls_problem",
+    "ssl_error_detail",
+]

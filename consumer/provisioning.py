@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from minio import Minio
-from minio.error import MinioException, S3Error
 from minio.helpers import md5sum_hash
 from minio.notificationconfig import (
     NotificationConfig,
@@ -25,15 +24,14 @@ from minio.notificationconfig import (
     QueueConfig,
     SuffixFilterRule,
 )
-from urllib3.exceptions import HTTPError
 
-from consumer.errors import ConnectionFailed, SetupFailed
+from consumer.errors import ConnectionFailed, ConsumerError, SetupFailed
 from consumer.kafka_client import (
     kafka_client_options,
     kafka_security_failure,
     kafka_unreachable,
 )
-from consumer.minio_client import describe_minio_failure, minio_client
+from consumer.minio import MINIO_ERRORS, MinioFailure, as_error, classify, minio_client
 from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
 from consumer.retention.lifecycle import (
     current_keys,
@@ -190,8 +188,8 @@ def _get_lifecycle_xml(client: Minio, bucket: str) -> bytes | None:
     """The bucket's lifecycle document as MinIO stores it; None when it has none."""
     try:
         response = client._execute("GET", bucket, query_params={"lifecycle": ""})
-    except S3Error as exc:
-        if exc.code == "NoSuchLifecycleConfiguration":
+    except MINIO_ERRORS as exc:
+        if classify(exc).code == "NoSuchLifecycleConfiguration":
             return None
         raise
     return bytes(response.data)
@@ -221,12 +219,11 @@ def provision_minio(
                 changes.append(
                     Change("lifecycle", bucket, Action.WARNING, "bucket missing, rules not set")
                 )
-    except MinioException as exc:
-        raise SetupFailed(_describe_minio_error(exc, notify.target.arn)) from exc
+    except MINIO_ERRORS as exc:
+        failure = classify(exc, settings)
+        raise setup_error(failure, _describe_minio_error(failure, notify.target.arn)) from exc
     except ET.ParseError as exc:
         raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
-    except (HTTPError, OSError) as exc:
-        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
     return changes
 
 
@@ -237,15 +234,22 @@ def _lifecycle_buckets(managed: Sequence[str], policies: Sequence[RetentionPolic
     return list(dict.fromkeys([*managed, *named]))
 
 
-def _describe_minio_error(exc: MinioException, arn: str) -> str:
-    text = str(exc)
-    if "ARN" in text:
+def setup_error(failure: MinioFailure, refusal: str) -> ConsumerError:
+    """A MinIO failure during setup: ConnectionFailed when no answer came (network, TLS:
+    the line says which), else SetupFailed saying ``refusal``."""
+    if not failure.answered:
+        return as_error(failure, "", ConnectionFailed)
+    return SetupFailed(refusal)
+
+
+def _describe_minio_error(failure: MinioFailure, arn: str) -> str:
+    if "ARN" in failure.message:
         return (
             f"MinIO does not know the notify target {arn}: start it with "
             "MINIO_NOTIFY_KAFKA_ENABLE_<ID>=on (see infra/stack.py) and make the id match "
             "minio-notify.json"
         )
-    return f"MinIO refused the request: {text}"
+    return failure.message
 
 
 # --------------------------------------------------------------------------------------

@@ -42,13 +42,11 @@ from enum import StrEnum
 from typing import Any, Final, TextIO
 from urllib.parse import quote_plus
 
-import urllib3
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from minio import Minio
-from minio.error import S3Error
 
-from consumer.errors import ConsumerError, InvalidInput
+from consumer.errors import ConsumerError, InvalidInput, NotFound
 from consumer.events import (
     RECONCILE_FOUND,
     RECONCILE_GONE,
@@ -60,14 +58,13 @@ from consumer.events import (
 )
 from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectRecord
 from consumer.kafka_client import KafkaUnavailable
+from consumer.minio import FailureKind, MinioFailure, minio_call
 from consumer.notify_config import NotifyConfig, NotifyRule
 from consumer.settings import Settings
 
 RECONCILE_AGENT_PRODUCT: Final = "voxpersona-reconcile"
 _PAGE: Final = 1000
 _REPAIRS_PER_BATCH: Final = 500
-# HEAD answers that mean "this object (version) is not there".
-_GONE_CODES: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound"})
 
 
 class ReconcileFailed(ConsumerError):
@@ -368,7 +365,19 @@ class Reconciler:
     async def differences(self, bucket: str, covers: KeyFilter | None = None) -> list[Mismatch]:
         """List ``bucket`` (every version when it is versioned; only keys ``covers``
         accepts) and its live index rows; their differences, also added to the report."""
-        listed = await asyncio.to_thread(self._list_bucket, bucket)
+        what = f"cannot list bucket {bucket}"
+
+        def listing_error(failure: MinioFailure) -> ConsumerError:
+            if failure.bucket_missing:
+                return InvalidInput(f"no bucket named {bucket!r}")
+            return ReconcileFailed(f"{what}: {failure.message}")
+
+        listed = await minio_call(
+            lambda: self._list_bucket(bucket),
+            what=what,
+            settings=self._settings,
+            translate=listing_error,
+        )
         if covers is not None:
             listed = [obj for obj in listed if covers(obj.key)]
         indexed = await self._indexed(bucket)
@@ -388,7 +397,7 @@ class Reconciler:
         to_process: list[ObjectEvent] = []
         for number, mismatch in enumerate(self.report.mismatches, start=1):
             self._progress.show(f"reconcile: repairing {number}/{total}")
-            event = await asyncio.to_thread(self._repair_event, mismatch)
+            event = await self._repair_event(mismatch)
             outcome = _outcome(event)
             repaired.append(replace(mismatch, repair=outcome))
             if event is None:
@@ -406,46 +415,45 @@ class Reconciler:
     # --- MinIO --------------------------------------------------------------------------
 
     def _list_bucket(self, bucket: str) -> list[ListedObject]:
-        try:
-            versioned = self._minio.get_bucket_versioning(bucket).status in (
-                "Enabled",
-                "Suspended",
-            )
-            listed: list[ListedObject] = []
-            for obj in self._minio.list_objects(bucket, recursive=True, include_version=versioned):
-                if obj.is_delete_marker or obj.is_dir:
-                    continue
-                listed.append(
-                    ListedObject(
-                        bucket=bucket,
-                        key=obj.object_name or "",
-                        version_id=(obj.version_id or "") if versioned else "",
-                        size=obj.size or 0,
-                        etag=normalise_etag(obj.etag) or "",
-                        last_modified=(obj.last_modified or datetime.now(UTC)).astimezone(UTC),
-                    )
+        """Blocking; run through ``minio_call``, which translates its failures."""
+        versioned = self._minio.get_bucket_versioning(bucket).status in ("Enabled", "Suspended")
+        listed: list[ListedObject] = []
+        for obj in self._minio.list_objects(bucket, recursive=True, include_version=versioned):
+            if obj.is_delete_marker or obj.is_dir:
+                continue
+            listed.append(
+                ListedObject(
+                    bucket=bucket,
+                    key=obj.object_name or "",
+                    version_id=(obj.version_id or "") if versioned else "",
+                    size=obj.size or 0,
+                    etag=normalise_etag(obj.etag) or "",
+                    last_modified=(obj.last_modified or datetime.now(UTC)).astimezone(UTC),
                 )
-                if len(listed) % _PAGE == 0:
-                    self._progress.show(f"reconcile: {bucket}: listed {len(listed)}")
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ReconcileFailed(f"cannot list bucket {bucket}: {exc}") from exc
-        except S3Error as exc:
-            if exc.code == "NoSuchBucket":
-                raise InvalidInput(f"no bucket named {bucket!r}") from None
-            raise ReconcileFailed(
-                f"cannot list bucket {bucket}: {exc.code}: {exc.message}"
-            ) from exc
+            )
+            if len(listed) % _PAGE == 0:
+                self._progress.show(f"reconcile: {bucket}: listed {len(listed)}")
         return listed
 
-    def _head(self, bucket: str, key: str, version_id: str) -> HeadState | None:
+    async def _head(self, bucket: str, key: str, version_id: str) -> HeadState | None:
+        """The object (version) as MinIO has it; None when it is not there."""
+        what = f"cannot HEAD {bucket}/{key}"
+
+        def head_error(failure: MinioFailure) -> ConsumerError:
+            # A missing bucket is no proof that the objects are gone: never a tombstone.
+            if failure.kind is FailureKind.GONE and not failure.bucket_missing:
+                return NotFound(failure.message)
+            return ReconcileFailed(f"{what}: {failure.message}")
+
         try:
-            stat = self._minio.stat_object(bucket, key, version_id=version_id or None)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ReconcileFailed(f"cannot HEAD {bucket}/{key}: {exc}") from exc
-        except S3Error as exc:
-            if exc.code in _GONE_CODES:
-                return None
-            raise ReconcileFailed(f"cannot HEAD {bucket}/{key}: {exc.code}: {exc.message}") from exc
+            stat = await minio_call(
+                lambda: self._minio.stat_object(bucket, key, version_id=version_id or None),
+                what=what,
+                settings=self._settings,
+                translate=head_error,
+            )
+        except NotFound:
+            return None
         headers = {name: str(value) for name, value in (stat.metadata or {}).items()}
         return HeadState(
             version_id=(stat.version_id or version_id) if version_id else "",
@@ -456,10 +464,10 @@ class Reconciler:
             last_modified=(stat.last_modified or self._clock()).astimezone(UTC),
         )
 
-    def _repair_event(self, mismatch: Mismatch) -> ObjectEvent | None:
+    async def _repair_event(self, mismatch: Mismatch) -> ObjectEvent | None:
         # Read the clock before the HEAD: a write after the HEAD is newer than this stamp.
         stamp = self._clock()
-        head = self._head(mismatch.bucket, mismatch.key, mismatch.version_id)
+        head = await self._head(mismatch.bucket, mismatch.key, mismatch.version_id)
         if head is not None:
             moment = found_moment(head, mismatch.listed)
             return found_event(mismatch.bucket, mismatch.key, head, moment, self.report.run_id)

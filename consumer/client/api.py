@@ -29,11 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
-import urllib3
 from minio import Minio
 from minio.datatypes import Object, PostPolicy
 from minio.deleteobjects import DeleteObject
-from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -52,7 +50,6 @@ from consumer.client.presign import (
 )
 from consumer.client.results import FeedFilter, ProcessedFeed, processors_filter
 from consumer.errors import (
-    ConnectionFailed,
     ConsumerError,
     DownloadFailed,
     InvalidInput,
@@ -68,26 +65,14 @@ from consumer.index import (
     Versions,
     open_index,
 )
-from consumer.minio_client import minio_client
+from consumer.minio import MINIO_ERRORS, as_error, classify, is_gone, minio_call, minio_client
 from consumer.names import SHA256, check_bucket, check_key, check_user_id, upload_key
 from consumer.results import ProcessedResult, ResultLocation, result_location_key
-from consumer.retry import RetriesExhausted, retry
 from consumer.settings import Settings
 from consumer.telemetry import minio_operation, object_attributes, traceparent_of, tracer
 
 T = TypeVar("T")
 
-_NOT_FOUND: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
-# S3 codes where the same request may succeed later; anything else is final.
-_TRANSIENT: Final = frozenset(
-    {
-        "SlowDown",
-        "ServiceUnavailable",
-        "InternalError",
-        "RequestTimeout",
-        "XMinioServerNotInitialized",
-    }
-)
 _STREAM_CHUNK: Final = 1024 * 1024
 
 
@@ -154,23 +139,13 @@ class DeleteResult:
 def minio_failure(
     exc: BaseException, what: str, failure: type[ConsumerError] = UploadFailed
 ) -> ConsumerError:
-    """A minio/urllib3 exception as this package's error, with ``retriable`` set right."""
+    """A minio/urllib3 exception as this package's error, with ``retriable`` set right
+    (see ``consumer.minio.as_error``)."""
     if isinstance(exc, ConsumerError):
         return exc
-    if isinstance(exc, S3Error):
-        if exc.code in _NOT_FOUND:
-            return NotFound(f"{what}: {exc.code}")
-        return failure(
-            f"{what}: MinIO said {exc.code}: {exc.message}", retriable=exc.code in _TRANSIENT
-        )
-    if isinstance(exc, ServerError | InvalidResponseError):
-        return failure(f"{what}: MinIO answered {exc}", retriable=True)
-    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return ConnectionFailed(f"{what}: MinIO unreachable ({type(exc).__name__})")
+    if isinstance(exc, MINIO_ERRORS):
+        return as_error(classify(exc), what, failure)
     return failure(f"{what}: {type(exc).__name__}: {exc}", retriable=False)
-
-
-_MINIO_ERRORS: Final = (MinioException, urllib3.exceptions.HTTPError, OSError)
 
 
 class UploadCancelled(Exception):
@@ -436,10 +411,9 @@ class VoxClient:
         )
         try:
             while True:
-                try:
-                    chunk = await asyncio.to_thread(response.read, chunk_size)
-                except _MINIO_ERRORS as exc:
-                    raise minio_failure(exc, what, DownloadFailed) from exc
+                chunk = await self._call(
+                    bucket, what, lambda: response.read(chunk_size), DownloadFailed, operation=None
+                )
                 if not chunk:
                     return
                 yield chunk
@@ -864,8 +838,8 @@ class VoxClient:
         def exists_or_unknowable() -> bool:
             try:
                 return self._minio.bucket_exists(bucket)
-            except S3Error as exc:
-                if exc.code == "AccessDenied":  # a least-privilege identity: let the call say
+            except MINIO_ERRORS as exc:
+                if classify(exc).code == "AccessDenied":  # least privilege: let the call say
                     return True
                 raise
 
@@ -892,23 +866,12 @@ class VoxClient:
     ) -> T:
         """One MinIO call in a worker thread, traced and timed as ``operation`` (None: the
         call does it itself), its errors translated."""
-
-        def traced() -> T:
-            if operation is None:
-                return call()
-            with minio_operation(
-                operation,
-                bucket,
-                expected=lambda exc: (
-                    expected_not_found and isinstance(exc, S3Error) and exc.code in _NOT_FOUND
-                ),
-            ):
-                return call()
-
-        try:
-            return await asyncio.to_thread(traced)
-        except _MINIO_ERRORS as exc:
-            raise minio_failure(exc, what, failure) from exc
+        return await minio_call(
+            self._traced(bucket, call, operation, expected_not_found),
+            what=what,
+            settings=self.settings,
+            error=failure,
+        )
 
     async def _retrying(
         self,
@@ -920,19 +883,29 @@ class VoxClient:
         operation: str | None,
     ) -> T:
         """``_call`` retried on retriable errors (MINIO_MAX_RETRIES, MINIO_RETRY_BACKOFF)."""
+        return await minio_call(
+            self._traced(bucket, call, operation),
+            what=what,
+            settings=self.settings,
+            error=failure,
+            retrying=True,
+        )
 
-        async def attempt() -> T:
-            return await self._call(bucket, what, call, failure, operation=operation)
+    @staticmethod
+    def _traced(
+        bucket: str, call: Callable[[], T], operation: str | None, expected_gone: bool = False
+    ) -> Callable[[], T]:
+        """``call`` in a span timed as ``operation`` (None: the call does it itself); with
+        ``expected_gone``, a "not there" answer counts as a success."""
+        if operation is None:
+            return call
 
-        try:
-            return await retry(
-                attempt,
-                what=what,
-                base_s=self.settings.minio_retry_backoff,
-                max_attempts=self.settings.minio_max_retries + 1,
-            )
-        except RetriesExhausted as exc:
-            raise failure(str(exc), retriable=True) from exc
+        def traced() -> T:
+            expected = is_gone if expected_gone else lambda _: False
+            with minio_operation(operation, bucket, expected=expected):
+                return call()
+
+        return traced
 
     async def _index(self) -> IndexStore:
         async with self._store_lock:

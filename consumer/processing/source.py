@@ -14,50 +14,40 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-import urllib3
 from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
 
 from consumer.errors import ConsumerError
-from consumer.minio_client import minio_tls_problem
+from consumer.minio import FailureKind, MinioFailure, classify, translated
 from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable
 from consumer.telemetry import minio_operation
 
 BLOCK_SIZE: Final = 256 * 1024
 CACHED_BLOCKS: Final = 8
-_GONE: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchBucket"})
+# The object's content is pinned by If-Match: a newer upload answers this.
+_CHANGED: Final = "PreconditionFailed"
 
 
 def describe_minio_error(exc: Exception, what: str) -> ConsumerError:
     """A minio/urllib3 failure as ProcessingFailed (gone, changed, refused, TLS
     certificate not trusted) or ProcessingRetriable (server or network trouble)."""
-    if isinstance(exc, S3Error):
-        if exc.code in _GONE:
-            return ProcessingFailed(f"{what}: the object no longer exists ({exc.code})")
-        if exc.code == "PreconditionFailed":
-            return ProcessingFailed(
-                f"{what}: the object changed since its event (a newer upload has its own event)"
-            )
-        if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return ProcessingFailed(f"{what}: MinIO refused access ({exc.code})")
-        return ProcessingRetriable(f"{what}: MinIO error {exc.code}")
-    tls_problem = minio_tls_problem(exc)
-    if tls_problem is not None:
+    return processing_error(classify(exc), what)
+
+
+def processing_error(failure: MinioFailure, what: str) -> ConsumerError:
+    """Final for what another attempt cannot change; retriable for anything else."""
+    if failure.kind is FailureKind.GONE:
+        return ProcessingFailed(f"{what}: the object no longer exists ({failure.code})")
+    if failure.code == _CHANGED:
+        return ProcessingFailed(
+            f"{what}: the object changed since its event (a newer upload has its own event)"
+        )
+    if failure.kind is FailureKind.REFUSED:
+        return ProcessingFailed(f"{what}: MinIO refused access ({failure.code})")
+    if failure.kind is FailureKind.TLS:
         # Settings are read once per process: trying again cannot fix a CA mismatch, and
         # the event in the DLQ can be replayed once MINIO_CERT_PATH is right.
-        return ProcessingFailed(f"{what}: {tls_problem}")
-    if isinstance(exc, ServerError | InvalidResponseError):
-        return ProcessingRetriable(f"{what}: MinIO answered {exc}")
-    return ProcessingRetriable(f"{what}: MinIO unreachable ({type(exc).__name__})")
-
-
-_MINIO_FAILURES: Final = (
-    S3Error,
-    ServerError,
-    InvalidResponseError,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
+        return ProcessingFailed(f"{what}: {failure.message}")
+    return ProcessingRetriable(f"{what}: {failure.message}")
 
 
 class RangeReader(io.RawIOBase):
@@ -149,13 +139,13 @@ class MinioSource:
 
     def _stat_size(self) -> int:
         request = self._job.request
-        try:
-            with minio_operation("HeadObject", request.bucket, request.key):
-                stat = self._client.stat_object(
-                    request.bucket, request.key, version_id=request.version_id or None
-                )
-        except _MINIO_FAILURES as exc:
-            raise describe_minio_error(exc, "stat") from exc
+        with (
+            translated(lambda failure: processing_error(failure, "stat")),
+            minio_operation("HeadObject", request.bucket, request.key),
+        ):
+            stat = self._client.stat_object(
+                request.bucket, request.key, version_id=request.version_id or None
+            )
         stored_etag = (stat.etag or "").strip('"')
         if request.etag and stored_etag != request.etag:
             raise ProcessingFailed(
@@ -173,21 +163,21 @@ class MinioSource:
     def _get_range(self, offset: int, length: int) -> bytes:
         request = self._job.request
         headers: dict[str, Any] | None = {"If-Match": f'"{request.etag}"'} if request.etag else None
-        try:
-            with minio_operation("GetObject", request.bucket, request.key) as span:
-                span.set_attribute("voxpersona.range", f"{offset}-{offset + length - 1}")
-                response = self._client.get_object(
-                    request.bucket,
-                    request.key,
-                    offset=offset,
-                    length=length,
-                    request_headers=headers,
-                    version_id=request.version_id or None,
-                )
-                try:
-                    return bytes(response.read())
-                finally:
-                    response.close()
-                    response.release_conn()
-        except _MINIO_FAILURES as exc:
-            raise describe_minio_error(exc, f"read at {offset}") from exc
+        with (
+            translated(lambda failure: processing_error(failure, f"read at {offset}")),
+            minio_operation("GetObject", request.bucket, request.key) as span,
+        ):
+            span.set_attribute("voxpersona.range", f"{offset}-{offset + length - 1}")
+            response = self._client.get_object(
+                request.bucket,
+                request.key,
+                offset=offset,
+                length=length,
+                request_headers=headers,
+                version_id=request.version_id or None,
+            )
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()

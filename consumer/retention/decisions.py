@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from consumer.index import JobRecord, JobStatus, ObjectRecord
+from consumer.minio.failures import S3_CODES, FailureKind
 from consumer.retention.policy import RetentionPolicy
 
 # A multi-object delete refused by object lock: MinIO answers AccessDenied with a message
@@ -18,7 +19,8 @@ from consumer.retention.policy import RetentionPolicy
 # ObjectLocked is what newer S3 implementations send.
 LOCKED_CODE: Final = "ObjectLocked"
 LOCKED_MESSAGE_MARKERS: Final = ("WORM", "retention", "legal hold")
-GONE_CODES: Final = frozenset({"NoSuchKey", "NoSuchVersion", "NoSuchObject"})
+# A delete entry refused because its object (version) is no longer there.
+GONE_CODES: Final = frozenset(code for code, kind in S3_CODES.items() if kind is FailureKind.GONE)
 
 
 class SkipReason(StrEnum):

@@ -22,17 +22,24 @@ from datetime import UTC, datetime
 
 import structlog
 from minio import Minio
+from minio.datatypes import Object
 from minio.deleteobjects import DeleteObject
-from minio.error import MinioException, S3Error
-from urllib3.exceptions import HTTPError
 
-from consumer.errors import ConnectionFailed
+from consumer.errors import ConnectionFailed, ConsumerError, NotFound
 from consumer.events import RETENTION_AGENT_PRODUCT
 from consumer.index import IndexStore, ObjectRecord
 from consumer.lag import group_lag
-from consumer.minio_client import describe_minio_failure, minio_client
+from consumer.minio import (
+    MINIO_ERRORS,
+    FailureKind,
+    MinioFailure,
+    as_error,
+    classify,
+    is_gone,
+    minio_call,
+    minio_client,
+)
 from consumer.retention.decisions import (
-    GONE_CODES,
     Outcome,
     Pacer,
     StoredFacts,
@@ -226,9 +233,11 @@ class Sweeper:
         if reason is not None:
             return _item(policy, candidate, None, Outcome.SKIPPED, reason), None
         try:
-            stored = await asyncio.to_thread(_stat, client, candidate, self._settings)
-        except S3Error as exc:
-            return _item(policy, candidate, None, Outcome.FAILED, f"HEAD: {exc.code}"), None
+            stored = await _stat(client, candidate, self._settings)
+        except ConnectionFailed:
+            raise
+        except ConsumerError as exc:  # MinIO answered: this candidate fails, the sweep goes on
+            return _item(policy, candidate, None, Outcome.FAILED, str(exc)), None
         reason = skip_for_stored(candidate, stored, cutoff, now)
         if reason is not None:
             return _item(policy, candidate, stored, Outcome.SKIPPED, reason), None
@@ -246,7 +255,7 @@ class Sweeper:
             "voxpersona.objects": len(doomed),
         }
         with tracer.start_as_current_span("retention delete", attributes=attributes):
-            errors = await asyncio.to_thread(_remove, client, policy.bucket, doomed, self._settings)
+            errors = await _remove(client, policy.bucket, doomed, self._settings)
         items: list[SweepItem] = []
         for candidate, stored in doomed:
             error = errors.get((candidate.key, candidate.version_id))
@@ -296,19 +305,40 @@ def _item(
     )
 
 
-def _stat(client: Minio, candidate: ObjectRecord, settings: Settings) -> StoredFacts | None:
+def _stops_the_sweep(failure: MinioFailure) -> bool:
+    """No answer (network, TLS) or a busy or failing server: the sweep stops with
+    ConnectionFailed, whose line the CLI prints as is, and the next interval tries again.
+    Any other answer fails only the candidates concerned."""
+    return not failure.answered or failure.kind in (FailureKind.TRANSIENT, FailureKind.TLS)
+
+
+def _connection_failed(failure: MinioFailure) -> ConsumerError:
+    return as_error(failure, "", ConnectionFailed)
+
+
+def _head_error(failure: MinioFailure) -> ConsumerError:
+    """Gone: nothing to delete (NotFound). The sweep stopped (see ``_stops_the_sweep``):
+    ConnectionFailed. Another answer: the candidate fails with ``HEAD: <code>``."""
+    if failure.kind is FailureKind.GONE:
+        return NotFound(failure.message)
+    if _stops_the_sweep(failure):
+        return as_error(failure, "", ConnectionFailed)
+    return ConsumerError(f"HEAD: {failure.code}")
+
+
+async def _stat(client: Minio, candidate: ObjectRecord, settings: Settings) -> StoredFacts | None:
     """MinIO's facts about the candidate's version; None when it no longer exists."""
-    try:
-        with minio_operation("HeadObject", candidate.bucket, candidate.key, expected=_gone):
-            stat = client.stat_object(
+
+    def head() -> Object:
+        with minio_operation("HeadObject", candidate.bucket, candidate.key, expected=is_gone):
+            return client.stat_object(
                 candidate.bucket, candidate.key, version_id=candidate.version_id or None
             )
-    except S3Error as exc:
-        if _gone(exc):
-            return None
-        raise
-    except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
+
+    try:
+        stat = await minio_call(head, what="HEAD", settings=settings, translate=_head_error)
+    except NotFound:
+        return None
     return stored_facts(
         stat.etag or "",
         stat.size or 0,
@@ -317,15 +347,7 @@ def _stat(client: Minio, candidate: ObjectRecord, settings: Settings) -> StoredF
     )
 
 
-def _gone(exc: BaseException) -> bool:
-    """A HEAD has no body, so a missing object comes back as a bare 404, and a delete
-    marker as 405: both mean this version is no longer there to delete."""
-    return isinstance(exc, S3Error) and (
-        exc.code in GONE_CODES or exc.response.status in (404, 405)
-    )
-
-
-def _remove(
+async def _remove(
     client: Minio,
     bucket: str,
     doomed: list[tuple[ObjectRecord, StoredFacts]],
@@ -333,22 +355,27 @@ def _remove(
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """One multi-object delete; (error code, message) per failed (key, version)."""
     targets = [DeleteObject(c.key, c.version_id or None) for c, _ in doomed]
-    try:
-        with minio_operation("DeleteObjects", bucket) as span:
-            span.set_attribute("voxpersona.objects", len(targets))
-            return {
-                (error.name or "", error.version_id or ""): (
-                    error.code or "Unknown",
-                    error.message or "",
-                )
-                for error in client.remove_objects(bucket, targets)
-            }
-    except S3Error as exc:
-        # The whole request was refused (e.g. no s3:DeleteObject permission).
-        refused = (exc.code or "Unknown", exc.message or "")
-        return {(c.key, c.version_id): refused for c, _ in doomed}
-    except (MinioException, HTTPError, OSError) as exc:
-        raise ConnectionFailed(describe_minio_failure(exc, settings)) from exc
+
+    def delete() -> dict[tuple[str, str], tuple[str, str]]:
+        try:
+            with minio_operation("DeleteObjects", bucket) as span:
+                span.set_attribute("voxpersona.objects", len(targets))
+                return {
+                    (error.name or "", error.version_id or ""): (
+                        error.code or "Unknown",
+                        error.message or "",
+                    )
+                    for error in client.remove_objects(bucket, targets)
+                }
+        except MINIO_ERRORS as exc:
+            failure = classify(exc, settings)
+            if _stops_the_sweep(failure):
+                raise
+            # The whole request was refused (e.g. no s3:DeleteObject permission).
+            refused = (failure.code or "Unknown", failure.reason)
+            return {(c.key, c.version_id): refused for c, _ in doomed}
+
+    return await minio_call(delete, what="delete", settings=settings, translate=_connection_failed)
 
 
 async def _stopped_within(stop: asyncio.Event | None, delay_s: float) -> bool:
