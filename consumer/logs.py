@@ -31,6 +31,23 @@ _SIGNED_PARTS: Final = re.compile(
 )
 
 
+# The secret values configure_logging was given, for the other outputs that must be
+# scrubbed the same way (spans: consumer/telemetry.py).
+_configured_secrets: tuple[str, ...] = ()
+
+
+def scrub_configured(text: str) -> str:
+    """``text`` scrubbed of the configured secrets and signed-URL parts (as log lines are)."""
+    return scrub(text, _configured_secrets)
+
+
+def long_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The values worth scrubbing, longest first (a long secret containing a shorter one
+    is replaced whole). Short values would blank out ordinary words; real secrets are
+    long. Pure."""
+    return tuple(sorted({v for v in secrets if len(v) >= 6}, key=len, reverse=True))
+
+
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
     """``text`` with every known secret value and signed-URL part replaced. Pure."""
     for secret in secrets:
@@ -52,8 +69,7 @@ class _Redactor:
     anywhere in a line, and the signed parts of URLs never reach the output."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Short values would blank out ordinary words; real secrets are long.
-        self.secrets = tuple(sorted({v for v in secrets if len(v) >= 6}, key=len, reverse=True))
+        self.secrets = long_secrets(secrets)
 
     def __call__(
         self, _: Any, __: str, event_dict: MutableMapping[str, Any]
@@ -111,7 +127,9 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_context,
     ]
+    global _configured_secrets
     redactor = _Redactor(secrets)
+    _configured_secrets = redactor.secrets
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
