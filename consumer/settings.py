@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # --- Service ---------------------------------------------------------------------
     health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
     health_port: int = Field(8080, ge=0, le=65535, alias="HEALTH_PORT")
+    # /readyz and /status answer from checks at most this old (0: every request checks);
+    # requests that arrive while a round of checks runs wait for it instead.
+    health_cache_s: float = Field(2.0, ge=0, le=60, alias="HEALTH_CACHE_S")
     log_level: str = Field("info", alias="LOG_LEVEL")
 
     # --- Indexer ---------------------------------------------------------------------

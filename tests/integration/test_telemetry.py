@@ -249,6 +249,8 @@ async def test_readyz_turns_unready_without_kafka_and_ready_when_it_returns(
                 assert (await http.get("/readyz")).status_code == 200
                 await asyncio.to_thread(stack_control.stop_server, "kafka")
                 try:
+                    # Answers are kept HEALTH_CACHE_S: the next one checks again.
+                    await asyncio.sleep(settings.health_cache_s)
                     down = await http.get("/readyz")
                     assert down.status_code == 503
                     checks = down.json()["checks"]
