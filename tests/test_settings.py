@@ -110,6 +110,8 @@ def test_component_knobs_default_to_the_values_they_replace(
         ("INDEX_STORAGE_COUNT_INTERVAL_S", "soon"),
         ("PROCESSING_MAX_MESSAGE_BYTES", "1023"),
         ("PROCESSING_MAX_MESSAGE_BYTES", "big"),
+        ("HEALTH_CACHE_S", "-1"),
+        ("HEALTH_CACHE_S", "61"),
     ],
 )
 def test_component_knobs_are_validated(
