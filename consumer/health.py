@@ -4,7 +4,8 @@ server inside ``run``, and the report ``python -m consumer status`` prints.
 ``/healthz`` answers while the event loop runs. ``/readyz`` checks that Kafka, the index
 and MinIO answer. ``/status`` is the seeds' health report: connection status, MinIO
 success rate, average response time and operation count, plus the consumer groups' lag,
-the DLQ's size and each role's counters.
+the DLQ's size and each role's counters. Both reuse their clients and their latest answer
+for HEALTH_CACHE_S (``HealthReporter``), so probes and scrapers can ask often.
 """
 
 from __future__ import annotations
