@@ -178,6 +178,14 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
                 done = await committed_offsets(bootstrap, group, topic, len(ends))
                 return all(done.get(p, 0) >= end for p, end in ends.items())
 
+            async def serving() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.ConnectError:
+                    return False
+
+            # On a fresh topic the group is "caught up" before the process even listens.
+            await until_async(serving, "the health server never listened", timeout_s=60)
             await until_async(caught_up, "the consumer never caught up", timeout_s=60)
             before = (await http.get("/metrics")).text
 
