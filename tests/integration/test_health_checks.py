@@ -138,6 +138,10 @@ async def test_a_hung_minio_and_kafka_answer_within_the_time_limit_and_threads_s
             status = (await _get_all(base, ["/status"]))[0]
             assert status.status_code == 503
             assert time.monotonic() - started < 6 * limit + 1.5
+            print(
+                f"threads: {threads_before} before, at most {most_threads} during;"
+                f" last /readyz round {elapsed:.2f} s, /status {time.monotonic() - started:.2f} s"
+            )
             # One thread for the MinIO check, whatever it met; none for Kafka (the loop's).
             assert most_threads <= threads_before + 1, [t.name for t in threading.enumerate()]
         finally:
