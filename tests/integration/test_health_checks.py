@@ -129,7 +129,9 @@ async def test_a_hung_minio_and_kafka_answer_within_the_time_limit_and_threads_s
                 assert elapsed < limit + 1.5, f"/readyz took {elapsed:.1f} s"
                 assert [a.status_code for a in answers] == [503] * CONCURRENT
                 checks = answers[0].json()["checks"]
-                assert checks["minio"]["error"] == f"no answer within {limit:g} s"
+                # The request's own timeout ends it, inside the check's limit.
+                assert checks["minio"]["ok"] is False
+                assert "Read timed out" in checks["minio"]["error"], checks["minio"]
                 assert checks["kafka"]["ok"] is False
                 assert checks["index"]["ok"] is True
                 assert len(_health_threads()) <= 1
