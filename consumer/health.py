@@ -4,7 +4,8 @@ server inside ``run``, and the report ``python -m consumer status`` prints.
 ``/healthz`` answers while the event loop runs. ``/readyz`` checks that Kafka, the index
 and MinIO answer. ``/status`` is the seeds' health report: connection status, MinIO
 success rate, average response time and operation count, plus the consumer groups' lag,
-the DLQ's size and each role's counters.
+the DLQ's size and each role's counters. Both reuse their clients and their latest answer
+for HEALTH_CACHE_S (``HealthReporter``), so probes and scrapers can ask often.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import structlog
+import urllib3
 from minio import Minio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from urllib3.exceptions import HTTPError
@@ -27,11 +30,12 @@ from urllib3.exceptions import HTTPError
 from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.lag import KafkaProbe
-from consumer.minio_client import describe_minio_failure, minio_client
+from consumer.minio_client import describe_minio_failure, minio_http_pool
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 CHECK_TIMEOUT_S: Final = 5.0
 MAX_REQUEST_BYTES: Final = 8192
@@ -111,8 +115,83 @@ def status_report(
     }
 
 
+class Shared(Generic[T]):
+    """The result of ``compute``, kept for ``ttl_s`` after it finished; callers that come
+    while it runs wait for that run instead of starting another. A caller that goes away
+    (a closed connection) does not cancel the run the others wait for."""
+
+    def __init__(
+        self,
+        compute: Callable[[], Awaitable[T]],
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._latest: tuple[float, T] | None = None
+        self._running: asyncio.Task[T] | None = None
+        self.runs = 0  # how often ``compute`` ran (read by tests)
+
+    async def get(self) -> T:
+        if self._latest is not None and self._clock() - self._latest[0] < self._ttl_s:
+            return self._latest[1]
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await asyncio.shield(self._running)
+
+    async def _run(self) -> T:
+        self.runs += 1
+        try:
+            value = await self._compute()
+        finally:
+            self._running = None
+        self._latest = (self._clock(), value)
+        return value
+
+    async def close(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What one /status round saw (the report adds this process's live counters)."""
+
+    checks: dict[str, Check]
+    lags: dict[str, dict[int, int] | None]
+    dlq: int | None
+    at: datetime
+
+
+def health_minio_client(settings: Settings, timeout_s: float) -> Minio:
+    """A MinIO client whose every request ends within ``timeout_s`` (connect and read
+    together), so the thread a check runs it in never outlives the check. A little
+    inside it: the request's own timeout, which names what hung, ends it first."""
+    pool = minio_http_pool(settings, maxsize=1)
+    pool.connection_pool_kw["timeout"] = urllib3.Timeout(total=0.9 * timeout_s)
+    return Minio(
+        settings.minio_endpoint,
+        access_key=settings.minio_access_key,
+        secret_key=settings.minio_secret_key.get_secret_value(),
+        secure=settings.minio_use_ssl,
+        region=settings.minio_region,
+        http_client=pool,
+    )
+
+
 class HealthReporter:
-    """Runs the checks against this process's settings, index and MinIO client."""
+    """Runs the checks against this process's settings, index and MinIO client.
+
+    Cheap to ask often: one Kafka probe (a group-less consumer and an admin client) is
+    kept open across checks and made again only after it failed to start; the MinIO
+    check runs in one thread of its own, whose request ends within the check's time
+    limit; /readyz's and /status's results are kept ``cache_s`` (HEALTH_CACHE_S) seconds
+    and requests arriving meanwhile share one round of checks. ``close`` releases it all.
+    """
 
     def __init__(
         self,
@@ -121,42 +200,82 @@ class HealthReporter:
         *,
         minio: Minio | None = None,
         workers: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+        timeout_s: float = CHECK_TIMEOUT_S,
+        cache_s: float | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._minio = minio or minio_client(settings)
+        self._timeout_s = timeout_s
+        self._minio = minio or health_minio_client(settings, timeout_s)
         self._workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-minio")
+        self._probe: KafkaProbe | None = None
+        self._probe_lock = asyncio.Lock()
+        self.kafka_clients_made = 0  # probes started (read by tests)
+        ttl = settings.health_cache_s if cache_s is None else cache_s
+        self._ready = Shared(self.checks, ttl)
+        self._observed = Shared(self._observe, ttl)
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of checks run so far, /readyz's and /status's (read by tests)."""
+        return self._ready.runs + self._observed.runs
 
     async def checks(self) -> dict[str, Check]:
         kafka, index, minio = await asyncio.gather(
-            run_check("kafka", self._kafka),
-            run_check("index", self._index),
-            run_check("minio", self._minio_answers),
+            run_check("kafka", self._kafka, self._timeout_s),
+            run_check("index", self._index, self._timeout_s),
+            run_check("minio", self._minio_answers, self._timeout_s),
         )
         return {"kafka": kafka, "index": index, "minio": minio}
 
     async def ready(self) -> tuple[bool, dict[str, Check]]:
-        checks = await self.checks()
+        checks = await self._ready.get()
         return all(check.ok for check in checks.values()), checks
 
     async def status(self) -> dict[str, Any]:
-        """The report; one Kafka connection answers the check, the lags and the DLQ size."""
-        facts: dict[str, Any] = {"lags": {}, "dlq": None}
-        kafka, index, minio = await asyncio.gather(
-            # Each Kafka request is bounded by CHECK_TIMEOUT_S; six of them at most here.
-            run_check("kafka", lambda: self._kafka(facts), 6 * CHECK_TIMEOUT_S),
-            run_check("index", self._index),
-            run_check("minio", self._minio_answers),
-        )
-        checks = {"kafka": kafka, "index": index, "minio": minio}
+        """The report: the latest round of checks, lags and DLQ size (at most HEALTH_CACHE_S
+        old) with this process's counters as they are now."""
+        observed = await self._observed.get()
         return status_report(
-            checks,
-            facts["lags"],
-            facts["dlq"],
+            observed.checks,
+            observed.lags,
+            observed.dlq,
             instruments.minio_totals,
             self._workers(),
-            datetime.now(UTC),
+            observed.at,
         )
+
+    async def _observe(self) -> _Observed:
+        """One probe answers the Kafka check, the lags and the DLQ size."""
+        facts: dict[str, Any] = {"lags": {}, "dlq": None}
+        kafka, index, minio = await asyncio.gather(
+            # Each Kafka request is bounded by the time limit; six of them at most here.
+            run_check("kafka", lambda: self._kafka(facts), 6 * self._timeout_s),
+            run_check("index", self._index, self._timeout_s),
+            run_check("minio", self._minio_answers, self._timeout_s),
+        )
+        checks = {"kafka": kafka, "index": index, "minio": minio}
+        return _Observed(checks, facts["lags"], facts["dlq"], datetime.now(UTC))
+
+    async def close(self) -> None:
+        await self._ready.close()
+        await self._observed.close()
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await probe.close()
+        # A MinIO request in flight ends by itself within the time limit.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _kafka_probe(self) -> KafkaProbe:
+        """The open probe; a new one when none is open (the first check, or the last start
+        failed). aiokafka reconnects an open one by itself after an outage."""
+        async with self._probe_lock:
+            if self._probe is None:
+                probe = KafkaProbe(self._settings, timeout_s=self._timeout_s)
+                self.kafka_clients_made += 1
+                self._probe = await probe.__aenter__()  # closes itself when it fails
+            return self._probe
 
     async def _kafka(self, facts: dict[str, Any] | None = None) -> None:
         """Kafka answers; with ``facts``, also the groups' lag and the DLQ's size there.
@@ -164,17 +283,17 @@ class HealthReporter:
         The check passes once the brokers answered; lag and DLQ are extras (None when
         they could not be read in time)."""
         settings = self._settings
-        async with KafkaProbe(settings, timeout_s=CHECK_TIMEOUT_S) as probe:
-            await probe.size(settings.kafka_events_topic)
-            if facts is None:
-                return
-            with contextlib.suppress(ConsumerError):
-                for role, group in (
-                    ("indexer", settings.kafka_group_id),
-                    ("processor", settings.kafka_processor_group_id),
-                ):
-                    facts["lags"][role] = await probe.lag(group, settings.kafka_events_topic)
-                facts["dlq"] = await probe.size(settings.kafka_dlq_topic)
+        probe = await self._kafka_probe()
+        await probe.size(settings.kafka_events_topic)
+        if facts is None:
+            return
+        with contextlib.suppress(ConsumerError):
+            for role, group in (
+                ("indexer", settings.kafka_group_id),
+                ("processor", settings.kafka_processor_group_id),
+            ):
+                facts["lags"][role] = await probe.lag(group, settings.kafka_events_topic)
+            facts["dlq"] = await probe.size(settings.kafka_dlq_topic)
 
     async def _index(self) -> None:
         if self._store is None:
@@ -191,7 +310,9 @@ class HealthReporter:
                 except (HTTPError, OSError) as exc:  # says so when it is TLS trust
                     raise ConnectionFailed(describe_minio_failure(exc, self._settings)) from exc
 
-        await asyncio.to_thread(head_bucket)
+        # Its own thread, not the loop's default executor: a hung MinIO cannot take more
+        # than one thread, and the caller's time limit does not wait for it.
+        await asyncio.get_running_loop().run_in_executor(self._executor, head_bucket)
 
 
 # --- the HTTP server -------------------------------------------------------------------
@@ -250,9 +371,11 @@ class HealthServer:
         log.info("health server listening", host=self._host, port=self.port)
 
     async def close(self) -> None:
+        """Stop serving, and release the reporter's clients (the server owns it)."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self._reporter.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -344,9 +467,11 @@ async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
         store_for_checks: IndexStore | None = None
     else:
         store_for_checks = store
+    reporter = HealthReporter(settings, store_for_checks)
     try:
-        report: dict[str, Any] = await HealthReporter(settings, store_for_checks).status()
+        report: dict[str, Any] = await reporter.status()
     finally:
+        await reporter.close()
         await store.close()
     report["service"] = f"not running (nothing answers on {url})"
     report["status"] = "unhealthy"

@@ -3,6 +3,7 @@
 Standard-library loggers (aiokafka, minio, urllib3, asyncio) go through the same
 processors, so every line has one shape: inside a span it carries trace_id and span_id,
 and secrets (configured values, presigned signatures, URL passwords) are scrubbed.
+aiokafka's lines are rate-limited (a broker outage would flood the output otherwise).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+import threading
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 import structlog
@@ -29,6 +32,23 @@ _SIGNED_PARTS: Final = re.compile(
     r"|(Signature=)[0-9a-f]{16,}"
     r"|(://[^/:@\s]+:)[^@/\s]+(@)"
 )
+
+
+# The secret values configure_logging was given, for the other outputs that must be
+# scrubbed the same way (spans: consumer/telemetry.py).
+_configured_secrets: tuple[str, ...] = ()
+
+
+def scrub_configured(text: str) -> str:
+    """``text`` scrubbed of the configured secrets and signed-URL parts (as log lines are)."""
+    return scrub(text, _configured_secrets)
+
+
+def long_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The values worth scrubbing, longest first (a long secret containing a shorter one
+    is replaced whole). Short values would blank out ordinary words; real secrets are
+    long. Pure."""
+    return tuple(sorted({v for v in secrets if len(v) >= 6}, key=len, reverse=True))
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -52,8 +72,7 @@ class _Redactor:
     anywhere in a line, and the signed parts of URLs never reach the output."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Short values would blank out ordinary words; real secrets are long.
-        self.secrets = tuple(sorted({v for v in secrets if len(v) >= 6}, key=len, reverse=True))
+        self.secrets = long_secrets(secrets)
 
     def __call__(
         self, _: Any, __: str, event_dict: MutableMapping[str, Any]
@@ -95,6 +114,71 @@ class _DowngradeTransientKafkaErrors(logging.Filter):
         return True
 
 
+# During a broker outage aiokafka logs every failed connection and metadata refresh, for
+# every client, many times a second: the lines that matter drown. At most this many of its
+# lines a second reach the output; the next one to pass says how many were held back.
+KAFKA_LINES_PER_S: Final = 5
+
+
+class RateLimit:
+    """At most ``per_window`` events per ``window_s`` (fixed windows). Pure but for the
+    clock, which is passed in."""
+
+    def __init__(self, per_window: int, window_s: float = 1.0) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._window_start = float("-inf")
+        self._passed = 0
+        self.suppressed = 0  # held back since the last event that passed
+
+    def allow(self, now: float) -> int | None:
+        """None when the event is held back; else how many were held back before it."""
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._passed = now, 0
+        if self._passed >= self.per_window:
+            self.suppressed += 1
+            return None
+        self._passed += 1
+        held, self.suppressed = self.suppressed, 0
+        return held
+
+
+class _RateLimitKafkaLogs(logging.Filter):
+    """aiokafka's lines (every ``aiokafka.*`` logger, together) at most
+    ``per_second`` a second; the first to pass after some were dropped carries their
+    number as ``suppressed``."""
+
+    def __init__(
+        self, per_second: int = KAFKA_LINES_PER_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._limit = RateLimit(per_second)
+        self._clock = clock
+        self._lock = threading.Lock()  # aiokafka logs from the loop, others from threads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        with self._lock:
+            held = self._limit.allow(self._clock())
+        if held is None:
+            return False
+        if held:
+            record.suppressed = held
+        return True
+
+
+def _add_suppressed(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The count of lines the rate limit held back before this one, as a field."""
+    record = event_dict.get("_record")
+    held = getattr(record, "suppressed", None)
+    if held:
+        event_dict["suppressed"] = held
+    return event_dict
+
+
 def configure_logging(
     level: str = "info", *, json_output: bool | None = None, secrets: Iterable[str] = ()
 ) -> None:
@@ -111,7 +195,9 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_context,
     ]
+    global _configured_secrets
     redactor = _Redactor(secrets)
+    _configured_secrets = redactor.secrets
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
@@ -124,7 +210,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, _add_suppressed],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -136,6 +222,7 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_DowngradeTransientKafkaErrors())
+    handler.addFilter(_RateLimitKafkaLogs())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

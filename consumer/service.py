@@ -129,7 +129,7 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
             for name, worker in workers.items()
         }
         background: list[asyncio.Task[None]] = [
-            asyncio.create_task(_count_storage_forever(store, settings.minio_health_check_interval))
+            asyncio.create_task(_count_storage_forever(store, settings.storage_count_interval_s))
         ]
         if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
             background.append(

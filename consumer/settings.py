@@ -7,6 +7,7 @@ they had one): they are read from the environment or a ``.env`` file. Secrets ar
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -16,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
-DEFAULT_NOTIFY_CONFIG = Path(__file__).resolve().parent.parent / "minio-notify.json"
+# Package data (consumer/minio-notify.json, a link to the repository's file), so the
+# default is found in a checkout, an editable install and an installed wheel alike.
+DEFAULT_NOTIFY_CONFIG = Path(str(files("consumer").joinpath("minio-notify.json")))
 
 
 class Settings(BaseSettings):
@@ -88,6 +91,9 @@ class Settings(BaseSettings):
     # --- Service ---------------------------------------------------------------------
     health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
     health_port: int = Field(8080, ge=0, le=65535, alias="HEALTH_PORT")
+    # /readyz and /status answer from checks at most this old (0: every request checks);
+    # requests that arrive while a round of checks runs wait for it instead.
+    health_cache_s: float = Field(2.0, ge=0, le=60, alias="HEALTH_CACHE_S")
     log_level: str = Field("info", alias="LOG_LEVEL")
 
     # --- Indexer ---------------------------------------------------------------------
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
         2000, ge=1, le=100_000, alias="INDEXER_BATCH_MAX_RECORDS"
     )
     indexer_max_message_bytes: int = Field(1_048_576, ge=1024, alias="INDEXER_MAX_MESSAGE_BYTES")
+    # Seconds between two counts of objects and bytes per bucket (the index_objects and
+    # index_size gauges). Unset: MINIO_HEALTH_CHECK_INTERVAL, the seed documents' name for
+    # the periodic check, so deployments that set it keep their interval.
+    index_storage_count_interval_s: float | None = Field(
+        None, gt=0, le=86_400, alias="INDEX_STORAGE_COUNT_INTERVAL_S"
+    )
     shutdown_grace_s: float = Field(30.0, gt=0, le=3600, alias="SHUTDOWN_GRACE_S")
     index_journal_retention_days: int = Field(90, ge=0, alias="INDEX_JOURNAL_RETENTION_DAYS")
 
@@ -108,6 +120,12 @@ class Settings(BaseSettings):
     # The consumer group of VoxClient.processed(): the bot's feed of finished results.
     kafka_results_group_id: str = Field("bot-results", alias="KAFKA_RESULTS_GROUP_ID")
     processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
+    # Larger messages are malformed for the processor (dead-lettered where it owns them).
+    # Unset: INDEXER_MAX_MESSAGE_BYTES, so both roles of one deployment agree on what is
+    # too large unless told otherwise.
+    processing_max_message_bytes: int | None = Field(
+        None, ge=1024, alias="PROCESSING_MAX_MESSAGE_BYTES"
+    )
     processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
     # A running job's lease: renewed every quarter of it while the job runs (so a job of
     # any length keeps it), it lets another processor take the job over this long after its
@@ -198,6 +216,20 @@ class Settings(BaseSettings):
             )
             if value
         )
+
+    @property
+    def storage_count_interval_s(self) -> float:
+        """INDEX_STORAGE_COUNT_INTERVAL_S, or MINIO_HEALTH_CHECK_INTERVAL when it is unset."""
+        if self.index_storage_count_interval_s is not None:
+            return self.index_storage_count_interval_s
+        return self.minio_health_check_interval
+
+    @property
+    def processing_message_bytes(self) -> int:
+        """PROCESSING_MAX_MESSAGE_BYTES, or INDEXER_MAX_MESSAGE_BYTES when it is unset."""
+        if self.processing_max_message_bytes is not None:
+            return self.processing_max_message_bytes
+        return self.indexer_max_message_bytes
 
     @property
     def managed_buckets(self) -> tuple[str, ...]:

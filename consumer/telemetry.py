@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.errors import ConfigError
+from consumer.logs import scrub_configured
 
 SCOPE: Final = "voxpersona.consumer"
 DEFAULT_SERVICE_NAME: Final = "voxpersona-consumer"
@@ -97,12 +99,18 @@ def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+    from consumer.span_scrub import ScrubbingSpanProcessor
+
     provider = TracerProvider(resource=resource)
     for name in exporters:
         if name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            provider.add_span_processor(
+                ScrubbingSpanProcessor(BatchSpanProcessor(ConsoleSpanExporter()))
+            )
         elif name == "otlp":
-            provider.add_span_processor(BatchSpanProcessor(_otlp_span_exporter(env)))
+            provider.add_span_processor(
+                ScrubbingSpanProcessor(BatchSpanProcessor(_otlp_span_exporter(env)))
+            )
         else:
             raise ConfigError(
                 f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use otlp, console or none)"
@@ -345,8 +353,22 @@ def object_attributes(
 
 
 def record_error(span: Span, exc: BaseException) -> None:
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+    """``exc`` on ``span``, its message and stack trace scrubbed as log lines are (whatever
+    processor exports the span)."""
+    stacktrace = "".join(traceback.format_exception(exc))
+    span.record_exception(
+        exc,
+        attributes={
+            "exception.message": scrub_configured(str(exc)),
+            "exception.stacktrace": scrub_configured(stacktrace),
+        },
+    )
+    span.set_status(error_status(exc))
+
+
+def error_status(exc: BaseException) -> Status:
+    """The ERROR status the SDK would set for ``exc`` ("Type: message"), scrubbed."""
+    return Status(StatusCode.ERROR, scrub_configured(f"{type(exc).__name__}: {exc}")[:200])
 
 
 @contextmanager
@@ -370,8 +392,13 @@ def minio_operation(
         attributes["aws.s3.key"] = key
     started = time.perf_counter()
     ok = False
+    # The status too is set here: the SDK's own would carry the exception's text unscrubbed.
     with tracer.start_as_current_span(
-        f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+        f"S3.{operation}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         try:
             yield span
@@ -379,6 +406,7 @@ def minio_operation(
         except BaseException as exc:
             if expected(exc):
                 ok = True
+                span.set_status(error_status(exc))
             else:
                 record_error(span, exc)
             raise

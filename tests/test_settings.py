@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -67,3 +69,73 @@ def test_invalid_values_are_rejected(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_component_knobs_default_to_the_values_they_replace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The storage count interval and the processor's message limit are settings of their
+    own; unset, each keeps the value of the knob it used to borrow."""
+    for name in (
+        "INDEX_STORAGE_COUNT_INTERVAL_S",
+        "PROCESSING_MAX_MESSAGE_BYTES",
+        "MINIO_HEALTH_CHECK_INTERVAL",
+        "INDEXER_MAX_MESSAGE_BYTES",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.storage_count_interval_s == 60.0
+    assert defaults.processing_message_bytes == 1_048_576
+
+    monkeypatch.setenv("MINIO_HEALTH_CHECK_INTERVAL", "7")
+    monkeypatch.setenv("INDEXER_MAX_MESSAGE_BYTES", "65536")
+    inherited = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert inherited.storage_count_interval_s == 7.0
+    assert inherited.processing_message_bytes == 65536
+
+    monkeypatch.setenv("INDEX_STORAGE_COUNT_INTERVAL_S", "2.5")
+    monkeypatch.setenv("PROCESSING_MAX_MESSAGE_BYTES", "4096")
+    own = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert own.storage_count_interval_s == 2.5
+    assert own.processing_message_bytes == 4096
+    assert own.minio_health_check_interval == 7.0
+    assert own.indexer_max_message_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("INDEX_STORAGE_COUNT_INTERVAL_S", "0"),
+        ("INDEX_STORAGE_COUNT_INTERVAL_S", "100000"),
+        ("INDEX_STORAGE_COUNT_INTERVAL_S", "soon"),
+        ("PROCESSING_MAX_MESSAGE_BYTES", "1023"),
+        ("PROCESSING_MAX_MESSAGE_BYTES", "big"),
+        ("HEALTH_CACHE_S", "-1"),
+        ("HEALTH_CACHE_S", "61"),
+    ],
+)
+def test_component_knobs_are_validated(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_default_notify_config_is_package_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found through the package, not the checkout's layout: consumer/minio-notify.json is
+    what an installed wheel carries, and it is the repository's file."""
+    from importlib.resources import files
+
+    from consumer.notify_config import load_notify_config
+    from consumer.settings import DEFAULT_NOTIFY_CONFIG
+
+    monkeypatch.delenv("MINIO_NOTIFY_CONFIG", raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.minio_notify_config == DEFAULT_NOTIFY_CONFIG
+    packaged = files("consumer").joinpath("minio-notify.json")
+    assert DEFAULT_NOTIFY_CONFIG.read_bytes() == packaged.read_bytes()
+    repo_file = Path(__file__).resolve().parent.parent / "minio-notify.json"
+    assert DEFAULT_NOTIFY_CONFIG.read_bytes() == repo_file.read_bytes()
+    config = load_notify_config(DEFAULT_NOTIFY_CONFIG, settings)
+    assert {entry.bucket for entry in config.buckets} == set(settings.managed_buckets)

@@ -192,7 +192,7 @@ class ProcessorWorker(LoopRole):
         """Run the batch's jobs; the dead letters of jobs out of retries (and of malformed
         messages, when this worker owns them). StopRequested if stopped before the end."""
         records = [record for tp in sorted(batch) for record in batch[tp]]
-        events, malformed = _events(records, self._settings.indexer_max_message_bytes)
+        events, malformed = _events(records, self._settings.processing_message_bytes)
         letters = list(malformed) if self._dead_letter_malformed else []
         planned = select_jobs(
             events,

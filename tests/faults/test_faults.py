@@ -123,6 +123,7 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     assert uploader.failed_attempts > 0, "no upload noticed that MinIO was down"
     await rig.converge()
     await rig.finish()
+    await rig.repair_and_require_index_equals_bucket()
 
 
 @pytest.mark.parametrize("backend_name", ["postgres"])

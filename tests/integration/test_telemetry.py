@@ -178,6 +178,14 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
                 done = await committed_offsets(bootstrap, group, topic, len(ends))
                 return all(done.get(p, 0) >= end for p, end in ends.items())
 
+            async def serving() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.ConnectError:
+                    return False
+
+            # On a fresh topic the group is "caught up" before the process even listens.
+            await until_async(serving, "the health server never listened", timeout_s=60)
             await until_async(caught_up, "the consumer never caught up", timeout_s=60)
             before = (await http.get("/metrics")).text
 
@@ -249,6 +257,8 @@ async def test_readyz_turns_unready_without_kafka_and_ready_when_it_returns(
                 assert (await http.get("/readyz")).status_code == 200
                 await asyncio.to_thread(stack_control.stop_server, "kafka")
                 try:
+                    # Answers are kept HEALTH_CACHE_S: the next one checks again.
+                    await asyncio.sleep(settings.health_cache_s)
                     down = await http.get("/readyz")
                     assert down.status_code == 503
                     checks = down.json()["checks"]
