@@ -58,7 +58,7 @@ from bench.private_minio import PrivateMinio
 from bench.stack_env import settings_for, stack_values
 from bench.templates import wire_notifications
 from bench.uploader import ShareResult, StepShare, WorkerConfig, init_worker, run_share, warm
-from consumer.kafka_client import KafkaUnavailable
+from consumer.errors import KafkaUnavailable
 from consumer.lag import KafkaProbe
 from consumer.minio_client import minio_client
 from consumer.settings import Settings

@@ -59,3 +59,35 @@ class UploadFailed(ConsumerError):
 
 class DownloadFailed(ConsumerError):
     """A download or stream of an object did not complete."""
+
+
+class ReconcileFailed(ConsumerError):
+    """MinIO, the index or Kafka failed during a reconcile."""
+
+
+class ProcessingFailed(ConsumerError):
+    """A permanent failure (corrupt or unsupported audio, object gone, too large): the job
+    fails at once with this message, which a person should understand."""
+
+
+class ProcessingRetriable(ConsumerError):
+    """A transient failure (timeout, 5xx, connection refused): the job is retried."""
+
+    retriable = True
+
+
+class StopRequested(ConsumerError):
+    """Shutdown was asked for while waiting to retry; the operation was not completed."""
+
+
+class RetriesExhausted(ConsumerError):
+    """A retriable failure persisted past the allowed attempts; ``__cause__`` is the last."""
+
+
+class KafkaUnavailable(ConnectionFailed):
+    """The broker could not take a write or an offset commit right now (retriable)."""
+
+
+class UploadCancelled(Exception):
+    """Raised inside minio-py's upload thread once the awaiting task was cancelled, so
+    that minio-py aborts the multipart upload instead of finishing it."""

@@ -24,7 +24,9 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from consumer.errors import ConfigError, ConnectionFailed
+from consumer.errors import (
+    ConfigError,
+)
 from consumer.minio_client import ssl_error_detail
 from consumer.settings import Settings
 
@@ -178,7 +180,3 @@ async def kafka_security_failure(exc: BaseException, settings: Settings) -> str 
 def kafka_unreachable(exc: BaseException, settings: Settings) -> str:
     """The line for a Kafka client that could not start for any other reason."""
     return f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
-
-
-class KafkaUnavailable(ConnectionFailed):
-    """The broker could not take a write or an offset commit right now (retriable)."""

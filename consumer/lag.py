@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.kafka_client import KafkaUnavailable, kafka_client_options, kafka_security_failure
+from consumer.errors import KafkaUnavailable
+from consumer.kafka_client import kafka_client_options, kafka_security_failure
 from consumer.settings import Settings
 
 LAG_TIMEOUT_S = 15.0

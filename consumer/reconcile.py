@@ -46,7 +46,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from minio import Minio
 
-from consumer.errors import ConsumerError, InvalidInput, NotFound
+from consumer.errors import (
+    ConsumerError,
+    InvalidInput,
+    KafkaUnavailable,
+    NotFound,
+    ReconcileFailed,
+)
 from consumer.events import (
     RECONCILE_FOUND,
     RECONCILE_GONE,
@@ -57,7 +63,6 @@ from consumer.events import (
     user_metadata_from_record,
 )
 from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectRecord
-from consumer.kafka_client import KafkaUnavailable
 from consumer.minio import FailureKind, MinioFailure, minio_call
 from consumer.notify_config import NotifyConfig, NotifyRule
 from consumer.settings import Settings
@@ -65,10 +70,6 @@ from consumer.settings import Settings
 RECONCILE_AGENT_PRODUCT: Final = "voxpersona-reconcile"
 _PAGE: Final = 1000
 _REPAIRS_PER_BATCH: Final = 500
-
-
-class ReconcileFailed(ConsumerError):
-    """MinIO, the index or Kafka failed during a reconcile."""
 
 
 class Difference(StrEnum):

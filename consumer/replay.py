@@ -22,10 +22,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.durations import duration_or_none
-from consumer.errors import InvalidInput
+from consumer.errors import InvalidInput, KafkaUnavailable
 from consumer.index import IndexStore
 from consumer.indexer import Indexer
-from consumer.kafka_client import KafkaUnavailable
 from consumer.settings import Settings
 
 

@@ -14,7 +14,11 @@ from typing import TypeVar
 
 import structlog
 
-from consumer.errors import ConsumerError
+from consumer.errors import (
+    ConsumerError,
+    RetriesExhausted,
+    StopRequested,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -27,14 +31,6 @@ def backoff_delay_s(attempt: int, *, base_s: float, cap_s: float, jitter: float)
     """
     ceiling: float = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     return ceiling * jitter
-
-
-class StopRequested(ConsumerError):
-    """Shutdown was asked for while waiting to retry; the operation was not completed."""
-
-
-class RetriesExhausted(ConsumerError):
-    """A retriable failure persisted past the allowed attempts; ``__cause__`` is the last."""
 
 
 async def retry(

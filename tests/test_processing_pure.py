@@ -11,15 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, ProcessingFailed, StopRequested
 from consumer.events import EventKind, ObjectEvent
-from consumer.processing.base import ProcessingFailed
 from consumer.processing.probe import describe
 from consumer.processing.rules import Rule, load_rules, select_jobs
 from consumer.processing.source import RangeReader
 from consumer.processing.transcribe import create, describe_answer, endpoint_url
 from consumer.processing.worker import _outcomes, lease_check_interval_s, new_owner_id
-from consumer.retry import StopRequested
 from consumer.service import Role, processor_dead_letters_malformed
 from consumer.settings import Settings
 

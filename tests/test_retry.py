@@ -7,8 +7,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from consumer.errors import ConnectionFailed, ConsumerError, InvalidInput
-from consumer.retry import RetriesExhausted, StopRequested, backoff_delay_s, retry
+from consumer.errors import (
+    ConnectionFailed,
+    ConsumerError,
+    InvalidInput,
+    RetriesExhausted,
+    StopRequested,
+)
+from consumer.retry import backoff_delay_s, retry
 
 TINY_S = 0.001
 

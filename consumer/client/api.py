@@ -54,6 +54,7 @@ from consumer.errors import (
     DownloadFailed,
     InvalidInput,
     NotFound,
+    UploadCancelled,
     UploadFailed,
 )
 from consumer.index import (
@@ -146,11 +147,6 @@ def minio_failure(
     if isinstance(exc, MINIO_ERRORS):
         return as_error(classify(exc), what, failure)
     return failure(f"{what}: {type(exc).__name__}: {exc}", retriable=False)
-
-
-class UploadCancelled(Exception):
-    """Raised inside minio-py's upload thread once the awaiting task was cancelled, so
-    that minio-py aborts the multipart upload instead of finishing it."""
 
 
 class _ProgressRelay:

@@ -35,14 +35,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from consumer.errors import KafkaUnavailable, StopRequested
 from consumer.kafka.dead_letters import DeadLetter, send_dead_letters
-from consumer.kafka_client import (
-    KafkaUnavailable,
-    kafka_client_options,
-    kafka_security_failure,
-    kafka_unreachable,
-)
-from consumer.retry import StopRequested, retry
+from consumer.kafka_client import kafka_client_options, kafka_security_failure, kafka_unreachable
+from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import batch_span, instruments
 

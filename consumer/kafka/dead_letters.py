@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from consumer.kafka_client import KafkaUnavailable
+from consumer.errors import KafkaUnavailable
 from consumer.telemetry import instruments
 
 log = structlog.get_logger(__name__)

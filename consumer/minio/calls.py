@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from consumer.errors import ConsumerError
+from consumer.errors import ConsumerError, RetriesExhausted
 from consumer.minio.failures import MINIO_ERRORS, MinioFailure, as_error, classify
-from consumer.retry import RetriesExhausted, retry
+from consumer.retry import retry
 from consumer.settings import Settings
 
 T = TypeVar("T")

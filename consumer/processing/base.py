@@ -7,19 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from consumer.errors import ConsumerError
+from consumer.errors import ProcessingFailed, ProcessingRetriable
 from consumer.index import JobRequest
 
-
-class ProcessingFailed(ConsumerError):
-    """A permanent failure (corrupt or unsupported audio, object gone, too large): the job
-    fails at once with this message, which a person should understand."""
-
-
-class ProcessingRetriable(ConsumerError):
-    """A transient failure (timeout, 5xx, connection refused): the job is retried."""
-
-    retriable = True
+# A plugin finds everything it needs here; its two errors live with the others in
+# consumer.errors and are re-exported so that a plugin imports one module.
+__all__ = ["Job", "ProcessingFailed", "ProcessingRetriable", "Processor", "SourceObject"]
 
 
 @dataclass(frozen=True)

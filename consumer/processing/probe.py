@@ -12,7 +12,8 @@ from typing import Any, Final
 
 import mutagen
 
-from consumer.processing.base import Job, ProcessingFailed, SourceObject
+from consumer.errors import ProcessingFailed
+from consumer.processing.base import Job, SourceObject
 from consumer.settings import Settings
 
 # mutagen's class name → (container, codec); MP4's codec comes from the stream itself.

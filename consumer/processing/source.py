@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from minio import Minio
 
-from consumer.errors import ConsumerError
+from consumer.errors import ConsumerError, ProcessingFailed, ProcessingRetriable
 from consumer.minio import FailureKind, MinioFailure, classify, translated
-from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable
+from consumer.processing.base import Job
 from consumer.telemetry import minio_operation
 
 BLOCK_SIZE: Final = 256 * 1024

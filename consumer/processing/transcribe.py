@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import httpx
 
-from consumer.processing.base import Job, ProcessingFailed, ProcessingRetriable, SourceObject
+from consumer.errors import ProcessingFailed, ProcessingRetriable
+from consumer.processing.base import Job, SourceObject
 from consumer.settings import Settings
 
 _PATH: Final = "/audio/transcriptions"

@@ -44,18 +44,18 @@ from minio import Minio
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from consumer.errors import ConsumerError
+from consumer.errors import ConsumerError, ProcessingRetriable, RetriesExhausted, StopRequested
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore, JobOutcome, JobStatus
 from consumer.index.base import Lease, LeaseLost
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.minio_client import minio_client
-from consumer.processing.base import Job, ProcessingRetriable, Processor
+from consumer.processing.base import Job, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
 from consumer.results import index_transcript
-from consumer.retry import RetriesExhausted, StopRequested, retry
+from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import (
     instruments,

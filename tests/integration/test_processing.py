@@ -24,9 +24,10 @@ from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from minio.commonconfig import Tags
 
+from consumer.errors import ProcessingRetriable
 from consumer.index import JobRecord, JobStatus, open_index
 from consumer.indexer import Indexer
-from consumer.processing.base import Job, ProcessingRetriable, Processor, SourceObject
+from consumer.processing.base import Job, Processor, SourceObject
 from consumer.processing.probe import AudioProbe
 from consumer.processing.rules import Rule
 from consumer.processing.transcribe import Transcriber
