@@ -162,6 +162,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         failures = 0
         for path in args.files:
             bar = ProgressBar(path.name, path.stat().st_size, enabled=shows_progress(args))
+            bar.status("reading it for its checksums…")
             try:
                 result = await client.upload(
                     path,

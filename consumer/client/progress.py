@@ -142,6 +142,11 @@ class ProgressBar:
         self._done = 0
         self._lock = threading.Lock()
 
+    def status(self, text: str) -> None:
+        """``label: text`` on the live line until the bar moves (e.g. while hashing)."""
+        if self._enabled:
+            self._screen.show(f"{self._label}: {text}")
+
     def update(self, done: int) -> None:
         if not self._enabled:
             return
