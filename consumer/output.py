@@ -66,17 +66,39 @@ def json_lines(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, width: int | None = None
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    width: int | None = None,
+    drop: Sequence[str] = (),
+    cut: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
-    """A plain aligned table; empty input gives just the header. With ``width``, the
-    widest cells are cut (``…``) until a row fits in it, if cutting can make it fit."""
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    """A plain aligned table; empty input gives just the header.
+
+    With ``width`` (a terminal's), rows wider than it give way: first the ``drop``
+    columns are left out, in that order, while the rows are too wide; then the widest
+    of the ``cut`` columns (default: any) are cut with ``…``, down to a floor. ``labels``
+    are headers to show instead of the column names."""
+    names = dict(labels or {})
+    cells = {c: [_cell(row.get(c)) for row in rows] for c in columns}
+    natural = {c: max([len(names.get(c, c)), *map(len, cells[c])]) for c in columns}
+    shown = list(columns)
     if width is not None:
-        widths = fit_widths(widths, [len(c) for c in columns], width)
-        cells = [[ellipsize(v, w) for v, w in zip(r, widths, strict=True)] for r in cells]
-    lines = ["  ".join(c.upper()[:w].ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        for column in drop:
+            if _width_of([natural[c] for c in shown]) <= width:
+                break
+            if column in shown:
+                shown.remove(column)
+    widths = [natural[c] for c in shown]
+    if width is not None:
+        cuttable = [cut is None or c in cut for c in shown]
+        widths = fit_widths(widths, [len(names.get(c, c)) for c in shown], width, cuttable)
+    headers = [names.get(c, c).upper()[:w].ljust(w) for c, w in zip(shown, widths, strict=True)]
+    lines = ["  ".join(headers)]
+    for index in range(len(rows)):
+        values = [ellipsize(cells[c][index], w) for c, w in zip(shown, widths, strict=True)]
+        lines.append("  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)))
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -84,19 +106,28 @@ _MIN_CUT: Final = 8  # a column is never cut narrower than this (or its header)
 _GAP: Final = 2
 
 
-def fit_widths(widths: Sequence[int], headers: Sequence[int], total: int) -> list[int]:
-    """Column widths whose sum with the gaps is at most ``total``: the widest column is
-    narrowed first, down to its header or ``_MIN_CUT``. As close as it gets when even
-    the narrowest widths do not fit."""
+def _width_of(widths: Sequence[int]) -> int:
+    return sum(widths) + _GAP * (len(widths) - 1)
+
+
+def fit_widths(
+    widths: Sequence[int],
+    headers: Sequence[int],
+    total: int,
+    cuttable: Sequence[bool] | None = None,
+) -> list[int]:
+    """Column widths whose sum with the gaps is at most ``total``: the widest cuttable
+    column is narrowed first, down to its header or ``_MIN_CUT``. As close as it gets
+    when even the narrowest widths do not fit."""
     fitted = list(widths)
+    allowed = list(cuttable) if cuttable is not None else [True] * len(fitted)
     floors = [min(w, max(h, _MIN_CUT)) for w, h in zip(widths, headers, strict=True)]
-    budget = total - _GAP * (len(fitted) - 1)
-    excess = sum(fitted) - budget
+    excess = _width_of(fitted) - total
     while excess > 0:
-        cuttable = [i for i, w in enumerate(fitted) if w > floors[i]]
-        if not cuttable:
+        candidates = [i for i, w in enumerate(fitted) if allowed[i] and w > floors[i]]
+        if not candidates:
             break
-        widest = max(cuttable, key=lambda i: fitted[i])
+        widest = max(candidates, key=lambda i: fitted[i])
         fitted[widest] -= 1
         excess -= 1
     return fitted

@@ -264,6 +264,27 @@ class TestTableFitsAWidth:
         assert lines[0].split() == ["BUCKET", "KEY", "SIZE", "METADATA"]
         assert min(len(cell) for cell in lines[1].split("  ") if cell) >= 7
 
+    def test_columns_are_dropped_in_order_until_the_rows_fit_then_cut(self) -> None:
+        columns = ("bucket", "key", "size", "metadata")
+        wide = table(self.ROWS, columns, width=200, drop=("metadata",))
+        assert wide == table(self.ROWS, columns)  # it fits: nothing dropped
+        lines = table(self.ROWS, columns, width=60, drop=("metadata", "size")).splitlines()
+        assert lines[0].split() == ["BUCKET", "KEY"]  # both dropped, then the key cut
+        assert all(len(line) <= 60 for line in lines)
+        lines = table(self.ROWS, columns, width=90, drop=("metadata", "size")).splitlines()
+        assert lines[0].split() == ["BUCKET", "KEY", "SIZE"]  # dropping one was enough
+        assert self.ROWS[0]["key"] in lines[1]
+
+    def test_only_the_cut_columns_are_cut_and_labels_shorten_headers(self) -> None:
+        rows = [{"key": "k" * 50, "event_time": "2026-11-21 09:05", "processing_status": "done"}]
+        columns = ("key", "event_time", "processing_status")
+        lines = table(
+            rows, columns, width=40, cut=("key",), labels={"processing_status": "status"}
+        ).splitlines()
+        assert lines[0].split() == ["KEY", "EVENT_TIME", "STATUS"]
+        assert lines[1].endswith("  2026-11-21 09:05  done")  # the time is never cut
+        assert len(lines[0]) == 40  # the header runs to the last column's width
+
     def test_fit_widths(self) -> None:
         assert fit_widths([10, 50, 4], [6, 3, 4], 40) == [10, 22, 4]
         assert fit_widths([30, 30], [3, 3], 32) == [15, 15]

@@ -169,14 +169,20 @@ def print_table(
     *,
     sizes: Sequence[str] = (),
     times: Sequence[str] = (),
+    drop: Sequence[str] = (),
+    cut: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> None:
-    """A table on stdout: on a terminal made to fit its width, ``sizes`` in KiB/MiB and
-    ``times`` to the minute; elsewhere (a pipe, a file) every value in full."""
+    """A table on stdout. On a terminal it is made for a person: ``sizes`` in KiB/MiB,
+    ``times`` to the minute, shorter ``labels``, and it fits the width (``drop`` columns
+    left out first, then ``cut`` ones cut). Elsewhere (a pipe, a file) every value in full."""
     if sys.stdout.isatty():
         shown = [for_terminal(row, sizes=sizes, times=times) for row in rows]
-        sys.stdout.write(table(shown, columns, width=shutil.get_terminal_size().columns))
+        width = shutil.get_terminal_size().columns
+        text = table(shown, columns, width=width, drop=drop, cut=cut, labels=labels)
     else:
-        sys.stdout.write(table(rows, columns))
+        text = table(rows, columns)
+    sys.stdout.write(text)
 
 
 def emit(row: dict[str, Any]) -> None:

@@ -37,6 +37,17 @@ _OBJECT_COLUMNS = (
 )
 _VERSION_COLUMNS = ("version_id", "is_latest", "delete_marker")
 
+# On a narrow terminal these go first (--json has them all), then keys are cut.
+_DROP_FIRST = ("metadata", "content_type", "user_id", "is_latest")
+_SHORT_LABELS = {
+    "processing_status": "status",
+    "event_time": "time",
+    "content_type": "type",
+    "user_id": "user",
+    "delete_marker": "marker",
+    "version_id": "version",
+}
+
 ObjectId = tuple[str, str, str]  # bucket, key, version id
 
 
@@ -141,7 +152,15 @@ def _print_objects(
         for row in rows:
             if "errors" in row:
                 row["last_error"] = error_cell(row["errors"])
-    print_table(rows, columns, sizes=("size",), times=("event_time",))
+    print_table(
+        rows,
+        columns,
+        sizes=("size",),
+        times=("event_time",),
+        drop=_DROP_FIRST,
+        cut=("key", "bucket", "snippet", "last_error", "metadata"),
+        labels=_SHORT_LABELS,
+    )
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
