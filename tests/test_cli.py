@@ -149,3 +149,16 @@ def test_exit_codes_are_one_table() -> None:
         source = (REPO_ROOT / "consumer" / "cli" / f"{module}.py").read_text()
         assert "return 0" not in source, module
         assert "return 1\n" not in source, module
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "--no-progress"])
+def test_a_failed_upload_is_said_without_a_bar(flag: str) -> None:
+    result = run_cli(
+        "upload", "README.md", "--user", "5", "--bucket", "b1b", flag,
+        MINIO_ENDPOINT="127.0.0.1:9", MINIO_MAX_RETRIES="0",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("README.md: failed: check bucket b1b: "), line
+    assert "unreachable" in line

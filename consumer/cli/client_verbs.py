@@ -178,6 +178,8 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
                 bar.finish(f"  failed: {exc}")
                 if args.json:
                     emit({"file": str(path), "outcome": "failed", "error": str(exc)})
+                elif not shows_progress(args):  # no bar to say it
+                    print(f"{path}: failed: {exc}", file=sys.stderr)
                 failures += 1
                 continue
             bar.finish()
