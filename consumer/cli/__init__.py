@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,6 +63,17 @@ def _configure_logs(verb: str, level: str, explicit: bool, secrets: tuple[str, .
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m consumer``; returns the process exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader left (`ls | head`, `cat B/K | head -c 100`): nothing is wrong. Point
+        # stdout at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except InvalidInput as exc:  # raised by a type function

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from tests.conftest import StackEndpoints, unique_name
+from tests.conftest import REPO_ROOT, StackEndpoints, unique_name
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli, upload_and_wait_for_events
 
 pytestmark = pytest.mark.integration
@@ -161,3 +163,25 @@ def test_status_prints_no_http_request_log_above_its_table(
     assert json.loads(run_cli(env, "status", "--json", timeout_s=120).stdout)["status"] == (
         "unhealthy"
     )
+
+
+def test_a_reader_that_leaves_early_is_no_error(
+    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+) -> None:
+    bucket = make_bucket("pipe")
+    big = b"a line of text\n" * 400_000  # 6 MB: far more than a pipe holds
+    minio.put_object(bucket, "user_5/long.txt", io.BytesIO(big), len(big), "text/plain")
+    env = cli_env(stack, tmp_path, unique_name("group"))
+    cat = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "cat", f"{bucket}/user_5/long.txt"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert cat.stdout is not None
+    assert cat.stdout.read(15) == b"a line of text\n"
+    cat.stdout.close()  # what `| head -1` does
+    _, stderr = cat.communicate(timeout=60)
+    assert cat.returncode == 0, stderr
+    assert stderr == b""
