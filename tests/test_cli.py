@@ -60,6 +60,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("upload", "f.ogg", "--user", "5", "--jsn"), {}, "(did you mean '--json'?)"),
         (("ls", "--status", "faild"), {}, "(did you mean 'failed'?)"),
         (("retention", "swep"), {}, "(did you mean 'sweep'?)"),
+        (("--verison",), {}, "(did you mean '--version'?)"),
         (("presign", "dowload", "b1b/k"), {}, "(did you mean 'download'?)"),
         (("download", "b1b/a.ogg", "-o", "/nonexistent/dir/a.ogg"), {}, "no such directory"),
         (("download", "b1b/a.ogg", "-o", "README.md"), {}, "exists; --force replaces it"),

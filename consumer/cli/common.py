@@ -47,6 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
         parsed, extras = super().parse_known_args(args, namespace)
         # A subparser says it here, where it knows its own options (the top-level
         # parser would only report them, without a suggestion).
@@ -59,8 +60,18 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed, extras
 
     def error(self, message: str) -> NoReturn:
-        hint = suggestion(message)
+        # `--verison` alone is reported as a missing VERB: the hint names the option.
+        hint = suggestion(message) or ("" if "did you mean" in message else self._option_hint())
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}{hint} (see --help)\n")
+
+    def _option_hint(self) -> str:
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        unknown = [
+            arg
+            for arg in getattr(self, "_given", [])
+            if arg.startswith("--") and arg.partition("=")[0] not in self._option_string_actions
+        ]
+        return option_suggestion(unknown, known)
 
 
 def suggestion(message: str) -> str:
