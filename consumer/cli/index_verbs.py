@@ -158,7 +158,7 @@ def _print_objects(
         sizes=("size",),
         times=("event_time",),
         drop=_DROP_FIRST,
-        cut=("key", "bucket", "snippet", "last_error", "metadata"),
+        cut=("key", "bucket", "snippet", "last_error", "metadata", "version_id"),
         labels=_SHORT_LABELS,
     )
 

@@ -193,8 +193,8 @@ def test_ctrl_c_while_an_upload_hashes_its_file_stops_at_once(
     assert screen[-1] == "consumer: interrupted", screen
     assert not any("Traceback" in line for line in screen), screen
     # Without the cancel switch in the hashing thread, asyncio.run waits for it to read
-    # the whole file (about 5 s here, more under load).
-    assert took < 2.5, f"exit took {took:.1f} s after Ctrl-C"
+    # the whole file (5 to 10 s here, depending on the load).
+    assert took < 4.0, f"exit took {took:.1f} s after Ctrl-C"
     assert [o.object_name for o in minio.list_objects(bucket, recursive=True)] == []
     assert not minio._list_multipart_uploads(bucket).uploads
 
