@@ -149,7 +149,10 @@ def short_time(iso: str | None) -> str | None:
     """``2026-11-21T09:05:00.123+00:00`` → ``2026-11-21 09:05`` (UTC, to the minute)."""
     if iso is None:
         return None
-    moment = datetime.fromisoformat(iso)
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:  # not a time after all: shown as it is
+        return iso
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M")

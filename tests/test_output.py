@@ -304,6 +304,7 @@ def test_short_times_and_human_sizes_for_a_terminal() -> None:
     assert short_time("2026-11-21T09:05:59.999000+00:00") == "2026-11-21 09:05"
     assert short_time("2026-11-21T12:05:00+03:00") == "2026-11-21 09:05"  # shown in UTC
     assert short_time(None) is None
+    assert short_time("yesterday") == "yesterday"
     row = object_fields(record())
     shown = for_terminal(row)
     assert (shown["size"], shown["event_time"]) == ("47.1 KiB", "2026-11-21 09:05")

@@ -18,6 +18,7 @@ from consumer.cli.common import (
     fetch_limited,
     note,
     positive_int,
+    print_table,
     shows_progress,
     with_index,
 )
@@ -25,7 +26,7 @@ from consumer.cli.exit_codes import ExitCode
 from consumer.client.progress import screen_of
 from consumer.errors import ConsumerError, InvalidInput
 from consumer.index import IndexStore
-from consumer.output import json_lines, status_table, table
+from consumer.output import json_lines, status_table
 from consumer.reconcile import Progress
 from consumer.service import Role
 from consumer.settings import Settings
@@ -217,7 +218,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     elif rows:
         columns = ["kind", "bucket", "key", "version_id", "bucket_size", "bucket_etag"]
         columns += ["index_size", "index_etag"] + (["repair"] if args.repair else [])
-        sys.stdout.write(table(rows, columns))
+        print_table(rows, columns, sizes=("bucket_size", "index_size"), cut=("key", "bucket"))
     summary = report.summary()
     line = ", ".join(f"{name}={value}" for name, value in summary.items() if name != "run_id")
     note(args, f"reconcile {summary['run_id']}: {line}")
@@ -257,7 +258,7 @@ def cmd_retention_policies(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for row, policy in zip(rows, policies, strict=True):
             row["applies_to"] = policy.describe()
-        sys.stdout.write(table(rows, ("name", "enforcement", "applies_to")))
+        print_table(rows, ("name", "enforcement", "applies_to"))
     return ExitCode.OK
 
 
@@ -280,7 +281,7 @@ def cmd_retention_audit(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(json_lines(rows))
     else:
         columns = ("event_time", "bucket", "key", "actor", "policy", "principal_id")
-        sys.stdout.write(table(rows, columns))
+        print_table(rows, columns, times=("event_time",), cut=("key", "bucket", "principal_id"))
     return ExitCode.OK
 
 
@@ -333,7 +334,7 @@ def _sweep(
         raise SweepBlocked(report.blocked)
     if not args.json:
         columns = ("policy", "bucket", "key", "version_id", "size", "outcome", "reason")
-        sys.stdout.write(table(rows, columns))
+        print_table(rows, columns, sizes=("size",), cut=("key", "bucket", "version_id", "reason"))
     summary = report.summary()
     line = ", ".join(
         f"{name}={summary[name]}"
