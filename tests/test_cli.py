@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -54,6 +55,15 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         # A mistyped verb gets a suggestion; an abbreviated option is not taken.
         (("lss",), {}, "did you mean 'ls'?"),
         (("ls", "--buck", "b"), {}, "unrecognized arguments: --buck"),
+        # …and a mistyped option or choice gets one too.
+        (("ls", "--buck", "b"), {}, "(did you mean '--bucket'?)"),
+        (("upload", "f.ogg", "--user", "5", "--jsn"), {}, "(did you mean '--json'?)"),
+        (("ls", "--status", "faild"), {}, "(did you mean 'failed'?)"),
+        (("retention", "swep"), {}, "(did you mean 'sweep'?)"),
+        (("--verison",), {}, "(did you mean '--version'?)"),
+        (("presign", "dowload", "b1b/k"), {}, "(did you mean 'download'?)"),
+        (("download", "b1b/a.ogg", "-o", "/nonexistent/dir/a.ogg"), {}, "no such directory"),
+        (("download", "b1b/a.ogg", "-o", "README.md"), {}, "exists; --force replaces it"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -106,3 +116,50 @@ def test_version_prints_the_package_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"python -m consumer {version('voxpersona-consumer')}"
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _all_parsers(sub)
+    return found
+
+
+def test_every_verb_and_option_says_what_it_does() -> None:
+    from consumer.cli import build_parser
+
+    parsers = _all_parsers(build_parser())
+    assert len(parsers) > 20
+    for parser in parsers:
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{parser.prog} {action.option_strings[0]} has no help"
+    helped = run_cli("ls", "--help")
+    assert helped.returncode == 0
+    assert "--status {pending,running,done,failed}" in helped.stdout
+    assert "``" not in run_cli("--help").stdout  # no reST markup
+
+
+def test_exit_codes_are_one_table() -> None:
+    from consumer.cli import ExitCode
+
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 130]
+    for module in ("common", "service_verbs", "index_verbs", "client_verbs", "__init__"):
+        source = (REPO_ROOT / "consumer" / "cli" / f"{module}.py").read_text()
+        assert "return 0" not in source, module
+        assert "return 1\n" not in source, module
+
+
+@pytest.mark.parametrize("flag", ["--quiet", "--no-progress"])
+def test_a_failed_upload_is_said_without_a_bar(flag: str) -> None:
+    result = run_cli(
+        "upload", "README.md", "--user", "5", "--bucket", "b1b", flag,
+        MINIO_ENDPOINT="127.0.0.1:9", MINIO_MAX_RETRIES="0",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("README.md: failed: check bucket b1b: "), line
+    assert "unreachable" in line

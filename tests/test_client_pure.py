@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from minio.error import S3Error
 
+from consumer.cli.common import split_bucket_key
 from consumer.client.api import minio_failure
-from consumer.client.commands import split_bucket_key
 from consumer.client.files import content_type_for, digest_file, expected_etag
 from consumer.client.importer import parse_manifest
 from consumer.client.presign import host_header, object_path, presign_v4, upload_metadata

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from consumer.client.progress import ProgressBar, Screen, clock_time, render_bar
 from consumer.index import ObjectRecord, UsageRow
-from consumer.output import human_bytes, json_lines, object_fields, table, usage_fields
+from consumer.output import (
+    ellipsize,
+    fit_widths,
+    for_terminal,
+    human_bytes,
+    json_lines,
+    object_fields,
+    short_time,
+    table,
+    usage_fields,
+)
 
 # The fields the design promises on every `ls --json` line (the README's `ls` contract).
 DOCUMENTED_FIELDS = {
@@ -212,3 +225,149 @@ def test_transient_kafka_coordinator_errors_are_logged_as_warnings(
         logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [line["level"] for line in lines] == ["warning", "error"]
+
+
+# --- a table for a person at a terminal (issue 19) -----------------------------------------
+
+
+class TestTableFitsAWidth:
+    ROWS: Sequence[Mapping[str, Any]] = (
+        {"bucket": "voxpersona-audio", "key": "user_5/2026-11-21/4f1c0a9b2e7d-long interview.wav",
+         "size": "1.2 MiB", "metadata": {"user-id": "5", "session-type": "interview",
+                                         "original-name": "long interview.wav"}},
+        {"bucket": "voxpersona-audio", "key": "user_7/k.ogg", "size": "12 B", "metadata": {}},
+    )  # fmt: skip
+    COLUMNS = ("bucket", "key", "size", "metadata")
+
+    @pytest.mark.parametrize("width", [120, 100, 80, 60])
+    def test_every_line_fits_and_columns_stay_aligned(self, width: int) -> None:
+        lines = table(self.ROWS, self.COLUMNS, width=width).splitlines()
+        assert all(len(line) <= width for line in lines), lines
+        start = lines[0].index("SIZE")
+        assert lines[1][start:].startswith("1.2 MiB")
+        assert lines[2][start:].startswith("12 B")
+
+    def test_the_widest_column_is_cut_first_keeping_both_ends_of_a_key(self) -> None:
+        lines = table(self.ROWS, self.COLUMNS, width=100).splitlines()
+        assert lines[1].startswith("voxpersona-audio  user_5/")  # the bucket stays whole
+        assert "…" in lines[1]
+        key_cell = lines[1].split("  ")[1]
+        assert key_cell.startswith("user_5/")
+        assert key_cell.endswith("interview.wav")
+        assert "user_7/k.ogg" in lines[2]  # short cells stay whole
+
+    def test_wide_enough_changes_nothing(self) -> None:
+        assert table(self.ROWS, self.COLUMNS, width=500) == table(self.ROWS, self.COLUMNS)
+
+    def test_too_narrow_cuts_down_to_a_floor_and_no_further(self) -> None:
+        lines = table(self.ROWS, self.COLUMNS, width=10).splitlines()
+        assert lines[0].split() == ["BUCKET", "KEY", "SIZE", "METADATA"]
+        assert min(len(cell) for cell in lines[1].split("  ") if cell) >= 7
+
+    def test_columns_are_dropped_in_order_until_the_rows_fit_then_cut(self) -> None:
+        columns = ("bucket", "key", "size", "metadata")
+        wide = table(self.ROWS, columns, width=200, drop=("metadata",))
+        assert wide == table(self.ROWS, columns)  # it fits: nothing dropped
+        lines = table(self.ROWS, columns, width=60, drop=("metadata", "size")).splitlines()
+        assert lines[0].split() == ["BUCKET", "KEY"]  # both dropped, then the key cut
+        assert all(len(line) <= 60 for line in lines)
+        lines = table(self.ROWS, columns, width=90, drop=("metadata", "size")).splitlines()
+        assert lines[0].split() == ["BUCKET", "KEY", "SIZE"]  # dropping one was enough
+        assert self.ROWS[0]["key"] in lines[1]
+
+    def test_only_the_cut_columns_are_cut_and_labels_shorten_headers(self) -> None:
+        rows = [{"key": "k" * 50, "event_time": "2026-11-21 09:05", "processing_status": "done"}]
+        columns = ("key", "event_time", "processing_status")
+        lines = table(
+            rows, columns, width=40, cut=("key",), labels={"processing_status": "status"}
+        ).splitlines()
+        assert lines[0].split() == ["KEY", "EVENT_TIME", "STATUS"]
+        assert lines[1].endswith("  2026-11-21 09:05  done")  # the time is never cut
+        assert len(lines[0]) == 40  # the header runs to the last column's width
+
+    def test_fit_widths(self) -> None:
+        assert fit_widths([10, 50, 4], [6, 3, 4], 40) == [10, 22, 4]
+        assert fit_widths([30, 30], [3, 3], 32) == [15, 15]
+        assert fit_widths([30, 30], [3, 3], 5) == [8, 8]  # the floor
+
+    @pytest.mark.parametrize(
+        ("text", "width", "expected"),
+        [("abcdef", 6, "abcdef"), ("abcdefgh", 5, "ab…gh"), ("abcdefgh", 4, "a…gh"),
+         ("abc", 1, "a"), ("голосовое", 5, "го…ое")],
+    )  # fmt: skip
+    def test_ellipsize(self, text: str, width: int, expected: str) -> None:
+        assert ellipsize(text, width) == expected
+        assert len(ellipsize(text, width)) == min(len(text), width)
+
+
+def test_short_times_and_human_sizes_for_a_terminal() -> None:
+    assert short_time("2026-11-21T09:05:59.999000+00:00") == "2026-11-21 09:05"
+    assert short_time("2026-11-21T12:05:00+03:00") == "2026-11-21 09:05"  # shown in UTC
+    assert short_time(None) is None
+    assert short_time("yesterday") == "yesterday"
+    row = object_fields(record())
+    shown = for_terminal(row)
+    assert (shown["size"], shown["event_time"]) == ("47.1 KiB", "2026-11-21 09:05")
+    assert shown["key"] == row["key"]
+    assert row["size"] == 48213  # the row itself (the --json line) keeps its values
+    assert for_terminal({"size": None, "event_time": None}) == {"size": None, "event_time": None}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_line_goes_above_the_bar_and_the_bar_is_redrawn() -> None:
+    out = _Terminal()
+    screen = Screen(out)
+    bar = ProgressBar("big.wav", 100 * 1024**2, stream=screen)
+    bar.update(36 * 1024**2)
+    screen.write("warning  retrying  what=upload\n")  # what logging's handler does
+    bar.finish()
+    text = out.getvalue()
+    # Each drawing starts by clearing the line; the warning is on a line of its own,
+    # after the bar was cleared, and the bar comes back after it.
+    before, warning, after = text.partition("warning  retrying  what=upload\n")
+    assert warning
+    assert before.endswith("\r\033[K")
+    assert "36%" in before
+    assert "36%" in after.split("\r\033[K")[0]
+    last = after.rsplit("\r\033[K", 1)[1]
+    assert last.startswith("big.wav [" + "#" * 28 + "] 100%  100.0 MiB/100.0 MiB")
+    assert last.endswith("\n")
+    assert "\n" not in before  # the bar never took a line of its own before the warning
+
+
+def test_a_cleared_live_line_leaves_nothing_for_the_summary_to_follow() -> None:
+    out = _Terminal()
+    screen = Screen(out)
+    screen.show("reconcile: b1: listed 1208")
+    screen.clear()
+    screen.write("reconcile 2026…: missing=0\n")
+    assert out.getvalue() == (
+        "\r\033[Kreconcile: b1: listed 1208\r\033[Kreconcile 2026…: missing=0\n"
+    )
+
+
+def test_nothing_live_is_drawn_off_a_terminal_and_a_disabled_bar_draws_nothing() -> None:
+    plain = io.StringIO()
+    screen = Screen(plain)
+    screen.show("reconcile: listed 5")
+    screen.clear()
+    assert plain.getvalue() == ""
+    silent = ProgressBar("x.wav", 100, stream=_Terminal(), enabled=False)
+    silent.status("reading")
+    silent.update(50)
+    silent.finish()
+    assert silent._screen.stream.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_the_bar_shows_the_time_left() -> None:
+    line = render_bar("big.wav", 25, 100, elapsed_s=10.0)
+    assert line.endswith("ETA 0:30")
+    assert "ETA" not in render_bar("big.wav", 100, 100, elapsed_s=10.0)
+    assert "ETA" not in render_bar("big.wav", 0, 100, elapsed_s=10.0)
+    assert [clock_time(s) for s in (0, 7.4, 59.6, 750, 3723)] == [
+        "0:00", "0:07", "1:00", "12:30", "1:02:03"
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer.client.result_verb import outcome_line
+from consumer.cli.client_verbs import outcome_line
 from consumer.client.results import FeedFilter
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent

@@ -345,7 +345,12 @@ class VoxClient:
             else upload_key(user_id, path.name, now=_now(), unique=secrets.token_hex(6))
         )
         content_type = content_type or content_type_for(path.name)
-        digest = await asyncio.to_thread(digest_file, path)
+        stop_hashing = threading.Event()
+        try:
+            digest = await asyncio.to_thread(digest_file, path, cancelled=stop_hashing)
+        except asyncio.CancelledError:  # Ctrl-C while hashing: stop reading at once
+            stop_hashing.set()
+            raise
         if digest.size != size:
             raise UploadFailed(f"{path}: the file changed while it was read", retriable=True)
         with tracer.start_as_current_span(

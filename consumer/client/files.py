@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,8 +40,17 @@ class FileDigest:
     etag: str  # as MinIO will report it, without quotes
 
 
-def digest_file(path: Path, part_size: int = UPLOAD_PART_SIZE) -> FileDigest:
-    """Read ``path`` once: its size, SHA-256, and expected ETag for ``part_size`` parts."""
+class DigestCancelled(Exception):
+    """Raised inside the hashing thread once ``cancelled`` is set (Ctrl-C)."""
+
+
+def digest_file(
+    path: Path, part_size: int = UPLOAD_PART_SIZE, *, cancelled: threading.Event | None = None
+) -> FileDigest:
+    """Read ``path`` once: its size, SHA-256, and expected ETag for ``part_size`` parts.
+
+    ``cancelled`` is checked at every read: hashing gigabytes takes seconds, and an
+    interrupted upload must not wait for it (asyncio.run joins its worker threads)."""
     sha256 = hashlib.sha256()
     part_md5s: list[bytes] = []
     size = 0
@@ -49,6 +59,8 @@ def digest_file(path: Path, part_size: int = UPLOAD_PART_SIZE) -> FileDigest:
             part = hashlib.md5()  # noqa: S324 - S3's ETag algorithm, not a security use
             part_bytes = 0
             while part_bytes < part_size:
+                if cancelled is not None and cancelled.is_set():
+                    raise DigestCancelled(str(path))
                 chunk = handle.read(min(_READ_SIZE, part_size - part_bytes))
                 if not chunk:
                     break
