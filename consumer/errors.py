@@ -1,7 +1,9 @@
 """One error base for the package, with a ``retriable`` flag that the retry loop reads.
 
 Library errors (minio, aiokafka, databases) are translated at the boundary into these,
-so callers branch on ``retriable`` instead of on a zoo of foreign exception types.
+so callers branch on ``retriable`` instead of on a zoo of foreign exception types. Every
+exception the package defines is here, so a reader finds them in one place; the modules
+that raise them import them from here.
 """
 
 from __future__ import annotations
@@ -88,6 +90,18 @@ class KafkaUnavailable(ConnectionFailed):
     """The broker could not take a write or an offset commit right now (retriable)."""
 
 
+class SweepBlocked(ConsumerError):
+    """The sweeper refused to delete (the index may be stale)."""
+
+
+# Signals, not errors: raised inside a worker thread to stop it once the task awaiting
+# it was cancelled (Ctrl-C); they never reach a caller.
+
+
 class UploadCancelled(Exception):
     """Raised inside minio-py's upload thread once the awaiting task was cancelled, so
     that minio-py aborts the multipart upload instead of finishing it."""
+
+
+class DigestCancelled(Exception):
+    """Raised inside the hashing thread once ``cancelled`` is set (Ctrl-C)."""

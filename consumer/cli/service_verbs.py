@@ -24,7 +24,7 @@ from consumer.cli.common import (
 )
 from consumer.cli.exit_codes import ExitCode
 from consumer.client.progress import screen_of
-from consumer.errors import ConsumerError, InvalidInput
+from consumer.errors import InvalidInput, SweepBlocked
 from consumer.index import IndexStore
 from consumer.output import json_lines, status_table
 from consumer.reconcile import Progress
@@ -34,10 +34,6 @@ from consumer.settings import Settings
 if TYPE_CHECKING:
     from consumer.retention.decisions import SweepReport
     from consumer.retention.policy import RetentionPolicy
-
-
-class SweepBlocked(ConsumerError):
-    """The sweeper refused to delete (the index may be stale)."""
 
 
 def add_service_verbs(verbs: argparse._SubParsersAction[Any]) -> None:

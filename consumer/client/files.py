@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from consumer.errors import DigestCancelled
+
 # Files above this go as multipart uploads of parts this size (boto3's default). Progress
 # is reported per part, so a smaller part gives a smoother bar; S3's minimum is 5 MiB.
 UPLOAD_PART_SIZE: Final = 8 * 1024 * 1024
@@ -38,10 +40,6 @@ class FileDigest:
     size: int
     sha256: str
     etag: str  # as MinIO will report it, without quotes
-
-
-class DigestCancelled(Exception):
-    """Raised inside the hashing thread once ``cancelled`` is set (Ctrl-C)."""
 
 
 def digest_file(
