@@ -105,6 +105,44 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     await rig.finish()
 
 
+START_UPLOADS = 60
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_kafka_stopped_before_the_consumer_connects_is_waited_out(
+    make_rig: RigFactory, stack_control: Stack
+) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, START_UPLOADS), pace_s=0.1)
+    async with outage(stack_control, "kafka"):
+        # Kafka is down before the consumer exists: its first connection meets the outage.
+        rig.consumer.start()
+        uploader.start()
+        # Both roles try again and again (not once) and stay up; MinIO queues the events.
+        await _until_retried(rig, "Kafka start", times=4)
+        while not queued_events(rig.queue_dir):
+            assert uploader.running, "uploads ended before MinIO queued an event"
+            await asyncio.sleep(0.2)
+        rig.consumer.assert_alive()
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()  # every queued event indexed and processed once Kafka is back
+    await rig.finish()
+
+
+async def _until_retried(rig: Rig, what: str, times: int, timeout_s: float = 90) -> None:
+    """Until the consumer has logged ``times`` retries of ``what`` (all roles together)."""
+    deadline = time.monotonic() + timeout_s
+
+    def retries() -> int:
+        events = rig.consumer.log_events()
+        return sum(1 for e in events if e.get("event") == "retrying" and e.get("what") == what)
+
+    while retries() < times:
+        rig.consumer.assert_alive()
+        assert time.monotonic() < deadline, f"{retries()} retries of {what!r} in {timeout_s} s"
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_minio_stopped_then_restarted_uploads_retry(
     make_rig: RigFactory, stack_control: Stack
