@@ -92,6 +92,9 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
+    # The outage hits a consumer that is consuming, not one still starting (a slow start
+    # on a busy machine would make this the outage-at-start scenario below).
+    await _until_working(rig)
     async with outage(stack_control, "kafka"):
         stopped_at, before = time.monotonic(), uploader.progress
         # MinIO keeps accepting uploads and holds their events in its queue_dir.
