@@ -32,7 +32,7 @@ run: install
 ## container suite, in one process: it owns the one Docker engine it starts and stops.
 TEST_WORKERS ?= 3
 test: install lint typecheck
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not containers'
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20 -m 'not containers'
 	$(PY) -m pytest -m containers
 
 lint: $(STAMP)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -28,11 +29,16 @@ from consumer.errors import (
     ConfigError,
 )
 from consumer.minio_client import ssl_error_detail
+from consumer.retry import retry
 from consumer.settings import Settings
 
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 DIAGNOSE_TIMEOUT_S = 10.0
+# A role that starts while Kafka is down tries again at most this far apart: it has
+# nothing else to do, so it resumes within seconds of Kafka's return.
+START_RETRY_CAP_S = 5.0
+T = TypeVar("T")
 
 
 def security_problems(settings: Settings) -> list[str]:
@@ -132,6 +138,8 @@ def describe_security_failure(exc: BaseException, settings: Settings) -> str | N
             f"Kafka at {servers} does not accept the SASL mechanism {mechanism} on that "
             f"listener (KAFKA_SASL_MECHANISM, KAFKA_SECURITY_PROTOCOL={protocol})"
         )
+    if isinstance(exc, ConnectionRefusedError):
+        return None  # nothing listens there (yet): an outage, not a listener of another kind
     if isinstance(exc, TimeoutError | ConnectionError) and protocol in _TLS_PROTOCOLS:
         # A broker's plaintext listener drops a TLS hello (or never answers it).
         return (
@@ -180,3 +188,20 @@ async def kafka_security_failure(exc: BaseException, settings: Settings) -> str 
 def kafka_unreachable(exc: BaseException, settings: Settings) -> str:
     """The line for a Kafka client that could not start for any other reason."""
     return f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {exc}"
+
+
+async def start_when_reachable(
+    start: Callable[[], Awaitable[T]], settings: Settings, stop: asyncio.Event
+) -> T:
+    """``start()`` (which makes and starts clients, raising KafkaUnavailable), tried again
+    while Kafka is unreachable: an outage that begins before a role's first connection is
+    waited out like one later in its run (no data loss: MinIO queues the events meanwhile).
+    A refusal (credentials, certificate, settings; not retriable) is raised at once;
+    StopRequested when ``stop`` is set while waiting."""
+    return await retry(
+        start,
+        what="Kafka start",
+        base_s=settings.index_retry_backoff_s,
+        cap_s=START_RETRY_CAP_S,
+        stop=stop,
+    )

@@ -272,6 +272,15 @@ def test_a_reset_without_tls_is_not_a_security_failure() -> None:
     assert describe_security_failure(ConnectionResetError(), settings()) is None
 
 
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_a_refused_tls_connection_is_an_outage_not_a_security_failure(protocol: str) -> None:
+    # Nothing listens (the broker is down): the role waits for it instead of giving up.
+    current = settings(
+        KAFKA_SECURITY_PROTOCOL=protocol, KAFKA_SASL_USERNAME="u", KAFKA_SASL_PASSWORD="p"
+    )
+    assert describe_security_failure(ConnectionRefusedError(), current) is None
+
+
 # --- the local stack's Kafka listeners (no server started) -----------------------------
 
 

@@ -37,7 +37,12 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import KafkaUnavailable, StopRequested
 from consumer.kafka.dead_letters import DeadLetter, send_dead_letters
-from consumer.kafka_client import kafka_client_options, kafka_security_failure, kafka_unreachable
+from consumer.kafka_client import (
+    kafka_client_options,
+    kafka_security_failure,
+    kafka_unreachable,
+    start_when_reachable,
+)
 from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import batch_span, instruments
@@ -234,9 +239,17 @@ class BatchLoop:
         return self.stop_event.is_set()
 
     async def run(self, *, burst: bool = False) -> None:
-        self._consumer, self._producer = _new_clients(self._settings, self.group_id)
-        await _start_clients(self._consumer, self._producer, self._settings)
-        self._pause = FetchPause(self._consumer)
+        try:
+            consumer, producer = await start_when_reachable(
+                lambda: _started_clients(self._settings, self.group_id),
+                self._settings,
+                self.stop_event,
+            )
+        except StopRequested:
+            log.info("stopped before Kafka was reachable")  # nothing read, nothing to commit
+            return
+        self._consumer, self._producer = consumer, producer
+        self._pause = FetchPause(consumer)
         try:
             self._consumer.subscribe([self.topic], listener=_Rebalance(self))
             await self._consume(burst)
@@ -444,18 +457,29 @@ def _new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, A
     return consumer, producer
 
 
+async def _started_clients(
+    settings: Settings, group_id: str
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """New clients, started (fresh ones each try: a stopped aiokafka client stays closed)."""
+    consumer, producer = _new_clients(settings, group_id)
+    await _start_clients(consumer, producer, settings)
+    return consumer, producer
+
+
 async def _start_clients(
     consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, settings: Settings
 ) -> None:
-    """Start both; on failure stop both and raise KafkaUnavailable (saying so when the
-    credentials or the broker's certificate were refused)."""
+    """Start both; on failure stop both and raise KafkaUnavailable: retriable when Kafka
+    is unreachable, not when the credentials or the broker's certificate were refused
+    (the reason then says so)."""
     try:
         await consumer.start()
         await producer.start()
     except KafkaError as exc:
         await stop_clients(consumer, producer)
         reason = await kafka_security_failure(exc, settings)
-        raise KafkaUnavailable(reason or kafka_unreachable(exc, settings)) from exc
+        message = reason or kafka_unreachable(exc, settings)
+        raise KafkaUnavailable(message, retriable=reason is None) from exc
 
 
 async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:

@@ -34,6 +34,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 UPLOADS = 150  # per scenario
 KILLS = 4
+# The kill -9 scenario's job lease: longer than the killed member's session (10 s), which
+# the restarted consumer waits out before it gets partitions, so a killed runner's lease is
+# still live then and the restarted one still has to wait for it (a few seconds).
+KILL_LEASE_S = 15.0
 # FAULTS_OUTAGE_S lengthens the Kafka and PostgreSQL outages for a longer drill.
 OUTAGE_S = float(os.environ.get("FAULTS_OUTAGE_S", "20"))
 
@@ -48,7 +52,11 @@ async def _until_progress(uploader: Uploader, target: int, timeout_s: float = 60
 
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
 async def test_kill_9_of_the_consumer_at_random_moments(make_rig: RigFactory) -> None:
-    rig = await make_rig()
+    # A killed consumer's claimed jobs keep its lease until it expires, and the restarted
+    # one waits that long before it runs them: a short lease keeps that wait and takeover
+    # (and all it checks) without the default's 120 s of it. Safe here: only one consumer
+    # runs at a time, so no live runner can lose its jobs to another.
+    rig = await make_rig(env={"PROCESSING_LEASE_S": str(KILL_LEASE_S)})
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.3)
     rig.consumer.start()
     uploader.start()
@@ -92,6 +100,9 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
+    # The outage hits a consumer that is consuming, not one still starting (a slow start
+    # on a busy machine would make this the outage-at-start scenario below).
+    await _until_working(rig)
     async with outage(stack_control, "kafka"):
         stopped_at, before = time.monotonic(), uploader.progress
         # MinIO keeps accepting uploads and holds their events in its queue_dir.
@@ -103,6 +114,44 @@ async def test_kafka_stopped_for_20_s_minio_queues_the_events(
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     await rig.converge()  # which waits for MinIO's queue to drain into Kafka
     await rig.finish()
+
+
+START_UPLOADS = 60
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_kafka_stopped_before_the_consumer_connects_is_waited_out(
+    make_rig: RigFactory, stack_control: Stack
+) -> None:
+    rig = await make_rig()
+    uploader = rig.uploader(plan_traffic(rig.rng, START_UPLOADS), pace_s=0.1)
+    async with outage(stack_control, "kafka"):
+        # Kafka is down before the consumer exists: its first connection meets the outage.
+        rig.consumer.start()
+        uploader.start()
+        # Both roles try again and again (not once) and stay up; MinIO queues the events.
+        await _until_retried(rig, "Kafka start", times=4)
+        while not queued_events(rig.queue_dir):
+            assert uploader.running, "uploads ended before MinIO queued an event"
+            await asyncio.sleep(0.2)
+        rig.consumer.assert_alive()
+    await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+    await rig.converge()  # every queued event indexed and processed once Kafka is back
+    await rig.finish()
+
+
+async def _until_retried(rig: Rig, what: str, times: int, timeout_s: float = 90) -> None:
+    """Until the consumer has logged ``times`` retries of ``what`` (all roles together)."""
+    deadline = time.monotonic() + timeout_s
+
+    def retries() -> int:
+        events = rig.consumer.log_events()
+        return sum(1 for e in events if e.get("event") == "retrying" and e.get("what") == what)
+
+    while retries() < times:
+        rig.consumer.assert_alive()
+        assert time.monotonic() < deadline, f"{retries()} retries of {what!r} in {timeout_s} s"
+        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite"])
