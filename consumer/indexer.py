@@ -1,8 +1,11 @@
 """The indexer: MinIO events from Kafka into the metadata index, at least once, idempotently.
 
-A handler of the batch loop (consumer/kafka/batches.py), one batch at a time:
+A handler of the batch loop (consumer/kafka/batches.py):
 
     decode (poison → DLQ) → one index transaction → (the loop) commit offsets
+
+Decoding is the handler's ``prepare`` stage, so the loop decodes batch n+1 while batch
+n's transaction runs (in aiosqlite's thread, or in the PostgreSQL server).
 
 Offsets are committed only after the batch's index transaction committed, so a crash
 anywhere means redelivery, never loss; the index makes redelivery harmless (journal dedupe,
@@ -17,6 +20,7 @@ and nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections import Counter
@@ -70,6 +74,11 @@ def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
                 continue
             events.extend((event, position) for event in parsed)
     return DecodedBatch(events, dead)
+
+
+# Records decoded between two yields to the event loop in ``Indexer.prepare``: small
+# enough that the batch being written is not held up for long between its statements.
+_DECODE_SLICE = 100
 
 
 def _event_spans(
@@ -186,10 +195,28 @@ class Indexer(LoopRole):
             "dead_lettered": stats.dead_lettered,
         }
 
+    async def prepare(self, batch: Batch) -> DecodedBatch:
+        """``decode_batch``, in slices with the event loop let run in between (the loop
+        calls this while the previous batch is written)."""
+        limit = self._settings.indexer_max_message_bytes
+        decoded = DecodedBatch([], [])
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            records = batch[tp]
+            for start in range(0, len(records), _DECODE_SLICE):
+                part = decode_batch(
+                    {tp: records[start : start + _DECODE_SLICE]}, max_message_bytes=limit
+                )
+                decoded.events.extend(part.events)
+                decoded.dead_letters.extend(part.dead_letters)
+                await asyncio.sleep(0)
+        return decoded
+
     async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
-        """Decode the batch and write it in one index transaction; its poison messages."""
+        """Write the (decoded) batch in one index transaction; its poison messages."""
         started = time.perf_counter()
-        decoded = decode_batch(batch, max_message_bytes=self._settings.indexer_max_message_bytes)
+        decoded = work.prepared
+        if not isinstance(decoded, DecodedBatch):
+            decoded = await self.prepare(batch)
         event_spans = _event_spans(decoded.events, get_current_span(), self.topic, self.group_id)
         try:
             result = await self._write(decoded, work)

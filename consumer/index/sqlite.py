@@ -62,7 +62,6 @@ from consumer.index.base import (
     fts5_query,
     growth_query,
     journal_conditions,
-    journal_id,
     latest_requests,
     qmark,
     run_batch,
@@ -77,23 +76,21 @@ _TRANSIENT_CODES: Final = frozenset(
 )
 
 
+# The batch's journal rows in as few statements as the parameter limit allows (17 per
+# row); the identities actually inserted come back (a redelivery hits the conflict).
 _INSERT_JOURNAL: Final = """
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
-
+VALUES {rows}
+ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
+RETURNING bucket, key, version_id, event_name, sequencer"""
+# Parameters per statement: SQLite's limit (32,766 since 3.32; 999 before). Each statement
+# is a hop to aiosqlite's thread, so a batch takes as few as fit.
+_MAX_PARAMETERS: Final = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 # "<stmt> (VALUES (?, …), …) AS v JOIN <table> ON …": one indexed lookup per listed row.
-# Rows per statement stay under SQLite's historical 999-parameter limit.
+# Job claims keep to the historical 999-parameter limit (a few rows at a time anyway).
 _ROWS_PER_STATEMENT: Final = 150
-
-_JOURNALED_AMONG: Final = """
-SELECT j.bucket, j.key, j.version_id, j.event_name, j.sequencer
-FROM (VALUES {rows}) AS v
-JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id = v.column3
-                 AND j.event_name = v.column4 AND j.sequencer = v.column5"""
-
 # Column names are unqualified: the VALUES side only has column1, column2, ...
 _LOAD_ROWS: Final = (
     f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
@@ -472,17 +469,15 @@ class _Writer:
         self._now = _text(now)
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
-        # One writer at a time (BEGIN IMMEDIATE), so "not there yet" stays true until the
-        # insert below; ON CONFLICT DO NOTHING is only a second line of defence.
-        identities = [journal_id(event) for event, _ in items]
-        present = set(await self._select(_JOURNALED_AMONG, identities))
-        new = [
-            item
-            for item, identity in zip(items, identities, strict=True)
-            if identity not in present
-        ]
-        await self._conn.executemany(_INSERT_JOURNAL, [self._journal_row(*item) for item in new])
-        return set(identities) - present
+        # One writer at a time (BEGIN IMMEDIATE); the conflict clause skips what an
+        # earlier transaction journaled, and RETURNING names what this one did.
+        rows = [self._journal_row(*item) for item in items]
+        inserted: set[JournalId] = set()
+        for statement, params in _multi_row(_INSERT_JOURNAL, rows):
+            inserted.update(
+                tuple(row) for row in await self._conn.execute_fetchall(statement, params)
+            )
+        return inserted
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
@@ -502,10 +497,8 @@ class _Writer:
     async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
         found: list[Any] = []
-        for chunk in chunked(keys, _ROWS_PER_STATEMENT):
-            marks = "(" + ", ".join("?" * len(chunk[0])) + ")"
-            sql = template.format(rows=", ".join([marks] * len(chunk)))
-            found += await self._conn.execute_fetchall(sql, [v for key in chunk for v in key])
+        for statement, params in _multi_row(template, keys):
+            found += await self._conn.execute_fetchall(statement, params)
         return found
 
     def _journal_row(
@@ -533,6 +526,19 @@ class _Writer:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _multi_row(
+    template: str, rows: Sequence[Sequence[object]]
+) -> Iterator[tuple[str, list[object]]]:
+    """``template`` with its ``{rows}`` a VALUES list, and the parameters, for as many
+    rows per statement as SQLite's parameter limit lets through."""
+    if not rows:
+        return
+    width = len(rows[0])
+    marks = "(" + ", ".join("?" * width) + ")"
+    for chunk in chunked(rows, max(1, _MAX_PARAMETERS // width)):
+        yield template.format(rows=", ".join([marks] * len(chunk))), [v for r in chunk for v in r]
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:
