@@ -89,6 +89,7 @@ class _Message(msgspec.Struct):
 
 _DECODER: Final = msgspec.json.Decoder(_Message, strict=True)
 _EMPTY_REQUEST: Final = _Request()
+_USER_ID_FIELDS: Final = ("user-id", "user_id", "userid")
 # The ObjectEvent fields, for building one without running pydantic's validators again on
 # values this module has already checked and normalised exactly as they would.
 _FIELDS_SET: Final = frozenset(ev.ObjectEvent.model_fields)
@@ -148,7 +149,7 @@ def _event(record: _Record) -> ev.ObjectEvent:
         "etag": etag or None,
         "content_type": obj.content_type or None,
         "user_metadata": metadata,
-        "user_id": ev.user_id_for(key, metadata),
+        "user_id": _user_id(key, metadata),
         "principal_id": identity or request.principal_id or None,
         "source_ip": request.source_ip or None,
         "user_agent": user_agent,
@@ -178,6 +179,18 @@ def _object_event(values: dict[str, object]) -> ev.ObjectEvent:
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
+
+
+def _user_id(key: str, metadata: dict[str, str]) -> str | None:
+    # consumer.events.user_id_for without its lower-casing: user_metadata_from_record has
+    # lower-cased every name already.
+    for name in _USER_ID_FIELDS:
+        value = metadata.get(name)
+        if value and (value := value.strip()):
+            return value
+    if key.startswith("user_"):
+        return ev.user_id_for(key, {})
+    return None
 
 
 def _user_agent(source: _Source | None) -> str | None:

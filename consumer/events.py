@@ -380,7 +380,7 @@ def parse_message(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     Records, a required field missing or of the wrong type, bad key/time/sequencer),
     key_mismatch or name_mismatch (MinIO's envelope disagrees with its record).
     """
-    fast = decode_fast(value, max_bytes)
+    fast = _fast.decode_fast(value, max_bytes)
     if fast is not None:
         return fast
     return parse_message_checked(value, max_bytes=max_bytes)
@@ -571,5 +571,6 @@ def _short(text: str) -> str:
     return repr(text[:_REASON_MAX_CHARS]) + "…"
 
 
-# At the end: the fast path uses the helpers above (and parse_message uses it).
-from consumer.event_decoder import decode_fast  # noqa: E402
+# At the end, as a module: the fast path uses the helpers above, and either module may be
+# imported first.
+from consumer import event_decoder as _fast  # noqa: E402

@@ -84,6 +84,10 @@ _VALUES: list[Any] = [
     {},
     {"x-amz-meta-user-id": 5},
     {"X-Amz-Meta-A": "1", "x-amz-meta-a": "2"},
+    {"X-Amz-Meta-User-Id": "  ", "x-amz-meta-userid": " 7 "},
+    {"x-amz-meta-user_id": "", "X-AMZ-META-USER-ID": "8"},
+    "user_42/x.ogg",
+    "user_/x.ogg",
 ]
 
 

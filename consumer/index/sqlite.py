@@ -56,6 +56,7 @@ from consumer.index.base import (
     Transcript,
     UsageRow,
     Versions,
+    canonical_json,
     check_limit,
     chunked,
     decide_claims,
@@ -605,7 +606,7 @@ def _object_conditions(filters: ObjectFilter) -> Conditions:
 
 
 def _json(metadata: Mapping[str, str]) -> str:
-    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return canonical_json(dict(metadata))
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:
@@ -630,7 +631,10 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
 
 
 def _text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    # Most moments are UTC already (events, now()): astimezone would only copy them.
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def _text_of(moment: datetime) -> object:
