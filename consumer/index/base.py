@@ -885,8 +885,13 @@ async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -
     stored: list[ObjectRecord] = []
     if changing:
         stored = await writer.load_rows(
-            {row_id(event) for event in changing},
-            {(e.bucket, e.key) for e in changing if sweeps_other_versions(e)},
+            {(e.bucket, e.key, e.version_id) for e in changing},
+            {
+                (e.bucket, e.key)
+                for e in changing
+                # The name first: it rules out all but force deletes at once.
+                if e.event_name == DELETE_ALL_VERSIONS and sweeps_other_versions(e)
+            },
         )
     plan = plan_objects(stored, changing, now)
     if plan.changed:
@@ -919,14 +924,15 @@ def plan_objects(
     rows = {record_id(record): record for record in stored}
     plan = ObjectPlan()
     for event in events:
-        current = rows.get(row_id(event))
+        rid = (event.bucket, event.key, event.version_id)  # row_id(event), once
+        current = rows.get(rid)
         action = decide(_stored_state(current), event)
         if action is Action.STALE:
             plan.stale_ignored += 1
         if not action.changes_objects:
             continue
-        updates = {row_id(event): apply_action(current, action, event, now)}
-        if sweeps_other_versions(event):
+        updates = {rid: apply_action(current, action, event, now)}
+        if event.event_name == DELETE_ALL_VERSIONS and sweeps_other_versions(event):
             updates.update(
                 (record_id(row), tombstoned(row, event, now))
                 for row in rows.values()

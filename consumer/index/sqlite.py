@@ -13,6 +13,7 @@ time order); booleans as 0/1; user metadata as JSON text.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -630,8 +631,11 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
     )
 
 
+@functools.lru_cache(maxsize=8192)
 def _text(moment: datetime) -> str:
-    # Most moments are UTC already (events, now()): astimezone would only copy them.
+    # Cached: a batch writes each event's time up to four times (journal, first and last
+    # event time, deleted_at) and its indexed_at on every row. Most moments are UTC
+    # already (events, now()): astimezone would only copy them.
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="microseconds")
