@@ -64,6 +64,7 @@ from consumer.index.base import (
     fts5_query,
     growth_query,
     journal_conditions,
+    journal_id,
     latest_requests,
     qmark,
     run_batch,
@@ -78,20 +79,28 @@ _TRANSIENT_CODES: Final = frozenset(
 )
 
 
-# The batch's journal rows in as few statements as the parameter limit allows (17 per
-# row); the identities actually inserted come back (a redelivery hits the conflict).
 _INSERT_JOURNAL: Final = """
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
-VALUES {rows}
-ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
-RETURNING bucket, key, version_id, event_name, sequencer"""
-# Parameters per statement: SQLite's limit (32,766 since 3.32; 999 before). Each statement
-# is a hop to aiosqlite's thread, so a batch takes as few as fit.
-_MAX_PARAMETERS: Final = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
+# Ids only grow (AUTOINCREMENT): a row with an id above the largest before the insert was
+# inserted by it.
+_LAST_JOURNAL_ID: Final = "SELECT coalesce(max(id), 0) FROM journal"
 # "<stmt> (VALUES (?, …), …) AS v JOIN <table> ON …": one indexed lookup per listed row.
-# Job claims keep to the historical 999-parameter limit (a few rows at a time anyway).
+_JOURNALED_SINCE: Final = """
+SELECT j.bucket, j.key, j.version_id, j.event_name, j.sequencer
+FROM (VALUES {rows}) AS v
+JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id = v.column3
+                 AND j.event_name = v.column4 AND j.sequencer = v.column5
+WHERE j.id > ?"""
+# Rows per such statement: each statement is a hop to aiosqlite's thread, but each
+# distinct size is compiled (and cached) on its own, so a fixed, moderate size; under the
+# 999-parameter limit of SQLite before 3.32 as well.
+_MAX_PARAMETERS: Final = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_VALUES_ROWS: Final = 500
+# Job claims keep their historical slices (a few rows at a time anyway).
 _ROWS_PER_STATEMENT: Final = 150
 # Column names are unqualified: the VALUES side only has column1, column2, ...
 _LOAD_ROWS: Final = (
@@ -471,14 +480,20 @@ class _Writer:
         self._now = _text(now)
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
-        # One writer at a time (BEGIN IMMEDIATE); the conflict clause skips what an
-        # earlier transaction journaled, and RETURNING names what this one did.
+        # One writer at a time (BEGIN IMMEDIATE), so the largest id stays ours to compare
+        # with. The insert is one executemany; a redelivered event hits the conflict.
         rows = [self._journal_row(*item) for item in items]
+        last = await self._conn.execute_fetchall(_LAST_JOURNAL_ID)
+        cursor = await self._conn.executemany(_INSERT_JOURNAL, rows)
+        identities = [journal_id(event) for event, _ in items]
+        if cursor.rowcount == len(rows):  # the usual case: all of them were new
+            return set(identities)
+        # Some were journaled already: the new ones are those with a larger id.
+        since = next(iter(last))[0]
         inserted: set[JournalId] = set()
-        for statement, params in _multi_row(_INSERT_JOURNAL, rows):
-            inserted.update(
-                tuple(row) for row in await self._conn.execute_fetchall(statement, params)
-            )
+        for statement, params in _multi_row(_JOURNALED_SINCE, identities):
+            found = await self._conn.execute_fetchall(statement, [*params, since])
+            inserted.update(tuple(row) for row in found)
         return inserted
 
     async def load_rows(
@@ -533,13 +548,13 @@ class _Writer:
 def _multi_row(
     template: str, rows: Sequence[Sequence[object]]
 ) -> Iterator[tuple[str, list[object]]]:
-    """``template`` with its ``{rows}`` a VALUES list, and the parameters, for as many
-    rows per statement as SQLite's parameter limit lets through."""
+    """``template`` with its ``{rows}`` a VALUES list, and the parameters, in slices of
+    ``_VALUES_ROWS`` rows (fewer where SQLite's parameter limit is lower)."""
     if not rows:
         return
     width = len(rows[0])
     marks = "(" + ", ".join("?" * width) + ")"
-    for chunk in chunked(rows, max(1, _MAX_PARAMETERS // width)):
+    for chunk in chunked(rows, max(1, min(_VALUES_ROWS, _MAX_PARAMETERS // width))):
         yield template.format(rows=", ".join([marks] * len(chunk))), [v for r in chunk for v in r]
 
 
