@@ -54,6 +54,16 @@ def header_lines(suite: Doc) -> list[str]:
         f"**{suite['wall_s'] / 60:.1f} min** wall time ({parts}). "
         f"{suite['machine_note']}",
         "",
+        *(
+            [
+                "Not run this time (their sections show an earlier run's results): "
+                + ", ".join(suite["not_run"])
+                + ".",
+                "",
+            ]
+            if suite.get("not_run")
+            else []
+        ),
         "Everything runs on this one machine on 127.0.0.1: MinIO, Kafka and PostgreSQL of "
         "`infra/stack.py`, the consumer, and the load generators. How each part works: "
         "[bench/README.md](../bench/README.md); the raw results (JSON, per-part markdown, "

@@ -51,6 +51,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument(
+        "--parts",
+        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+        default=None,
+        help="run only these parts (throughput,rss,load,load-direct); the others keep "
+        "their earlier results, and the report says so",
+    )
+    parser.add_argument(
         "--shared-machine",
         action="store_true",
         help="say in the report that other work shared the machine during the run",
@@ -78,6 +85,8 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
         str(args.events),
         "--rounds",
         str(args.rounds),
+        "--modes",
+        "drain,sqlite,postgres,sqlite-traced",
     ]
     if not args.no_profile:
         throughput += ["--profile", "sqlite"]
@@ -98,14 +107,22 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
         ]
     commands["load"] = [*load, "--max-rate", str(args.max_rate)]
     commands["load-direct"] = [*load, "--delivery", "direct", "--max-rate", str(args.max_rate)]
+    if args.parts is not None:
+        unknown = sorted(set(args.parts) - set(commands))
+        if unknown:
+            raise SystemExit(
+                f"--parts: unknown {', '.join(unknown)} (known: {', '.join(commands)})"
+            )
+        commands = {name: command for name, command in commands.items() if name in args.parts}
     return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    for stale in RESULTS.glob("rss-*"):  # a long run of an earlier suite is not this run's
-        shutil.rmtree(stale, ignore_errors=True)
+    if args.parts is None or "rss" in args.parts:
+        for stale in RESULTS.glob("rss-*"):  # a long run of an earlier suite is not this run's
+            shutil.rmtree(stale, ignore_errors=True)
     walls: dict[str, float] = {}
     for name, command in parts(args).items():
         print(f"\n=== {name}: {' '.join(command[2:])}", flush=True)
@@ -128,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 1),
         "parts": walls,
         "machine_note": note,
+        "not_run": []
+        if args.parts is None
+        else [
+            name for name in ("throughput", "rss", "load", "load-direct") if name not in args.parts
+        ],
     }
     (RESULTS / "suite.json").write_text(json.dumps(suite, indent=1), encoding="utf-8")
     out = docs_report.write(RESULTS, docs_report.DEFAULT_OUT)

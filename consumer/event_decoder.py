@@ -18,6 +18,7 @@ fast path is the same function, faster on the messages that are valid
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Final
 
 import msgspec
@@ -90,6 +91,8 @@ class _Message(msgspec.Struct):
 _DECODER: Final = msgspec.json.Decoder(_Message, strict=True)
 _EMPTY_REQUEST: Final = _Request()
 _USER_ID_FIELDS: Final = ("user-id", "user_id", "userid")
+# classify is pure and sees few distinct (event name, user agent) pairs.
+_classify: Final = functools.lru_cache(maxsize=1024)(ev.classify)
 # The ObjectEvent fields, for building one without running pydantic's validators again on
 # values this module has already checked and normalised exactly as they would.
 _FIELDS_SET: Final = frozenset(ev.ObjectEvent.model_fields)
@@ -125,7 +128,7 @@ def _event(record: _Record) -> ev.ObjectEvent:
     """As ``consumer.events._event_from_record``, from the msgspec shapes."""
     obj = record.s3.object
     user_agent = _user_agent(record.source)
-    kind = ev.classify(record.event_name, user_agent)
+    kind = _classify(record.event_name, user_agent)
     key = _key(obj.key)
     if not key and kind is not ev.EventKind.OTHER:
         raise ev.MalformedEvent("wrong_schema", "s3.object.key is empty")
