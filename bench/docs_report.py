@@ -4,8 +4,9 @@
 
 Reads what the parts wrote under the results directory — indexer_throughput.json (and
 ``rss-*/indexer_throughput.json`` of the long RSS run), load.json and load-direct.json,
-profile-sqlite.txt, suite.json (the command and the wall time of each part) — copies the
-plots into docs/benchmarks/ and writes the markdown with the goals' PASS/FAIL. Where a
+profile-sqlite.txt, suite.json (the command and the wall time of each part), and
+bench/baseline.json (the indexer before issue 17) — and writes the markdown with the goals'
+PASS/FAIL, linking the plots where the benchmarks wrote them. Where a
 goal is missed, the report names the bottleneck with the figures that show it.
 """
 

@@ -207,7 +207,7 @@ def consumer_code(repo: Path) -> str:
 
 def library_versions() -> dict[str, str]:
     versions = {"Python": platform.python_version()}
-    for package in ("aiokafka", "aiosqlite", "asyncpg", "pydantic", "structlog"):
+    for package in ("aiokafka", "aiosqlite", "asyncpg", "msgspec", "pydantic", "structlog"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -11,7 +11,7 @@
 3. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
    uploads/s, then doubling until MinIO saturates;
 4. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
-5. ``bench.docs_report`` → docs/benchmarks.md (+ docs/benchmarks/*.png).
+5. ``bench.docs_report`` → docs/benchmarks.md (linking the plots in bench/results/).
 
 Each part runs as its own process; the wall time of each is in the report. --quick is a
 small but complete run (about 2 minutes; 7 with --rss-events 1000000) for development;
