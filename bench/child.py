@@ -35,8 +35,14 @@ from consumer.index.base import BatchResult, KafkaPosition
 from consumer.indexer import Indexer
 from consumer.logs import configure_logging
 from consumer.settings import Settings
+from consumer.telemetry import configure_telemetry
 
-MODES: Final = ("drain", "sqlite", "postgres")
+MODES: Final = ("drain", "sqlite", "postgres", "sqlite-traced")
+# The indexer modes run with metrics on, as `python -m consumer run` has them (the
+# Prometheus reader: every instrument records). "-traced" also records every span into
+# the SDK's batch processor, exported to nowhere: the cost of tracing in this process,
+# without a collector's.
+TRACED_SUFFIX: Final = "-traced"
 # The parent passes the index URL here, not on the command line: a PostgreSQL URL holds
 # the password, and command lines are visible to every user of the machine.
 INDEX_URL_ENV: Final = "BENCH_INDEX_URL"
@@ -250,6 +256,8 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
     if batch is not None:
         overrides["INDEXER_BATCH_MAX_RECORDS"] = batch
     settings = settings_for(stack_values(), **overrides)
+    if mode != "drain":
+        _telemetry_on(traced=mode.endswith(TRACED_SUFFIX))
     started = time.perf_counter()
     with RssSampler() as sampler:
         if mode == "drain":
@@ -261,6 +269,7 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
             seconds, counts = asyncio.run(
                 index(settings, topic, os.environ[INDEX_URL_ENV], expected)
             )
+            _flush_spans()
     wall = time.perf_counter() - started
     return Measurement(
         mode=mode,
@@ -273,6 +282,43 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
         rss_series=sampler.series,
         counts=counts,
     )
+
+
+class _Discard:
+    """A span exporter that drops what it gets (SpanExporter's interface)."""
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _telemetry_on(*, traced: bool) -> None:
+    if traced:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(_Discard()))  # type: ignore[arg-type]
+        trace.set_tracer_provider(provider)
+    # No OTEL_* exporter in the environment: metrics on (Prometheus reader), no tracing
+    # beyond the provider above.
+    configure_telemetry({})
+
+
+def _flush_spans() -> None:
+    from opentelemetry import trace
+
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:
+        flush()
 
 
 def print_measurement(measurement: Measurement) -> None:

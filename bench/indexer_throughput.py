@@ -62,6 +62,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUT: Final = REPO_ROOT / "bench" / "results"
 # A bound on one child, so a hung run cannot hold the shared machine forever.
 CHILD_TIMEOUT_S: Final = 1800
+DEFAULT_MODES: Final = ("drain", "sqlite", "postgres")
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -82,8 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         type=_modes,
-        default=list(MODES),
-        help="comma-separated subset of drain,sqlite,postgres",
+        default=list(DEFAULT_MODES),
+        help=f"comma-separated subset of {','.join(MODES)} ({','.join(DEFAULT_MODES)})",
     )
     parser.add_argument(
         "--profile", choices=MODES, default=None, help="one more run of MODE under py-spy"
@@ -256,7 +257,7 @@ class Benchmark:
 
     @contextlib.contextmanager
     def _fresh_index(self, mode: str) -> Iterator[str | None]:
-        if mode == "sqlite":
+        if mode.startswith("sqlite"):
             directory = Path(tempfile.mkdtemp(prefix="bench-sqlite-"))
             try:
                 yield f"sqlite:///{directory / 'index.sqlite3'}"

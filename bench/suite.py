@@ -11,7 +11,7 @@
 3. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
    uploads/s, then doubling until MinIO saturates;
 4. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
-5. ``bench.docs_report`` → docs/benchmarks.md (+ docs/benchmarks/*.png).
+5. ``bench.docs_report`` → docs/benchmarks.md (linking the plots in bench/results/).
 
 Each part runs as its own process; the wall time of each is in the report. --quick is a
 small but complete run (about 2 minutes; 7 with --rss-events 1000000) for development;
@@ -35,6 +35,7 @@ from bench import docs_report
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = REPO_ROOT / "bench" / "results"
+PARTS: Final = ("throughput", "rss", "load", "load-direct")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,6 +52,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument(
+        "--parts",
+        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+        default=None,
+        help="run only these parts (throughput,rss,load,load-direct); the others keep "
+        "their earlier results, and the report says so",
+    )
+    parser.add_argument(
         "--shared-machine",
         action="store_true",
         help="say in the report that other work shared the machine during the run",
@@ -61,6 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="20000 events, 1 round, 3 s steps, no long RSS run unless --rss-events is given",
     )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.parts or ()) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: unknown {', '.join(unknown)} (known: {', '.join(PARTS)})")
     if args.quick:
         args.events, args.rounds, args.step_s = 20_000, 1, 3.0
         if "--rss-events" not in (argv if argv is not None else sys.argv):
@@ -78,6 +89,8 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
         str(args.events),
         "--rounds",
         str(args.rounds),
+        "--modes",
+        "drain,sqlite,postgres,sqlite-traced",
     ]
     if not args.no_profile:
         throughput += ["--profile", "sqlite"]
@@ -98,14 +111,17 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
         ]
     commands["load"] = [*load, "--max-rate", str(args.max_rate)]
     commands["load-direct"] = [*load, "--delivery", "direct", "--max-rate", str(args.max_rate)]
+    if args.parts is not None:
+        commands = {name: command for name, command in commands.items() if name in args.parts}
     return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    for stale in RESULTS.glob("rss-*"):  # a long run of an earlier suite is not this run's
-        shutil.rmtree(stale, ignore_errors=True)
+    if args.parts is None or "rss" in args.parts:
+        for stale in RESULTS.glob("rss-*"):  # a long run of an earlier suite is not this run's
+            shutil.rmtree(stale, ignore_errors=True)
     walls: dict[str, float] = {}
     for name, command in parts(args).items():
         print(f"\n=== {name}: {' '.join(command[2:])}", flush=True)
@@ -128,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 1),
         "parts": walls,
         "machine_note": note,
+        "not_run": [] if args.parts is None else [name for name in PARTS if name not in args.parts],
     }
     (RESULTS / "suite.json").write_text(json.dumps(suite, indent=1), encoding="utf-8")
     out = docs_report.write(RESULTS, docs_report.DEFAULT_OUT)

@@ -380,6 +380,17 @@ def parse_message(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     Records, a required field missing or of the wrong type, bad key/time/sequencer),
     key_mismatch or name_mismatch (MinIO's envelope disagrees with its record).
     """
+    fast = _fast.decode_fast(value, max_bytes)
+    if fast is not None:
+        return fast
+    return parse_message_checked(value, max_bytes=max_bytes)
+
+
+def parse_message_checked(
+    value: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[ObjectEvent]:
+    """``parse_message`` through pydantic alone: the reference the fast path must equal,
+    and the path that names what is wrong with a malformed message."""
     document = _load_json(_decode(value, max_bytes))
     message = _validate_message(document)
     events = [_event_at(index, record) for index, record in enumerate(message.records)]
@@ -463,7 +474,7 @@ def _event_from_record(record: _RawRecord) -> ObjectEvent:
         version_id=obj.version_id or "",
         event_name=record.event_name,
         kind=kind,
-        event_time=_event_time(record.event_time),
+        event_time=event_time_of(record.event_time),
         sequencer=normalise_sequencer(obj.sequencer),
         size=_size(obj.size, kind),
         etag=_none_if_empty((obj.etag or "").strip('"')),
@@ -478,7 +489,9 @@ def _event_from_record(record: _RawRecord) -> ObjectEvent:
     )
 
 
-def _event_time(raw: str) -> datetime:
+def event_time_of(raw: str) -> datetime:
+    """``eventTime`` as an aware UTC datetime; MalformedEvent (wrong_schema) when it is not
+    ISO-8601 or has no UTC offset."""
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
@@ -556,3 +569,8 @@ def _short(text: str) -> str:
     if len(text) <= _REASON_MAX_CHARS:
         return repr(text)
     return repr(text[:_REASON_MAX_CHARS]) + "…"
+
+
+# At the end, as a module: the fast path uses the helpers above, and either module may be
+# imported first.
+from consumer import event_decoder as _fast  # noqa: E402

@@ -13,6 +13,7 @@ time order); booleans as 0/1; user metadata as JSON text.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -56,6 +57,7 @@ from consumer.index.base import (
     Transcript,
     UsageRow,
     Versions,
+    canonical_json,
     check_limit,
     chunked,
     decide_claims,
@@ -83,17 +85,23 @@ INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequ
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
-
+# Ids only grow (AUTOINCREMENT): a row with an id above the largest before the insert was
+# inserted by it.
+_LAST_JOURNAL_ID: Final = "SELECT coalesce(max(id), 0) FROM journal"
 # "<stmt> (VALUES (?, …), …) AS v JOIN <table> ON …": one indexed lookup per listed row.
-# Rows per statement stay under SQLite's historical 999-parameter limit.
-_ROWS_PER_STATEMENT: Final = 150
-
-_JOURNALED_AMONG: Final = """
+_JOURNALED_SINCE: Final = """
 SELECT j.bucket, j.key, j.version_id, j.event_name, j.sequencer
 FROM (VALUES {rows}) AS v
 JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id = v.column3
-                 AND j.event_name = v.column4 AND j.sequencer = v.column5"""
-
+                 AND j.event_name = v.column4 AND j.sequencer = v.column5
+WHERE j.id > ?"""
+# Rows per such statement: each statement is a hop to aiosqlite's thread, but each
+# distinct size is compiled (and cached) on its own, so a fixed, moderate size; under the
+# 999-parameter limit of SQLite before 3.32 as well.
+_MAX_PARAMETERS: Final = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_VALUES_ROWS: Final = 500
+# Job claims keep their historical slices (a few rows at a time anyway).
+_ROWS_PER_STATEMENT: Final = 150
 # Column names are unqualified: the VALUES side only has column1, column2, ...
 _LOAD_ROWS: Final = (
     f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
@@ -472,17 +480,21 @@ class _Writer:
         self._now = _text(now)
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
-        # One writer at a time (BEGIN IMMEDIATE), so "not there yet" stays true until the
-        # insert below; ON CONFLICT DO NOTHING is only a second line of defence.
+        # One writer at a time (BEGIN IMMEDIATE), so the largest id stays ours to compare
+        # with. The insert is one executemany; a redelivered event hits the conflict.
+        rows = [self._journal_row(*item) for item in items]
+        last = await self._conn.execute_fetchall(_LAST_JOURNAL_ID)
+        cursor = await self._conn.executemany(_INSERT_JOURNAL, rows)
         identities = [journal_id(event) for event, _ in items]
-        present = set(await self._select(_JOURNALED_AMONG, identities))
-        new = [
-            item
-            for item, identity in zip(items, identities, strict=True)
-            if identity not in present
-        ]
-        await self._conn.executemany(_INSERT_JOURNAL, [self._journal_row(*item) for item in new])
-        return set(identities) - present
+        if cursor.rowcount == len(rows):  # the usual case: all of them were new
+            return set(identities)
+        # Some were journaled already: the new ones are those with a larger id.
+        since = next(iter(last))[0]
+        inserted: set[JournalId] = set()
+        for statement, params in _multi_row(_JOURNALED_SINCE, identities):
+            found = await self._conn.execute_fetchall(statement, [*params, since])
+            inserted.update(tuple(row) for row in found)
+        return inserted
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
@@ -502,10 +514,8 @@ class _Writer:
     async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
         found: list[Any] = []
-        for chunk in chunked(keys, _ROWS_PER_STATEMENT):
-            marks = "(" + ", ".join("?" * len(chunk[0])) + ")"
-            sql = template.format(rows=", ".join([marks] * len(chunk)))
-            found += await self._conn.execute_fetchall(sql, [v for key in chunk for v in key])
+        for statement, params in _multi_row(template, keys):
+            found += await self._conn.execute_fetchall(statement, params)
         return found
 
     def _journal_row(
@@ -535,11 +545,28 @@ class _Writer:
 # --- helpers ---------------------------------------------------------------------------
 
 
+def _multi_row(
+    template: str, rows: Sequence[Sequence[object]]
+) -> Iterator[tuple[str, list[object]]]:
+    """``template`` with its ``{rows}`` a VALUES list, and the parameters, in slices of
+    ``_VALUES_ROWS`` rows (fewer where SQLite's parameter limit is lower)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    marks = "(" + ", ".join("?" * width) + ")"
+    for chunk in chunked(rows, max(1, min(_VALUES_ROWS, _MAX_PARAMETERS // width))):
+        yield template.format(rows=", ".join([marks] * len(chunk))), [v for r in chunk for v in r]
+
+
 async def _configure(conn: aiosqlite.Connection) -> None:
     await _ensure_wal(conn)
     await conn.execute("PRAGMA synchronous = FULL")
     # LIKE is ASCII-case-insensitive by default; S3 keys are case-sensitive.
     await conn.execute("PRAGMA case_sensitive_like = ON")
+    # 32 MiB of page cache instead of 2: a batch's journal and object index entries land on
+    # random pages (keys are UUIDs), and with 2 MiB most of them were read back from the
+    # file. Pages are cached as they are touched, so a short CLI read stays small.
+    await conn.execute("PRAGMA cache_size = -32768")
 
 
 async def _ensure_wal(conn: aiosqlite.Connection, attempts: int = 50) -> None:
@@ -599,7 +626,7 @@ def _object_conditions(filters: ObjectFilter) -> Conditions:
 
 
 def _json(metadata: Mapping[str, str]) -> str:
-    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return canonical_json(dict(metadata))
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:
@@ -623,8 +650,14 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
     )
 
 
+@functools.lru_cache(maxsize=8192)
 def _text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    # Cached: a batch writes each event's time up to four times (journal, first and last
+    # event time, deleted_at) and its indexed_at on every row. Most moments are UTC
+    # already (events, now()): astimezone would only copy them.
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def _text_of(moment: datetime) -> object:

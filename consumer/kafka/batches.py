@@ -2,6 +2,13 @@
 
     getmany → handler.handle(batch) → dead letters → commit offsets → lag
 
+A handler that can ``prepare`` a batch (the indexer: decoding) gets the stages overlapped:
+batch n+1 is fetched and prepared while batch n is written, dead-lettered and committed,
+so the CPU work of decoding runs while the index works. Commits stay where they were:
+batch n's offsets after batch n's work ended, in batch order, so never past a gap; a
+prepared batch fetched before a rebalance is dropped unhandled (aiokafka re-reads every
+partition of the new assignment from its committed offset, so it comes again).
+
 The loop owns the Kafka side: the clients, the subscription and its rebalance listener,
 pausing fetches while work waits (still polling, so the group keeps the member), the
 commit policy, the dead-letter writes, burst mode and the lag gauge. A handler only does
@@ -28,7 +35,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -84,7 +91,12 @@ class LoopStats:
 
 
 class BatchHandler(Protocol):
-    """The work of one role on one batch."""
+    """The work of one role on one batch.
+
+    A handler may also define ``async def prepare(self, batch) -> object`` (see
+    ``PreparingHandler``): then the loop prepares each batch while the previous one is
+    handled, and hands the result to ``handle`` as ``work.prepared``.
+    """
 
     # True: a batch is short and must end with its commit — a revoke waits for it and a
     # cancellation cannot cut it. False: batches may run long (jobs under leases).
@@ -94,6 +106,15 @@ class BatchHandler(Protocol):
     async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
         """Do the batch's work; the messages to dead-letter before it is committed.
         Raises StopRequested when stopped before the work ended (nothing committed)."""
+
+
+@runtime_checkable
+class PreparingHandler(Protocol):
+    """The optional stage of a handler that the loop overlaps with the previous batch."""
+
+    async def prepare(self, batch: Batch) -> object:
+        """CPU work on the fetched batch that touches nothing outside it (decoding); it
+        should yield to the event loop now and then, so the batch being written goes on."""
 
 
 # --------------------------------------------------------------------------------------
@@ -144,8 +165,10 @@ class FetchPause:
 class BatchWork:
     """What a handler may ask of the loop while its batch runs."""
 
-    def __init__(self, loop: BatchLoop) -> None:
+    def __init__(self, loop: BatchLoop, prepared: object = None) -> None:
         self._loop = loop
+        # What the handler's ``prepare`` made of this batch (None: it has no prepare).
+        self.prepared = prepared
 
     @property
     def stop_event(self) -> asyncio.Event:
@@ -229,6 +252,9 @@ class BatchLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pause: FetchPause | None = None
+        # Bumped at every revoke and assignment: a batch fetched under an older
+        # generation may hold records of partitions this member no longer reads from there.
+        self._generation = 0
 
     def stop(self) -> None:
         """Ask the loop to finish (or give up) its batch, commit what ended and return."""
@@ -258,6 +284,9 @@ class BatchLoop:
             instruments.forget_lag(self.group_id)
 
     async def _consume(self, burst: bool) -> None:
+        if isinstance(self._handler, PreparingHandler):
+            await self._consume_overlapped(self._handler, burst)
+            return
         consumer = self._require_consumer()
         while not self.stop_event.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
@@ -273,6 +302,63 @@ class BatchLoop:
                     return
             elif burst and await self._burst_done():
                 return
+
+    async def _consume_overlapped(self, handler: PreparingHandler, burst: bool) -> None:
+        """As ``_consume``, with batch n+1 fetched and prepared while batch n is handled."""
+        ahead = await self._fetch_prepared(handler)
+        while not self.stop_event.is_set():
+            batch, prepared, generation = ahead
+            if generation != self._generation:
+                # Fetched before a rebalance: every partition it came from was reassigned
+                # (to another member, or to this one from its committed offset), so its
+                # records are read again by whoever owns them now.
+                log.info("dropped a batch fetched before a rebalance", messages=len(batch))
+                ahead = await self._fetch_prepared(handler)
+                continue
+            if not batch:
+                if burst and await self._burst_done():
+                    return
+                ahead = await self._fetch_prepared(handler)
+                continue
+            # Burst mode with an end (replay): decided on batch n alone, before fetching
+            # ahead moves the positions on.
+            last = burst and self._stop_at is not None and await self._burst_done()
+            # Shielded, as in _run_batch: a cancellation cannot cut between its work and
+            # its commit.
+            handling = asyncio.ensure_future(self._batch(batch, prepared))
+            try:
+                if not last:
+                    ahead = await self._fetch_prepared(handler)
+                await asyncio.shield(handling)
+            except StopRequested:
+                log.info("stopped before the batch ended", messages=batch_size(batch))
+                return
+            except asyncio.CancelledError:
+                # The grace period ran out: batch n still ends with its commit (as in
+                # _run_batch); what was fetched ahead is dropped, uncommitted.
+                self.stop_event.set()
+                with contextlib.suppress(StopRequested):
+                    await handling
+                raise
+            except BaseException:
+                # The batch's work failed, or the fetch ahead did: batch n ends (or gives
+                # up) before the error goes on.
+                self.stop_event.set()
+                with contextlib.suppress(StopRequested):
+                    await handling
+                raise
+            if last:
+                return
+
+    async def _fetch_prepared(self, handler: PreparingHandler) -> tuple[Batch, object, int]:
+        """The next batch (maybe empty), prepared, with the generation it was read in."""
+        consumer = self._require_consumer()
+        batch = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+        # Read right after getmany returned, with no await in between: the records and
+        # the generation belong to the same assignment.
+        generation = self._generation
+        prepared = await handler.prepare(batch) if batch else None
+        return batch, prepared, generation
 
     async def _burst_done(self) -> bool:
         consumer = self._require_consumer()
@@ -296,12 +382,12 @@ class BatchLoop:
                 await task
             raise
 
-    async def _batch(self, batch: Batch) -> None:
+    async def _batch(self, batch: Batch, prepared: object = None) -> None:
         async with self._in_flight:
             messages = batch_size(batch)
             self.stats.messages += messages
             with batch_span(self.topic, self.group_id, messages):
-                letters = await self._handler.handle(batch, BatchWork(self))
+                letters = await self._handler.handle(batch, BatchWork(self, prepared))
                 if letters:
                     await self.retry_paused(
                         lambda: self._send_dead_letters(letters), "dead-letter write"
@@ -316,6 +402,7 @@ class BatchLoop:
     # --- rebalances ----------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._generation += 1
         if self._handler.finish_before_revoke:
             async with self._in_flight:  # the batch in flight ends and commits first
                 pass
@@ -323,6 +410,7 @@ class BatchLoop:
         log.info("partitions revoked", partitions=_names(revoked))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
         self.stats.rebalances += 1
         log.info("partitions assigned", partitions=_names(assigned))
 
