@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.stack_env import settings_for, stack_values
 from consumer.events import ObjectEvent
 from consumer.index import IndexStore, open_index
-from consumer.index.base import BatchResult, KafkaPosition
+from consumer.index.records import BatchResult, KafkaPosition
 from consumer.indexer import Indexer
 from consumer.logs import configure_logging
 from consumer.settings import Settings

@@ -94,6 +94,23 @@ class SweepBlocked(ConsumerError):
     """The sweeper refused to delete (the index may be stale)."""
 
 
+class IndexUnavailable(ConnectionFailed):
+    """The index database cannot be reached or is locked right now; retrying may work."""
+
+
+class IndexWriteFailed(ConsumerError):
+    """The index refused a read or write for a reason retrying cannot fix.
+
+    Examples: a corrupt SQLite file, a schema newer than this consumer, bad credentials.
+    """
+
+
+class LeaseLost(ConsumerError):
+    """The job's lease went to another process (this one stopped renewing it in time)."""
+
+    retriable = False
+
+
 # Signals, not errors: raised inside a worker thread to stop it once the task awaiting
 # it was cancelled (Ctrl-C); they never reach a caller.
 

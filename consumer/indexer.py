@@ -34,7 +34,7 @@ from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore
-from consumer.index.base import BatchResult, KafkaPosition
+from consumer.index.records import BatchResult, KafkaPosition
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats, batch_size
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.settings import Settings

@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumer.events import EventKind
-from consumer.index.base import BatchResult, KafkaPosition
+from consumer.index.records import BatchResult, KafkaPosition
 from consumer.indexer import DecodedBatch, IndexerStats, decode_batch
 from consumer.kafka.batches import offsets_to_commit
 from consumer.kafka.dead_letters import DeadLetter, dead_letter_headers

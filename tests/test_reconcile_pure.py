@@ -11,7 +11,7 @@ import pytest
 from consumer.errors import InvalidInput
 from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, parse_message
 from consumer.index import Action, ObjectRecord
-from consumer.index.base import plan_objects
+from consumer.index.decisions import plan_objects
 from consumer.notify_config import NotifyConfig
 from consumer.reconcile import (
     Difference,

@@ -12,7 +12,7 @@ from consumer.client.results import FeedFilter
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import JobRequest, Transcript
-from consumer.index.base import fts5_query, search_config, search_words
+from consumer.index.sql import fts5_query, search_config, search_words
 from consumer.processing.base import Job
 from consumer.processing.worker import result_key
 from consumer.results import (

@@ -221,7 +221,7 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
 def _usage_growth(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from consumer.index.base import every_day
+    from consumer.index.sql import every_day
     from consumer.output import growth_fields
 
     today = datetime.now(UTC).date()

@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import ConnectionFailed, NotFound
 from consumer.events import MalformedEvent, ObjectEvent, parse_message, writes_content
-from consumer.index.base import AsyncLifecycle
+from consumer.index.store import AsyncLifecycle
 from consumer.kafka_client import kafka_client_options
 from consumer.results import ProcessedResult, ResultLocation, parse_result_key
 from consumer.settings import Settings

@@ -1,8 +1,16 @@
 """The metadata index: live object inventory and event journal, on SQLite or PostgreSQL.
 
 ``open_index(settings.index_url)`` picks the backend; the store is started with
-``await store.start()`` or ``async with store:``. Semantics shared by both backends
-(ordering, tombstones, idempotent batches) live in ``consumer.index.base``.
+``await store.start()`` or ``async with store:``. The package, by part:
+
+* ``records`` — the rows and values (ObjectRecord, JournalRecord, JobRecord, …);
+* ``store`` — the ``IndexStore`` Protocol callers use, and the ``BatchWriter`` steps;
+* ``decisions`` — the pure rules both backends share (ordering, tombstones, idempotent
+  batches, job claims);
+* ``sql`` — the SQL both dialects share and the builders of WHERE clauses;
+* ``sqlite`` / ``postgres`` — the two backends; ``migrations`` — their schemas.
+
+Its errors (IndexUnavailable, IndexWriteFailed, LeaseLost) live in ``consumer.errors``.
 """
 
 from __future__ import annotations
@@ -10,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from consumer.errors import ConfigError
-from consumer.index.base import (
-    Action,
+from consumer.errors import ConfigError, IndexUnavailable, IndexWriteFailed
+from consumer.index.decisions import Action, StoredState, decide
+from consumer.index.migrations import MIGRATIONS, Migration
+from consumer.index.postgres import PostgresIndex
+from consumer.index.records import (
     BatchResult,
     GrowthRow,
-    IndexStore,
-    IndexUnavailable,
-    IndexWriteFailed,
     JobOutcome,
     JobRecord,
     JobRequest,
@@ -25,15 +32,12 @@ from consumer.index.base import (
     JournalRecord,
     KafkaPosition,
     ObjectRecord,
-    StoredState,
     Transcript,
     UsageRow,
     Versions,
-    decide,
 )
-from consumer.index.migrations import MIGRATIONS, Migration
-from consumer.index.postgres import PostgresIndex
 from consumer.index.sqlite import SqliteIndex
+from consumer.index.store import IndexStore
 
 __all__ = [
     "MIGRATIONS",

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from consumer.index.base import IndexWriteFailed
+from consumer.errors import IndexWriteFailed
 
 # Two-key advisory lock ids ("vox", "migr"); the two-key space never collides with the
 # one-key locks postgres.py takes per object.

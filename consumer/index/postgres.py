@@ -23,24 +23,14 @@ from typing import Any, Final, Literal
 import asyncpg
 import msgspec
 
-from consumer.errors import InvalidInput
+from consumer.errors import IndexUnavailable, IndexWriteFailed, InvalidInput, LeaseLost
 from consumer.events import EventKind, ObjectEvent
-from consumer.index.base import (
-    JOB_COLUMNS,
-    JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
-    OBJECT_COLUMNS,
-    OBJECT_UPSERT,
-    PROCESSING_STATUS_SQL,
-    SEARCH_QUERY_CONFIGS,
-    AsyncLifecycle,
+from consumer.index.decisions import canonical_json, decide_claims, latest_requests, run_batch
+from consumer.index.migrations import migrate_postgres
+from consumer.index.records import (
     BatchResult,
     Claims,
-    Conditions,
-    Dialect,
     GrowthRow,
-    IndexUnavailable,
-    IndexWriteFailed,
     Item,
     JobOutcome,
     JobRecord,
@@ -50,27 +40,33 @@ from consumer.index.base import (
     JournalRecord,
     KafkaPosition,
     Lease,
-    LeaseLost,
-    ObjectFilter,
     ObjectRecord,
     RowId,
     Transcript,
     UsageRow,
     Versions,
-    canonical_json,
+)
+from consumer.index.sql import (
+    JOB_COLUMNS,
+    JOB_PEND_UPSERT,
+    JOURNAL_COLUMNS,
+    OBJECT_COLUMNS,
+    OBJECT_UPSERT,
+    PROCESSING_STATUS_SQL,
+    SEARCH_QUERY_CONFIGS,
+    Conditions,
+    Dialect,
+    ObjectFilter,
     check_limit,
-    decide_claims,
     dollar,
     growth_query,
     journal_conditions,
-    latest_requests,
-    run_batch,
     search_config,
     search_words,
     usage_query,
     version_listing_query,
 )
-from consumer.index.migrations import migrate_postgres
+from consumer.index.store import AsyncLifecycle
 
 # Errors after which the same statement may well succeed later: the server is down,
 # restarting, full of connections, or chose this transaction as a deadlock victim.

@@ -24,23 +24,20 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
-from consumer.errors import InvalidInput
+from consumer.errors import IndexUnavailable, IndexWriteFailed, InvalidInput, LeaseLost
 from consumer.events import EventKind, ObjectEvent
-from consumer.index.base import (
-    JOB_COLUMNS,
-    JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
-    OBJECT_COLUMNS,
-    OBJECT_UPSERT,
-    PROCESSING_STATUS_SQL,
-    AsyncLifecycle,
+from consumer.index.decisions import (
+    canonical_json,
+    decide_claims,
+    journal_id,
+    latest_requests,
+    run_batch,
+)
+from consumer.index.migrations import migrate_sqlite
+from consumer.index.records import (
     BatchResult,
     Claims,
-    Conditions,
-    Dialect,
     GrowthRow,
-    IndexUnavailable,
-    IndexWriteFailed,
     Item,
     JobOutcome,
     JobRecord,
@@ -50,28 +47,32 @@ from consumer.index.base import (
     JournalRecord,
     KafkaPosition,
     Lease,
-    LeaseLost,
-    ObjectFilter,
     ObjectRecord,
     RowId,
     Transcript,
     UsageRow,
     Versions,
-    canonical_json,
+)
+from consumer.index.sql import (
+    JOB_COLUMNS,
+    JOB_PEND_UPSERT,
+    JOURNAL_COLUMNS,
+    OBJECT_COLUMNS,
+    OBJECT_UPSERT,
+    PROCESSING_STATUS_SQL,
+    Conditions,
+    Dialect,
+    ObjectFilter,
     check_limit,
     chunked,
-    decide_claims,
     fts5_query,
     growth_query,
     journal_conditions,
-    journal_id,
-    latest_requests,
     qmark,
-    run_batch,
     usage_query,
     version_listing_query,
 )
-from consumer.index.migrations import migrate_sqlite
+from consumer.index.store import AsyncLifecycle
 
 # Primary result codes (the low byte of extended codes) that mean "try again later".
 _TRANSIENT_CODES: Final = frozenset(

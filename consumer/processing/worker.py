@@ -44,10 +44,16 @@ from minio import Minio
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from consumer.errors import ConsumerError, ProcessingRetriable, RetriesExhausted, StopRequested
+from consumer.errors import (
+    ConsumerError,
+    LeaseLost,
+    ProcessingRetriable,
+    RetriesExhausted,
+    StopRequested,
+)
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore, JobOutcome, JobStatus
-from consumer.index.base import Lease, LeaseLost
+from consumer.index.records import Lease
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.minio_client import minio_client

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from consumer.index.base import canonical_json
+from consumer.index.decisions import canonical_json
 
 
 def _reference(value: object) -> str:

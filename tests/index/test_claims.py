@@ -7,16 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.index.base import (
-    ClaimDecision,
-    JobRecord,
-    JobRequest,
-    JobStatus,
-    Lease,
-    claim_decision,
-    decide_claims,
-    latest_requests,
-)
+from consumer.index.decisions import ClaimDecision, claim_decision, decide_claims, latest_requests
+from consumer.index.records import JobRecord, JobRequest, JobStatus, Lease
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

@@ -10,23 +10,18 @@ import pytest
 
 from consumer.errors import InvalidInput
 from consumer.events import RECONCILE_GONE, EventKind
-from consumer.index.base import (
+from consumer.index.decisions import (
     Action,
-    Conditions,
     StoredState,
     apply_action,
-    check_limit,
     decide,
-    dollar,
-    escape_like,
     first_of_each_identity,
     is_newer,
-    lower_names,
     order_for_apply,
     plan_objects,
-    qmark,
     sweeps_other_versions,
 )
+from consumer.index.sql import Conditions, check_limit, dollar, escape_like, lower_names, qmark
 from tests.index.factories import T0, event
 
 SEQ = 10  # the event's sequencer in the table below

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind
 from consumer.index import GrowthRow, IndexStore
-from consumer.index.base import every_day
+from consumer.index.sql import every_day
 from tests.index.factories import event
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.errors import InvalidInput
+from consumer.errors import InvalidInput, LeaseLost
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import (
     MIGRATIONS,
@@ -27,7 +27,7 @@ from consumer.index import (
     ObjectRecord,
     UsageRow,
 )
-from consumer.index.base import Claims, Lease, LeaseLost
+from consumer.index.records import Claims, Lease
 from tests.conftest import Backend
 from tests.index.factories import T0, event
 

@@ -18,7 +18,7 @@ from minio.commonconfig import ENABLED, CopySource
 from minio.versioningconfig import VersioningConfig
 
 from consumer.index import open_index
-from consumer.index.base import JournalRecord
+from consumer.index.records import JournalRecord
 from consumer.indexer import Indexer
 from tests.conftest import Backend, StackEndpoints, unique_name
 from tests.helpers import bucket_listing, read_bucket_events, topic_end_offsets

@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import IndexStore, JobOutcome, JobRequest, JobStatus, open_index
-from consumer.index.base import Lease
+from consumer.index.records import Lease
 from consumer.indexer import Indexer
 from consumer.provisioning import Action, run_setup
 from consumer.retention.audit import REMOVAL_KINDS, deletion_cause

@@ -1,0 +1,420 @@
+"""The pure rules every index backend follows: what an event does to a row, a batch, a job.
+
+Nothing here does I/O. ``decide`` says what one event does to one stored row;
+``order_for_apply`` puts a batch in the order those decisions must be taken;
+``plan_objects`` takes them, in memory, against the rows the batch touches; ``run_batch``
+drives a backend's ``BatchWriter`` (journal the new events, load the rows they touch, save
+the changed rows: a few set-wise statements per batch) inside the backend's transaction.
+Both backends (sqlite.py, postgres.py) only translate these steps into SQL, so they cannot
+disagree about semantics. ``claim_decision`` does the same for processing jobs: run, wait
+for a live lease, or skip.
+
+Ordering: an event is newer than a stored row when its sequencer is greater (numerically;
+sequencers are normalised to fixed-width hex so string order is numeric order). Equal
+sequencers are broken by ``event_time`` — MinIO can give a tagging change the sequencer of
+the write it tags — and an event equal in both is not newer, so a redelivery never wins
+over itself. A missing sequencer ("") is older than any real one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, TypeVar
+
+import msgspec
+
+from consumer.errors import IndexWriteFailed
+from consumer.events import EventKind, ObjectEvent, removes_object, writes_content
+from consumer.index.records import (
+    BatchResult,
+    Claims,
+    Item,
+    JobRecord,
+    JobRequest,
+    JournalId,
+    ObjectRecord,
+    RowId,
+)
+from consumer.index.store import BatchWriter
+
+T = TypeVar("T")
+
+
+# --- what one event does to one row ----------------------------------------------------
+
+
+# MinIO's force-delete of a key removes every version at once (see sweeps_other_versions).
+DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """The part of an ``objects`` row that decides whether an event is newer."""
+
+    sequencer: str
+    event_time: datetime
+    deleted: bool
+
+
+class Action(StrEnum):
+    """What to do to the ``objects`` row of the event's (bucket, key, version_id)."""
+
+    JOURNAL_ONLY = "journal_only"  # NOOP / OTHER: the inventory does not change
+    STALE = "stale"  # older than (or equal to) the stored row: leave it
+    INSERT = "insert"  # no row yet: insert a live row
+    OVERWRITE = "overwrite"  # newer content: replace every field, revive a tombstone
+    TOUCH = "touch"  # newer metadata change: update what the event carries
+    TOMBSTONE = "tombstone"  # newer removal of a known row: mark it deleted
+    INSERT_TOMBSTONE = "insert_tombstone"  # removal of an unknown row: remember it
+
+    @property
+    def changes_objects(self) -> bool:
+        return self not in (Action.JOURNAL_ONLY, Action.STALE)
+
+
+def is_newer(event: ObjectEvent, stored: StoredState) -> bool:
+    """Whether ``event`` happened after the event that last wrote ``stored``.
+
+    Sequencer first, then event_time for equal sequencers; equal in both is not newer.
+    """
+    if event.sequencer != stored.sequencer:
+        return event.is_newer_than(stored.sequencer)
+    return event.event_time > stored.event_time
+
+
+def decide(stored: StoredState | None, event: ObjectEvent) -> Action:
+    """What ``event`` does to the row it addresses, given that row's state (None: no row).
+
+    * NOOP / OTHER only go to the journal.
+    * No row: a create or metadata change inserts a live row (a metadata event is how we
+      may first learn of an object); a removal inserts a tombstone, so that an older
+      create arriving later cannot bring the object back.
+    * A row exists: events not newer than it are stale. A newer create overwrites (and
+      revives a tombstone); a newer metadata change touches — it also revives a
+      tombstone, because the object must exist again to be changed after its removal;
+      a newer removal tombstones.
+    """
+    if not affects_objects(event):
+        return Action.JOURNAL_ONLY
+    removal = removes_object(event)
+    if stored is None:
+        return Action.INSERT_TOMBSTONE if removal else Action.INSERT
+    if not is_newer(event, stored):
+        return Action.STALE
+    if removal:
+        return Action.TOMBSTONE
+    return Action.OVERWRITE if writes_content(event) else Action.TOUCH
+
+
+def affects_objects(event: ObjectEvent) -> bool:
+    """Whether the event can change ``objects`` (NOOP / OTHER only go to the journal)."""
+    return (
+        event.kind is EventKind.METADATA_CHANGED or writes_content(event) or removes_object(event)
+    )
+
+
+_JSON: Final = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json(value: object) -> str:
+    """``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``,
+    character for character (tests/index/test_canonical_json.py compares them), at a tenth of
+    its cost: the metadata of every row a batch saves goes through it. The stdlib takes
+    what msgspec refuses (a lone surrogate, a non-string key)."""
+    try:
+        return _JSON.encode(value).decode()
+    except (msgspec.EncodeError, TypeError, UnicodeError):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def sweeps_other_versions(event: ObjectEvent) -> bool:
+    """Whether a removal also tombstones the key's other versions (live and older).
+
+    Only MinIO's DeleteAllVersions (a force delete) does: every version of the key is gone.
+    A DeleteMarkerCreated only hides the current version; the versions behind the marker
+    still exist and still take space, so they stay live rows.
+    """
+    return removes_object(event) and event.event_name == DELETE_ALL_VERSIONS
+
+
+def order_for_apply(events: Sequence[ObjectEvent]) -> list[ObjectEvent]:
+    """``events`` grouped by (bucket, key), each group in (sequencer, event_time) order.
+
+    Stable, so equal events keep arrival order. Grouping by key (not by version) keeps a
+    DeleteAllVersions after the version writes it supersedes. Because of this order, a
+    batch ends in the same state as its events applied one at a time in sequencer order,
+    whatever order they arrived in.
+    """
+    return sorted(events, key=lambda e: (e.bucket, e.key, e.sequencer, e.event_time))
+
+
+def apply_action(
+    current: ObjectRecord | None, action: Action, event: ObjectEvent, now: datetime
+) -> ObjectRecord:
+    """The row after ``action`` (one that ``changes_objects``) for ``event``.
+
+    INSERT / INSERT_TOMBSTONE build a row from the event; OVERWRITE replaces the content;
+    TOUCH keeps stored values the event does not carry (a metadata change carries what it
+    carries); TOMBSTONE marks the row deleted. All of them record the event as the row's
+    latest.
+    """
+    if current is None or action in (Action.INSERT, Action.INSERT_TOMBSTONE):
+        deleted = action is Action.INSERT_TOMBSTONE
+        return ObjectRecord(
+            bucket=event.bucket,
+            key=event.key,
+            version_id=event.version_id,
+            size=event.size,
+            etag=event.etag,
+            content_type=event.content_type,
+            user_id=event.user_id,
+            metadata=dict(event.user_metadata),
+            first_event_time=event.event_time,
+            last_event_time=event.event_time,
+            sequencer=event.sequencer,
+            indexed_at=now,
+            deleted=deleted,
+            last_event_name=event.event_name,
+            deleted_at=event.event_time if deleted else None,
+        )
+    if action is Action.TOMBSTONE:
+        return tombstoned(current, event, now)
+    if action is Action.OVERWRITE:
+        content = replace(
+            current,
+            size=event.size,
+            etag=event.etag,
+            content_type=event.content_type,
+            user_id=event.user_id,
+            metadata=dict(event.user_metadata),
+        )
+    elif action is Action.TOUCH:
+        content = replace(
+            current,
+            size=_first_known(event.size, current.size),
+            etag=_first_known(event.etag, current.etag),
+            content_type=_first_known(event.content_type, current.content_type),
+            user_id=_first_known(event.user_id, current.user_id),
+            metadata=dict(event.user_metadata) or current.metadata,
+        )
+    else:
+        raise IndexWriteFailed(f"action {action} does not write objects")
+    return replace(
+        content,
+        last_event_time=event.event_time,
+        sequencer=event.sequencer,
+        last_event_name=event.event_name,
+        indexed_at=now,
+        deleted=False,
+        deleted_at=None,
+    )
+
+
+def tombstoned(row: ObjectRecord, event: ObjectEvent, now: datetime) -> ObjectRecord:
+    """``row`` marked deleted by the removal ``event``."""
+    return replace(
+        row,
+        deleted=True,
+        deleted_at=event.event_time,
+        last_event_time=event.event_time,
+        sequencer=event.sequencer,
+        last_event_name=event.event_name,
+        indexed_at=now,
+    )
+
+
+def _first_known(value: T | None, fallback: T | None) -> T | None:
+    return value if value is not None else fallback
+
+
+# --- the batch algorithm both backends share -------------------------------------------
+
+
+def row_id(event: ObjectEvent) -> RowId:
+    return (event.bucket, event.key, event.version_id)
+
+
+def record_id(record: ObjectRecord) -> RowId:
+    return (record.bucket, record.key, record.version_id)
+
+
+def journal_id(event: ObjectEvent) -> JournalId:
+    """What makes a journal entry unique: a redelivered event has the same identity."""
+    return (event.bucket, event.key, event.version_id, event.event_name, event.sequencer)
+
+
+def first_of_each_identity(items: Sequence[Item]) -> tuple[list[Item], int]:
+    """The items with identities unseen earlier in ``items``, and how many repeated one."""
+    seen: set[JournalId] = set()
+    unique: list[Item] = []
+    for item in items:
+        identity = journal_id(item[0])
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(item)
+    return unique, len(items) - len(unique)
+
+
+async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -> BatchResult:
+    """Journal every event in arrival order, then apply the new ones in apply order.
+
+    Events already in the journal are skipped: the transaction that journaled them also
+    applied them, so applying them again could only repeat (or, after a newer event,
+    undo) that effect. The caller owns the transaction; ``now`` is its ``indexed_at``.
+    """
+    unique, repeated = first_of_each_identity(items)
+    inserted = await writer.journal_new(unique)
+    fresh = [event for event, _ in unique if journal_id(event) in inserted]
+    changing = order_for_apply([event for event in fresh if affects_objects(event)])
+    stored: list[ObjectRecord] = []
+    if changing:
+        stored = await writer.load_rows(
+            {(e.bucket, e.key, e.version_id) for e in changing},
+            {
+                (e.bucket, e.key)
+                for e in changing
+                # The name first: it rules out all but force deletes at once.
+                if e.event_name == DELETE_ALL_VERSIONS and sweeps_other_versions(e)
+            },
+        )
+    plan = plan_objects(stored, changing, now)
+    if plan.changed:
+        await writer.save_rows(list(plan.changed.values()))
+    return BatchResult(
+        journaled=len(fresh),
+        duplicates=repeated + len(unique) - len(fresh),
+        objects_changed=plan.objects_changed,
+        stale_ignored=plan.stale_ignored,
+    )
+
+
+@dataclass
+class ObjectPlan:
+    """The rows a batch changes (final state per row) and what it did to get there."""
+
+    changed: dict[RowId, ObjectRecord] = field(default_factory=dict)
+    objects_changed: int = 0  # actions that changed a row, sweeps counted per row
+    stale_ignored: int = 0
+
+
+def plan_objects(
+    stored: Iterable[ObjectRecord], events: Sequence[ObjectEvent], now: datetime
+) -> ObjectPlan:
+    """Apply ``events`` (in apply order) to the ``stored`` rows in memory.
+
+    Each event is decided against the row as the events before it left it, exactly as if
+    they were written one at a time, but every row is written once, in its final state.
+    """
+    rows = {record_id(record): record for record in stored}
+    plan = ObjectPlan()
+    for event in events:
+        rid = (event.bucket, event.key, event.version_id)  # row_id(event), once
+        current = rows.get(rid)
+        action = decide(_stored_state(current), event)
+        if action is Action.STALE:
+            plan.stale_ignored += 1
+        if not action.changes_objects:
+            continue
+        updates = {rid: apply_action(current, action, event, now)}
+        if event.event_name == DELETE_ALL_VERSIONS and sweeps_other_versions(event):
+            updates.update(
+                (record_id(row), tombstoned(row, event, now))
+                for row in rows.values()
+                if _swept_by(row, event)
+            )
+        rows.update(updates)
+        plan.changed.update(updates)
+        plan.objects_changed += len(updates)
+    return plan
+
+
+def _stored_state(row: ObjectRecord | None) -> StoredState | None:
+    if row is None:
+        return None
+    return StoredState(row.sequencer, row.last_event_time, row.deleted)
+
+
+def _swept_by(row: ObjectRecord, event: ObjectEvent) -> bool:
+    """A live, older, other version of the key a DeleteAllVersions removes."""
+    return (
+        (row.bucket, row.key) == (event.bucket, event.key)
+        and row.version_id != event.version_id
+        and not row.deleted
+        and row.sequencer < event.sequencer
+    )
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
+    """Whether to (re)run a requested job, given the stored one.
+
+    A job for newer content always runs; for older content never (the newer content's job
+    supersedes it). For the same content a finished job is not run again (a redelivered
+    event), while a pending or running one is: its process died before finishing it.
+    """
+    if stored is None:
+        return True
+    if request.sequencer != stored.sequencer:
+        return request.sequencer > stored.sequencer
+    return not stored.status.finished
+
+
+class ClaimDecision(StrEnum):
+    RUN = "run"  # the claimer takes the job (and its lease) now
+    WAIT = "wait"  # a live lease holds it: its runner is at work; ask again later
+    SKIP = "skip"  # finished for this content, or superseded by newer content
+
+
+def claim_decision(
+    stored: JobRecord | None, request: JobRequest, *, now: datetime
+) -> ClaimDecision:
+    """What a processor does with a job it was asked to run, given the stored one. Pure.
+
+    Content first (``job_should_run``). An unfinished job of the same content is running
+    somewhere while its lease is live — in another process, or in this one when the event
+    is redelivered after a rebalance — so it is waited for, never run twice; once the lease
+    expired (its runner died) it is taken over. A pending row without a lease (written by
+    an older consumer) is taken at once.
+    """
+    if not job_should_run(stored, request):
+        return ClaimDecision.SKIP
+    if stored is None or stored.sequencer != request.sequencer:
+        return ClaimDecision.RUN
+    if stored.lease_expires_at is not None and stored.lease_expires_at > now:
+        return ClaimDecision.WAIT
+    return ClaimDecision.RUN
+
+
+def latest_requests(requests: Sequence[JobRequest]) -> list[JobRequest]:
+    """One request per job (object version, processor): the one for the newest content,
+    in the order of first appearance. A batch can hold an event twice (redelivery) or two
+    writes of one key; a job must not be claimed twice in one statement. Pure."""
+    latest: dict[tuple[str, str, str, str], JobRequest] = {}
+    for request in requests:
+        seen = latest.get(request.ident)
+        if seen is None or request.sequencer > seen.sequencer:
+            latest[request.ident] = request
+    return list(latest.values())
+
+
+def decide_claims(
+    requests: Sequence[JobRequest],
+    stored: Mapping[tuple[str, str, str, str], JobRecord],
+    *,
+    now: datetime,
+) -> Claims:
+    """Sort ``requests`` (one per job) by ``claim_decision`` against the ``stored`` jobs. Pure."""
+    claims = Claims(run=[], held=[])
+    for request in requests:
+        decision = claim_decision(stored.get(request.ident), request, now=now)
+        if decision is ClaimDecision.RUN:
+            claims.run.append(request)
+        elif decision is ClaimDecision.WAIT:
+            claims.held.append(request)
+    return claims
