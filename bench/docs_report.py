@@ -66,7 +66,7 @@ def header_lines(suite: Doc) -> list[str]:
             else []
         ),
         "Everything runs on this one machine on 127.0.0.1: MinIO, Kafka and PostgreSQL of "
-        "`infra/stack.py`, the consumer, and the load generators. How each part works: "
+        "`infra/stack`, the consumer, and the load generators. How each part works: "
         "[bench/README.md](../bench/README.md); the raw results (JSON, per-part markdown, "
         "profiles) are in [bench/results/](../bench/results/).",
         "",

@@ -246,7 +246,7 @@ def _describe_minio_error(failure: MinioFailure, arn: str) -> str:
     if "ARN" in failure.message:
         return (
             f"MinIO does not know the notify target {arn}: start it with "
-            "MINIO_NOTIFY_KAFKA_ENABLE_<ID>=on (see infra/stack.py) and make the id match "
+            "MINIO_NOTIFY_KAFKA_ENABLE_<ID>=on (see infra/stack/minio.py) and make the id match "
             "minio-notify.json"
         )
     return failure.message
