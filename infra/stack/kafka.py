@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -226,6 +227,7 @@ class Kafka:
     data_ports = ("kafka_controller_port",)
     # MinIO checks its notify target at start, so Kafka and the topics come first.
     others_wait = True
+    stop_signal = signal.SIGTERM
 
     def install(self) -> Path:
         return ensure_kafka_jars()

@@ -49,11 +49,15 @@ class Stack:
         events_topic: str = DEFAULT_EVENTS_TOPIC,
         dlq_topic: str = DEFAULT_DLQ_TOPIC,
         events_partitions: int = 4,
+        throwaway: bool = False,
     ) -> None:
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.events_partitions = events_partitions
+        # True only for a stack whose state dir is deleted after use (the test fixtures):
+        # PostgreSQL then runs without fsync (see infra/stack/postgres.py).
+        self.throwaway = throwaway
         self.logs = self.state_dir / "logs"
         self._children = Children()
 
@@ -81,6 +85,7 @@ class Stack:
             self.credentials(),
             Topics(self.events_topic, self.dlq_topic, self.events_partitions),
             spawn,
+            throwaway=self.throwaway,
         )
 
     # --- processes ----------------------------------------------------------------------
@@ -188,7 +193,7 @@ class Stack:
         pid = state.pids.pop(name, None)
         if pid is None or not self._is_ours_and_alive(pid):
             return False
-        stop_process_group(pid)
+        stop_process_group(pid, server_named(name).stop_signal)
         self._children.stopped(pid)
         return True
 

@@ -4,6 +4,7 @@ started with the stack's Kafka as its notify target."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,7 @@ class Minio:
     ports = ("minio_port", "minio_console_port")
     data_ports = ()
     others_wait = False
+    stop_signal = signal.SIGTERM
 
     def install(self) -> Path:
         return ensure_minio_binary()

@@ -38,8 +38,9 @@ def pid_belongs_to(pid: int, state_dir: Path) -> bool:
     return str(state_dir).encode() in cmdline
 
 
-def stop_process_group(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop_process_group(pid: int, first: signal.Signals = signal.SIGTERM) -> None:
+    """``first`` (the server's own stop signal), then SIGKILL after STOP_TIMEOUT_S."""
+    for sig in (first, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
         deadline = time.monotonic() + STOP_TIMEOUT_S

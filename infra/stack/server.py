@@ -4,6 +4,7 @@ instead of branching on names."""
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,9 @@ class Context:
     credentials: Credentials
     topics: Topics
     spawn: Spawn
+    # A stack whose data is deleted after use (the test fixtures'): servers may trade
+    # durability against a crash of the machine for speed. Never for `make run`'s stack.
+    throwaway: bool = False
 
     @property
     def logs(self) -> Path:
@@ -59,6 +63,10 @@ class Server(Protocol):
     @property
     def others_wait(self) -> bool:
         """Servers started after this one need it ready (MinIO checks its Kafka target)."""
+
+    @property
+    def stop_signal(self) -> signal.Signals:
+        """The signal that stops it cleanly without waiting for its clients to leave."""
 
     def install(self) -> Path:
         """The installed server (binary, jars or bin dir), from the cache; built or
