@@ -21,7 +21,7 @@ from consumer.cli.common import (
 )
 from consumer.cli.exit_codes import ExitCode
 from consumer.errors import InvalidInput
-from consumer.index import IndexStore, JobStatus, ObjectRecord
+from consumer.index import IndexStore, JobStatus, ObjectQuery, ObjectRecord
 from consumer.output import human_bytes, json_lines, object_fields, usage_fields
 from consumer.settings import Settings
 
@@ -168,12 +168,14 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         args.limit,
         lambda store, limit: store.list_objects(
-            bucket=args.bucket,
-            user_id=args.user,
-            prefix=args.prefix,
-            processing_status=args.status,
-            limit=limit,
-            versions=versions(args),
+            ObjectQuery(
+                bucket=args.bucket,
+                user_id=args.user,
+                prefix=args.prefix,
+                processing_status=args.status,
+                limit=limit,
+                versions=versions(args),
+            )
         ),
     )
     _print_objects(settings, records, args)
@@ -188,12 +190,14 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         args.limit,
         lambda store, limit: store.list_objects(
-            bucket=args.bucket,
-            metadata=criteria,
-            processing_status=args.status,
-            limit=limit,
-            versions=versions(args),
-            text=args.text,
+            ObjectQuery(
+                bucket=args.bucket,
+                metadata=criteria,
+                processing_status=args.status,
+                limit=limit,
+                versions=versions(args),
+                text=args.text,
+            )
         ),
     )
     _print_objects(settings, records, args)

@@ -21,7 +21,8 @@ from consumer.index.decisions import (
     plan_objects,
     sweeps_other_versions,
 )
-from consumer.index.sql import Conditions, check_limit, dollar, escape_like, lower_names, qmark
+from consumer.index.records import check_limit, lower_names
+from consumer.index.sql import Conditions, dollar, escape_like, qmark
 from tests.index.factories import T0, event
 
 SEQ = 10  # the event's sequencer in the table below
