@@ -45,12 +45,10 @@ from consumer.index.records import (
     RowId,
     Transcript,
     UsageRow,
-    check_limit,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
@@ -59,7 +57,9 @@ from consumer.index.sql import (
     Dialect,
     dollar,
     growth_query,
-    journal_conditions,
+    jobs_query,
+    journal_query,
+    journal_values,
     listing_query,
     search_config,
     search_words,
@@ -352,12 +352,8 @@ class PostgresIndex(AsyncLifecycle):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = journal_conditions(dollar, bucket, key, kinds)
-        sql = (
-            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
-            f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
-        )
-        rows = await self._fetch(sql, *where.params, check_limit(limit))
+        sql, params = journal_query(dollar, bucket=bucket, key=key, kinds=kinds, limit=limit)
+        rows = await self._fetch(sql, *params)
         return [_journal_record(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
@@ -433,15 +429,8 @@ class PostgresIndex(AsyncLifecycle):
         limit: int = 1000,
     ) -> list[JobRecord]:
         """See IndexStore.jobs."""
-        where = Conditions(dollar)
-        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
-            if value is not None:
-                where.add(f"{column} = {{}}", str(value))
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
-            f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
-        )
-        rows = await self._fetch(sql, *where.params, check_limit(limit))
+        sql, params = jobs_query(dollar, bucket=bucket, key=key, status=status, limit=limit)
+        rows = await self._fetch(sql, *params)
         return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
@@ -574,24 +563,7 @@ def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[li
 
 
 def _journal_row(event: ObjectEvent, position: KafkaPosition | None) -> tuple[object, ...]:
-    return (
-        event.bucket,
-        event.key,
-        event.version_id,
-        event.event_name,
-        event.kind.value,
-        event.event_time,
-        event.sequencer,
-        event.principal_id,
-        event.source_ip,
-        event.user_agent,
-        event.request_id,
-        event.size,
-        event.etag,
-        position.topic if position else None,
-        position.partition if position else None,
-        position.offset if position else None,
-    )
+    return journal_values(event, position, event.event_time)
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:

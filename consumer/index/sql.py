@@ -18,8 +18,15 @@ from datetime import date, datetime, timedelta
 from typing import Final, Literal, TypeVar
 
 from consumer.errors import InvalidInput
-from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind
-from consumer.index.records import DELETE_MARKER_CREATED, GrowthRow, ObjectQuery, Versions
+from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, ObjectEvent
+from consumer.index.records import (
+    DELETE_MARKER_CREATED,
+    GrowthRow,
+    KafkaPosition,
+    ObjectQuery,
+    Versions,
+    check_limit,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +46,32 @@ JOURNAL_COLUMNS: Final = (
     " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
     " kafka_offset, recorded_at"
 )
+
+
+def journal_values(
+    event: ObjectEvent, position: KafkaPosition | None, event_time: object
+) -> tuple[object, ...]:
+    """An entry's values in ``JOURNAL_COLUMNS`` order from bucket to kafka_offset (the
+    database numbers it; the backend adds recorded_at where it writes one), with
+    ``event_time`` in the dialect's stored form."""
+    return (
+        event.bucket,
+        event.key,
+        event.version_id,
+        event.event_name,
+        event.kind.value,
+        event_time,
+        event.sequencer,
+        event.principal_id,
+        event.source_ip,
+        event.user_agent,
+        event.request_id,
+        event.size,
+        event.etag,
+        position.topic if position else None,
+        position.partition if position else None,
+        position.offset if position else None,
+    )
 
 
 JOB_COLUMNS: Final = (
@@ -162,6 +195,43 @@ def journal_conditions(
         else:
             where.add(f"kind IN ({', '.join(['{}'] * len(ordered))})", *ordered)
     return where
+
+
+def journal_query(
+    placeholder: Callable[[int], str],
+    *,
+    bucket: str | None,
+    key: str | None,
+    kinds: Collection[EventKind] | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of ``journal``: the newest entries first."""
+    where = journal_conditions(placeholder, bucket, key, kinds)
+    sql = (
+        f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
+        f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
+    )
+    return sql, [*where.params, check_limit(limit)]
+
+
+def jobs_query(
+    placeholder: Callable[[int], str],
+    *,
+    bucket: str | None,
+    key: str | None,
+    status: str | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of ``jobs``, ordered by the job's identity."""
+    where = Conditions(placeholder)
+    for column, value in (("bucket", bucket), ("key", key), ("status", status)):
+        if value is not None:
+            where.add(f"{column} = {{}}", str(value))
+    sql = (
+        f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+        f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
+    )
+    return sql, [*where.params, check_limit(limit)]
 
 
 LIKE_ESCAPE: Final = "\\"

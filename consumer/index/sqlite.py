@@ -52,12 +52,10 @@ from consumer.index.records import (
     RowId,
     Transcript,
     UsageRow,
-    check_limit,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
@@ -66,7 +64,9 @@ from consumer.index.sql import (
     chunked,
     fts5_query,
     growth_query,
-    journal_conditions,
+    jobs_query,
+    journal_query,
+    journal_values,
     listing_query,
     qmark,
     usage_query,
@@ -311,12 +311,8 @@ class SqliteIndex(AsyncLifecycle):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = journal_conditions(qmark, bucket, key, kinds)
-        sql = (
-            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
-            " ORDER BY id DESC LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        sql, params = journal_query(qmark, bucket=bucket, key=key, kinds=kinds, limit=limit)
+        rows = await self._fetch(sql, params)
         return [_journal_record(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
@@ -398,15 +394,8 @@ class SqliteIndex(AsyncLifecycle):
         limit: int = 1000,
     ) -> list[JobRecord]:
         """See IndexStore.jobs."""
-        where = Conditions(qmark)
-        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
-            if value is not None:
-                where.add(f"{column} = {{}}", str(value))
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
-            " ORDER BY bucket, key, version_id, processor LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        sql, params = jobs_query(qmark, bucket=bucket, key=key, status=status, limit=limit)
+        rows = await self._fetch(sql, params)
         return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
@@ -485,25 +474,7 @@ class _Writer:
     def _journal_row(
         self, event: ObjectEvent, position: KafkaPosition | None
     ) -> tuple[object, ...]:
-        return (
-            event.bucket,
-            event.key,
-            event.version_id,
-            event.event_name,
-            event.kind.value,
-            _text(event.event_time),
-            event.sequencer,
-            event.principal_id,
-            event.source_ip,
-            event.user_agent,
-            event.request_id,
-            event.size,
-            event.etag,
-            position.topic if position else None,
-            position.partition if position else None,
-            position.offset if position else None,
-            self._now,
-        )
+        return (*journal_values(event, position, _text(event.event_time)), self._now)
 
 
 # --- helpers ---------------------------------------------------------------------------
