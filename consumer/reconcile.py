@@ -62,7 +62,7 @@ from consumer.events import (
     user_id_for,
     user_metadata_from_record,
 )
-from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectRecord
+from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectQuery, ObjectRecord
 from consumer.minio import FailureKind, MinioFailure, minio_call
 from consumer.notify_config import NotifyConfig, NotifyRule
 from consumer.settings import Settings
@@ -482,7 +482,9 @@ class Reconciler:
         rows: list[ObjectRecord] = []
         after: tuple[str, str, str] | None = None
         while True:
-            page = await self._store.list_objects(bucket=bucket, limit=_PAGE, after=after)
+            page = await self._store.list_objects(
+                ObjectQuery(bucket=bucket, limit=_PAGE, after=after)
+            )
             rows += page
             if len(page) < _PAGE:
                 return rows

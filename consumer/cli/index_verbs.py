@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from consumer.cli.common import (
 )
 from consumer.cli.exit_codes import ExitCode
 from consumer.errors import InvalidInput
-from consumer.index import IndexStore, JobStatus, ObjectRecord
+from consumer.index import IndexStore, JobStatus, ObjectQuery, ObjectRecord
 from consumer.output import human_bytes, json_lines, object_fields, usage_fields
 from consumer.settings import Settings
 
@@ -164,19 +165,14 @@ def _print_objects(
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
-    records = fetch_limited(
-        settings,
-        args.limit,
-        lambda store, limit: store.list_objects(
-            bucket=args.bucket,
-            user_id=args.user,
-            prefix=args.prefix,
-            processing_status=args.status,
-            limit=limit,
-            versions=versions(args),
-        ),
+    query = ObjectQuery(
+        bucket=args.bucket,
+        user_id=args.user,
+        prefix=args.prefix,
+        processing_status=args.status,
+        versions=versions(args),
     )
-    _print_objects(settings, records, args)
+    _print_objects(settings, _listed(settings, args, query), args)
     return ExitCode.OK
 
 
@@ -184,20 +180,24 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     criteria = parse_criteria(args.criteria)
     if not criteria and args.text is None:
         raise InvalidInput("search needs KEY=VALUE criteria, --text WORDS, or both")
-    records = fetch_limited(
+    query = ObjectQuery(
+        bucket=args.bucket,
+        metadata=criteria,
+        processing_status=args.status,
+        versions=versions(args),
+        text=args.text,
+    )
+    _print_objects(settings, _listed(settings, args, query), args)
+    return ExitCode.OK
+
+
+def _listed(settings: Settings, args: argparse.Namespace, query: ObjectQuery) -> list[ObjectRecord]:
+    """The objects ``query`` selects, at most ``--limit`` of them (see fetch_limited)."""
+    return fetch_limited(
         settings,
         args.limit,
-        lambda store, limit: store.list_objects(
-            bucket=args.bucket,
-            metadata=criteria,
-            processing_status=args.status,
-            limit=limit,
-            versions=versions(args),
-            text=args.text,
-        ),
+        lambda store, limit: store.list_objects(dataclasses.replace(query, limit=limit)),
     )
-    _print_objects(settings, records, args)
-    return ExitCode.OK
 
 
 def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:

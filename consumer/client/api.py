@@ -61,6 +61,7 @@ from consumer.index import (
     IndexStore,
     JobRecord,
     JobStatus,
+    ObjectQuery,
     ObjectRecord,
     UsageRow,
     Versions,
@@ -455,13 +456,15 @@ class VoxClient:
         Ordered by (bucket, key, version_id); ``after`` continues from a row's triple."""
         store = await self._index()
         return await store.list_objects(
-            bucket=_checked_bucket(bucket),
-            user_id=user_id,
-            prefix=prefix,
-            processing_status=JobStatus(status) if status else None,
-            limit=limit,
-            after=after,
-            versions=Versions.ALL if include_versions else Versions.CURRENT,
+            ObjectQuery(
+                bucket=_checked_bucket(bucket),
+                user_id=user_id,
+                prefix=prefix,
+                processing_status=JobStatus(status) if status else None,
+                limit=limit,
+                after=after,
+                versions=Versions.ALL if include_versions else Versions.CURRENT,
+            )
         )
 
     async def search(
@@ -480,11 +483,13 @@ class VoxClient:
             raise InvalidInput("search needs metadata criteria, a text, or both")
         store = await self._index()
         return await store.list_objects(
-            bucket=_checked_bucket(bucket),
-            metadata={k.lower(): v for k, v in (metadata or {}).items()},
-            limit=limit,
-            versions=Versions.ALL if include_versions else Versions.CURRENT,
-            text=text,
+            ObjectQuery(
+                bucket=_checked_bucket(bucket),
+                metadata=metadata,
+                limit=limit,
+                versions=Versions.ALL if include_versions else Versions.CURRENT,
+                text=text,
+            )
         )
 
     async def get(self, bucket: str, key: str) -> ObjectRecord:
@@ -631,7 +636,7 @@ class VoxClient:
     async def _current(self, store: IndexStore, bucket: str, key: str) -> ObjectRecord | None:
         """The index row of the key's current version (None: none, or a delete marker)."""
         rows = await store.list_objects(
-            bucket=bucket, prefix=key, limit=1, versions=Versions.CURRENT
+            ObjectQuery(bucket=bucket, prefix=key, limit=1, versions=Versions.CURRENT)
         )
         # Byte order puts the key itself before any longer key it is a prefix of.
         return rows[0] if rows and rows[0].key == key else None

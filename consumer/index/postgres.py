@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, time
 from typing import Any, Final, Literal
@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import asyncpg
 import msgspec
 
-from consumer.errors import IndexUnavailable, IndexWriteFailed, InvalidInput, LeaseLost
+from consumer.errors import IndexUnavailable, IndexWriteFailed, LeaseLost
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.decisions import canonical_json, decide_claims, latest_requests, run_batch
 from consumer.index.migrations import migrate_postgres
@@ -40,31 +40,30 @@ from consumer.index.records import (
     JournalRecord,
     KafkaPosition,
     Lease,
+    ObjectQuery,
     ObjectRecord,
     RowId,
     Transcript,
     UsageRow,
-    Versions,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
     SEARCH_QUERY_CONFIGS,
     Conditions,
     Dialect,
-    ObjectFilter,
-    check_limit,
     dollar,
     growth_query,
-    journal_conditions,
+    jobs_query,
+    journal_query,
+    journal_values,
+    listing_query,
     search_config,
     search_words,
     usage_query,
-    version_listing_query,
 )
 from consumer.index.store import AsyncLifecycle
 
@@ -292,46 +291,10 @@ class PostgresIndex(AsyncLifecycle):
 
     # --- reads -------------------------------------------------------------------------
 
-    async def list_objects(
-        self,
-        *,
-        bucket: str | None = None,
-        user_id: str | None = None,
-        prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        include_deleted: bool = False,
-        limit: int = 1000,
-        after: tuple[str, str, str] | None = None,
-        processing_status: str | None = None,
-        created_before: datetime | None = None,
-        versions: Versions = Versions.ROWS,
-        text: str | None = None,
-    ) -> list[ObjectRecord]:
+    async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        filters = ObjectFilter(
-            bucket,
-            user_id,
-            prefix,
-            metadata,
-            include_deleted,
-            after,
-            processing_status,
-            created_before,
-        )
-        if versions is not Versions.ROWS:
-            query, params = version_listing_query(
-                filters, versions, _DIALECT, text=text, limit=limit
-            )
-            return [_object_record(row) for row in await self._fetch(query, *params)]
-        if text is not None:
-            raise InvalidInput("a text search lists current objects or all versions")
-        where = _object_conditions(filters)
-        sql = (
-            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
-            f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
-        )
-        rows = await self._fetch(sql, *where.params, check_limit(limit))
-        return [_object_record(row) for row in rows]
+        sql, params = listing_query(query, _DIALECT)
+        return [_object_record(row) for row in await self._fetch(sql, *params)]
 
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
@@ -389,12 +352,8 @@ class PostgresIndex(AsyncLifecycle):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = journal_conditions(dollar, bucket, key, kinds)
-        sql = (
-            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
-            f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
-        )
-        rows = await self._fetch(sql, *where.params, check_limit(limit))
+        sql, params = journal_query(dollar, bucket=bucket, key=key, kinds=kinds, limit=limit)
+        rows = await self._fetch(sql, *params)
         return [_journal_record(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
@@ -470,15 +429,8 @@ class PostgresIndex(AsyncLifecycle):
         limit: int = 1000,
     ) -> list[JobRecord]:
         """See IndexStore.jobs."""
-        where = Conditions(dollar)
-        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
-            if value is not None:
-                where.add(f"{column} = {{}}", str(value))
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
-            f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
-        )
-        rows = await self._fetch(sql, *where.params, check_limit(limit))
+        sql, params = jobs_query(dollar, bucket=bucket, key=key, status=status, limit=limit)
+        rows = await self._fetch(sql, *params)
         return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
@@ -587,15 +539,12 @@ def _text_query(text: str) -> object:
 _DIALECT: Final = Dialect(
     placeholder=dollar,
     is_deleted="deleted",
+    is_live="NOT deleted",
     add_metadata=_add_metadata,
     moment=_same,
     text_hits=_TEXT_HITS,
     text_query=_text_query,
 )
-
-
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    return filters.conditions(dollar, live_only="NOT deleted", add_metadata=_add_metadata)
 
 
 _RECORDS_JSON: Final = msgspec.json.Encoder()
@@ -614,24 +563,7 @@ def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[li
 
 
 def _journal_row(event: ObjectEvent, position: KafkaPosition | None) -> tuple[object, ...]:
-    return (
-        event.bucket,
-        event.key,
-        event.version_id,
-        event.event_name,
-        event.kind.value,
-        event.event_time,
-        event.sequencer,
-        event.principal_id,
-        event.source_ip,
-        event.user_agent,
-        event.request_id,
-        event.size,
-        event.etag,
-        position.topic if position else None,
-        position.partition if position else None,
-        position.offset if position else None,
-    )
+    return journal_values(event, position, event.event_time)
 
 
 def _object_row(record: ObjectRecord) -> tuple[object, ...]:

@@ -8,11 +8,13 @@ module of the index builds on these; nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 
 # --- the inventory and the journal -----------------------------------------------------
@@ -93,6 +95,51 @@ class Versions(StrEnum):
     ROWS = "rows"
     CURRENT = "current"
     ALL = "all"
+
+
+@dataclass(frozen=True)
+class ObjectQuery:
+    """What ``list_objects`` lists, checked once when built.
+
+    Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor,
+    at most ``limit`` (InvalidInput unless positive). ``prefix`` matches key prefixes
+    literally (``%`` and ``_`` are not wildcards); ``metadata`` names are lower-cased
+    here, as events store them; ``created_before`` keeps rows whose first event is older
+    than that moment. ``versions`` picks the view (see Versions; ``include_deleted`` only
+    applies to ROWS); ``text`` (CURRENT or ALL only, else InvalidInput) keeps the objects
+    whose transcript has every word of it, each record with its ``snippet``.
+    """
+
+    bucket: str | None = None
+    user_id: str | None = None
+    prefix: str | None = None
+    metadata: Mapping[str, str] | None = None
+    include_deleted: bool = False
+    limit: int = 1000
+    after: tuple[str, str, str] | None = None
+    processing_status: str | None = None
+    created_before: datetime | None = None
+    versions: Versions = Versions.ROWS
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+        if self.text is not None and self.versions is Versions.ROWS:
+            raise InvalidInput("a text search lists current objects or all versions")
+        # An empty filter is no filter; a frozen dataclass sets derived values this way.
+        object.__setattr__(self, "metadata", lower_names(self.metadata) or None)
+
+
+def lower_names(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Metadata filters with names lower-cased, as ObjectEvent stores user metadata."""
+    return {name.lower(): value for name, value in (metadata or {}).items()}
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` if positive; raises InvalidInput otherwise (SQLite reads -1 as "all")."""
+    if limit < 1:
+        raise InvalidInput(f"limit must be a positive number, got {limit}")
+    return limit
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 Column lists and upserts both dialects accept word for word; ``Conditions`` builds WHERE
 clauses whose values always travel as parameters ("?" for SQLite, "$n" for PostgreSQL);
-``ObjectFilter`` holds a listing's filters and ``Dialect`` the few fragments in which the
-two differ, so the listing, usage and growth queries are written once. Also the guards
-every query needs (positive limits, literal LIKE prefixes, statement-sized chunks) and
+``Dialect`` holds the few fragments in which the two differ, so the listing (of an
+``ObjectQuery``), usage and growth queries are written once. Also the guards every
+query needs (literal LIKE prefixes, statement-sized chunks) and
 the text-search helpers (the words of a query, FTS5's MATCH expression, PostgreSQL's
 configuration per language). Nothing here does I/O.
 """
@@ -18,8 +18,15 @@ from datetime import date, datetime, timedelta
 from typing import Final, Literal, TypeVar
 
 from consumer.errors import InvalidInput
-from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind
-from consumer.index.records import DELETE_MARKER_CREATED, GrowthRow, Versions
+from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, ObjectEvent
+from consumer.index.records import (
+    DELETE_MARKER_CREATED,
+    GrowthRow,
+    KafkaPosition,
+    ObjectQuery,
+    Versions,
+    check_limit,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +46,32 @@ JOURNAL_COLUMNS: Final = (
     " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
     " kafka_offset, recorded_at"
 )
+
+
+def journal_values(
+    event: ObjectEvent, position: KafkaPosition | None, event_time: object
+) -> tuple[object, ...]:
+    """An entry's values in ``JOURNAL_COLUMNS`` order from bucket to kafka_offset (the
+    database numbers it; the backend adds recorded_at where it writes one), with
+    ``event_time`` in the dialect's stored form."""
+    return (
+        event.bucket,
+        event.key,
+        event.version_id,
+        event.event_name,
+        event.kind.value,
+        event_time,
+        event.sequencer,
+        event.principal_id,
+        event.source_ip,
+        event.user_agent,
+        event.request_id,
+        event.size,
+        event.etag,
+        position.topic if position else None,
+        position.partition if position else None,
+        position.offset if position else None,
+    )
 
 
 JOB_COLUMNS: Final = (
@@ -124,73 +157,12 @@ def dollar(number: int) -> str:
 
 
 @dataclass(frozen=True)
-class ObjectFilter:
-    """The filters of ``list_objects``; each backend only adds its dialect's pieces."""
-
-    bucket: str | None = None
-    user_id: str | None = None
-    prefix: str | None = None
-    metadata: Mapping[str, str] | None = None
-    include_deleted: bool = False
-    after: tuple[str, str, str] | None = None
-    processing_status: str | None = None
-    created_before: datetime | None = None
-
-    def conditions(
-        self,
-        placeholder: Callable[[int], str],
-        *,
-        live_only: str,
-        add_metadata: Callable[[Conditions, dict[str, str]], None],
-        moment: Callable[[datetime], object] = lambda value: value,
-    ) -> Conditions:
-        """Conditions in order (deleted, bucket, prefix, user, metadata, status, age,
-        cursor).
-
-        ``live_only`` is the dialect's "not a tombstone" clause; ``add_metadata`` adds the
-        dialect's metadata match for the lower-cased filter; ``moment`` turns a datetime
-        into the dialect's stored form.
-        """
-        where = Conditions(placeholder)
-        if not self.include_deleted:
-            where.add(live_only)
-        self.add_key_conditions(where)
-        self.add_row_conditions(where, add_metadata=add_metadata, moment=moment)
-        return where
-
-    def add_key_conditions(self, where: Conditions) -> None:
-        """The filters that keep or drop whole keys (every version alike)."""
-        if self.bucket is not None:
-            where.add("bucket = {}", self.bucket)
-        if self.prefix:
-            where.add("key LIKE {} ESCAPE '\\'", escape_like(self.prefix))
-
-    def add_row_conditions(
-        self,
-        where: Conditions,
-        *,
-        add_metadata: Callable[[Conditions, dict[str, str]], None],
-        moment: Callable[[datetime], object],
-    ) -> None:
-        """The filters that look at one version's row (its owner, metadata, jobs, age)."""
-        if self.user_id is not None:
-            where.add("user_id = {}", self.user_id)
-        if self.metadata:
-            add_metadata(where, lower_names(self.metadata))
-        if self.processing_status is not None:
-            where.add(f"({PROCESSING_STATUS_SQL}) = {{}}", self.processing_status)
-        if self.created_before is not None:
-            where.add("first_event_time < {}", moment(self.created_before))
-        if self.after is not None:
-            where.add("(bucket, key, version_id) > ({}, {}, {})", *self.after)
-
-
-@dataclass(frozen=True)
 class Dialect:
     """The pieces of SQL in which the two backends differ, for the shared queries."""
 
     placeholder: Callable[[int], str]
     is_deleted: str  # "deleted = 1" (SQLite's 0/1) or "deleted" (PostgreSQL's boolean)
+    is_live: str  # its negation as the indexes are written: "deleted = 0", "NOT deleted"
     add_metadata: Callable[[Conditions, dict[str, str]], None]
     moment: Callable[[datetime], object]
     # The matching transcripts of a text search: a SELECT of hit_bucket, hit_key,
@@ -225,6 +197,43 @@ def journal_conditions(
     return where
 
 
+def journal_query(
+    placeholder: Callable[[int], str],
+    *,
+    bucket: str | None,
+    key: str | None,
+    kinds: Collection[EventKind] | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of ``journal``: the newest entries first."""
+    where = journal_conditions(placeholder, bucket, key, kinds)
+    sql = (
+        f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
+        f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
+    )
+    return sql, [*where.params, check_limit(limit)]
+
+
+def jobs_query(
+    placeholder: Callable[[int], str],
+    *,
+    bucket: str | None,
+    key: str | None,
+    status: str | None,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """SQL and parameters of ``jobs``, ordered by the job's identity."""
+    where = Conditions(placeholder)
+    for column, value in (("bucket", bucket), ("key", key), ("status", status)):
+        if value is not None:
+            where.add(f"{column} = {{}}", str(value))
+    sql = (
+        f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
+        f" ORDER BY bucket, key, version_id, processor LIMIT {where.next_placeholder()}"
+    )
+    return sql, [*where.params, check_limit(limit)]
+
+
 LIKE_ESCAPE: Final = "\\"
 
 
@@ -236,18 +245,6 @@ def escape_like(prefix: str) -> str:
         .replace("_", LIKE_ESCAPE + "_")
     )
     return escaped + "%"
-
-
-def lower_names(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Metadata filters with names lower-cased, as ObjectEvent stores user metadata."""
-    return {name.lower(): value for name, value in (metadata or {}).items()}
-
-
-def check_limit(limit: int) -> int:
-    """``limit`` if positive; raises InvalidInput otherwise (SQLite reads -1 as "all")."""
-    if limit < 1:
-        raise InvalidInput(f"limit must be a positive number, got {limit}")
-    return limit
 
 
 def chunked(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -267,14 +264,48 @@ _VERSION_RANK: Final = (
 )
 
 
-def version_listing_query(
-    filters: ObjectFilter,
-    versions: Versions,
-    dialect: Dialect,
-    *,
-    text: str | None,
-    limit: int,
-) -> tuple[str, list[object]]:
+def listing_query(query: ObjectQuery, dialect: Dialect) -> tuple[str, list[object]]:
+    """SQL and parameters of ``list_objects`` in the dialect: the ROWS view here, the
+    CURRENT and ALL views by ``version_listing_query``."""
+    if query.versions is not Versions.ROWS:
+        return version_listing_query(query, dialect)
+    where = Conditions(dialect.placeholder)
+    if not query.include_deleted:
+        where.add(dialect.is_live)
+    add_key_conditions(where, query)
+    add_row_conditions(where, query, dialect)
+    sql = (
+        f"SELECT {OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"  # noqa: S608 - constant fragments
+        f" FROM objects{where.where}"
+        f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
+    )
+    return sql, [*where.params, query.limit]
+
+
+def add_key_conditions(where: Conditions, query: ObjectQuery) -> None:
+    """The filters that keep or drop whole keys (every version alike)."""
+    if query.bucket is not None:
+        where.add("bucket = {}", query.bucket)
+    if query.prefix:
+        where.add("key LIKE {} ESCAPE '\\'", escape_like(query.prefix))
+
+
+def add_row_conditions(where: Conditions, query: ObjectQuery, dialect: Dialect) -> None:
+    """The filters that look at one version's row (its owner, metadata, jobs, age), then
+    the cursor."""
+    if query.user_id is not None:
+        where.add("user_id = {}", query.user_id)
+    if query.metadata:
+        dialect.add_metadata(where, dict(query.metadata))
+    if query.processing_status is not None:
+        where.add(f"({PROCESSING_STATUS_SQL}) = {{}}", query.processing_status)
+    if query.created_before is not None:
+        where.add("first_event_time < {}", dialect.moment(query.created_before))
+    if query.after is not None:
+        where.add("(bucket, key, version_id) > ({}, {}, {})", *query.after)
+
+
+def version_listing_query(query: ObjectQuery, dialect: Dialect) -> tuple[str, list[object]]:
     """SQL and parameters of a listing in the CURRENT or ALL view (see Versions).
 
     Removed versions never show; the key filters (bucket, prefix) narrow the versions
@@ -284,24 +315,24 @@ def version_listing_query(
     """
     inner = Conditions(dialect.placeholder)
     inner.add(f"NOT {dialect.gone}")
-    filters.add_key_conditions(inner)
+    add_key_conditions(inner, query)
     join = ""
     params: list[object] = list(inner.params)
     outer = inner.following()
-    if text is not None:
+    if query.text is not None:
         mark = outer.next_placeholder()
-        params.append(dialect.text_query(text))
+        params.append(dialect.text_query(query.text))
         join = (
             f" JOIN ({dialect.text_hits.format(mark)}) AS hits ON hits.hit_bucket = objects.bucket"
             " AND hits.hit_key = objects.key AND hits.hit_version = objects.version_id"
         )
         outer = Conditions(dialect.placeholder, first=outer.first + 1)
-    if versions is Versions.CURRENT:
+    if query.versions is Versions.CURRENT:
         outer.add(f"version_rank = 1 AND NOT ({dialect.is_deleted})")
-    filters.add_row_conditions(outer, add_metadata=dialect.add_metadata, moment=dialect.moment)
+    add_row_conditions(outer, query, dialect)
     params += outer.params
-    params.append(check_limit(limit))
-    snippet = ", hits.snippet AS snippet" if text is not None else ""
+    params.append(query.limit)
+    snippet = ", hits.snippet AS snippet" if query.text is not None else ""
     sql = f"""
 WITH ranked AS (
     SELECT {OBJECT_COLUMNS}, {_VERSION_RANK} AS version_rank

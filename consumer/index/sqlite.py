@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
-from consumer.errors import IndexUnavailable, IndexWriteFailed, InvalidInput, LeaseLost
+from consumer.errors import IndexUnavailable, IndexWriteFailed, LeaseLost
 from consumer.events import EventKind, ObjectEvent
 from consumer.index.decisions import (
     canonical_json,
@@ -47,30 +47,29 @@ from consumer.index.records import (
     JournalRecord,
     KafkaPosition,
     Lease,
+    ObjectQuery,
     ObjectRecord,
     RowId,
     Transcript,
     UsageRow,
-    Versions,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
-    JOURNAL_COLUMNS,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
     PROCESSING_STATUS_SQL,
     Conditions,
     Dialect,
-    ObjectFilter,
-    check_limit,
     chunked,
     fts5_query,
     growth_query,
-    journal_conditions,
+    jobs_query,
+    journal_query,
+    journal_values,
+    listing_query,
     qmark,
     usage_query,
-    version_listing_query,
 )
 from consumer.index.store import AsyncLifecycle
 
@@ -257,46 +256,10 @@ class SqliteIndex(AsyncLifecycle):
 
     # --- reads -------------------------------------------------------------------------
 
-    async def list_objects(
-        self,
-        *,
-        bucket: str | None = None,
-        user_id: str | None = None,
-        prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        include_deleted: bool = False,
-        limit: int = 1000,
-        after: tuple[str, str, str] | None = None,
-        processing_status: str | None = None,
-        created_before: datetime | None = None,
-        versions: Versions = Versions.ROWS,
-        text: str | None = None,
-    ) -> list[ObjectRecord]:
+    async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
         """See IndexStore.list_objects."""
-        filters = ObjectFilter(
-            bucket,
-            user_id,
-            prefix,
-            metadata,
-            include_deleted,
-            after,
-            processing_status,
-            created_before,
-        )
-        if versions is not Versions.ROWS:
-            query, params = version_listing_query(
-                filters, versions, _DIALECT, text=text, limit=limit
-            )
-            return [_object_record(row) for row in await self._fetch(query, params)]
-        if text is not None:
-            raise InvalidInput("a text search lists current objects or all versions")
-        where = _object_conditions(filters)
-        sql = (
-            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects{where.where}"  # noqa: S608 - constant fragments
-            " ORDER BY bucket, key, version_id LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
-        return [_object_record(row) for row in rows]
+        sql, params = listing_query(query, _DIALECT)
+        return [_object_record(row) for row in await self._fetch(sql, params)]
 
     async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
         """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
@@ -348,12 +311,8 @@ class SqliteIndex(AsyncLifecycle):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        where = journal_conditions(qmark, bucket, key, kinds)
-        sql = (
-            f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
-            " ORDER BY id DESC LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        sql, params = journal_query(qmark, bucket=bucket, key=key, kinds=kinds, limit=limit)
+        rows = await self._fetch(sql, params)
         return [_journal_record(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
@@ -435,15 +394,8 @@ class SqliteIndex(AsyncLifecycle):
         limit: int = 1000,
     ) -> list[JobRecord]:
         """See IndexStore.jobs."""
-        where = Conditions(qmark)
-        for column, value in (("bucket", bucket), ("key", key), ("status", status)):
-            if value is not None:
-                where.add(f"{column} = {{}}", str(value))
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs{where.where}"  # noqa: S608 - constant fragments
-            " ORDER BY bucket, key, version_id, processor LIMIT ?"
-        )
-        rows = await self._fetch(sql, (*where.params, check_limit(limit)))
+        sql, params = jobs_query(qmark, bucket=bucket, key=key, status=status, limit=limit)
+        rows = await self._fetch(sql, params)
         return [_job_record(row) for row in rows]
 
     # --- plumbing ------------------------------------------------------------------------
@@ -522,25 +474,7 @@ class _Writer:
     def _journal_row(
         self, event: ObjectEvent, position: KafkaPosition | None
     ) -> tuple[object, ...]:
-        return (
-            event.bucket,
-            event.key,
-            event.version_id,
-            event.event_name,
-            event.kind.value,
-            _text(event.event_time),
-            event.sequencer,
-            event.principal_id,
-            event.source_ip,
-            event.user_agent,
-            event.request_id,
-            event.size,
-            event.etag,
-            position.topic if position else None,
-            position.partition if position else None,
-            position.offset if position else None,
-            self._now,
-        )
+        return (*journal_values(event, position, _text(event.event_time)), self._now)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -618,12 +552,6 @@ def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
             name,
             value,
         )
-
-
-def _object_conditions(filters: ObjectFilter) -> Conditions:
-    return filters.conditions(
-        qmark, live_only="deleted = 0", add_metadata=_add_metadata, moment=_text
-    )
 
 
 def _json(metadata: Mapping[str, str]) -> str:
@@ -740,6 +668,7 @@ def _journal_record(row: Any) -> JournalRecord:
 _DIALECT: Final = Dialect(
     placeholder=qmark,
     is_deleted="deleted = 1",
+    is_live="deleted = 0",
     add_metadata=_add_metadata,
     moment=_text_of,
     text_hits=_TEXT_HITS,

@@ -8,7 +8,7 @@ transaction; ``AsyncLifecycle`` gives ``async with`` to anything with ``start``/
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -27,11 +27,11 @@ from consumer.index.records import (
     JournalRecord,
     KafkaPosition,
     Lease,
+    ObjectQuery,
     ObjectRecord,
     RowId,
     Transcript,
     UsageRow,
-    Versions,
 )
 
 
@@ -89,31 +89,9 @@ class IndexStore(Protocol):
     ) -> BatchResult:
         """Journal and apply ``items`` in ONE transaction; idempotent under redelivery."""
 
-    async def list_objects(
-        self,
-        *,
-        bucket: str | None = None,
-        user_id: str | None = None,
-        prefix: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        include_deleted: bool = False,
-        limit: int = 1000,
-        after: tuple[str, str, str] | None = None,
-        processing_status: str | None = None,
-        created_before: datetime | None = None,
-        versions: Versions = Versions.ROWS,
-        text: str | None = None,
-    ) -> list[ObjectRecord]:
-        """Objects ordered by (bucket, key, version_id), starting after the ``after`` cursor.
-
-        ``prefix`` matches key prefixes literally (``%`` and ``_`` are not wildcards);
-        ``metadata`` names are matched lower-cased, as events store them;
-        ``created_before`` keeps rows whose first event is older than that moment.
-        ``versions`` picks the view (see Versions; ``include_deleted`` only applies to
-        ROWS); ``text`` (CURRENT or ALL only) keeps the objects whose transcript has every
-        word of it, each record with its ``snippet``. Raises InvalidInput for a text
-        without words or with ROWS.
-        """
+    async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
+        """The objects ``query`` selects (see ObjectQuery), ordered by (bucket, key,
+        version_id). Raises InvalidInput for a text without words."""
 
     async def get_object(
         self, bucket: str, key: str, version_id: str = ""

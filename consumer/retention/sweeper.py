@@ -27,7 +27,7 @@ from minio.deleteobjects import DeleteObject
 
 from consumer.errors import ConnectionFailed, ConsumerError, NotFound
 from consumer.events import RETENTION_AGENT_PRODUCT
-from consumer.index import IndexStore, ObjectRecord
+from consumer.index import IndexStore, ObjectQuery, ObjectRecord
 from consumer.lag import group_lag
 from consumer.minio import (
     MINIO_ERRORS,
@@ -205,12 +205,14 @@ class Sweeper:
         after: tuple[str, str, str] | None = None
         while True:
             page = await self._store.list_objects(
-                bucket=policy.bucket,
-                prefix=policy.prefix or None,
-                metadata=policy.metadata or None,
-                created_before=cutoff,
-                limit=PAGE_SIZE,
-                after=after,
+                ObjectQuery(
+                    bucket=policy.bucket,
+                    prefix=policy.prefix or None,
+                    metadata=policy.metadata or None,
+                    created_before=cutoff,
+                    limit=PAGE_SIZE,
+                    after=after,
+                )
             )
             if not page:
                 return

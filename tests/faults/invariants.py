@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from minio import Minio
 
-from consumer.index import IndexStore, JobStatus
+from consumer.index import IndexStore, JobStatus, ObjectQuery
 from tests.faults.harness import Op, RawRecord, bucket_of, expected_objects, read_range
 from tests.helpers import Listing, bucket_listing
 
@@ -53,7 +53,7 @@ async def index_rows(store: IndexStore, bucket: str) -> Listing:
     rows: Listing = set()
     after: tuple[str, str, str] | None = None
     while True:
-        page = await store.list_objects(bucket=bucket, limit=1000, after=after)
+        page = await store.list_objects(ObjectQuery(bucket=bucket, limit=1000, after=after))
         rows |= {(r.key, r.version_id, r.size or 0, r.etag or "") for r in page}
         if len(page) < 1000:
             return rows
@@ -223,7 +223,7 @@ async def jobs_ended_once(
     assert set(actual) == expected, "jobs differ from the audio objects: " + _differences(
         "the jobs", set(actual), "the objects", set(expected)
     )
-    rows = {r.key: r for r in await store.list_objects(bucket=bucket, limit=100_000)}
+    rows = {r.key: r for r in await store.list_objects(ObjectQuery(bucket=bucket, limit=100_000))}
     results = _result_versions(minio, processing.results_bucket)
     for job in jobs:
         assert job.sequencer == rows[job.key].sequencer, f"job of stale content: {job}"

@@ -21,7 +21,8 @@ from consumer.index.decisions import (
     plan_objects,
     sweeps_other_versions,
 )
-from consumer.index.sql import Conditions, check_limit, dollar, escape_like, lower_names, qmark
+from consumer.index.records import ObjectQuery, Versions, check_limit, lower_names
+from consumer.index.sql import Conditions, Dialect, dollar, escape_like, listing_query, qmark
 from tests.index.factories import T0, event
 
 SEQ = 10  # the event's sequencer in the table below
@@ -235,6 +236,31 @@ class TestQueryHelpers:
     def test_check_limit_refuses_non_positive(self, limit: int) -> None:
         with pytest.raises(InvalidInput):
             check_limit(limit)
+
+    def test_object_query_is_checked_once_when_built(self) -> None:
+        query = ObjectQuery(metadata={"Session-Type": "Interview"}, limit=1)
+        assert query.metadata == {"session-type": "Interview"}
+        assert ObjectQuery(metadata={}).metadata is None
+        with pytest.raises(InvalidInput, match="limit"):
+            ObjectQuery(limit=0)
+        with pytest.raises(InvalidInput, match="text search"):
+            ObjectQuery(text="budget")
+        assert ObjectQuery(text="budget", versions=Versions.CURRENT).text == "budget"
+
+    def test_rows_listing_numbers_the_limit_after_the_filters(self) -> None:
+        dialect = Dialect(
+            placeholder=dollar,
+            is_deleted="deleted",
+            is_live="NOT deleted",
+            add_metadata=lambda where, metadata: None,
+            moment=lambda moment: moment,
+            text_hits="",
+            text_query=lambda text: text,
+        )
+        sql, params = listing_query(ObjectQuery(bucket="b", prefix="p_", limit=7), dialect)
+        assert "WHERE NOT deleted AND bucket = $1 AND key LIKE $2" in sql
+        assert sql.endswith("LIMIT $3")
+        assert params == ["b", "p\\_%", 7]
 
     def test_conditions_number_placeholders(self) -> None:
         where = Conditions(dollar)

@@ -24,6 +24,7 @@ from consumer.index import (
     JobRequest,
     JobStatus,
     KafkaPosition,
+    ObjectQuery,
     ObjectRecord,
     UsageRow,
 )
@@ -52,7 +53,7 @@ async def get(store: IndexStore, key: str = "user_1/a.ogg", version_id: str = ""
 
 
 async def keys(store: IndexStore, **filters: object) -> list[str]:
-    return [r.key for r in await store.list_objects(**filters)]  # type: ignore[arg-type]
+    return [r.key for r in await store.list_objects(ObjectQuery(**filters))]  # type: ignore[arg-type]
 
 
 # --- lifecycle and migrations ------------------------------------------------------------
@@ -270,7 +271,7 @@ class TestObjects:
 
     async def test_versions_are_separate_rows(self, store: IndexStore) -> None:
         await apply(store, event(seq=1, version_id="v1"), event(seq=2, version_id="v2"))
-        assert [r.version_id for r in await store.list_objects()] == ["v1", "v2"]
+        assert [r.version_id for r in await store.list_objects(ObjectQuery())] == ["v1", "v2"]
         assert await store.get_object("bkt", "user_1/a.ogg") is None
 
     async def test_delete_marker_is_its_own_tombstone(self, store: IndexStore) -> None:
@@ -287,7 +288,10 @@ class TestObjects:
         later = event(seq=9, version_id="v9")
         wipe = event(R, seq=5, event_name="s3:ObjectRemoved:DeleteAllVersions")
         assert (await apply(store, *versions, later, wipe)).objects_changed == 6
-        deleted = {r.version_id: r.deleted for r in await store.list_objects(include_deleted=True)}
+        deleted = {
+            r.version_id: r.deleted
+            for r in await store.list_objects(ObjectQuery(include_deleted=True))
+        }
         assert deleted == {"": True, "v1": True, "v2": True, "v9": False}
 
     async def test_shuffled_batch_equals_one_by_one(self, store: IndexStore) -> None:
@@ -338,7 +342,7 @@ def in_bucket(e: ObjectEvent, bucket: str) -> ObjectEvent:
 
 async def snapshot(store: IndexStore, bucket: str) -> list[ObjectRecord]:
     """Rows of ``bucket`` without what legitimately differs: bucket name and indexed_at."""
-    rows = await store.list_objects(bucket=bucket, include_deleted=True)
+    rows = await store.list_objects(ObjectQuery(bucket=bucket, include_deleted=True))
     return [dataclasses.replace(r, bucket="", indexed_at=T0) for r in rows]
 
 
@@ -357,7 +361,7 @@ class TestQueries:
         assert await keys(store, bucket="b1") == ["user_1/x", "user_2/y"]
         assert await keys(store, user_id="1") == ["user_1/x", "user_1/z"]
         assert await keys(store, bucket="b2", user_id="1") == ["user_1/z"]
-        assert [(r.bucket, r.key) for r in await store.list_objects()] == [
+        assert [(r.bucket, r.key) for r in await store.list_objects(ObjectQuery())] == [
             ("b1", "user_1/x"),
             ("b1", "user_2/y"),
             ("b2", "loose"),
@@ -393,10 +397,10 @@ class TestQueries:
             for n in range(1, 26)
         ]
         await apply(store, *events)
-        everything = await store.list_objects()
+        everything = await store.list_objects(ObjectQuery())
         pages: list[list[ObjectRecord]] = []
         after = None
-        while page := await store.list_objects(limit=10, after=after):
+        while page := await store.list_objects(ObjectQuery(limit=10, after=after)):
             pages.append(page)
             after = (page[-1].bucket, page[-1].key, page[-1].version_id)
         assert [len(p) for p in pages] == [10, 10, 5]
@@ -414,7 +418,7 @@ class TestQueries:
 
     async def test_limit_must_be_positive(self, store: IndexStore) -> None:
         with pytest.raises(InvalidInput):
-            await store.list_objects(limit=0)
+            await store.list_objects(ObjectQuery(limit=0))
 
     async def test_usage_counts_live_objects_only(self, store: IndexStore) -> None:
         await apply(

@@ -7,7 +7,7 @@ import pytest
 
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
-from consumer.index import IndexStore, ObjectRecord, Transcript, UsageRow, Versions
+from consumer.index import IndexStore, ObjectQuery, ObjectRecord, Transcript, UsageRow, Versions
 from tests.conftest import Backend
 from tests.index.factories import event
 
@@ -45,7 +45,7 @@ def rows(records: list[ObjectRecord]) -> list[tuple[str, str, bool | None, bool]
 class TestListings:
     async def test_current_objects_are_what_list_objects_v2_shows(self, store: IndexStore) -> None:
         await a_versioned_story(store)
-        current = await store.list_objects(bucket="bkt", versions=Versions.CURRENT)
+        current = await store.list_objects(ObjectQuery(bucket="bkt", versions=Versions.CURRENT))
         assert rows(current) == [("a.ogg", "v2", True, False), ("plain2", "", True, False)]
         assert [r.size for r in current] == [20, 90]
 
@@ -53,7 +53,7 @@ class TestListings:
         self, store: IndexStore
     ) -> None:
         await a_versioned_story(store)
-        every = await store.list_objects(bucket="bkt", versions=Versions.ALL)
+        every = await store.list_objects(ObjectQuery(bucket="bkt", versions=Versions.ALL))
         assert rows(every) == [
             ("a.ogg", "v1", False, False),
             ("a.ogg", "v2", True, False),
@@ -66,7 +66,7 @@ class TestListings:
         self, store: IndexStore
     ) -> None:
         await a_versioned_story(store)
-        live = await store.list_objects(bucket="bkt")
+        live = await store.list_objects(ObjectQuery(bucket="bkt"))
         assert [(r.key, r.version_id) for r in live] == [
             ("a.ogg", "v1"),
             ("a.ogg", "v2"),
@@ -80,11 +80,13 @@ class TestListings:
     ) -> None:
         await a_versioned_story(store)
         await apply(store, event(R, seq=10, key="a.ogg", version_id="v2"))
-        current = await store.list_objects(prefix="a.ogg", versions=Versions.CURRENT)
+        current = await store.list_objects(ObjectQuery(prefix="a.ogg", versions=Versions.CURRENT))
         assert rows(current) == [("a.ogg", "v1", True, False)]
         # The delete marker removed for good: the version behind it is current again.
         await apply(store, event(R, seq=11, key="gone.ogg", version_id="m1"))
-        current = await store.list_objects(prefix="gone.ogg", versions=Versions.CURRENT)
+        current = await store.list_objects(
+            ObjectQuery(prefix="gone.ogg", versions=Versions.CURRENT)
+        )
         assert rows(current) == [("gone.ogg", "g1", True, False)]
 
     async def test_row_filters_look_at_the_latest_version_only(self, store: IndexStore) -> None:
@@ -93,13 +95,18 @@ class TestListings:
             event(seq=1, key="k", version_id="v1", user_id="1", metadata={"lang": "ru"}),
             event(seq=2, key="k", version_id="v2", user_id="2", metadata={"lang": "en"}),
         )
-        assert await store.list_objects(user_id="1", versions=Versions.CURRENT) == []
-        assert await store.list_objects(metadata={"lang": "ru"}, versions=Versions.CURRENT) == []
-        older = await store.list_objects(user_id="1", versions=Versions.ALL)
+        assert await store.list_objects(ObjectQuery(user_id="1", versions=Versions.CURRENT)) == []
+        assert (
+            await store.list_objects(
+                ObjectQuery(metadata={"lang": "ru"}, versions=Versions.CURRENT)
+            )
+            == []
+        )
+        older = await store.list_objects(ObjectQuery(user_id="1", versions=Versions.ALL))
         assert rows(older) == [("k", "v1", False, False)]
         # A tagging change of the older version does not make it the latest.
         await apply(store, event(M, seq=1, key="k", version_id="v1", metadata={"x": "y"}))
-        assert rows(await store.list_objects(versions=Versions.CURRENT)) == [
+        assert rows(await store.list_objects(ObjectQuery(versions=Versions.CURRENT))) == [
             ("k", "v2", True, False)
         ]
 
@@ -108,10 +115,12 @@ class TestListings:
             store,
             *(event(seq=n, key=f"k{n % 3}", version_id=f"v{n:02}") for n in range(1, 11)),
         )
-        everything = await store.list_objects(versions=Versions.ALL)
+        everything = await store.list_objects(ObjectQuery(versions=Versions.ALL))
         pages: list[list[ObjectRecord]] = []
         after = None
-        while page := await store.list_objects(versions=Versions.ALL, limit=4, after=after):
+        while page := await store.list_objects(
+            ObjectQuery(versions=Versions.ALL, limit=4, after=after)
+        ):
             pages.append(page)
             after = (page[-1].bucket, page[-1].key, page[-1].version_id)
         assert [len(p) for p in pages] == [4, 4, 2]
@@ -150,15 +159,19 @@ class TestTextSearch:
 
     async def found(self, store: IndexStore, text: str, **filters: object) -> list[str]:
         records = await store.list_objects(
-            versions=Versions.CURRENT,
-            text=text,
-            **filters,  # type: ignore[arg-type]
+            ObjectQuery(
+                versions=Versions.CURRENT,
+                text=text,
+                **filters,  # type: ignore[arg-type]
+            )
         )
         return [r.key for r in records]
 
     async def test_a_russian_phrase_is_found_with_a_snippet(self, store: IndexStore) -> None:
         await self.index_two(store)
-        (hit,) = await store.list_objects(versions=Versions.CURRENT, text="Бюджет проекта")
+        (hit,) = await store.list_objects(
+            ObjectQuery(versions=Versions.CURRENT, text="Бюджет проекта")
+        )
         assert hit.key == "ru.ogg"
         assert hit.snippet is not None
         assert "[бюджет]" in hit.snippet
@@ -192,14 +205,14 @@ class TestTextSearch:
         await store.put_transcript(Transcript("bkt", "v.ogg", "v1", "transcribe", RUSSIAN, "ru"))
         await apply(store, event(R, seq=2, key="v.ogg", version_id="m1", event_name=MARKER))
         assert await self.found(store, "бюджет") == []
-        every = await store.list_objects(versions=Versions.ALL, text="бюджет")
+        every = await store.list_objects(ObjectQuery(versions=Versions.ALL, text="бюджет"))
         assert rows(every) == [("v.ogg", "v1", False, False)]
 
     async def test_what_cannot_be_searched(self, store: IndexStore) -> None:
         with pytest.raises(InvalidInput, match="no words"):
-            await store.list_objects(versions=Versions.CURRENT, text=' "*- ')
+            await store.list_objects(ObjectQuery(versions=Versions.CURRENT, text=' "*- '))
         with pytest.raises(InvalidInput):
-            await store.list_objects(text="budget")
+            await store.list_objects(ObjectQuery(text="budget"))
         # Query syntax typed by a person is only words to the index.
         await self.index_two(store)
         assert await self.found(store, 'budget" OR "бюджет') == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from consumer.index import open_index
+from consumer.index import ObjectQuery, open_index
 from tests.conftest import StackEndpoints, unique_name
 from tests.helpers import count_rows, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import REPO_ROOT, cli_env, run_cli
@@ -69,7 +69,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
 
     async def check() -> None:
         async with open_index(env["INDEX_URL"]) as store:
-            rows = await store.list_objects(bucket=bucket)
+            rows = await store.list_objects(ObjectQuery(bucket=bucket))
             listing = {(o.object_name, o.size) for o in minio.list_objects(bucket, recursive=True)}
             assert {(r.key, r.size) for r in rows} == listing
             journal = await store.journal(bucket=bucket, limit=10 * OBJECTS)

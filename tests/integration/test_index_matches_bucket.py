@@ -17,7 +17,7 @@ from minio import Minio
 from minio.commonconfig import ENABLED, CopySource
 from minio.versioningconfig import VersioningConfig
 
-from consumer.index import open_index
+from consumer.index import ObjectQuery, open_index
 from consumer.index.records import JournalRecord
 from consumer.indexer import Indexer
 from tests.conftest import Backend, StackEndpoints, unique_name
@@ -42,7 +42,7 @@ async def _index_bucket(
         await asyncio.wait_for(
             Indexer(settings, store, group_id=unique_name("g")).run(burst=True), timeout=60
         )
-        rows = await store.list_objects(bucket=bucket)
+        rows = await store.list_objects(ObjectQuery(bucket=bucket))
         journal = await store.journal(bucket=bucket, limit=1000)
     _assert_journaled_once(journal, [(r.partition, r.offset) for r in events])
     return {(r.key, r.version_id, r.size or 0, r.etag or "") for r in rows}
@@ -158,7 +158,7 @@ async def test_boto3_plain_multipart_and_presigned_uploads_match_thebucket_listi
     assert indexed == bucket_listing(minio, bucket, versions=False)
     settings = stack.settings(INDEX_URL=backend.url)
     async with open_index(settings.index_url) as store:
-        users = {r.key: r.user_id for r in await store.list_objects(bucket=bucket)}
+        users = {r.key: r.user_id for r in await store.list_objects(ObjectQuery(bucket=bucket))}
         tagged = await store.get_object(bucket, "user_43/presigned by boto3.ogg")
         deleted = await store.get_object(bucket, "user_42/long talk.wav")
     assert users == {

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from minio import Minio
 from minio.commonconfig import Tags
 
-from consumer.index import SqliteIndex, open_index
+from consumer.index import ObjectQuery, SqliteIndex, open_index
 from consumer.indexer import Indexer
 from consumer.settings import Settings
 from tests.conftest import Backend, StackEndpoints, unique_name
@@ -87,7 +87,7 @@ async def test_uploads_overwrites_tags_and_deletes_are_indexed(
     assert indexer.stats.dead_lettered == 0
 
     async with open_index(settings.index_url) as store:
-        live = await store.list_objects(bucket=bucket)
+        live = await store.list_objects(ObjectQuery(bucket=bucket))
         assert [r.key for r in live] == sorted(KEYS[:2])
         first, second = (next(r for r in live if r.key == k) for k in KEYS[:2])
         assert first.user_id == "7"
@@ -97,13 +97,16 @@ async def test_uploads_overwrites_tags_and_deletes_are_indexed(
         assert second.size == len(b"second version, longer")
         assert second.metadata["session-type"] == "lecture"
 
-        assert [r.key for r in await store.list_objects(bucket=bucket, user_id="7")] == sorted(
-            KEYS[:2]
+        assert [
+            r.key for r in await store.list_objects(ObjectQuery(bucket=bucket, user_id="7"))
+        ] == sorted(KEYS[:2])
+        assert [
+            r.key
+            for r in await store.list_objects(ObjectQuery(bucket=bucket, prefix="user_7/a b+"))
+        ] == [KEYS[0]]
+        found = await store.list_objects(
+            ObjectQuery(bucket=bucket, metadata={"session-type": "lecture"})
         )
-        assert [r.key for r in await store.list_objects(bucket=bucket, prefix="user_7/a b+")] == [
-            KEYS[0]
-        ]
-        found = await store.list_objects(bucket=bucket, metadata={"session-type": "lecture"})
         assert [r.key for r in found] == [KEYS[1]]
 
         deleted = await store.get_object(bucket, KEYS[2])
@@ -135,7 +138,7 @@ async def test_redelivery_changes_nothing(
     settings = _settings(stack, tmp_path, backend.url)
     await _index_once(settings, unique_name("g"))
     async with open_index(settings.index_url) as store:
-        before = await store.list_objects(bucket=bucket)
+        before = await store.list_objects(ObjectQuery(bucket=bucket))
         journal_before = await store.counts()
 
     # A second group re-reads the same events: every one is a duplicate.
@@ -143,7 +146,7 @@ async def test_redelivery_changes_nothing(
     assert again.stats.journaled == 0
     assert again.stats.duplicates == again.stats.events > 0
     async with open_index(settings.index_url) as store:
-        assert await store.list_objects(bucket=bucket) == before
+        assert await store.list_objects(ObjectQuery(bucket=bucket)) == before
         assert await store.counts() == journal_before
 
 
@@ -243,7 +246,7 @@ async def test_locked_index_pauses_then_resumes_without_loss(
         locked = False
 
         async def both_indexed() -> bool:
-            live = await store.list_objects(bucket=bucket)
+            live = await store.list_objects(ObjectQuery(bucket=bucket))
             return {r.key for r in live} == {"before-lock.ogg", "during-lock.ogg"}
 
         await until_async(both_indexed, "objects not indexed after the lock was released")

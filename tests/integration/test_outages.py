@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 from minio import Minio
 
-from consumer.index import open_index
+from consumer.index import ObjectQuery, open_index
 from consumer.indexer import Indexer
 from infra.stack import Stack
 from tests.conftest import Backend, StackEndpoints, unique_name
@@ -78,7 +78,7 @@ async def test_postgres_stopped_during_uploads_then_everything_indexed(
     try:
 
         async def indexed_keys() -> set[str]:
-            return {r.key for r in await store.list_objects(bucket=bucket)}
+            return {r.key for r in await store.list_objects(ObjectQuery(bucket=bucket))}
 
         async def committed_past(records: list[KafkaRecord]) -> bool:
             done = await committed_offsets(bootstrap, group, topic, partitions)

@@ -25,7 +25,7 @@ from minio import Minio
 from minio.commonconfig import Tags
 
 from consumer.errors import ProcessingRetriable
-from consumer.index import JobRecord, JobStatus, open_index
+from consumer.index import JobRecord, JobStatus, ObjectQuery, open_index
 from consumer.indexer import Indexer
 from consumer.processing.base import Job, Processor, SourceObject
 from consumer.processing.probe import AudioProbe
@@ -171,7 +171,9 @@ async def test_every_format_is_probed_and_bad_files_fail_once(
     async with open_index(settings.index_url) as store:
         indexer = Indexer(settings, store, group_id=unique_name("i"))
         await asyncio.wait_for(indexer.run(burst=True), timeout=60)
-        statuses = {r.key: r.processing_status for r in await store.list_objects(bucket=bucket)}
+        statuses = {
+            r.key: r.processing_status for r in await store.list_objects(ObjectQuery(bucket=bucket))
+        }
     assert statuses["user_1/talk.wav"] == "done"
     assert statuses["user_4/empty.ogg"] == "failed"
 

@@ -21,7 +21,7 @@ from minio.commonconfig import ENABLED
 from minio.versioningconfig import VersioningConfig
 
 from consumer.events import RECONCILE_FOUND, EventKind, parse_message
-from consumer.index import open_index
+from consumer.index import ObjectQuery, open_index
 from consumer.indexer import Indexer
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
@@ -40,7 +40,7 @@ BEFORE = {
 
 async def _indexed(url: str, bucket: str) -> set[tuple[str, str, int, str]]:
     async with open_index(url) as store:
-        rows = await store.list_objects(bucket=bucket)
+        rows = await store.list_objects(ObjectQuery(bucket=bucket))
     return {(r.key, r.version_id, r.size or 0, r.etag or "") for r in rows}
 
 

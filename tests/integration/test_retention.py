@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from consumer.events import EventKind, ObjectEvent
-from consumer.index import IndexStore, JobOutcome, JobRequest, JobStatus, open_index
+from consumer.index import IndexStore, JobOutcome, JobRequest, JobStatus, ObjectQuery, open_index
 from consumer.index.records import Lease
 from consumer.indexer import Indexer
 from consumer.provisioning import Action, run_setup
@@ -167,7 +167,7 @@ async def test_sweep_deletes_only_what_policies_and_safety_allow(
         # The deletions come back as removal events and de-index the objects.
         await published.wait(bucket, 9)
         await _index(settings, store)
-        indexed = {record.key for record in await store.list_objects(bucket=bucket)}
+        indexed = {record.key for record in await store.list_objects(ObjectQuery(bucket=bucket))}
         assert indexed == everything - gone
         removals = await store.journal(bucket=bucket, kinds=REMOVAL_KINDS)
         assert {r.key for r in removals} == gone
