@@ -197,13 +197,7 @@ def _user_id(key: str, metadata: dict[str, str]) -> str | None:
 
 
 def _user_agent(source: _Source | None) -> str | None:
-    if source is None:
-        return None
-    if source.user_agent:
-        return source.user_agent
-    if source.host and source.host.startswith("Internal:"):
-        return source.host
-    return None
+    return None if source is None else ev.user_agent_of(source.user_agent, source.host)
 
 
 def _s3_name(name: str) -> str:

@@ -510,13 +510,16 @@ def _size(raw: int | None, kind: EventKind) -> int | None:
 
 
 def _user_agent(source: _RawSource | None) -> str | None:
-    if source is None:
-        return None
-    if source.user_agent:
-        return source.user_agent
+    return None if source is None else user_agent_of(source.user_agent, source.host)
+
+
+def user_agent_of(user_agent: str | None, host: str | None) -> str | None:
+    """The event's user agent; both decoders read it through this one rule."""
+    if user_agent:
+        return user_agent
     # Older MinIO releases put "Internal: [ILM-EXPIRY]" in source.host instead.
-    if source.host and source.host.startswith("Internal:"):
-        return source.host
+    if host and host.startswith("Internal:"):
+        return host
     return None
 
 
