@@ -159,9 +159,13 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     make_rig: RigFactory, stack_control: Stack
 ) -> None:
     rig = await make_rig()
-    # The one request in flight when MinIO stops may be written without its event
-    # (minio/minio#18404): the index must then follow the events, and no more may lack one.
-    rig.minio_may_lose = 1
+    # A request MinIO takes while it stops may be written without its event
+    # (minio/minio#18404): the index must then follow the events, and no more may lack
+    # one. The uploader sends one request at a time, yet a CI run saw two consecutive
+    # writes without events (MinIO kept serving a moment into its graceful shutdown),
+    # so two are tolerated here; the reconcile --repair that follows must then make the
+    # index equal the bucket.
+    rig.minio_may_lose = 2
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
     rig.consumer.start()
     uploader.start()
