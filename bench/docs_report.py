@@ -414,7 +414,7 @@ def _profile_lines(profile: Path) -> list[str]:
             "Indexer.prepare",
             "run_batch",
             "getmany",
-            "Indexer._record_metrics",
+            "DeferredRecords._run",
             "_event_spans",
         ):
             count = sum(n for frame, n in main.inclusive.items() if _is_function(frame, needle))

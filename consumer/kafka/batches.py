@@ -3,11 +3,14 @@
     getmany → handler.handle(batch) → dead letters → commit offsets → lag
 
 A handler that can ``prepare`` a batch (the indexer: decoding) gets the stages overlapped:
-batch n+1 is fetched and prepared while batch n is written, dead-lettered and committed,
-so the CPU work of decoding runs while the index works. Commits stay where they were:
-batch n's offsets after batch n's work ended, in batch order, so never past a gap; a
-prepared batch fetched before a rebalance is dropped unhandled (aiokafka re-reads every
-partition of the new assignment from its committed offset, so it comes again).
+batch n+1 is fetched and prepared while batch n is written and dead-lettered, and batch
+n's offsets are committed while batch n+1 is written, so the CPU work of decoding runs
+while the index works and no write waits for a commit's round trip. A batch's offsets
+still go out only after its work ended, and in batch order (each commit is chained after
+the previous one), so never past a gap; a revoke waits for the chained commits as for the
+batch in flight; a prepared batch fetched before a rebalance is dropped unhandled
+(aiokafka re-reads every partition of the new assignment from its committed offset, so
+it comes again).
 
 The loop owns the Kafka side: the clients, the subscription and its rebalance listener,
 pausing fetches while work waits (still polling, so the group keeps the member), the
@@ -249,6 +252,8 @@ class BatchLoop:
         self._stop_at = dict(stop_at) if stop_at is not None else None
         self.stop_event = asyncio.Event()
         self._in_flight = asyncio.Lock()
+        # The overlapped loop's latest offset commit, chained after the earlier ones.
+        self._committing: asyncio.Future[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pause: FetchPause | None = None
@@ -304,7 +309,14 @@ class BatchLoop:
                 return
 
     async def _consume_overlapped(self, handler: PreparingHandler, burst: bool) -> None:
-        """As ``_consume``, with batch n+1 fetched and prepared while batch n is handled."""
+        """As ``_consume``, with batch n+1 fetched and prepared while batch n is handled,
+        and batch n's offsets committed while batch n+1 is handled."""
+        try:
+            await self._overlapped(handler, burst)
+        finally:
+            await self._commits_done()
+
+    async def _overlapped(self, handler: PreparingHandler, burst: bool) -> None:
         ahead = await self._fetch_prepared(handler)
         while not self.stop_event.is_set():
             batch, prepared, generation = ahead
@@ -325,11 +337,12 @@ class BatchLoop:
             last = burst and self._stop_at is not None and await self._burst_done()
             # Shielded, as in _run_batch: a cancellation cannot cut between its work and
             # its commit.
-            handling = asyncio.ensure_future(self._batch(batch, prepared))
+            handling = asyncio.ensure_future(self._work_then_commit_later(batch, prepared))
             try:
                 if not last:
                     ahead = await self._fetch_prepared(handler)
                 await asyncio.shield(handling)
+                self._raise_failed_commit()
             except StopRequested:
                 log.info("stopped before the batch ended", messages=batch_size(batch))
                 return
@@ -382,22 +395,60 @@ class BatchLoop:
                 await task
             raise
 
-    async def _batch(self, batch: Batch, prepared: object = None) -> None:
+    async def _batch(self, batch: Batch) -> None:
         async with self._in_flight:
-            messages = batch_size(batch)
-            self.stats.messages += messages
-            with batch_span(self.topic, self.group_id, messages):
-                letters = await self._handler.handle(batch, BatchWork(self, prepared))
-                if letters:
-                    await self.retry_paused(
-                        lambda: self._send_dead_letters(letters), "dead-letter write"
-                    )
-                    self.stats.dead_lettered += len(letters)
+            await self._work(batch)
+            await self._commit_batch(batch)
+
+    async def _work_then_commit_later(self, batch: Batch, prepared: object) -> None:
+        """The batch's work; its commit is chained after the previous batch's and runs
+        while the next batch is worked on."""
+        async with self._in_flight:
+            await self._work(batch, prepared)
+            # Set inside the lock: a revoke that waited for this batch's work sees it.
+            self._committing = asyncio.ensure_future(self._commit_after(self._committing, batch))
+
+    async def _work(self, batch: Batch, prepared: object = None) -> None:
+        """The handler's work on ``batch``, then its dead letters: all before its commit."""
+        messages = batch_size(batch)
+        self.stats.messages += messages
+        with batch_span(self.topic, self.group_id, messages):
+            letters = await self._handler.handle(batch, BatchWork(self, prepared))
+            if letters:
                 await self.retry_paused(
-                    lambda: self._commit(offsets_to_commit(batch)), "offset commit"
+                    lambda: self._send_dead_letters(letters), "dead-letter write"
                 )
-            self.stats.batches += 1
-            self._record_lag(batch)
+                self.stats.dead_lettered += len(letters)
+
+    async def _commit_after(self, previous: asyncio.Future[None] | None, batch: Batch) -> None:
+        # In batch order: a batch's offsets never go out before an earlier batch's (a
+        # failed earlier commit fails this one too).
+        if previous is not None:
+            await previous
+        await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: Batch) -> None:
+        await self.retry_paused(lambda: self._commit(offsets_to_commit(batch)), "offset commit")
+        self.stats.batches += 1
+        self._record_lag(batch)
+
+    def _raise_failed_commit(self) -> None:
+        task = self._committing
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise error
+
+    async def _commits_done(self) -> None:
+        """Wait for the last chained commit (at the end of the overlapped loop)."""
+        task, self._committing = self._committing, None
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except StopRequested:
+            # Stopped while the broker could not take it: those batches come again.
+            log.info("stopped before a batch's offsets were committed")
 
     # --- rebalances ----------------------------------------------------------------------
 
@@ -405,7 +456,10 @@ class BatchLoop:
         self._generation += 1
         if self._handler.finish_before_revoke:
             async with self._in_flight:  # the batch in flight ends and commits first
-                pass
+                committing = self._committing
+            if committing is not None:
+                with contextlib.suppress(StopRequested):
+                    await asyncio.shield(committing)
         instruments.forget_lag(self.group_id, revoked)
         log.info("partitions revoked", partitions=_names(revoked))
 
