@@ -22,7 +22,6 @@ import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
-    AbstractContextManager,
     asynccontextmanager,
     contextmanager,
 )
@@ -232,8 +231,15 @@ class PostgresIndex(SqlIndex[Any, Any]):
 
     # --- connections: a pool, one connection per operation ------------------------------
 
-    def _translated(self) -> AbstractContextManager[None]:
-        return _translated()
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn asyncpg/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
+        try:
+            yield
+        except _TRANSIENT as exc:
+            raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
 
     async def _open(self) -> Any:
         return await asyncpg.create_pool(
@@ -255,7 +261,7 @@ class PostgresIndex(SqlIndex[Any, Any]):
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Any]:
         pool = self._started()
-        with _translated():
+        with self._translated():
             async with pool.acquire() as conn:
                 yield conn
 
@@ -357,17 +363,6 @@ async def _init_connection(conn: Any) -> None:
 
 def _dumps(value: Any) -> str:
     return canonical_json(value)
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn asyncpg/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
-    try:
-        yield
-    except _TRANSIENT as exc:
-        raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,7 @@
 subclass that supplies only what truly differs between the two databases:
 
 * its ``dialect`` (placeholders, how a time travels, the metadata and text-search
-  conditions: see ``sql.Dialect``) and ``rows`` (how stored values come back, see
+  conditions: see ``sql.Dialect``) and ``row_reader`` (how stored values come back, see
   ``sql.RowReader``), its day-of-an-event expression and its transcript upsert;
 * its connection: ``_open`` / ``_prepare`` / ``_release`` (start and close), and the
   three ways an operation holds it — ``_reading`` (one read), ``_writing`` (one write

@@ -24,7 +24,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
-    AbstractContextManager,
     asynccontextmanager,
     contextmanager,
     suppress,
@@ -198,8 +197,18 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
 
     # --- the connection: one, taken in turns (``_lock``) --------------------------------
 
-    def _translated(self) -> AbstractContextManager[None]:
-        return _translated()
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn sqlite3/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _TRANSIENT_CODES:
+                raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
+            raise IndexWriteFailed(f"SQLite index error: {exc}") from exc
+        except OSError as exc:
+            raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
     async def _open(self) -> aiosqlite.Connection:
         await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
@@ -218,7 +227,7 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             conn = self._started()
-            with _translated():
+            with self._translated():
                 yield conn
 
     @asynccontextmanager
@@ -227,7 +236,7 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
         # for it rather than failing half-way when its read lock cannot be upgraded.
         async with self._lock:
             conn = self._started()
-            with _translated():
+            with self._translated():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -391,20 +400,6 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
     if conn.in_transaction:
         with suppress(sqlite3.Error):
             await conn.execute("ROLLBACK")
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn sqlite3/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in _TRANSIENT_CODES:
-            raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
-        raise IndexWriteFailed(f"SQLite index error: {exc}") from exc
-    except OSError as exc:
-        raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
 
 def _json(metadata: Mapping[str, str]) -> str:
