@@ -7,8 +7,13 @@
 * ``store`` — the ``IndexStore`` Protocol callers use, and the ``BatchWriter`` steps;
 * ``decisions`` — the pure rules both backends share (ordering, tombstones, idempotent
   batches, job claims);
-* ``sql`` — the SQL both dialects share and the builders of WHERE clauses;
-* ``sqlite`` / ``postgres`` — the two backends; ``migrations`` — their schemas.
+* ``sql`` — the SQL both dialects share, the builders of WHERE clauses, the ``Dialect``
+  (the fragments in which the two differ) and the ``RowReader`` (rows back to records);
+* ``sql_index`` — ``SqlIndex``, every IndexStore operation written once over a dialect
+  and the few hooks a backend fills in (connections, transactions, locking, errors);
+* ``sqlite`` / ``postgres`` — the two backends, ``SqlIndex`` subclasses holding only
+  what is their own (and the batch's set-wise ``BatchWriter``); ``migrations`` — their
+  schemas.
 
 Its errors (IndexUnavailable, IndexWriteFailed, LeaseLost) live in ``consumer.errors``.
 """

@@ -8,64 +8,59 @@ one object, and the fixed order rules out deadlocks between them.
 Text columns that are compared or sorted use the "C" collation (migrations.py), so order
 and keyset pagination are byte-wise, exactly as in SQLite. ``user_metadata`` is JSONB
 with a GIN index; metadata search is a containment query.
+
+The operations are ``SqlIndex``'s, written once for both backends; this module holds only
+what is PostgreSQL's own: the pool, the advisory locks, error translation, the dialect
+(``$n`` placeholders, tsvector search) and the statements whose rows travel as JSON or
+arrays (the batch's ``_Writer``, job claims).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, date, datetime, time
-from typing import Any, Final, Literal
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
+from datetime import datetime
+from typing import Any, Final
 
 import asyncpg
 import msgspec
 
-from consumer.errors import IndexUnavailable, IndexWriteFailed, LeaseLost
-from consumer.events import EventKind, ObjectEvent
-from consumer.index.decisions import canonical_json, decide_claims, latest_requests, run_batch
+from consumer.errors import IndexUnavailable, IndexWriteFailed
+from consumer.events import ObjectEvent
+from consumer.index.decisions import canonical_json
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
-    BatchResult,
-    Claims,
-    GrowthRow,
     Item,
-    JobOutcome,
-    JobRecord,
     JobRequest,
-    JobStatus,
     JournalId,
-    JournalRecord,
     KafkaPosition,
     Lease,
-    ObjectQuery,
     ObjectRecord,
     RowId,
     Transcript,
-    UsageRow,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
-    PROCESSING_STATUS_SQL,
     SEARCH_QUERY_CONFIGS,
     Conditions,
     Dialect,
+    RowReader,
     dollar,
-    growth_query,
-    jobs_query,
-    journal_query,
     journal_values,
-    listing_query,
     search_config,
     search_words,
-    usage_query,
 )
-from consumer.index.store import AsyncLifecycle
+from consumer.index.sql_index import SqlIndex
+from consumer.index.store import BatchWriter
 
 # Errors after which the same statement may well succeed later: the server is down,
 # restarting, full of connections, or chose this transaction as a deadlock victim.
@@ -148,24 +143,6 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
     + JOB_PEND_UPSERT
 )
 
-_START_JOB: Final = """
-UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = $6, updated_at = $6
-WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
-  AND lease_owner = $7 AND status IN ('pending', 'running')
-RETURNING attempts"""
-
-_FINISH_JOB: Final = """
-UPDATE jobs SET status = $6, last_error = $7, result_bucket = $8, result_key = $9,
-                duration_ms = $10, finished_at = $11, updated_at = $11, lease_expires_at = NULL
-WHERE bucket = $1 AND key = $2 AND version_id = $3 AND processor = $4 AND sequencer = $5
-  AND lease_owner = $12 AND status IN ('pending', 'running')"""
-
-_RENEW_LEASES: Final = """
-UPDATE jobs SET lease_expires_at = $2
-WHERE lease_owner = $1 AND status IN ('pending', 'running')"""
-
-_LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"
-
 _PUT_TRANSCRIPT: Final = """
 INSERT INTO transcripts (bucket, key, version_id, processor, language, config, text,
                          document, updated_at)
@@ -191,20 +168,47 @@ _TEXT_HITS: Final = (
     " WHERE t.document @@ q.query"
 )
 
-_COUNTS: Final = """
-SELECT (SELECT COUNT(*) FROM objects WHERE NOT deleted),
-       (SELECT COUNT(*) FROM objects WHERE deleted),
-       (SELECT COUNT(*) FROM journal)"""
+
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    # Containment is what the GIN (jsonb_path_ops) index serves.
+    where.add("user_metadata @> {}", metadata)
 
 
-class PostgresIndex(AsyncLifecycle):
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _text_query(text: str) -> object:
+    return " ".join(search_words(text))
+
+
+_DIALECT: Final = Dialect(
+    placeholder=dollar,
+    is_deleted="deleted",
+    is_live="NOT deleted",
+    add_metadata=_add_metadata,
+    moment=_as_is,
+    text_hits=_TEXT_HITS,
+    text_query=_text_query,
+)
+
+# asyncpg decodes timestamptz as datetime, and JSONB as a dict (``_init_connection``).
+_READER: Final = RowReader(time=_as_is, metadata=_as_is)
+_object_record: Final = _READER.object_record  # the name _Writer reads rows by
+
+
+class PostgresIndex(SqlIndex[Any, Any]):
     """IndexStore on PostgreSQL. Safe to share one database between many processes.
 
     ``dsn`` is a ``postgresql://`` URL; it may hold a password, so it never appears in a
     repr or an error message.
     """
 
-    db_system = "postgresql"  # OpenTelemetry's db.system.name
+    db_system = "postgresql"
+    dialect = _DIALECT
+    row_reader = _READER
+    event_day = "to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    put_transcript_sql = _PUT_TRANSCRIPT
 
     def __init__(
         self,
@@ -215,237 +219,102 @@ class PostgresIndex(AsyncLifecycle):
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
     ) -> None:
+        super().__init__()
         self._dsn = dsn
         self._min = min_connections
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
-        self._pool: Any = None
-        self._starting = asyncio.Lock()
 
     def __repr__(self) -> str:
         return "PostgresIndex(<dsn hidden>)"
 
-    # --- lifecycle ---------------------------------------------------------------------
+    # --- connections: a pool, one connection per operation ------------------------------
 
-    async def start(self) -> None:
-        """Open the pool and migrate. Idempotent.
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn asyncpg/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
+        try:
+            yield
+        except _TRANSIENT as exc:
+            raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
 
-        Raises IndexUnavailable (server unreachable, too many connections) or
-        IndexWriteFailed (e.g. authentication refused, unknown database).
-        """
-        async with self._starting:
-            if self._pool is not None:
-                return
-            with _translated():
-                pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=self._min,
-                    max_size=self._max,
-                    timeout=self._connect_timeout_s,
-                    command_timeout=self._command_timeout_s,
-                    init=_init_connection,
-                )
-            try:
-                with _translated():
-                    async with pool.acquire() as conn:
-                        await migrate_postgres(conn)
-            except BaseException:
-                await pool.close()
-                raise
-            self._pool = pool
-
-    async def close(self) -> None:
-        """Close the pool, waiting for connections in use to be released. Idempotent."""
-        async with self._starting:
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                with _translated():
-                    await pool.close()
-
-    async def ping(self) -> None:
-        """Raises IndexUnavailable if the server does not answer."""
-        async with self._connection() as conn:
-            await conn.fetchval("SELECT 1")
-
-    # --- writes ------------------------------------------------------------------------
-
-    async def apply_batch(
-        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-    ) -> BatchResult:
-        """See IndexStore.apply_batch: one transaction, per-key advisory locks first."""
-        if not items:
-            return BatchResult(0, 0, 0, 0)
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(
-                _LOCK_KEYS, _lock_ids((event.bucket, event.key) for event, _ in items)
-            )
-            now = datetime.now(UTC)
-            return await run_batch(_Writer(conn, now), items, now)
-
-    async def prune_journal(self, older_than: datetime) -> int:
-        """Delete journal entries with event_time before ``older_than``; their count."""
-        async with self._connection() as conn:
-            status = await conn.execute("DELETE FROM journal WHERE event_time < $1", older_than)
-        return int(status.split()[-1])  # "DELETE <n>"
-
-    # --- reads -------------------------------------------------------------------------
-
-    async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
-        """See IndexStore.list_objects."""
-        sql, params = listing_query(query, _DIALECT)
-        return [_object_record(row) for row in await self._fetch(sql, *params)]
-
-    async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
-        """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
-        rows = await self._fetch(
-            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
-            " WHERE bucket = $1 AND key = $2 AND version_id = $3",
-            bucket,
-            key,
-            version_id,
+    async def _open(self) -> Any:
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min,
+            max_size=self._max,
+            timeout=self._connect_timeout_s,
+            command_timeout=self._command_timeout_s,
+            init=_init_connection,
         )
-        return _object_record(rows[0]) if rows else None
 
-    async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
-        """See IndexStore.usage."""
-        rows = await self._fetch(usage_query(by, _DIALECT))
-        return [UsageRow(*row) for row in rows]
+    async def _prepare(self, handle: Any) -> None:
+        async with handle.acquire() as conn:
+            await migrate_postgres(conn)
 
-    async def put_transcript(self, transcript: Transcript) -> None:
-        """See IndexStore.put_transcript: its tsvector in the configuration of its
-        language (``search_config``)."""
-        async with self._connection() as conn:
-            await conn.execute(
-                _PUT_TRANSCRIPT,
-                transcript.bucket,
-                transcript.key,
-                transcript.version_id,
-                transcript.processor,
-                transcript.language,
-                search_config(transcript.language),
-                transcript.text,
-                datetime.now(UTC),
-            )
-
-    async def growth(
-        self, *, since: date, bucket: str | None = None, user_id: str | None = None
-    ) -> list[GrowthRow]:
-        """See IndexStore.growth."""
-        start = datetime.combine(since, time(), tzinfo=UTC)
-        sql, params = growth_query(
-            dollar,
-            "to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-            start,
-            bucket=bucket,
-            user_id=user_id,
-        )
-        rows = await self._fetch(sql, *params)
-        return [GrowthRow(date.fromisoformat(row[0]), *row[1:]) for row in rows]
-
-    async def journal(
-        self,
-        *,
-        bucket: str | None = None,
-        key: str | None = None,
-        kinds: Collection[EventKind] | None = None,
-        limit: int = 100,
-    ) -> list[JournalRecord]:
-        """See IndexStore.journal."""
-        sql, params = journal_query(dollar, bucket=bucket, key=key, kinds=kinds, limit=limit)
-        rows = await self._fetch(sql, *params)
-        return [_journal_record(row) for row in rows]
-
-    async def counts(self) -> dict[str, int]:
-        """See IndexStore.counts."""
-        (row,) = await self._fetch(_COUNTS)
-        return {"objects": row[0], "tombstones": row[1], "journal": row[2]}
-
-    # --- processing jobs -----------------------------------------------------------------
-
-    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
-        """See IndexStore.claim_jobs. Per-object advisory locks, as in apply_batch, so
-        two processors cannot both claim one job."""
-        requests = latest_requests(requests)
-        if not requests:
-            return Claims(run=[])
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(_LOCK_KEYS, _lock_ids((r.bucket, r.key) for r in requests))
-            rows = await conn.fetch(_LOAD_JOBS, *_columns([r.ident for r in requests]))
-            stored = {
-                (j.bucket, j.key, j.version_id, j.processor): j for j in map(_job_record, rows)
-            }
-            # The database's clock, not this host's: claimers on several hosts compare
-            # leases against one clock.
-            now = await conn.fetchval("SELECT now()")
-            claims = decide_claims(requests, stored, now=now)
-            if claims.run:
-                values = [(*r.ident, r.sequencer, r.etag) for r in claims.run]
-                await conn.execute(
-                    _PEND_JOBS, *_columns(values), now, lease.owner, lease.expires_at(now)
-                )
-            return claims
-
-    async def start_job(self, request: JobRequest, owner: str) -> int:
-        """See IndexStore.start_job."""
-        async with self._connection() as conn:
-            attempts = await conn.fetchval(
-                _START_JOB, *request.ident, request.sequencer, datetime.now(UTC), owner
-            )
-        if attempts is None:
-            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
-        return int(attempts)
-
-    async def renew_leases(self, lease: Lease) -> int:
-        """See IndexStore.renew_leases."""
-        async with self._connection() as conn:
-            now = await conn.fetchval("SELECT now()")
-            status = await conn.execute(_RENEW_LEASES, lease.owner, lease.expires_at(now))
-        return int(status.rsplit(" ", 1)[-1])
-
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
-        """See IndexStore.finish_job."""
-        async with self._connection() as conn:
-            status = await conn.execute(
-                _FINISH_JOB,
-                *request.ident,
-                request.sequencer,
-                outcome.status.value,
-                outcome.error,
-                outcome.result_bucket,
-                outcome.result_key,
-                outcome.duration_ms,
-                datetime.now(UTC),
-                owner,
-            )
-        return bool(int(status.rsplit(" ", 1)[-1]))
-
-    async def jobs(
-        self,
-        *,
-        bucket: str | None = None,
-        key: str | None = None,
-        status: JobStatus | None = None,
-        limit: int = 1000,
-    ) -> list[JobRecord]:
-        """See IndexStore.jobs."""
-        sql, params = jobs_query(dollar, bucket=bucket, key=key, status=status, limit=limit)
-        rows = await self._fetch(sql, *params)
-        return [_job_record(row) for row in rows]
-
-    # --- plumbing ------------------------------------------------------------------------
+    async def _release(self, handle: Any) -> None:
+        await handle.close()  # waits for the connections in use to be released
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        if self._pool is None:
-            raise IndexUnavailable(f"{self!r} is not started (call start() first)")
-        with _translated():
-            async with self._pool.acquire() as conn:
+    async def _reading(self) -> AsyncIterator[Any]:
+        pool = self._started()
+        with self._translated():
+            async with pool.acquire() as conn:
                 yield conn
 
-    async def _fetch(self, sql: str, *params: object) -> list[Any]:
-        async with self._connection() as conn:
-            return list(await conn.fetch(sql, *params))
+    def _writing(self) -> AbstractAsyncContextManager[Any]:
+        return self._reading()  # one statement commits on its own
+
+    @asynccontextmanager
+    async def _exclusive(self, objects: Iterable[tuple[str, str]]) -> AsyncIterator[Any]:
+        # Before touching anything: the advisory lock of every object, in lock-id order.
+        async with self._reading() as conn, conn.transaction():
+            await conn.execute(_LOCK_KEYS, _lock_ids(objects))
+            yield conn
+
+    async def _rows(self, conn: Any, sql: str, params: Sequence[object]) -> list[Any]:
+        return list(await conn.fetch(sql, *params))
+
+    async def _execute(self, conn: Any, sql: str, params: Sequence[object]) -> int:
+        status = await conn.execute(sql, *params)
+        return int(status.rsplit(" ", 1)[-1])  # "UPDATE <n>", "DELETE <n>", "INSERT 0 <n>"
+
+    async def _clock(self, conn: Any) -> datetime:
+        # The database's clock, not this host's: claimers on several hosts compare leases
+        # against one clock.
+        now: datetime = await conn.fetchval("SELECT now()")
+        return now
+
+    # --- the steps whose rows travel as JSON or arrays ----------------------------------
+
+    def _writer(self, conn: Any, now: datetime) -> BatchWriter:
+        return _Writer(conn, now)
+
+    async def _stored_jobs(
+        self, conn: Any, idents: Sequence[tuple[str, str, str, str]]
+    ) -> list[Any]:
+        return list(await conn.fetch(_LOAD_JOBS, *_columns(idents)))
+
+    async def _pend_jobs(
+        self, conn: Any, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+    ) -> None:
+        values = [(*r.ident, r.sequencer, r.etag) for r in jobs]
+        await conn.execute(_PEND_JOBS, *_columns(values), now, lease.owner, lease.expires_at(now))
+
+    def _transcript_values(self, transcript: Transcript) -> tuple[object, ...]:
+        # Its tsvector in the configuration of its language.
+        return (
+            transcript.bucket,
+            transcript.key,
+            transcript.version_id,
+            transcript.processor,
+            transcript.language,
+            search_config(transcript.language),
+            transcript.text,
+        )
 
 
 class _Writer:
@@ -496,17 +365,6 @@ def _dumps(value: Any) -> str:
     return canonical_json(value)
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn asyncpg/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
-    try:
-        yield
-    except _TRANSIENT as exc:
-        raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
-
-
 def _describe(exc: BaseException) -> str:
     # asyncpg messages name the failing host/port at most, never the password.
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -521,30 +379,6 @@ def _lock_ids(objects: Iterable[tuple[str, str]]) -> list[int]:
         ).digest()
         ids.add(int.from_bytes(digest, "big", signed=True))
     return sorted(ids)
-
-
-def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-    # Containment is what the GIN (jsonb_path_ops) index serves.
-    where.add("user_metadata @> {}", metadata)
-
-
-def _same(moment: datetime) -> object:
-    return moment
-
-
-def _text_query(text: str) -> object:
-    return " ".join(search_words(text))
-
-
-_DIALECT: Final = Dialect(
-    placeholder=dollar,
-    is_deleted="deleted",
-    is_live="NOT deleted",
-    add_metadata=_add_metadata,
-    moment=_same,
-    text_hits=_TEXT_HITS,
-    text_query=_text_query,
-)
 
 
 _RECORDS_JSON: Final = msgspec.json.Encoder()
@@ -584,72 +418,4 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
         record.deleted,
         record.last_event_name,
         record.deleted_at,
-    )
-
-
-def _object_record(row: Any) -> ObjectRecord:
-    return ObjectRecord(
-        bucket=row["bucket"],
-        key=row["key"],
-        version_id=row["version_id"],
-        size=row["size"],
-        etag=row["etag"],
-        content_type=row["content_type"],
-        user_id=row["user_id"],
-        metadata=row["user_metadata"],
-        first_event_time=row["first_event_time"],
-        last_event_time=row["last_event_time"],
-        sequencer=row["sequencer"],
-        indexed_at=row["indexed_at"],
-        deleted=row["deleted"],
-        last_event_name=row["last_event_name"],
-        deleted_at=row["deleted_at"],
-        processing_status=row.get("processing_status"),
-        is_latest=row.get("is_latest"),
-        snippet=row.get("snippet"),
-    )
-
-
-def _job_record(row: Any) -> JobRecord:
-    return JobRecord(
-        bucket=row["bucket"],
-        key=row["key"],
-        version_id=row["version_id"],
-        processor=row["processor"],
-        sequencer=row["sequencer"],
-        etag=row["etag"],
-        status=JobStatus(row["status"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        result_bucket=row["result_bucket"],
-        result_key=row["result_key"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
-        updated_at=row["updated_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def _journal_record(row: Any) -> JournalRecord:
-    topic = row["kafka_topic"]
-    return JournalRecord(
-        id=row["id"],
-        bucket=row["bucket"],
-        key=row["key"],
-        version_id=row["version_id"],
-        event_name=row["event_name"],
-        kind=EventKind(row["kind"]),
-        event_time=row["event_time"],
-        sequencer=row["sequencer"],
-        principal_id=row["principal_id"],
-        source_ip=row["source_ip"],
-        user_agent=row["user_agent"],
-        request_id=row["request_id"],
-        size=row["size"],
-        etag=row["etag"],
-        kafka=KafkaPosition(topic, row["kafka_partition"], row["kafka_offset"]) if topic else None,
-        recorded_at=row["recorded_at"],
     )

@@ -1,29 +1,35 @@
 """SQL the two index backends share, and the pure functions that build it.
 
-Column lists and upserts both dialects accept word for word; ``Conditions`` builds WHERE
-clauses whose values always travel as parameters ("?" for SQLite, "$n" for PostgreSQL);
-``Dialect`` holds the few fragments in which the two differ, so the listing (of an
-``ObjectQuery``), usage and growth queries are written once. Also the guards every
-query needs (literal LIKE prefixes, statement-sized chunks) and
-the text-search helpers (the words of a query, FTS5's MATCH expression, PostgreSQL's
-configuration per language). Nothing here does I/O.
+Column lists and upserts both dialects accept word for word, and ``RowReader``, which
+turns rows of those columns back into records; ``Conditions`` builds WHERE clauses whose
+values always travel as parameters ("?" for SQLite, "$n" for PostgreSQL; ``numbered``
+fills in the placeholders of a fixed statement); ``Dialect`` holds the few fragments in
+which the two differ, so the listing (of an ``ObjectQuery``), usage, counts and growth
+queries are written once. Also the guards every query needs (literal LIKE prefixes,
+statement-sized chunks) and the text-search helpers (the words of a query, FTS5's MATCH
+expression, PostgreSQL's configuration per language). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from consumer.errors import InvalidInput
 from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, ObjectEvent
 from consumer.index.records import (
     DELETE_MARKER_CREATED,
     GrowthRow,
+    JobRecord,
+    JobStatus,
+    JournalRecord,
     KafkaPosition,
     ObjectQuery,
+    ObjectRecord,
     Versions,
     check_limit,
 )
@@ -111,6 +117,91 @@ PROCESSING_STATUS_SQL: Final = (
 )
 
 
+# --- rows of those columns back as records ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowReader:
+    """Records from result rows, read by position in the column order above; ``time`` and
+    ``metadata`` turn a stored time and the stored user metadata back into Python values
+    (SQLite hands back ISO text and JSON text, asyncpg a datetime and a dict already).
+
+    A row of ``OBJECT_COLUMNS`` may carry, after them, the listing's processing_status,
+    is_latest and snippet columns (``listing_query``); a shorter row leaves them None.
+    """
+
+    time: Callable[[Any], datetime]
+    metadata: Callable[[Any], dict[str, str]]
+
+    def optional_time(self, value: Any) -> datetime | None:
+        return None if value is None else self.time(value)
+
+    def object_record(self, row: Any) -> ObjectRecord:
+        return ObjectRecord(
+            bucket=row[0],
+            key=row[1],
+            version_id=row[2],
+            size=row[3],
+            etag=row[4],
+            content_type=row[5],
+            user_id=row[6],
+            metadata=self.metadata(row[7]),
+            first_event_time=self.time(row[8]),
+            last_event_time=self.time(row[9]),
+            sequencer=row[10],
+            indexed_at=self.time(row[11]),
+            deleted=bool(row[12]),
+            last_event_name=row[13],
+            deleted_at=self.optional_time(row[14]),
+            processing_status=row[15] if len(row) > 15 else None,
+            is_latest=bool(row[16]) if len(row) > 16 else None,
+            snippet=row[17] if len(row) > 17 else None,
+        )
+
+    def job_record(self, row: Any) -> JobRecord:
+        return JobRecord(
+            bucket=row[0],
+            key=row[1],
+            version_id=row[2],
+            processor=row[3],
+            sequencer=row[4],
+            etag=row[5],
+            status=JobStatus(row[6]),
+            attempts=row[7],
+            last_error=row[8],
+            result_bucket=row[9],
+            result_key=row[10],
+            created_at=self.time(row[11]),
+            started_at=self.optional_time(row[12]),
+            finished_at=self.optional_time(row[13]),
+            duration_ms=row[14],
+            updated_at=self.time(row[15]),
+            lease_owner=row[16],
+            lease_expires_at=self.optional_time(row[17]),
+        )
+
+    def journal_record(self, row: Any) -> JournalRecord:
+        topic, partition, offset = row[14], row[15], row[16]
+        return JournalRecord(
+            id=row[0],
+            bucket=row[1],
+            key=row[2],
+            version_id=row[3],
+            event_name=row[4],
+            kind=EventKind(row[5]),
+            event_time=self.time(row[6]),
+            sequencer=row[7],
+            principal_id=row[8],
+            source_ip=row[9],
+            user_agent=row[10],
+            request_id=row[11],
+            size=row[12],
+            etag=row[13],
+            kafka=KafkaPosition(topic, partition, offset) if topic is not None else None,
+            recorded_at=self.time(row[17]),
+        )
+
+
 # --- WHERE clauses without formatting values into SQL ----------------------------------
 
 
@@ -154,6 +245,13 @@ def qmark(_: int) -> str:
 
 def dollar(number: int) -> str:
     return f"${number}"
+
+
+@functools.cache
+def numbered(template: str, placeholder: Callable[[int], str]) -> str:
+    """A constant statement with each ``{}`` replaced by the next placeholder: the values
+    go as parameters in the order of the marks. Cached: a statement is numbered once."""
+    return template.format(*(placeholder(n) for n in range(1, template.count("{}") + 1)))
 
 
 @dataclass(frozen=True)
@@ -364,6 +462,14 @@ SELECT grp,
     CAST(SUM(CASE WHEN stored = 1 THEN COALESCE(size, 0) ELSE 0 END) AS BIGINT)
 FROM ranked GROUP BY grp HAVING SUM(stored) > 0
 ORDER BY grp IS NULL, grp"""  # noqa: S608 - constant fragments
+
+
+def counts_query(dialect: Dialect) -> str:
+    """SQL giving the live rows, the tombstones and the journal entries (``counts``)."""
+    return f"""
+SELECT (SELECT COUNT(*) FROM objects WHERE {dialect.is_live}),
+       (SELECT COUNT(*) FROM objects WHERE {dialect.is_deleted}),
+       (SELECT COUNT(*) FROM journal)"""  # noqa: S608 - constant fragments
 
 
 # --- growth ----------------------------------------------------------------------------

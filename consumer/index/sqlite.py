@@ -8,6 +8,11 @@ cut would be an event lost for good.
 
 Times are stored as ISO-8601 UTC text with microseconds (fixed width, so text order is
 time order); booleans as 0/1; user metadata as JSON text.
+
+The operations are ``SqlIndex``'s, written once for both backends; this module holds only
+what is SQLite's own: the connection and its transactions, error translation, the dialect
+(``?`` placeholders, times as text, ``json_each`` metadata, FTS5 search) and the
+statements whose rows travel as VALUES lists (the batch's ``_Writer``, job claims).
 """
 
 from __future__ import annotations
@@ -16,62 +21,48 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
-from datetime import UTC, date, datetime, time
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import aiosqlite
 
-from consumer.errors import IndexUnavailable, IndexWriteFailed, LeaseLost
-from consumer.events import EventKind, ObjectEvent
-from consumer.index.decisions import (
-    canonical_json,
-    decide_claims,
-    journal_id,
-    latest_requests,
-    run_batch,
-)
+from consumer.errors import IndexUnavailable, IndexWriteFailed
+from consumer.events import ObjectEvent
+from consumer.index.decisions import canonical_json, journal_id
 from consumer.index.migrations import migrate_sqlite
 from consumer.index.records import (
-    BatchResult,
-    Claims,
-    GrowthRow,
     Item,
-    JobOutcome,
-    JobRecord,
     JobRequest,
-    JobStatus,
     JournalId,
-    JournalRecord,
     KafkaPosition,
     Lease,
-    ObjectQuery,
     ObjectRecord,
     RowId,
     Transcript,
-    UsageRow,
 )
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
     OBJECT_COLUMNS,
     OBJECT_UPSERT,
-    PROCESSING_STATUS_SQL,
     Conditions,
     Dialect,
+    RowReader,
     chunked,
     fts5_query,
-    growth_query,
-    jobs_query,
-    journal_query,
     journal_values,
-    listing_query,
     qmark,
-    usage_query,
 )
-from consumer.index.store import AsyncLifecycle
+from consumer.index.sql_index import SqlIndex
+from consumer.index.store import BatchWriter
 
 # Primary result codes (the low byte of extended codes) that mean "try again later".
 _TRANSIENT_CODES: Final = frozenset(
@@ -133,24 +124,7 @@ VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"""
     + JOB_PEND_UPSERT
 )
 
-_START_JOB: Final = """
-UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, updated_at = ?
-WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
-  AND lease_owner = ? AND status IN ('pending', 'running')
-RETURNING attempts"""
-
-_FINISH_JOB: Final = """
-UPDATE jobs SET status = ?, last_error = ?, result_bucket = ?, result_key = ?,
-                duration_ms = ?, finished_at = ?, updated_at = ?, lease_expires_at = NULL
-WHERE bucket = ? AND key = ? AND version_id = ? AND processor = ? AND sequencer = ?
-  AND lease_owner = ? AND status IN ('pending', 'running')"""
-
-_RENEW_LEASES: Final = """
-UPDATE jobs SET lease_expires_at = ?
-WHERE lease_owner = ? AND status IN ('pending', 'running')"""
-
-_LISTEDOBJECT_COLUMNS: Final = f"{OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL})"
-
+# FTS5 follows the table through its triggers.
 _PUT_TRANSCRIPT: Final = """
 INSERT INTO transcripts (bucket, key, version_id, processor, language, text, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -167,27 +141,52 @@ _TEXT_HITS: Final = (
     " WHERE transcripts_fts MATCH {0}"
 )
 
-_COUNTS: Final = """
-SELECT (SELECT COUNT(*) FROM objects WHERE deleted = 0),
-       (SELECT COUNT(*) FROM objects WHERE deleted = 1),
-       (SELECT COUNT(*) FROM journal)"""
+
+def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
+    for name, value in metadata.items():
+        where.add(
+            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
+            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
+            name,
+            value,
+        )
 
 
-class SqliteIndex(AsyncLifecycle):
+def _text_of(moment: datetime) -> object:
+    return _text(moment)
+
+
+_DIALECT: Final = Dialect(
+    placeholder=qmark,
+    is_deleted="deleted = 1",
+    is_live="deleted = 0",
+    add_metadata=_add_metadata,
+    moment=_text_of,
+    text_hits=_TEXT_HITS,
+    text_query=fts5_query,
+)
+
+_READER: Final = RowReader(time=datetime.fromisoformat, metadata=json.loads)
+_object_record: Final = _READER.object_record  # the name _Writer reads rows by
+
+
+class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
     """IndexStore on one SQLite file. Operations of one instance are serialised.
 
     ``busy_timeout_s``: how long a write waits for another process's lock before
     IndexUnavailable is raised.
     """
 
-    db_system = "sqlite"  # OpenTelemetry's db.system.name
+    db_system = "sqlite"
+    dialect = _DIALECT
+    row_reader = _READER
+    event_day = "substr(event_time, 1, 10)"  # times are stored as UTC text: its prefix
+    put_transcript_sql = _PUT_TRANSCRIPT
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        super().__init__()
         self._path = Path(path)
         self._busy_timeout_s = busy_timeout_s
-        self._conn: aiosqlite.Connection | None = None
-        # One connection cannot hold two transactions: callers take turns.
-        self._lock = asyncio.Lock()
 
     @property
     def path(self) -> Path:
@@ -196,226 +195,48 @@ class SqliteIndex(AsyncLifecycle):
     def __repr__(self) -> str:
         return f"SqliteIndex({str(self._path)!r})"
 
-    # --- lifecycle ---------------------------------------------------------------------
+    # --- the connection: one, taken in turns (``_lock``) --------------------------------
 
-    async def start(self) -> None:
-        """Open the file (creating its directory) and migrate. Idempotent.
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn sqlite3/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _TRANSIENT_CODES:
+                raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
+            raise IndexWriteFailed(f"SQLite index error: {exc}") from exc
+        except OSError as exc:
+            raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
-        Raises IndexUnavailable (cannot open, locked) or IndexWriteFailed.
-        """
-        async with self._lock:
-            if self._conn is not None:
-                return
-            with _translated():
-                await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
-                conn = await aiosqlite.connect(
-                    self._path, timeout=self._busy_timeout_s, isolation_level=None
-                )
-            try:
-                with _translated():
-                    await _configure(conn)
-                    await migrate_sqlite(conn)
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
-
-    async def close(self) -> None:
-        """Close the connection. Idempotent."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with _translated():
-                    await conn.close()
-
-    async def ping(self) -> None:
-        """Raises IndexUnavailable if the file cannot be read right now."""
-        await self._fetch("SELECT 1", ())
-
-    # --- writes ------------------------------------------------------------------------
-
-    async def apply_batch(
-        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-    ) -> BatchResult:
-        """See IndexStore.apply_batch: one IMMEDIATE transaction for the whole batch."""
-        if not items:
-            return BatchResult(0, 0, 0, 0)
-        async with self._transaction() as conn:
-            now = datetime.now(UTC)
-            return await run_batch(_Writer(conn, now), items, now)
-
-    async def prune_journal(self, older_than: datetime) -> int:
-        """Delete journal entries with event_time before ``older_than``; their count."""
-        async with (
-            self._transaction() as conn,
-            conn.execute(
-                "DELETE FROM journal WHERE event_time < ?", (_text(older_than),)
-            ) as cursor,
-        ):
-            return cursor.rowcount
-
-    # --- reads -------------------------------------------------------------------------
-
-    async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
-        """See IndexStore.list_objects."""
-        sql, params = listing_query(query, _DIALECT)
-        return [_object_record(row) for row in await self._fetch(sql, params)]
-
-    async def get_object(self, bucket: str, key: str, version_id: str = "") -> ObjectRecord | None:
-        """The row of (bucket, key, version_id), tombstone or not; None if unknown."""
-        rows = await self._fetch(
-            f"SELECT {_LISTEDOBJECT_COLUMNS} FROM objects"  # noqa: S608 - constant fragments
-            " WHERE bucket = ? AND key = ? AND version_id = ?",
-            (bucket, key, version_id),
+    async def _open(self) -> aiosqlite.Connection:
+        await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
+        return await aiosqlite.connect(
+            self._path, timeout=self._busy_timeout_s, isolation_level=None
         )
-        return _object_record(rows[0]) if rows else None
 
-    async def usage(self, *, by: Literal["user", "bucket"]) -> list[UsageRow]:
-        """See IndexStore.usage."""
-        rows = await self._fetch(usage_query(by, _DIALECT), ())
-        return [UsageRow(*row) for row in rows]
+    async def _prepare(self, handle: aiosqlite.Connection) -> None:
+        await _configure(handle)
+        await migrate_sqlite(handle)
 
-    async def put_transcript(self, transcript: Transcript) -> None:
-        """See IndexStore.put_transcript (FTS5 follows through the table's triggers)."""
-        async with self._transaction() as conn:
-            await conn.execute(
-                _PUT_TRANSCRIPT,
-                (
-                    transcript.bucket,
-                    transcript.key,
-                    transcript.version_id,
-                    transcript.processor,
-                    transcript.language,
-                    transcript.text,
-                    _text(datetime.now(UTC)),
-                ),
-            )
-
-    async def growth(
-        self, *, since: date, bucket: str | None = None, user_id: str | None = None
-    ) -> list[GrowthRow]:
-        """See IndexStore.growth. Times are stored as UTC text: the day is its prefix."""
-        start = datetime.combine(since, time(), tzinfo=UTC)
-        sql, params = growth_query(
-            qmark, "substr(event_time, 1, 10)", _text(start), bucket=bucket, user_id=user_id
-        )
-        rows = await self._fetch(sql, params)
-        return [GrowthRow(date.fromisoformat(row[0]), *row[1:]) for row in rows]
-
-    async def journal(
-        self,
-        *,
-        bucket: str | None = None,
-        key: str | None = None,
-        kinds: Collection[EventKind] | None = None,
-        limit: int = 100,
-    ) -> list[JournalRecord]:
-        """See IndexStore.journal."""
-        sql, params = journal_query(qmark, bucket=bucket, key=key, kinds=kinds, limit=limit)
-        rows = await self._fetch(sql, params)
-        return [_journal_record(row) for row in rows]
-
-    async def counts(self) -> dict[str, int]:
-        """See IndexStore.counts."""
-        (row,) = await self._fetch(_COUNTS, ())
-        return {"objects": row[0], "tombstones": row[1], "journal": row[2]}
-
-    # --- processing jobs -----------------------------------------------------------------
-
-    async def claim_jobs(self, requests: Sequence[JobRequest], lease: Lease) -> Claims:
-        """See IndexStore.claim_jobs. The write transaction excludes other claimers."""
-        requests = latest_requests(requests)
-        if not requests:
-            return Claims(run=[])
-        async with self._transaction() as conn:
-            stored: dict[tuple[str, str, str, str], JobRecord] = {}
-            for chunk in chunked([r.ident for r in requests], _ROWS_PER_STATEMENT):
-                sql = _LOAD_JOBS.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
-                for row in await conn.execute_fetchall(sql, [v for i in chunk for v in i]):
-                    job = _job_record(row)
-                    stored[job.ident] = job
-            moment = datetime.now(UTC)
-            claims = decide_claims(requests, stored, now=moment)
-            now, expires = _text(moment), _text(lease.expires_at(moment))
-            await conn.executemany(
-                _PEND_JOB,
-                [
-                    (*r.ident, r.sequencer, r.etag, now, now, lease.owner, expires)
-                    for r in claims.run
-                ],
-            )
-            return claims
-
-    async def start_job(self, request: JobRequest, owner: str) -> int:
-        """See IndexStore.start_job."""
-        now = _text(datetime.now(UTC))
-        async with self._transaction() as conn:
-            rows = await conn.execute_fetchall(
-                _START_JOB, (now, now, *request.ident, request.sequencer, owner)
-            )
-        if not rows:
-            raise LeaseLost(f"the lease of {'/'.join(request.ident)} went to another process")
-        return int(next(iter(rows))[0])
-
-    async def renew_leases(self, lease: Lease) -> int:
-        """See IndexStore.renew_leases."""
-        expires = _text(lease.expires_at(datetime.now(UTC)))
-        async with self._transaction() as conn:
-            cursor = await conn.execute(_RENEW_LEASES, (expires, lease.owner))
-            return cursor.rowcount
-
-    async def finish_job(self, request: JobRequest, outcome: JobOutcome, owner: str) -> bool:
-        """See IndexStore.finish_job."""
-        now = _text(datetime.now(UTC))
-        async with self._transaction() as conn:
-            cursor = await conn.execute(
-                _FINISH_JOB,
-                (
-                    outcome.status.value,
-                    outcome.error,
-                    outcome.result_bucket,
-                    outcome.result_key,
-                    outcome.duration_ms,
-                    now,
-                    now,
-                    *request.ident,
-                    request.sequencer,
-                    owner,
-                ),
-            )
-            return cursor.rowcount > 0
-
-    async def jobs(
-        self,
-        *,
-        bucket: str | None = None,
-        key: str | None = None,
-        status: JobStatus | None = None,
-        limit: int = 1000,
-    ) -> list[JobRecord]:
-        """See IndexStore.jobs."""
-        sql, params = jobs_query(qmark, bucket=bucket, key=key, status=status, limit=limit)
-        rows = await self._fetch(sql, params)
-        return [_job_record(row) for row in rows]
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise IndexUnavailable(f"{self!r} is not started (call start() first)")
-        return self._conn
-
-    async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
-        async with self._lock:
-            conn = self._connection()
-            with _translated():
-                return list(await conn.execute_fetchall(sql, params))
+    async def _release(self, handle: aiosqlite.Connection) -> None:
+        await handle.close()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            conn = self._connection()
-            with _translated():
+            conn = self._started()
+            with self._translated():
+                yield conn
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        # IMMEDIATE: the file's write lock first, so a second writer waits busy_timeout_s
+        # for it rather than failing half-way when its read lock cannot be upgraded.
+        async with self._lock:
+            conn = self._started()
+            with self._translated():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -423,6 +244,57 @@ class SqliteIndex(AsyncLifecycle):
                 except BaseException:
                     await _rollback(conn)
                     raise
+
+    def _exclusive(
+        self, objects: Iterable[tuple[str, str]]
+    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        # Every write transaction holds the file's one write lock: no other writer at all.
+        return self._writing()
+
+    async def _rows(
+        self, conn: aiosqlite.Connection, sql: str, params: Sequence[object]
+    ) -> list[Any]:
+        return list(await conn.execute_fetchall(sql, params))
+
+    async def _execute(self, conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
+        async with conn.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    async def _clock(self, conn: aiosqlite.Connection) -> datetime:
+        return datetime.now(UTC)  # the processes sharing a file share this host's clock
+
+    # --- the steps whose rows travel as VALUES lists -----------------------------------
+
+    def _writer(self, conn: aiosqlite.Connection, now: datetime) -> BatchWriter:
+        return _Writer(conn, now)
+
+    async def _stored_jobs(
+        self, conn: aiosqlite.Connection, idents: Sequence[tuple[str, str, str, str]]
+    ) -> list[Any]:
+        found: list[Any] = []
+        for chunk in chunked(idents, _ROWS_PER_STATEMENT):
+            sql = _LOAD_JOBS.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
+            found += await conn.execute_fetchall(sql, [v for i in chunk for v in i])
+        return found
+
+    async def _pend_jobs(
+        self, conn: aiosqlite.Connection, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+    ) -> None:
+        since, expires = _text(now), _text(lease.expires_at(now))
+        await conn.executemany(
+            _PEND_JOB,
+            [(*r.ident, r.sequencer, r.etag, since, since, lease.owner, expires) for r in jobs],
+        )
+
+    def _transcript_values(self, transcript: Transcript) -> tuple[object, ...]:
+        return (
+            transcript.bucket,
+            transcript.key,
+            transcript.version_id,
+            transcript.processor,
+            transcript.language,
+            transcript.text,
+        )
 
 
 class _Writer:
@@ -536,30 +408,6 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
             await conn.execute("ROLLBACK")
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Turn sqlite3/OS errors into IndexUnavailable (retriable) or IndexWriteFailed."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in _TRANSIENT_CODES:
-            raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
-        raise IndexWriteFailed(f"SQLite index error: {exc}") from exc
-    except OSError as exc:
-        raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
-
-
-def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
-    for name, value in metadata.items():
-        where.add(
-            "EXISTS (SELECT 1 FROM json_each(objects.user_metadata) AS m"
-            " WHERE m.key = {} AND m.type = 'text' AND m.value = {})",
-            name,
-            value,
-        )
-
-
 def _json(metadata: Mapping[str, str]) -> str:
     return canonical_json(dict(metadata))
 
@@ -593,90 +441,3 @@ def _text(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="microseconds")
-
-
-def _text_of(moment: datetime) -> object:
-    return _text(moment)
-
-
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _object_record(row: Any) -> ObjectRecord:
-    return ObjectRecord(
-        bucket=row[0],
-        key=row[1],
-        version_id=row[2],
-        size=row[3],
-        etag=row[4],
-        content_type=row[5],
-        user_id=row[6],
-        metadata=json.loads(row[7]),
-        first_event_time=datetime.fromisoformat(row[8]),
-        last_event_time=datetime.fromisoformat(row[9]),
-        sequencer=row[10],
-        indexed_at=datetime.fromisoformat(row[11]),
-        deleted=bool(row[12]),
-        last_event_name=row[13],
-        deleted_at=_time(row[14]),
-        processing_status=row[15] if len(row) > 15 else None,
-        is_latest=bool(row[16]) if len(row) > 16 else None,
-        snippet=row[17] if len(row) > 17 else None,
-    )
-
-
-def _job_record(row: Any) -> JobRecord:
-    return JobRecord(
-        bucket=row[0],
-        key=row[1],
-        version_id=row[2],
-        processor=row[3],
-        sequencer=row[4],
-        etag=row[5],
-        status=JobStatus(row[6]),
-        attempts=row[7],
-        last_error=row[8],
-        result_bucket=row[9],
-        result_key=row[10],
-        created_at=datetime.fromisoformat(row[11]),
-        started_at=_time(row[12]),
-        finished_at=_time(row[13]),
-        duration_ms=row[14],
-        updated_at=datetime.fromisoformat(row[15]),
-        lease_owner=row[16],
-        lease_expires_at=_time(row[17]),
-    )
-
-
-def _journal_record(row: Any) -> JournalRecord:
-    topic, partition, offset = row[14], row[15], row[16]
-    return JournalRecord(
-        id=row[0],
-        bucket=row[1],
-        key=row[2],
-        version_id=row[3],
-        event_name=row[4],
-        kind=EventKind(row[5]),
-        event_time=datetime.fromisoformat(row[6]),
-        sequencer=row[7],
-        principal_id=row[8],
-        source_ip=row[9],
-        user_agent=row[10],
-        request_id=row[11],
-        size=row[12],
-        etag=row[13],
-        kafka=KafkaPosition(topic, partition, offset) if topic is not None else None,
-        recorded_at=datetime.fromisoformat(row[17]),
-    )
-
-
-_DIALECT: Final = Dialect(
-    placeholder=qmark,
-    is_deleted="deleted = 1",
-    is_live="deleted = 0",
-    add_metadata=_add_metadata,
-    moment=_text_of,
-    text_hits=_TEXT_HITS,
-    text_query=fts5_query,
-)
