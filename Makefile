@@ -28,7 +28,8 @@ run: install
 
 ## test: lint, type check, then every test against the real stack (started and stopped by pytest)
 ## in TEST_WORKERS parallel workers, each with its own stack (tests wait on servers more
-## than they compute, so 3 workers fit 2 cores; TEST_WORKERS=0: one process); then the
+## than they compute, so 3 workers fit 2 cores; 4 were not faster on the shared 2-core
+## machine: four stacks compete for the CPU; TEST_WORKERS=0: one process); then the
 ## container suite, in one process: it owns the one Docker engine it starts and stops.
 TEST_WORKERS ?= 3
 test: install lint typecheck

@@ -112,7 +112,9 @@ async def test_kill_9_mid_job_is_taken_over_only_after_its_lease_expired(
     make_rig: RigFactory,
 ) -> None:
     lease_s = 15.0
-    with StandIn(delay_s=8.0) as api:
+    # Each request takes 5 s: long enough that the kill lands while one is in flight
+    # (found by polling every 0.2 s), and the takeover's own request adds only that.
+    with StandIn(delay_s=5.0) as api:
         rig = await make_rig(
             role="indexer",
             processors=("transcribe",),
@@ -184,7 +186,9 @@ async def test_two_indexers_and_two_processors_killed_in_turn(make_rig: RigFacto
         indexer = rig.spawn("indexer")
         first, second = rig.spawn("processor"), rig.spawn("processor")
         started(rig.consumer, indexer, first, second)
-        uploader = rig.uploader(plan_traffic(rig.rng, 120), pace_s=0.25)
+        # 120 uploads over ~25 s: the four kills (each after some progress, 0.5–2 s
+        # apart) land while they go on, and the uploads set the scenario's length.
+        uploader = rig.uploader(plan_traffic(rig.rng, 120), pace_s=0.2)
         uploader.start()
 
         async def work_done() -> int:
