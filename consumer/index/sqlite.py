@@ -21,7 +21,17 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -30,15 +40,16 @@ from contextlib import (
 )
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiosqlite
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json, journal_id
+from consumer.index.decisions import canonical_json, journal_id, run_batch
 from consumer.index.migrations import migrate_sqlite
 from consumer.index.records import (
+    BatchResult,
     Item,
     JobRequest,
     JournalId,
@@ -266,7 +277,19 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
     # --- the steps whose rows travel as VALUES lists -----------------------------------
 
     def _writer(self, conn: aiosqlite.Connection, now: datetime) -> BatchWriter:
-        return _Writer(conn, now)
+        return _Writer(conn._conn, now)
+
+    async def _run_batch(
+        self, conn: aiosqlite.Connection, items: Sequence[Item], now: datetime
+    ) -> BatchResult:
+        # The whole batch in aiosqlite's thread, in one hop: its Python (planning, rows)
+        # runs there between its statements, so the event loop's thread stays free to
+        # fetch and decode the next batch the whole time, instead of SQLite idling while
+        # the event loop plans. aiosqlite has no public call for "run this function in
+        # the connection's thread"; ``_execute`` is the one all its own calls go through.
+        batch = run_batch(self._writer(conn, now), items, now)
+        run_in_thread: Callable[..., Awaitable[BatchResult]] = conn._execute
+        return await run_in_thread(_completed, batch)
 
     async def _stored_jobs(
         self, conn: aiosqlite.Connection, idents: Sequence[tuple[str, str, str, str]]
@@ -298,9 +321,13 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
 
 
 class _Writer:
-    """The BatchWriter steps as SQLite statements, inside the batch's transaction."""
+    """The BatchWriter steps as SQLite statements, inside the batch's transaction.
 
-    def __init__(self, conn: aiosqlite.Connection, now: datetime) -> None:
+    On the plain sqlite3 connection, in aiosqlite's thread (see ``SqliteIndex._run_batch``):
+    its methods are coroutines only to fit ``run_batch``; none of them ever suspends.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self._conn = conn
         self._now = _text(now)
 
@@ -308,8 +335,8 @@ class _Writer:
         # One writer at a time (BEGIN IMMEDIATE), so the largest id stays ours to compare
         # with. The insert is one executemany; a redelivered event hits the conflict.
         rows = [self._journal_row(*item) for item in items]
-        last = await self._conn.execute_fetchall(_LAST_JOURNAL_ID)
-        cursor = await self._conn.executemany(_INSERT_JOURNAL, rows)
+        last = self._conn.execute(_LAST_JOURNAL_ID).fetchall()
+        cursor = self._conn.executemany(_INSERT_JOURNAL, rows)
         identities = [journal_id(event) for event, _ in items]
         if cursor.rowcount == len(rows):  # the usual case: all of them were new
             return set(identities)
@@ -317,7 +344,7 @@ class _Writer:
         since = next(iter(last))[0]
         inserted: set[JournalId] = set()
         for statement, params in _multi_row(_JOURNALED_SINCE, identities):
-            found = await self._conn.execute_fetchall(statement, [*params, since])
+            found = self._conn.execute(statement, [*params, since]).fetchall()
             inserted.update(tuple(row) for row in found)
         return inserted
 
@@ -330,17 +357,17 @@ class _Writer:
         return [_object_record(row) for row in found]
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
-        await self._conn.executemany(_SAVE_ROW, [_object_row(row) for row in rows])
+        self._conn.executemany(_SAVE_ROW, [_object_row(row) for row in rows])
         # What was said in a removed version is not searchable any more.
         gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
         if gone:
-            await self._conn.executemany(_DROP_TRANSCRIPTS, gone)
+            self._conn.executemany(_DROP_TRANSCRIPTS, gone)
 
     async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
         found: list[Any] = []
         for statement, params in _multi_row(template, keys):
-            found += await self._conn.execute_fetchall(statement, params)
+            found += self._conn.execute(statement, params).fetchall()
         return found
 
     def _journal_row(
@@ -350,6 +377,16 @@ class _Writer:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _completed(batch: Coroutine[Any, Any, BatchResult]) -> BatchResult:
+    """The result of a coroutine that never suspends (run_batch over ``_Writer``)."""
+    try:
+        batch.send(None)
+    except StopIteration as done:
+        return cast(BatchResult, done.value)
+    batch.close()
+    raise RuntimeError("the SQLite batch writer suspended; it must run to completion")
 
 
 def _multi_row(
