@@ -30,7 +30,7 @@ from urllib3.exceptions import HTTPError
 from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.lag import KafkaProbe
-from consumer.minio_client import describe_minio_failure, minio_http_pool
+from consumer.minio_client import describe_minio_failure, minio_client, minio_http_pool
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
@@ -173,14 +173,7 @@ def health_minio_client(settings: Settings, timeout_s: float) -> Minio:
     inside it: the request's own timeout, which names what hung, ends it first."""
     pool = minio_http_pool(settings, maxsize=1)
     pool.connection_pool_kw["timeout"] = urllib3.Timeout(total=0.9 * timeout_s)
-    return Minio(
-        settings.minio_endpoint,
-        access_key=settings.minio_access_key,
-        secret_key=settings.minio_secret_key.get_secret_value(),
-        secure=settings.minio_use_ssl,
-        region=settings.minio_region,
-        http_client=pool,
-    )
+    return minio_client(settings, pool)
 
 
 class HealthReporter:

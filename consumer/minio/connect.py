@@ -53,13 +53,14 @@ def minio_http_pool(settings: Settings, *, maxsize: int = 16) -> urllib3.PoolMan
     )
 
 
-def minio_client(settings: Settings) -> Minio:
-    """A minio-py client over ``minio_http_pool``. Raises ConfigError."""
+def minio_client(settings: Settings, pool: urllib3.PoolManager | None = None) -> Minio:
+    """A minio-py client over ``pool`` (default: ``minio_http_pool(settings)``). Raises
+    ConfigError."""
     return Minio(
         settings.minio_endpoint,
         access_key=settings.minio_access_key,
         secret_key=settings.minio_secret_key.get_secret_value(),
         secure=settings.minio_use_ssl,
         region=settings.minio_region,
-        http_client=minio_http_pool(settings),
+        http_client=pool if pool is not None else minio_http_pool(settings),
     )
