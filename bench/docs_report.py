@@ -407,29 +407,37 @@ def _profile_lines(profile: Path) -> list[str]:
         if busy < 0.01:  # the RSS sampler, the executor's idle threads
             continue
         rows.append(f"{thread.name} busy {busy:.0%}")
-    main = next((t for t in result.threads.values() if t.name == "MainThread"), None)
     shares = []
-    if main is not None and main.samples:
-        for needle in (
-            "Indexer.prepare",
-            "run_batch",
-            "getmany",
-            "DeferredRecords._run",
-            "_event_spans",
-        ):
-            count = sum(n for frame, n in main.inclusive.items() if _is_function(frame, needle))
-            shares.append(f"`{needle}` {count / main.samples:.0%}")
+    for needle in (
+        "Indexer.prepare",
+        "run_batch",
+        "getmany",
+        "DeferredRecords._run",
+        "_event_spans",
+    ):
+        # Each step counted in the thread that runs it (SQLite's run_batch runs in its
+        # connection's thread, PostgreSQL's on the event loop's).
+        counted = [
+            (sum(n for frame, n in t.inclusive.items() if _is_function(frame, needle)), t)
+            for t in result.threads.values()
+            if t.samples
+        ]
+        if not counted:
+            continue
+        count, thread = max(counted, key=lambda pair: pair[0])
+        where = "event loop" if thread.name == "MainThread" else thread.name
+        shares.append(f"`{needle}` {count / thread.samples:.0%} of {where}")
     return [
         "py-spy profile of a SQLite run ([profile-sqlite.md](../bench/results/profile-sqlite.md),"
         " flame graph [profile-sqlite.svg](../bench/results/profile-sqlite.svg)): "
         + "; ".join(rows)
-        + ". Of the event loop's samples: "
+        + ". Samples per step, in the thread that runs it: "
         + ", ".join(shares)
-        + " (decoding the next batch, planning and building this batch's rows, fetching, "
-        "the per-event metrics, the per-event spans). Decoding runs while the previous "
-        "batch is written, so a thread that is busy all the time is the limit; where "
-        "neither is, the batch's steps still wait on each other (the write's own Python "
-        "between its statements, the commit's fsync).",
+        + " (decoding the next batch; planning, building rows and running this batch's "
+        "statements; fetching; the per-event metrics; the per-event spans). Decoding runs "
+        "while the previous batch is written, so a thread that is busy all the time is the "
+        "limit; where neither is, the batch's steps still wait on each other (the commit's "
+        "fsync, the hops between the threads).",
         "",
     ]
 
