@@ -279,12 +279,16 @@ class Indexer(LoopRole):
     def _batch_metrics(
         self, decoded: DecodedBatch, elapsed_s: float, kinds: Mapping[str, int]
     ) -> Iterator[None]:
-        """The batch's metric records, one step per event (see DeferredRecords)."""
+        """The batch's metric records, in slices (see DeferredRecords)."""
         now = datetime.now(UTC)
         delays = [max(0.0, (now - event.event_time).total_seconds()) for event, _ in decoded.events]
         return _metric_records(
             delays, elapsed_s, kinds, group=self.group_id, backend=self._store.db_system
         )
+
+
+# Delay records made between two yields to the event loop (a few microseconds each).
+_RECORD_SLICE: Final = 250
 
 
 def _metric_records(
@@ -298,10 +302,11 @@ def _metric_records(
     # One delay record per event (the histogram's count is the events'): the SDK's record
     # is the costliest step per event after the write itself (docs/benchmarks.md). The
     # events counter moves after the delays, so a scrape never shows more events than
-    # delays measured.
+    # delays measured. A slice of them between two yields to the event loop.
     record = instruments.delay.record
-    for delay in delays:
-        record(delay)
+    for start in range(0, len(delays), _RECORD_SLICE):
+        for delay in delays[start : start + _RECORD_SLICE]:
+            record(delay)
         yield
     instruments.batch_duration.record(elapsed_s, {"backend": backend})
     for kind, count in kinds.items():
@@ -317,8 +322,6 @@ class DeferredRecords:
     ``flush`` (at the end of ``run``) waits for what is left, so nothing is lost on stop.
     """
 
-    _SLICE: Final = 250
-
     def __init__(self) -> None:
         self._pending: asyncio.Task[None] | None = None
 
@@ -329,10 +332,9 @@ class DeferredRecords:
         if self._pending is not None:
             await asyncio.shield(self._pending)
 
-    @classmethod
-    async def _run(cls, before: asyncio.Task[None] | None, steps: Iterator[None]) -> None:
+    @staticmethod
+    async def _run(before: asyncio.Task[None] | None, steps: Iterator[None]) -> None:
         if before is not None:
             await before
-        for done, _ in enumerate(steps, start=1):
-            if done % cls._SLICE == 0:
-                await asyncio.sleep(0)
+        for _ in steps:
+            await asyncio.sleep(0)

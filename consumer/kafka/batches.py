@@ -335,8 +335,8 @@ class BatchLoop:
             # Burst mode with an end (replay): decided on batch n alone, before fetching
             # ahead moves the positions on.
             last = burst and self._stop_at is not None and await self._burst_done()
-            # Shielded, as in _run_batch: a cancellation cannot cut between its work and
-            # its commit.
+            # Shielded, as in _run_batch: a cancellation cannot cut into its work, and its
+            # commit is a task of its own, which the end of the loop waits for.
             handling = asyncio.ensure_future(self._work_then_commit_later(batch, prepared))
             try:
                 if not last:
@@ -397,28 +397,26 @@ class BatchLoop:
 
     async def _batch(self, batch: Batch) -> None:
         async with self._in_flight:
-            await self._work(batch)
-            await self._commit_batch(batch)
+            with batch_span(self.topic, self.group_id, batch_size(batch)):
+                await self._work(batch)
+                await self._commit_batch(batch)
 
     async def _work_then_commit_later(self, batch: Batch, prepared: object) -> None:
         """The batch's work; its commit is chained after the previous batch's and runs
         while the next batch is worked on."""
         async with self._in_flight:
-            await self._work(batch, prepared)
+            with batch_span(self.topic, self.group_id, batch_size(batch)):
+                await self._work(batch, prepared)
             # Set inside the lock: a revoke that waited for this batch's work sees it.
             self._committing = asyncio.ensure_future(self._commit_after(self._committing, batch))
 
     async def _work(self, batch: Batch, prepared: object = None) -> None:
         """The handler's work on ``batch``, then its dead letters: all before its commit."""
-        messages = batch_size(batch)
-        self.stats.messages += messages
-        with batch_span(self.topic, self.group_id, messages):
-            letters = await self._handler.handle(batch, BatchWork(self, prepared))
-            if letters:
-                await self.retry_paused(
-                    lambda: self._send_dead_letters(letters), "dead-letter write"
-                )
-                self.stats.dead_lettered += len(letters)
+        self.stats.messages += batch_size(batch)
+        letters = await self._handler.handle(batch, BatchWork(self, prepared))
+        if letters:
+            await self.retry_paused(lambda: self._send_dead_letters(letters), "dead-letter write")
+            self.stats.dead_lettered += len(letters)
 
     async def _commit_after(self, previous: asyncio.Future[None] | None, batch: Batch) -> None:
         # In batch order: a batch's offsets never go out before an earlier batch's (a
