@@ -1,4 +1,4 @@
-"""One measured run, in its own process: ``drain``, ``sqlite`` or ``postgres``.
+"""One measured run, in its own process: ``drain``, ``sqlite``, ``postgres`` or a variant.
 
 A process per run makes the peak RSS (``ru_maxrss``) belong to that mode alone and gives
 every run a cold start (imports, connections, group join). The child prints one JSON line
@@ -29,20 +29,30 @@ from typing import Any, Final, cast
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.stack_env import settings_for, stack_values
-from consumer.events import ObjectEvent
+from consumer.events import ObjectEvent, parse_message
 from consumer.index import IndexStore, open_index
-from consumer.index.records import BatchResult, KafkaPosition
+from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.indexer import Indexer
 from consumer.logs import configure_logging
 from consumer.settings import Settings
 from consumer.telemetry import configure_telemetry
 
-MODES: Final = ("drain", "sqlite", "postgres", "sqlite-traced")
+MODES: Final = (
+    "drain",
+    "sqlite",
+    "postgres",
+    "sqlite-traced",
+    "sqlite-alone",
+    "postgres-alone",
+)
 # The indexer modes run with metrics on, as `python -m consumer run` has them (the
 # Prometheus reader: every instrument records). "-traced" also records every span into
 # the SDK's batch processor, exported to nowhere: the cost of tracing in this process,
 # without a collector's.
 TRACED_SUFFIX: Final = "-traced"
+# "-alone": the index by itself, with everything before it done ahead (see index_alone):
+# the ceiling any indexer on that database reaches, however it overlaps its stages.
+ALONE_SUFFIX: Final = "-alone"
 # The parent passes the index URL here, not on the command line: a PostgreSQL URL holds
 # the password, and command lines are visible to every user of the machine.
 INDEX_URL_ENV: Final = "BENCH_INDEX_URL"
@@ -229,6 +239,50 @@ async def index(
     return timed.last - timed.first, counts
 
 
+async def index_alone(
+    settings: Settings, topic: str, index_url: str, expected: Expected
+) -> tuple[float, dict[str, int]]:
+    """The index's own pace: the whole topic read and decoded first (not timed), then
+    ``apply_batch`` over batches of INDEXER_BATCH_MAX_RECORDS events (timed), one after
+    the other, as the indexer would hand them over if reading and decoding cost nothing.
+    Returns (active seconds, the index's counts)."""
+    items = await _decoded_topic(settings, topic)
+    store = open_index(index_url)
+    await store.start()
+    try:
+        size = settings.indexer_batch_max_records
+        started = time.perf_counter()
+        for start in range(0, len(items), size):
+            await store.apply_batch(items[start : start + size])
+        seconds = time.perf_counter() - started
+        counts = await store.counts()
+    finally:
+        await store.close()
+    _check(len(items), 0, counts, expected)
+    return seconds, counts
+
+
+async def _decoded_topic(settings: Settings, topic: str) -> list[Item]:
+    """Every event of ``topic`` with its position, in the order the consumer fetched it."""
+    consumer = _consumer_like_indexer(settings, f"bench-alone-{os.getpid()}-{time.time_ns()}")
+    await consumer.start()
+    items: list[Item] = []
+    try:
+        consumer.subscribe([topic])
+        remaining = await _end_offsets(consumer, topic)
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    position = KafkaPosition(tp.topic, tp.partition, record.offset)
+                    items += [(event, position) for event in parse_message(record.value)]
+                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+                    remaining.pop(tp, None)
+    finally:
+        await consumer.stop()
+    return items
+
+
 def _check(journaled: int, dead: int, counts: dict[str, int], expected: Expected) -> None:
     """Fail loudly: a fast indexer that dropped events would be a meaningless figure."""
     problems = []
@@ -266,9 +320,8 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
                 raise AssertionError(f"drain read {read} records, expected {expected.events}")
             counts = {"records": read}
         else:
-            seconds, counts = asyncio.run(
-                index(settings, topic, os.environ[INDEX_URL_ENV], expected)
-            )
+            run = index_alone if mode.endswith(ALONE_SUFFIX) else index
+            seconds, counts = asyncio.run(run(settings, topic, os.environ[INDEX_URL_ENV], expected))
             _flush_spans()
     wall = time.perf_counter() - started
     return Measurement(

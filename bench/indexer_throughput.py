@@ -263,7 +263,7 @@ class Benchmark:
                 yield f"sqlite:///{directory / 'index.sqlite3'}"
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
-        elif mode == "postgres":
+        elif mode.startswith("postgres"):
             admin_url = self.values["POSTGRES_URL"]
             name = f"bench_{uuid.uuid4().hex}"
             asyncio.run(_pg_admin(admin_url, f'CREATE DATABASE "{name}"'))

@@ -90,7 +90,7 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
         "--rounds",
         str(args.rounds),
         "--modes",
-        "drain,sqlite,postgres,sqlite-traced",
+        "drain,sqlite,postgres,sqlite-traced,sqlite-alone,postgres-alone",
     ]
     if not args.no_profile:
         throughput += ["--profile", "sqlite"]

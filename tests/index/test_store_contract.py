@@ -325,6 +325,27 @@ class TestObjects:
             ("user_1/a.ogg", False, 77),
         ]
 
+    async def test_a_batch_of_many_statements_equals_small_batches(self, store: IndexStore) -> None:
+        # 1,337 events: more than one statement's worth of rows (SQLite writes a batch in
+        # multi-row slices of at most 512, the rest in power-of-two slices), with
+        # duplicates inside the batch, events journaled before, overwrites and removals.
+        story = [event(seq=n, key=f"k{n % 400:03}", size=n) for n in range(1, 1001)]
+        story += [event(R, seq=n, key=f"k{n % 400:03}") for n in range(1001, 1101)]
+        story += story[:137]  # journaled before (first batch) and repeated in the batch
+        for bucket in ("big", "small"):
+            await apply(store, *(in_bucket(e, bucket) for e in story[:300]))
+        small = [0, 0, 0, 0]
+        for start in range(0, len(story), 100):
+            chunk = [in_bucket(e, "small") for e in story[start : start + 100]]
+            result = dataclasses.astuple(await apply(store, *chunk))
+            small = [a + b for a, b in zip(small, result, strict=True)]
+        big = await apply(store, *(in_bucket(e, "big") for e in story))
+        assert list(dataclasses.astuple(big)) == small
+        assert big.journaled == len(story) - 137 - 300
+        assert await snapshot(store, "big") == await snapshot(store, "small")
+        live = [r for r in await snapshot(store, "big") if not r.deleted]
+        assert len(live) == 300  # keys k000..k399; the removals (seq 1001..1100) hit 100
+
     async def test_unicode_spaces_and_plus_in_keys(self, store: IndexStore) -> None:
         odd = ["юникод/голос 1.ogg", "with space/a+b.wav", "percent%25/100%.mp3", "🎙 memo.ogg"]
         await apply(store, *(event(seq=n, key=k) for n, k in enumerate(odd, start=1)))
