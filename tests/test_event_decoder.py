@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,3 +238,28 @@ def malformed_class(value: bytes) -> str:
     with pytest.raises(MalformedEvent) as info:
         parse_message(value)
     return info.value.error_class
+
+
+def test_the_shared_fields_set_is_read_only_and_copies_are_plain_sets() -> None:
+    value = encode(minio_message(minio_record()))
+    [event] = parse_message(value)
+    [reference] = parse_message_checked(value)
+    assert event.model_fields_set == reference.model_fields_set
+    with pytest.raises(TypeError):
+        event.model_fields_set.add("bucket")
+    with pytest.raises(TypeError):
+        event.model_fields_set.discard("bucket")
+    fields = event.model_fields_set
+    with pytest.raises(TypeError):
+        fields |= {"other"}
+    assert event.model_fields_set == reference.model_fields_set
+    for copied in (
+        event.model_copy(update={"bucket": "other"}),
+        event.model_copy(deep=True),
+        pickle.loads(pickle.dumps(event)),
+    ):
+        assert type(copied.model_fields_set) is set
+        assert copied.model_fields_set == reference.model_fields_set
+    copied = event.model_copy()
+    copied.model_fields_set.add("bucket")  # a copy is the copier's own
+    assert pickle.loads(pickle.dumps(event)) == reference
