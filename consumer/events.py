@@ -295,11 +295,13 @@ def user_metadata_from_record(raw: Mapping[str, str] | None) -> dict[str, str]:
     return metadata
 
 
-# Bounded in entries and in characters per entry, so that messages with ever new or huge
-# names cannot make it grow: such names are simply planned again each time.
+# Bounded in entries, and in names and characters per entry (well under 1 MB in all), so
+# that messages with ever new, many or huge names cannot make it grow: such names are
+# simply planned again each time.
 _METADATA_PLANS: Final[dict[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
-_METADATA_PLANS_MAX: Final = 256
-_METADATA_PLAN_MAX_CHARS: Final = 2048  # S3's own limit for all user metadata
+_METADATA_PLANS_MAX: Final = 128
+_METADATA_PLAN_MAX_NAMES: Final = 16
+_METADATA_PLAN_MAX_CHARS: Final = 1024
 
 
 def _metadata_plan(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -311,7 +313,7 @@ def _metadata_plan(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         if lowered.startswith(_META_PREFIX) and len(lowered) > len(_META_PREFIX):
             plan.append((name, lowered[len(_META_PREFIX) :]))
     planned = tuple(plan)
-    if sum(map(len, names)) <= _METADATA_PLAN_MAX_CHARS:
+    if len(names) <= _METADATA_PLAN_MAX_NAMES and sum(map(len, names)) <= _METADATA_PLAN_MAX_CHARS:
         if len(_METADATA_PLANS) >= _METADATA_PLANS_MAX:
             _METADATA_PLANS.clear()  # start over rather than keep stale sets forever
         _METADATA_PLANS[names] = planned

@@ -880,6 +880,16 @@ class TestUserMetadata:
             "n" * events_module._METADATA_PLAN_MAX_CHARS: "v"
         }
         assert tuple(huge) not in events_module._METADATA_PLANS
+        many = {
+            f"X-Amz-Meta-N{i}": str(i) for i in range(events_module._METADATA_PLAN_MAX_NAMES + 1)
+        }
+        assert user_metadata_from_record(many) == {f"n{i}": str(i) for i in range(len(many))}
+        assert tuple(many) not in events_module._METADATA_PLANS
+        fitting = {
+            f"X-Amz-Meta-N{i}": str(i) for i in range(events_module._METADATA_PLAN_MAX_NAMES)
+        }
+        assert user_metadata_from_record(fitting) == {f"n{i}": str(i) for i in range(len(fitting))}
+        assert tuple(fitting) in events_module._METADATA_PLANS
 
 
 class TestUserId:
