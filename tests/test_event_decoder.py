@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,3 +207,59 @@ def test_oversized_falls_back() -> None:
     value = encode(minio_message(minio_record()))
     assert decode_fast(value, len(value) - 1) is None
     assert decode_fast(value, len(value)) is not None
+
+
+def test_bad_utf8_inside_a_skipped_field_is_not_utf8_on_both_paths() -> None:
+    # msgspec does not check the UTF-8 of fields it skips; a non-ASCII message must still be.
+    text = json.dumps(minio_message(minio_record(key="user_7/plain.ogg")))
+    assert text.isascii()
+    broken = text.replace('"eventVersion": "2.0"', '"eventVersion": "2.0 \xff"').encode("latin-1")
+    assert decode_fast(broken, DEFAULT_MAX_BYTES) is None
+    assert malformed_class(broken) == "not_utf8"
+    _assert_same(broken)
+
+
+def test_ascii_and_non_ascii_messages_both_take_the_fast_path() -> None:
+    ascii_value = encode(minio_message(minio_record(key="user_7/plain.ogg")))
+    assert ascii_value.isascii()
+    non_ascii = encode(minio_message(minio_record(key="user_7/файл.ogg")))
+    assert not non_ascii.isascii()
+    for value in (ascii_value, non_ascii):
+        fast = decode_fast(value, DEFAULT_MAX_BYTES)
+        assert fast is not None
+        assert fast == parse_message_checked(value)
+    # Valid non-ASCII text in a skipped field is accepted too.
+    text = json.dumps(minio_message(minio_record(key="user_7/plain.ogg")), ensure_ascii=False)
+    value = text.replace('"eventVersion": "2.0"', '"eventVersion": "2.0 ё"').encode("utf-8")
+    assert decode_fast(value, DEFAULT_MAX_BYTES) == parse_message_checked(value)
+
+
+def malformed_class(value: bytes) -> str:
+    with pytest.raises(MalformedEvent) as info:
+        parse_message(value)
+    return info.value.error_class
+
+
+def test_the_shared_fields_set_is_read_only_and_copies_are_plain_sets() -> None:
+    value = encode(minio_message(minio_record()))
+    [event] = parse_message(value)
+    [reference] = parse_message_checked(value)
+    assert event.model_fields_set == reference.model_fields_set
+    with pytest.raises(TypeError):
+        event.model_fields_set.add("bucket")
+    with pytest.raises(TypeError):
+        event.model_fields_set.discard("bucket")
+    fields = event.model_fields_set
+    with pytest.raises(TypeError):
+        fields |= {"other"}
+    assert event.model_fields_set == reference.model_fields_set
+    for copied in (
+        event.model_copy(update={"bucket": "other"}),
+        event.model_copy(deep=True),
+        pickle.loads(pickle.dumps(event)),
+    ):
+        assert type(copied.model_fields_set) is set
+        assert copied.model_fields_set == reference.model_fields_set
+    copied = event.model_copy()
+    copied.model_fields_set.add("bucket")  # a copy is the copier's own
+    assert pickle.loads(pickle.dumps(event)) == reference

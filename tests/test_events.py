@@ -12,6 +12,7 @@ from urllib.parse import quote_plus
 import pytest
 from pydantic import ValidationError
 
+from consumer import events as events_module
 from consumer.errors import InvalidInput
 from consumer.events import (
     ILM_EXPIRY_AGENT,
@@ -850,6 +851,45 @@ class TestUserMetadata:
         before = copy.deepcopy(raw)
         user_metadata_from_record(raw)
         assert raw == before
+
+    def test_same_names_keep_their_own_values(self) -> None:
+        # The names are planned once; the values must still come from each message.
+        first = {"X-Amz-Meta-User-Id": "1", "content-type": "audio/ogg"}
+        second = {"X-Amz-Meta-User-Id": "2", "content-type": "audio/ogg"}
+        assert user_metadata_from_record(first) == {"user-id": "1"}
+        assert user_metadata_from_record(second) == {"user-id": "2"}
+        assert user_metadata_from_record(first) == {"user-id": "1"}
+
+    def test_entries_are_in_order_of_the_original_names(self) -> None:
+        # The index stores the dict as JSON text: its order must not follow the JSON order.
+        raw = {"x-amz-meta-b": "1", "content-type": "x", "X-Amz-Meta-C": "2", "X-Amz-Meta-A": "3"}
+        for _ in range(2):
+            assert list(user_metadata_from_record(raw).items()) == [
+                ("a", "3"),
+                ("c", "2"),
+                ("b", "1"),
+            ]
+
+    def test_many_and_huge_name_sets_stay_correct_and_bounded(self) -> None:
+        for index in range(3 * events_module._METADATA_PLANS_MAX):
+            raw = {f"X-Amz-Meta-N{index}": str(index), "content-type": "audio/ogg"}
+            assert user_metadata_from_record(raw) == {f"n{index}": str(index)}
+            assert len(events_module._METADATA_PLANS) <= events_module._METADATA_PLANS_MAX
+        huge = {"X-Amz-Meta-" + "n" * events_module._METADATA_PLAN_MAX_CHARS: "v"}
+        assert user_metadata_from_record(huge) == {
+            "n" * events_module._METADATA_PLAN_MAX_CHARS: "v"
+        }
+        assert tuple(huge) not in events_module._METADATA_PLANS
+        many = {
+            f"X-Amz-Meta-N{i}": str(i) for i in range(events_module._METADATA_PLAN_MAX_NAMES + 1)
+        }
+        assert user_metadata_from_record(many) == {f"n{i}": str(i) for i in range(len(many))}
+        assert tuple(many) not in events_module._METADATA_PLANS
+        fitting = {
+            f"X-Amz-Meta-N{i}": str(i) for i in range(events_module._METADATA_PLAN_MAX_NAMES)
+        }
+        assert user_metadata_from_record(fitting) == {f"n{i}": str(i) for i in range(len(fitting))}
+        assert tuple(fitting) in events_module._METADATA_PLANS
 
 
 class TestUserId:
