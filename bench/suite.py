@@ -1,20 +1,23 @@
 """`make bench`: every benchmark in one go, then docs/benchmarks.md.
 
     python -m bench.suite [--events 200000] [--rounds 2] [--rss-events 1000000]
-                          [--step-s 10] [--max-rate 3200] [--quick] [--no-profile]
-                          [--shared-machine]
+                          [--replay-events 1000000] [--step-s 10] [--max-rate 3200]
+                          [--quick] [--no-profile] [--shared-machine]
 
 1. ``bench.indexer_throughput`` — drain vs SQLite vs PostgreSQL over --events, --rounds
    rounds, plus a py-spy profile of one SQLite run;
 2. unless --rss-events 0: one more drain + SQLite round over M (1,000,000) events, for
    RSS over time (results in bench/results/rss-M/);
-3. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
+3. unless --replay-events 0: ``bench.replay_time``, ``replay --since`` over that many
+   events (1,000,000), into a fresh SQLite index and then again;
+4. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
    uploads/s, then doubling until MinIO saturates;
-4. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
-5. ``bench.docs_report`` → docs/benchmarks.md (linking the plots in bench/results/).
+5. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
+6. ``bench.docs_report`` → docs/benchmarks.md (linking the plots in bench/results/).
 
 Each part runs as its own process; the wall time of each is in the report. --quick is a
-small but complete run (about 2 minutes; 7 with --rss-events 1000000) for development;
+small but complete run (about 2 minutes; 7 with --rss-events 1000000; no replay timing
+unless --replay-events is given) for development;
 the full run took 11.0 minutes on the 2-core project machine while it was shared.
 """
 
@@ -35,7 +38,7 @@ from bench import docs_report
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = REPO_ROOT / "bench" / "results"
-PARTS: Final = ("throughput", "rss", "load", "load-direct")
+PARTS: Final = ("throughput", "rss", "replay", "load", "load-direct")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,6 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="events of the long RSS run (1000000; 0: none)",
     )
+    parser.add_argument(
+        "--replay-events",
+        type=int,
+        default=1_000_000,
+        help="events of the `replay --since` timing (1000000; 0: none)",
+    )
     parser.add_argument("--step-s", type=float, default=10.0, help="load step seconds (10)")
     parser.add_argument("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
@@ -55,7 +64,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--parts",
         type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
         default=None,
-        help="run only these parts (throughput,rss,load,load-direct); the others keep "
+        help="run only these parts (throughput,rss,replay,load,load-direct); the others keep "
         "their earlier results, and the report says so",
     )
     parser.add_argument(
@@ -74,8 +83,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--parts: unknown {', '.join(unknown)} (known: {', '.join(PARTS)})")
     if args.quick:
         args.events, args.rounds, args.step_s = 20_000, 1, 3.0
-        if "--rss-events" not in (argv if argv is not None else sys.argv):
+        given = argv if argv is not None else sys.argv
+        if "--rss-events" not in given:
             args.rss_events = 0
+        if "--replay-events" not in given:
+            args.replay_events = 0
     return args
 
 
@@ -109,6 +121,8 @@ def parts(args: argparse.Namespace) -> dict[str, list[str]]:
             "--out",
             str(RESULTS / f"rss-{args.rss_events}"),
         ]
+    if args.replay_events > 0:
+        commands["replay"] = [*module, "bench.replay_time", "--events", str(args.replay_events)]
     commands["load"] = [*load, "--max-rate", str(args.max_rate)]
     commands["load-direct"] = [*load, "--delivery", "direct", "--max-rate", str(args.max_rate)]
     if args.parts is not None:

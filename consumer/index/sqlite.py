@@ -347,7 +347,7 @@ class _Writer:
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
         # One writer at a time (BEGIN IMMEDIATE), so the largest id stays ours to compare
-        # with. The insert is one executemany; a redelivered event hits the conflict.
+        # with. A redelivered event hits the conflict.
         rows = [self._journal_row(*item) for item in items]
         last = self._conn.execute(_LAST_JOURNAL_ID).fetchall()
         added = self._run(_INSERT_JOURNAL, rows)
