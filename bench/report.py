@@ -29,6 +29,14 @@ MODES: Final = (
     "sqlite-alone",
     "postgres-alone",
 )
+MODE_COLORS: Final = {
+    "drain": "#888",
+    "sqlite": "#2a7",
+    "postgres": "#37c",
+    "sqlite-traced": "#a72",
+    "sqlite-alone": "#7c7",
+    "postgres-alone": "#8ad",
+}
 GOAL_RATIO: Final = 0.2
 # The ratio goal holds for each backend (issue 17); the traced mode is reported beside.
 GOAL_MODES: Final = ("sqlite", "postgres")
@@ -283,8 +291,9 @@ def plot_throughput(
     import matplotlib.pyplot as plt
 
     modes = list(summaries)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars = ax.bar(modes, [summaries[m].median_rate for m in modes], color=["#888", "#2a7", "#37c"])
+    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(modes), 4.5))
+    colors = [MODE_COLORS.get(m, "#888") for m in modes]
+    bars = ax.bar(modes, [summaries[m].median_rate for m in modes], color=colors)
     for i, mode in enumerate(modes):
         ax.scatter(
             [i] * len(summaries[mode].rates), summaries[mode].rates, color="black", s=12, zorder=3
@@ -315,14 +324,7 @@ def plot_rss(path: Path, runs: Sequence[Run]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {
-        "drain": "#888",
-        "sqlite": "#2a7",
-        "postgres": "#37c",
-        "sqlite-traced": "#a72",
-        "sqlite-alone": "#7c7",
-        "postgres-alone": "#8ad",
-    }
+    colors = MODE_COLORS
     fig, ax = plt.subplots(figsize=(8, 4.5))
     seen: set[str] = set()
     for run in runs:
