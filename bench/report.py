@@ -21,14 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
-MODES: Final = (
-    "drain",
-    "sqlite",
-    "postgres",
-    "sqlite-traced",
-    "sqlite-alone",
-    "postgres-alone",
-)
 MODE_COLORS: Final = {
     "drain": "#888",
     "sqlite": "#2a7",

@@ -85,8 +85,9 @@ _TRANSIENT_CODES: Final = frozenset(
 # The batch's statements are multi-row ("VALUES {rows}", filled by ``_multi_row``), not
 # executemany: executemany steps once per row, and each step hands the GIL away and back;
 # while the event loop's thread runs Python (decoding the next batch), every hand-back
-# waits out a switch interval, and a 2,000-event batch crawled (measured: 60x slower with
-# one busy Python thread beside it; multi-row statements, a few steps per batch, 1.2x).
+# waits out a switch interval. Measured with prebuilt rows beside one busy Python thread,
+# per event: executemany 4.5 ms; multi-row statements 68 µs, and 23 µs with the shorter
+# switch interval below.
 _INSERT_JOURNAL: Final = """
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
