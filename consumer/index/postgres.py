@@ -239,7 +239,11 @@ class PostgresIndex(SqlIndex[Any, Any]):
             yield
         except _TRANSIENT as exc:
             raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except asyncpg.InterfaceError as exc:
+            if _connection_lost(exc):
+                raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
+            raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
+        except asyncpg.PostgresError as exc:
             raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
 
     async def _open(self) -> Any:
@@ -364,6 +368,18 @@ async def _init_connection(conn: Any) -> None:
 
 def _dumps(value: Any) -> str:
     return canonical_json(value)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """An InterfaceError that only says the connection went away under an operation.
+
+    When the server closes a connection inside a transaction (a shutdown, a restart, a
+    terminated backend), asyncpg's transaction exit raises InterfaceError "... the
+    underlying connection is closed", whether or not a statement failed first. The
+    transaction did not commit, so the operation may be tried again once the server is
+    back; any other InterfaceError (misuse of a connection) stays permanent.
+    """
+    return isinstance(exc.__context__, _TRANSIENT) or str(exc).endswith("connection is closed")
 
 
 def _describe(exc: BaseException) -> str:

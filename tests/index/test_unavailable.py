@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from consumer.errors import ConnectionFailed
 from consumer.index import IndexUnavailable, IndexWriteFailed, PostgresIndex, SqliteIndex
+from tests.conftest import Backend
 from tests.index.factories import event
 
 
@@ -83,3 +86,42 @@ async def test_a_file_that_is_not_a_database_is_a_permanent_error(tmp_path: Path
     with pytest.raises(IndexWriteFailed) as raised:
         await store.start()
     assert not raised.value.retriable
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend_name", ["postgres"])
+@pytest.mark.parametrize("inside", ["after its statements", "while a statement fails"])
+async def test_postgres_connection_closed_inside_a_transaction_is_unavailable(
+    backend: Backend, inside: str
+) -> None:
+    # What a PostgreSQL shutdown does to a batch in flight: the server closes the
+    # connection between two statements of its transaction. asyncpg's transaction exit then
+    # raises InterfaceError ("the underlying connection is closed"); that is an outage, to
+    # be waited out, not a permanent error that stops the consumer.
+    async with backend.new_store() as store:
+        assert isinstance(store, PostgresIndex)
+        with pytest.raises(IndexUnavailable) as raised:
+            await _transaction_cut_off(
+                store, backend.url, statement_after=inside != "after its statements"
+            )
+        assert raised.value.retriable
+        # The pool replaces the connection: the next batch goes through.
+        result = await store.apply_batch([(event(seq=1), None)])
+        assert result.journaled == 1
+
+
+async def _transaction_cut_off(
+    store: PostgresIndex, admin_url: str, *, statement_after: bool
+) -> None:
+    """A batch's transaction whose connection the server terminates halfway through."""
+    async with store._exclusive([("bkt", "user_1/a.ogg")]) as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        if statement_after:
+            await conn.execute("SELECT 1")
+        else:
+            await asyncio.sleep(0.2)  # the client sees the connection close
