@@ -21,12 +21,12 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.stack_env import settings_for, stack_values
 from consumer.events import ObjectEvent, parse_message
@@ -176,18 +176,28 @@ async def _end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPart
 async def _read_to_end(
     consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], max_records: int
 ) -> tuple[float, int]:
-    remaining = dict(ends)
     first: float | None = None
     read = 0
+    async for batch in _batches_to_end(consumer, ends, max_records):
+        if first is None:
+            first = time.perf_counter()
+        read += sum(len(records) for records in batch.values())
+    return time.perf_counter() - (first or time.perf_counter()), read
+
+
+async def _batches_to_end(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], max_records: int | None = None
+) -> AsyncIterator[dict[TopicPartition, list[ConsumerRecord[Any, Any]]]]:
+    """The (non-empty) batches of ``getmany`` until every partition reached its end."""
+    remaining = dict(ends)
     while remaining:
         batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
-        if batch and first is None:
-            first = time.perf_counter()
+        if not batch:
+            continue
+        yield batch
         for tp, records in batch.items():
-            read += len(records)
             if records and records[-1].offset + 1 >= remaining.get(tp, 0):
                 remaining.pop(tp, None)
-    return time.perf_counter() - (first or time.perf_counter()), read
 
 
 # --- sqlite / postgres: the indexer ---------------------------------------------------------
@@ -269,15 +279,12 @@ async def _decoded_topic(settings: Settings, topic: str) -> list[Item]:
     items: list[Item] = []
     try:
         consumer.subscribe([topic])
-        remaining = await _end_offsets(consumer, topic)
-        while remaining:
-            batch = await consumer.getmany(timeout_ms=500)
+        ends = await _end_offsets(consumer, topic)
+        async for batch in _batches_to_end(consumer, ends):
             for tp, records in batch.items():
                 for record in records:
                     position = KafkaPosition(tp.topic, tp.partition, record.offset)
                     items += [(event, position) for event in parse_message(record.value)]
-                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
-                    remaining.pop(tp, None)
     finally:
         await consumer.stop()
     return items
