@@ -41,7 +41,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 
 from consumer.index import JobStatus, open_index
-from consumer.minio_client import minio_client
+from consumer.minio import minio_client
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
 from consumer.settings import Settings
