@@ -28,12 +28,13 @@ from typing import Any, Final, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from bench.clients import new_consumer, topic_partitions
+from bench.clients import topic_partitions
 from bench.stack_env import settings_for, stack_values
 from consumer.events import ObjectEvent, parse_message
 from consumer.index import IndexStore, open_index
 from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.indexer import Indexer
+from consumer.kafka.clients import new_consumer
 from consumer.logs import configure_logging
 from consumer.settings import Settings
 from consumer.telemetry import configure_telemetry

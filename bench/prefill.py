@@ -15,9 +15,9 @@ from typing import Final
 
 from aiokafka.admin import NewTopic
 
-from bench.clients import new_admin, new_producer
 from bench.generate import Message
 from consumer.events import parse_message
+from consumer.kafka.clients import new_admin, new_producer
 from consumer.settings import Settings
 
 PARTITIONS: Final = 4

@@ -38,12 +38,13 @@ from aiokafka import TopicPartition
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
-from bench.clients import end_offsets, new_consumer, new_producer
+from bench.clients import end_offsets
 from bench.prefill import create_topic
 from bench.stack_env import settings_for, stack_values
 from bench.templates import wire_notifications
 from consumer.index import JobStatus, open_index
-from consumer.minio_client import minio_client
+from consumer.kafka.clients import new_consumer, new_producer
+from consumer.minio import minio_client
 from consumer.settings import Settings
 from tests import audio
 

@@ -22,9 +22,10 @@ from minio import Minio
 from minio.commonconfig import Tags
 from minio.deleteobjects import DeleteObject
 
-from bench.clients import end_offsets, new_consumer
+from bench.clients import end_offsets
 from bench.generate import DELETE, PUT, PUT_TAGGING, TEMPLATE_EVENTS
-from consumer.minio_client import minio_client
+from consumer.kafka.clients import new_consumer
+from consumer.minio import minio_client
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
 from consumer.settings import Settings

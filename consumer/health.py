@@ -29,8 +29,8 @@ from urllib3.exceptions import HTTPError
 
 from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
-from consumer.lag import KafkaProbe
-from consumer.minio_client import describe_minio_failure, minio_client, minio_http_pool
+from consumer.kafka.lag import KafkaProbe
+from consumer.minio import describe_minio_failure, minio_client, minio_http_pool
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 

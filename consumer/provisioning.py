@@ -26,11 +26,7 @@ from minio.notificationconfig import (
 )
 
 from consumer.errors import ConnectionFailed, ConsumerError, SetupFailed
-from consumer.kafka_client import (
-    kafka_client_options,
-    kafka_security_failure,
-    kafka_unreachable,
-)
+from consumer.kafka.clients import new_admin, start_client
 from consumer.minio import MINIO_ERRORS, MinioFailure, as_error, classify, minio_client
 from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
 from consumer.retention.lifecycle import (
@@ -263,13 +259,8 @@ async def provision_topics(settings: Settings) -> list[Change]:
         settings.kafka_events_topic: settings.kafka_events_partitions,
         settings.kafka_dlq_topic: 1,
     }
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=15000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        reason = await kafka_security_failure(exc, settings)
-        raise ConnectionFailed(reason or kafka_unreachable(exc, settings)) from exc
+    admin = new_admin(settings, client_id="voxpersona-setup", request_timeout_ms=15000)
+    await start_client(admin, settings)
     try:
         return await _ensure_topics(admin, wanted, settings.kafka_replication_factor)
     except KafkaError as exc:

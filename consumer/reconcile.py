@@ -42,7 +42,6 @@ from enum import StrEnum
 from typing import Any, Final, TextIO
 from urllib.parse import quote_plus
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from minio import Minio
 
@@ -63,6 +62,7 @@ from consumer.events import (
     user_metadata_from_record,
 )
 from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectQuery, ObjectRecord
+from consumer.kafka.clients import close_client, new_producer, start_client
 from consumer.minio import FailureKind, MinioFailure, minio_call
 from consumer.notify_config import NotifyConfig, NotifyRule
 from consumer.settings import Settings
@@ -507,15 +507,24 @@ class Reconciler:
     async def _queue_for_processing(self, events: Sequence[ObjectEvent]) -> None:
         if not events:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        producer = new_producer(
+            self._settings,
+            client_id=f"voxpersona-reconcile-{self.report.run_id}",
             acks="all",
             enable_idempotence=True,
-            client_id=f"voxpersona-reconcile-{self.report.run_id}",
         )
         topic = self._settings.kafka_events_topic
+        not_queued = (
+            f"the index is repaired, but {len(events)} object(s) could not be queued"
+            f" for processing on {topic}"
+        )
         try:
-            await producer.start()
+            await start_client(producer, self._settings)
+        except KafkaUnavailable as exc:
+            if not exc.retriable:
+                raise  # refused credentials or certificate: run's own line
+            raise KafkaUnavailable(f"{not_queued}: {exc}") from exc
+        try:
             sends = [
                 await producer.send(
                     topic, value=minio_message(e), key=f"{e.bucket}/{e.key}".encode()
@@ -524,12 +533,9 @@ class Reconciler:
             ]
             await asyncio.gather(*sends)
         except KafkaError as exc:
-            raise KafkaUnavailable(
-                f"the index is repaired, but {len(events)} object(s) could not be queued"
-                f" for processing on {topic}: {exc}"
-            ) from exc
+            raise KafkaUnavailable(f"{not_queued}: {exc}") from exc
         finally:
-            await producer.stop()
+            await close_client(producer)
         self.report.queued_for_processing = len(events)
 
 

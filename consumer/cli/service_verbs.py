@@ -186,7 +186,7 @@ class _ScreenProgress(Progress):
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.minio_client import minio_client
+    from consumer.minio import minio_client
     from consumer.notify_config import load_notify_config
     from consumer.reconcile import run_reconcile, watched
 

@@ -56,7 +56,7 @@ from consumer.index import IndexStore, JobOutcome, JobStatus
 from consumer.index.records import Lease
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats
 from consumer.kafka.dead_letters import DeadLetter
-from consumer.minio_client import minio_client
+from consumer.minio import minio_client
 from consumer.processing.base import Job, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
