@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shared_machine": args.shared_machine,
     }
     summary = report.update_summary(args.results, ran, run)
-    drawn = plots.draw(args.results, ran)
+    drawn = plots.draw(args.results, args.parts if args.report_only else ran)
     lines = report.tables(summary)
     (args.results / "tables.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n" + "\n".join(lines))
