@@ -11,7 +11,8 @@ import pytest
 import structlog
 
 from consumer.cli.output import status_table
-from consumer.health import Check, _request_line, overall_status, status_report
+from consumer.health import Check, overall_status, status_report
+from consumer.health.server import _request_line
 from consumer.logs import REDACTED, configure_logging, scrub
 from consumer.telemetry import OperationTotals, otlp_protocol, trace_exporters, upload_context
 
