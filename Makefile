@@ -39,6 +39,7 @@ test: install lint typecheck
 lint: $(STAMP)
 	$(PY) -m ruff check consumer infra tests bench
 	$(PY) -m ruff format --check consumer infra tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

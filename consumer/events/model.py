@@ -58,7 +58,7 @@ class EventKind(StrEnum):
     RECONCILED = "reconciled"
 
 
-# The event names of reconcile's repairs (see consumer/reconcile.py).
+# The event names of reconcile's repairs (see consumer/repair/compare.py).
 RECONCILE_FOUND: Final = "s3:ObjectCreated:Reconciled"
 RECONCILE_GONE: Final = "s3:ObjectRemoved:Reconciled"
 
