@@ -534,7 +534,7 @@ def _queue_bottleneck(queue: Doc, direct: Doc | None) -> list[str]:
         lines += [
             f"Without `queue_dir` (direct delivery, same consumer): {sentence} → {mark(ok)}. "
             "That is the consumer's own delay; the stack keeps `queue_dir` because it is what "
-            "makes events survive a Kafka outage (README, *The local stack*): durability "
+            "makes events survive a Kafka outage (docs/getting-started/local-stack.md): durability "
             "is traded for up to 3 s of delay, a choice of MinIO's, not of the consumer.",
             "",
         ]

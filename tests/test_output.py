@@ -24,7 +24,8 @@ from consumer.output import (
     usage_fields,
 )
 
-# The fields the design promises on every `ls --json` line (the README's `ls` contract).
+# The fields the design promises on every `ls --json` line (the `ls` contract,
+# docs/reference/cli/ls.md).
 DOCUMENTED_FIELDS = {
     "bucket",
     "key",
