@@ -55,6 +55,9 @@ autodoc_typehints_format = "short"
 autodoc_default_options = {"members": True, "undoc-members": False}
 
 # --- HTML -------------------------------------------------------------------------------
+# `--json` stays two hyphens, quotes stay straight: the pages quote commands and output.
+smartquotes = False
+
 html_theme = "furo"
 html_title = "VoxPersona consumer"
 html_static_path: list[str] = []
