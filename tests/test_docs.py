@@ -165,3 +165,16 @@ def test_links_to_repository_files_outside_the_manual_become_paths(tmp_path: Pat
         "![plot](../../bench/results/plot.png), [png](../../bench/results/plot.png), "
         "[page](other.md#a), [web](https://example.org/x.md)"
     )
+
+
+def test_the_readme_is_a_front_door_whose_links_lead_somewhere() -> None:
+    readme = DOCS.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert any(target.startswith("docs/") for target in targets)
+    for target in targets:
+        if "://" not in target:
+            assert (readme.parent / target.split("#", 1)[0]).exists(), target
+    # The one command CI runs is still the one the README gives.
+    assert "make test" in text
