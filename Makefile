@@ -39,6 +39,7 @@ test: install lint typecheck docs
 lint: $(STAMP)
 	$(PY) -m ruff check consumer infra tests docs/conf.py docs/_ext
 	$(PY) -m ruff format --check consumer infra tests docs/conf.py docs/_ext
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         alias="KAFKA_REPLICATION_FACTOR",
         description="replication factor of the topics setup creates",
     )
-    # Encryption and authentication of every Kafka client (consumer/kafka_client.py). The
+    # Encryption and authentication of every Kafka client (consumer/kafka/clients.py). The
     # SASL credentials are used only with a SASL_* protocol, the TLS files only with *SSL.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",

@@ -27,8 +27,9 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-# Fragments included into the generated CLI page, not pages of their own.
-exclude_patterns = ["_build", "reference/cli/*.md"]
+# Fragments included into other pages (the CLI verbs' notes, generated tables), not pages
+# of their own.
+exclude_patterns = ["_build", "_generated", "reference/cli/*.md"]
 
 # --- MyST -----------------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist"]

@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from consumer import telemetry
 from consumer.cli import build_parser
+from consumer.cli.output import object_fields
 from consumer.index import ObjectRecord
-from consumer.output import object_fields
 from consumer.retention import metrics as retention_metrics
 from consumer.settings import Settings
 

@@ -12,7 +12,6 @@ from urllib.parse import quote_plus
 import pytest
 from pydantic import ValidationError
 
-from consumer import events as events_module
 from consumer.errors import InvalidInput
 from consumer.events import (
     ILM_EXPIRY_AGENT,
@@ -26,6 +25,7 @@ from consumer.events import (
     user_id_for,
     user_metadata_from_record,
 )
+from consumer.events import model as events_module
 
 BUCKET = "voxpersona-audio"
 KEY = "user_1/a b+c%d/файл.ogg"

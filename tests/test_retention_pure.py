@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from consumer.errors import ConfigError
 from consumer.events import EventKind, classify, retention_policy_of
 from consumer.index import JobRecord, JobStatus, JournalRecord, ObjectRecord
-from consumer.lag import lag_by_partition
+from consumer.kafka.lag import lag_by_partition
 from consumer.retention.audit import deletion_cause
 from consumer.retention.decisions import (
     Outcome,

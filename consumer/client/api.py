@@ -35,6 +35,7 @@ from minio.deleteobjects import DeleteObject
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from consumer.client.feed import FeedFilter, ProcessedFeed, processors_filter
 from consumer.client.files import UPLOAD_PART_SIZE, FileDigest, content_type_for, digest_file
 from consumer.client.presign import (
     DEFAULT_EXPIRY,
@@ -48,7 +49,6 @@ from consumer.client.presign import (
     put_headers,
     upload_metadata,
 )
-from consumer.client.results import FeedFilter, ProcessedFeed, processors_filter
 from consumer.errors import (
     ConsumerError,
     DownloadFailed,

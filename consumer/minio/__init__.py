@@ -14,7 +14,6 @@ from consumer.minio.failures import (
     describe_minio_failure,
     is_gone,
     minio_tls_problem,
-    ssl_error_detail,
 )
 
 __all__ = [
@@ -30,6 +29,5 @@ __all__ = [
     "minio_http_pool",
     "minio_ssl_context",
     "minio_tls_problem",
-    "ssl_error_detail",
     "translated",
 ]

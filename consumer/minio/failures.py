@@ -37,6 +37,7 @@ from minio.error import ServerError as MinioServerError
 
 from consumer.errors import ConnectionFailed, ConsumerError, NotFound, TlsFailed
 from consumer.settings import Settings
+from consumer.tls import ssl_error_detail
 
 # Everything a minio-py call raises when MinIO or the way to it fails (ssl.SSLError and
 # socket errors are OSErrors; urllib3 wraps most of them in its HTTPError; the admin
@@ -233,12 +234,6 @@ def minio_tls_problem(exc: BaseException, settings: Settings | None = None) -> s
 def describe_minio_failure(exc: BaseException, settings: Settings) -> str:
     """One line for a MinIO failure: ``classify(exc, settings).message``."""
     return classify(exc, settings).message
-
-
-def ssl_error_detail(error: ssl.SSLError) -> str:
-    """The most specific text of an ssl error: OpenSSL's verify message, else its reason
-    (both only set on errors the ssl module raised)."""
-    return str(getattr(error, "verify_message", None) or getattr(error, "reason", None) or error)
 
 
 # --- internals --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from minio.deleteobjects import DeleteObject
 from consumer.errors import ConnectionFailed, ConsumerError, NotFound
 from consumer.events import RETENTION_AGENT_PRODUCT
 from consumer.index import IndexStore, ObjectQuery, ObjectRecord
-from consumer.lag import group_lag
+from consumer.kafka.lag import group_lag
 from consumer.minio import (
     MINIO_ERRORS,
     FailureKind,

@@ -6,7 +6,9 @@
 - ``reference/settings.md``: every field of ``consumer.settings.Settings``: its environment
   name, default, values and description;
 - ``reference/metrics.md``: every instrument of the instrument tables
-  (``consumer.telemetry.METRICS``, ``consumer.retention.metrics.METRICS``).
+  (``consumer.telemetry.METRICS``, ``consumer.retention.metrics.METRICS``);
+- ``_generated/import-layers.md``: the import contract of pyproject.toml, included by the
+  architecture page.
 
 The pages are generated into the source tree (and ignored by git) before Sphinx reads
 it; a file is rewritten only when its text changed, so incremental builds stay
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import tomllib
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -301,6 +304,24 @@ def render_metrics(tables: Sequence[tuple[str, Sequence[MetricSpec]]] = ()) -> s
     return "\n".join(lines)
 
 
+# --- the import layers ------------------------------------------------------------------
+
+
+def render_layers(pyproject: Path) -> str:
+    """The import contract of ``[tool.importlinter]`` as a table, top layer first."""
+    config = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["importlinter"]
+    lines = []
+    for contract in config["contracts"]:
+        lines += [f"**{escape(contract['name'])}** ({contract['type']}):", ""]
+        lines += ["| layer | modules |", "|---:|---|"]
+        layers = contract["layers"]
+        for number, layer in enumerate(layers, start=1):
+            modules = ", ".join(code(module.strip()) for module in layer.split("|"))
+            lines.append(f"| {number} | {modules} |")
+        lines.append("")
+    return GENERATED_NOTE.format(source="pyproject.toml [tool.importlinter]") + "\n".join(lines)
+
+
 # --- Sphinx -------------------------------------------------------------------------------
 
 
@@ -310,6 +331,10 @@ def write_if_changed(path: Path, text: str) -> None:
 
 
 def generate(srcdir: Path) -> None:
+    generated = srcdir / "_generated"
+    generated.mkdir(exist_ok=True)
+    layers = render_layers(srcdir.parent / "pyproject.toml")
+    write_if_changed(generated / "import-layers.md", layers)
     reference = srcdir / "reference"
     write_if_changed(reference / "cli.md", render_cli(reference / "cli"))
     write_if_changed(reference / "settings.md", render_settings())

@@ -32,9 +32,9 @@ from minio.minioadmin import MinioAdmin
 
 from consumer.errors import ConfigError, SetupFailed
 from consumer.minio import MINIO_ERRORS, MinioFailure, classify, minio_http_pool
-from consumer.provisioning import Action, Change, setup_error
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 from consumer.settings import Settings
+from consumer.setup.report import Action, Change, setup_error
 
 POLICIES_DIR: Final = Path(__file__).resolve().parent.parent / "infra" / "minio" / "policies"
 ROLES: Final = ("consumer", "uploader")
