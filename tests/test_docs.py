@@ -14,6 +14,7 @@ import importlib.util
 import json
 import re
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -120,6 +121,17 @@ def test_an_instrument_is_made_only_as_its_kind() -> None:
     meter = MeterProvider().get_meter("docs-test")
     with pytest.raises(ValueError, match="is a histogram, not a counter"):
         telemetry.counter(meter, telemetry.DELAY)
+
+
+def test_the_import_contract_is_on_the_architecture_page() -> None:
+    pyproject = DOCS.parent / "pyproject.toml"
+    text = pages.render_layers(pyproject)
+    contract = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["importlinter"]
+    for layer in contract["contracts"][0]["layers"]:
+        for module in layer.split("|"):
+            assert f"`{module.strip()}`" in text
+    page = (DOCS / "development" / "architecture.md").read_text(encoding="utf-8")
+    assert "```{include} ../_generated/import-layers.md" in page
 
 
 def test_the_documented_ls_line_is_the_real_one() -> None:
