@@ -5,8 +5,8 @@
   ``reference/cli/<verb>.md`` when there are any (what it prints, examples);
 - ``reference/settings.md``: every field of ``consumer.settings.Settings``: its environment
   name, default, values and description;
-- ``reference/metrics.md``: every instrument of the instrument tables
-  (``consumer.telemetry.METRICS``, ``consumer.retention.metrics.METRICS``);
+- ``reference/metrics.md``: every instrument of the instrument tables (the ``METRICS``
+  of each module that has one: ``consumer.telemetry``, ``consumer.retention.metrics``);
 - ``_generated/import-layers.md``: the import contract of pyproject.toml, included by the
   architecture page.
 
@@ -18,6 +18,8 @@ incremental. ``render_*`` are pure: tests call them to hold the pages to the cod
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import re
 import tomllib
 import typing
@@ -33,9 +35,7 @@ from pydantic.fields import FieldInfo
 import consumer
 from consumer.cli import build_parser
 from consumer.cli.exit_codes import ExitCode
-from consumer.retention.metrics import METRICS as RETENTION_METRICS
 from consumer.settings import Settings
-from consumer.telemetry import METRICS as CONSUMER_METRICS
 from consumer.telemetry import MetricSpec
 
 GENERATED_NOTE = (
@@ -270,11 +270,22 @@ def render_settings() -> str:
 # --- the metrics --------------------------------------------------------------------------
 
 
+def metric_tables() -> list[tuple[str, tuple[MetricSpec, ...]]]:
+    """Every module of the package with a ``METRICS`` table of instruments, by name, so a
+    new module's instruments join the reference without an edit here."""
+    tables = []
+    for module_info in pkgutil.walk_packages(consumer.__path__, "consumer."):
+        if module_info.name.endswith("__main__"):
+            continue  # running it is its import
+        module = importlib.import_module(module_info.name)
+        table = getattr(module, "METRICS", None)
+        if isinstance(table, tuple) and table and isinstance(table[0], MetricSpec):
+            tables.append((module_info.name, table))
+    return sorted(tables)
+
+
 def render_metrics(tables: Sequence[tuple[str, Sequence[MetricSpec]]] = ()) -> str:
-    tables = tables or (
-        ("consumer.telemetry", CONSUMER_METRICS),
-        ("consumer.retention.metrics", RETENTION_METRICS),
-    )
+    tables = tables or metric_tables()
     lines = [
         GENERATED_NOTE.format(source="the METRICS tables of the instruments' modules"),
         "(metrics-reference)=",
