@@ -281,7 +281,8 @@ def metric_tables() -> list[tuple[str, tuple[MetricSpec, ...]]]:
         table = getattr(module, "METRICS", None)
         if isinstance(table, tuple) and table and isinstance(table[0], MetricSpec):
             tables.append((module_info.name, table))
-    return sorted(tables)
+    # The consumer's own first, then the roles' in name order.
+    return sorted(tables, key=lambda table: (table[0] != "consumer.telemetry", table[0]))
 
 
 def render_metrics(tables: Sequence[tuple[str, Sequence[MetricSpec]]] = ()) -> str:
