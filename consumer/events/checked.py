@@ -27,8 +27,8 @@ from consumer.events.model import (
     EventKind,
     MalformedEvent,
     ObjectEvent,
-    classify,
     decode_key,
+    event_kind_of,
     event_time_of,
     none_if_empty,
     normalise_event_name,
@@ -182,7 +182,7 @@ def _event_at(index: int, record: _RawRecord) -> ObjectEvent:
 def _event_from_record(record: _RawRecord) -> ObjectEvent:
     obj = record.s3.object
     user_agent = _user_agent(record.source)
-    kind = classify(record.event_name, user_agent)
+    kind = event_kind_of(record.event_name, user_agent)
     key = decode_key(obj.key)
     if not key and kind is not EventKind.OTHER:
         raise MalformedEvent("wrong_schema", "s3.object.key is empty")

@@ -91,8 +91,8 @@ class _Message(msgspec.Struct, gc=False):
 _DECODER: Final = msgspec.json.Decoder(_Message, strict=True)
 _EMPTY_REQUEST: Final = _Request()
 _USER_ID_FIELDS: Final = ("user-id", "user_id", "userid")
-# classify is pure and sees few distinct (event name, user agent) pairs.
-_classify: Final = functools.lru_cache(maxsize=1024)(ev.classify)
+# event_kind_of is pure and sees few distinct (event name, user agent) pairs.
+_classify: Final = functools.lru_cache(maxsize=1024)(ev.event_kind_of)
 
 
 class _AllFieldsSet(set[str]):

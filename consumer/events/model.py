@@ -214,7 +214,7 @@ def removes_object(event: ObjectEvent) -> bool:
     )
 
 
-def classify(event_name: str, user_agent: str | None) -> EventKind:
+def event_kind_of(event_name: str, user_agent: str | None) -> EventKind:
     """Map an S3/MinIO event name (with or without "s3:") to an EventKind. Never raises.
 
     MinIO has no event name for lifecycle expiry: it sends an ordinary removal whose user

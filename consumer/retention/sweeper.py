@@ -34,7 +34,7 @@ from consumer.minio import (
     FailureKind,
     MinioFailure,
     as_error,
-    classify,
+    classify_failure,
     is_gone,
     minio_call,
     minio_client,
@@ -370,7 +370,7 @@ async def _remove(
                     for error in client.remove_objects(bucket, targets)
                 }
         except MINIO_ERRORS as exc:
-            failure = classify(exc, settings)
+            failure = classify_failure(exc, settings)
             if _stops_the_sweep(failure):
                 raise
             # The whole request was refused (e.g. no s3:DeleteObject permission).

@@ -25,7 +25,7 @@ from minio.notificationconfig import (
 
 from consumer.errors import SetupFailed
 from consumer.kafka.clients import new_admin, start_client
-from consumer.minio import MINIO_ERRORS, MinioFailure, classify, minio_client
+from consumer.minio import MINIO_ERRORS, MinioFailure, classify_failure, minio_client
 from consumer.retention.lifecycle import (
     current_keys,
     desired_rules,
@@ -167,7 +167,7 @@ def _get_lifecycle_xml(client: Minio, bucket: str) -> bytes | None:
     try:
         response = client._execute("GET", bucket, query_params={"lifecycle": ""})
     except MINIO_ERRORS as exc:
-        if classify(exc).code == "NoSuchLifecycleConfiguration":
+        if classify_failure(exc).code == "NoSuchLifecycleConfiguration":
             return None
         raise
     return bytes(response.data)
@@ -198,7 +198,7 @@ def provision_minio(
                     Change("lifecycle", bucket, Action.WARNING, "bucket missing, rules not set")
                 )
     except MINIO_ERRORS as exc:
-        failure = classify(exc, settings)
+        failure = classify_failure(exc, settings)
         raise setup_error(failure, _describe_minio_error(failure, notify.target.arn)) from exc
     except ET.ParseError as exc:
         raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
