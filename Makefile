@@ -48,7 +48,7 @@ typecheck: $(STAMP)
 ## references nitpicky, internal links and heading anchors checked; the reference pages are
 ## written from the code (docs/_ext/reference_pages.py)
 docs: $(STAMP)
-	$(PY) -m sphinx -E -a -W --keep-going -n -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
 unit: $(STAMP)
 	$(PY) -m pytest -m 'not integration and not containers'
