@@ -137,8 +137,8 @@ def test_an_unknown_trace_exporter_is_a_config_error() -> None:
     from consumer.errors import ConfigError
     from consumer.telemetry import _configure_tracing
 
-    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'"):
-        _configure_tracing({"OTEL_TRACES_EXPORTER": "zipkin"}, Resource.create({}))
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: unknown exporter 'jaeger'"):
+        _configure_tracing({"OTEL_TRACES_EXPORTER": "jaeger"}, Resource.create({}))
 
 
 async def test_a_taken_health_port_is_one_clear_config_error() -> None:

@@ -20,6 +20,7 @@ from consumer.cli.common import (
     positive_int,
     print_table,
     shows_progress,
+    traced,
     with_index,
 )
 from consumer.cli.exit_codes import ExitCode
@@ -185,6 +186,7 @@ class _ScreenProgress(Progress):
         self._screen.clear()
 
 
+@traced("reconcile")
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.minio_client import minio_client
     from consumer.notify_config import load_notify_config
@@ -221,6 +223,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+@traced("replay")
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
@@ -281,6 +284,7 @@ def cmd_retention_audit(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+@traced("retention sweep")
 def cmd_retention_sweep(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.retention.policy import Enforcement, by_enforcement, load_policies
 
