@@ -144,6 +144,15 @@ def event_entries(record: JournalRecord, policies: Sequence[RetentionPolicy]) ->
     return entries
 
 
+def job_summary(job: JobRecord) -> str:
+    """``transcribe failed (3 attempts, 1520 ms): <error>``. Pure."""
+    facts = [f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"]
+    if job.duration_ms is not None:
+        facts.append(f"{job.duration_ms} ms")
+    error = f": {job.last_error}" if job.last_error else ""
+    return f"{job.processor} {job.status} ({', '.join(facts)}){error}"
+
+
 def job_entry(job: JobRecord) -> HistoryEntry:
     """A processing job at its end (or where it stands). Pure."""
     result = (
@@ -153,7 +162,7 @@ def job_entry(job: JobRecord) -> HistoryEntry:
         at=job.finished_at or job.started_at or job.created_at,
         source="job",
         version_id=job.version_id,
-        what=f"{job.processor} {job.status}",
+        what=job_summary(job),
         origin=result,
         details={
             "processor": job.processor,

@@ -80,6 +80,10 @@ class Zipkin:
     def start(self, ctx: Context, installed: Path) -> None:
         java = require_tool("java", "install a Java 17+ runtime")
         port = ctx.state.zipkin_port
+        # Its scratch files under the state dir, which also marks the process as this
+        # stack's (``down`` stops only processes whose command line names the state dir).
+        scratch = ctx.state_dir / "zipkin" / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
         ctx.spawn(
             self.name,
             [
@@ -89,6 +93,7 @@ class Zipkin:
                 "-Xmx256m",
                 "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
+                f"-Djava.io.tmpdir={scratch}",
                 "-jar",
                 str(installed),
                 f"--armeria.ports[0].port={port}",
