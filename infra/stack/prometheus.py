@@ -11,11 +11,13 @@ import hmac
 import html
 import json
 import os
+import re
 import signal
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ ALERT_RULES = OBSERVABILITY_DIR / "prometheus" / "alerts.yml"
 CONSOLE_NAME = "voxpersona.html"
 # Short, so a few seconds of traffic already draw a line (a developer's stack, not prod).
 SCRAPE_INTERVAL_S = 2
+# The console page's graphs show the last this many seconds.
+GRAPH_WINDOW_S = 600
 # MinIO's metrics token lives as long as the stack's credentials do.
 _TOKEN_LIFETIME_S = 10 * 365 * 86_400
 
@@ -84,13 +88,31 @@ def prometheus_config(
     )
 
 
-def dashboard_panels(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
-    """(title, queries) of every panel with queries, rows' nested panels included. Pure."""
+@dataclass(frozen=True)
+class Panel:
+    """A dashboard panel's title, its PromQL queries and their legends (Grafana's)."""
+
+    title: str
+    queries: tuple[str, ...]
+    legends: tuple[str, ...]
+
+
+def dashboard_panels(dashboard: Mapping[str, Any]) -> Iterator[Panel]:
+    """Every panel with queries, rows' nested panels included. Pure."""
     for panel in dashboard.get("panels", []):
         yield from dashboard_panels(panel)
-        queries = [t["expr"] for t in panel.get("targets", []) if t.get("expr")]
-        if queries:
-            yield panel.get("title", ""), queries
+        targets = [t for t in panel.get("targets", []) if t.get("expr")]
+        if targets:
+            yield Panel(
+                panel.get("title", ""),
+                tuple(t["expr"] for t in targets),
+                tuple(t.get("legendFormat") or panel.get("title", "") for t in targets),
+            )
+
+
+def console_legend(legend: str) -> str:
+    """Grafana's ``{{label}}`` as the console graphs' ``[[label]]``. Pure."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", r"[[\1]]", legend)
 
 
 def console_page(dashboard: Mapping[str, Any]) -> str:
@@ -105,7 +127,6 @@ def console_page(dashboard: Mapping[str, Any]) -> str:
             f'<script src="{static}/{js}"></script>'
             for js in (
                 "d3/d3.min.js",
-                "vendor/rickshaw/vendor/d3.layout.min.js",
                 "rickshaw/rickshaw.min.js",
                 "jquery/jquery.min.js",
             )
@@ -114,12 +135,19 @@ def console_page(dashboard: Mapping[str, Any]) -> str:
         f'<script src="{static}/js/prom_console.js"></script>',
     ]
     body = []
-    for number, (title, queries) in enumerate(dashboard_panels(dashboard)):
-        exprs = json.dumps(queries)
+    for number, panel in enumerate(dashboard_panels(dashboard)):
+        options = {
+            "expr": list(panel.queries),
+            "name": [console_legend(legend) for legend in panel.legends],
+            "duration": GRAPH_WINDOW_S,
+            "height": 140,
+            "width": 520,
+        }
         body.append(
-            f'<div class="panel"><h4>{html.escape(title)}</h4><div id="panel{number}"></div>'
-            f"<script>new PromConsole.Graph({{node: document.querySelector('#panel{number}'),"
-            f" expr: {exprs}, duration: '15m', height: 140, width: 520}})</script></div>"
+            f'<div class="panel"><h4>{html.escape(panel.title)}</h4>'
+            f'<div id="panel{number}"></div><script>new PromConsole.Graph(Object.assign('
+            f"{{node: document.querySelector('#panel{number}')}}, {json.dumps(options)}))"
+            "</script></div>"
         )
     title = html.escape(dashboard.get("title", "dashboard"))
     return (
