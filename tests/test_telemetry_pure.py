@@ -156,3 +156,15 @@ async def test_a_taken_health_port_is_one_clear_config_error() -> None:
             await second.start()
     finally:
         await first.close()
+
+
+def test_the_zipkin_exporter_posts_to_the_configured_endpoint() -> None:
+    from consumer.telemetry import _zipkin_span_exporter, trace_exporters
+
+    env = {
+        "OTEL_TRACES_EXPORTER": "zipkin",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://127.0.0.1:9411/api/v2/spans",
+    }
+    assert trace_exporters(env) == ["zipkin"]
+    exporter = _zipkin_span_exporter(env)
+    assert exporter.endpoint == "http://127.0.0.1:9411/api/v2/spans"
