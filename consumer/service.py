@@ -6,6 +6,9 @@ SIGTERM / SIGINT → stop fetching, finish the batch in flight (the processor: i
 the sweeper: its delete request), commit, close. If that takes longer than
 SHUTDOWN_GRACE_S the roles are cancelled (the indexer's write and commit are shielded, a
 processor's unfinished jobs are rerun after redelivery), so nothing is lost.
+
+An index that cannot be reached at start is waited for (as Kafka is, by each role), so an
+outage that begins before the first connection pauses the service like one later on.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ from typing import Any, Protocol
 
 import structlog
 
+from consumer.errors import StopRequested
 from consumer.health import HealthReporter, HealthServer
 from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
 from consumer.processing.registry import load_processors
 from consumer.processing.worker import ProcessorWorker
 from consumer.retention.sweeper import RetentionWorker
+from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import configure_telemetry, instruments
 
 log = structlog.get_logger(__name__)
 
 JOURNAL_PRUNE_INTERVAL_S = 3600.0
+# Longest wait between two tries to reach the index at start: a server that comes back is
+# noticed within seconds (as Kafka's start, consumer/kafka/clients.py).
+INDEX_START_RETRY_CAP_S = 5.0
 
 
 class Role(StrEnum):
@@ -119,7 +127,9 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
     stats of each worker by name. If one worker fails, the others are stopped too."""
     configure_telemetry()
     store = open_index(settings.index_url)
-    async with store:
+    if not await _start_when_reachable(store, settings):
+        return {}
+    async with store:  # started above; closed at the end
         workers = _workers(settings, store, role)
         reporter = HealthReporter(settings, store, workers=lambda: _worker_stats(workers))
         health = HealthServer(settings.health_host, settings.health_port, reporter)
@@ -169,6 +179,31 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
                     await task
             await health.close()
             log.info("consumer stopped", **_summary(workers))
+
+
+async def _start_when_reachable(store: IndexStore, settings: Settings) -> bool:
+    """Start ``store``, tried again while the index is unavailable (a permanent refusal,
+    e.g. bad credentials, is raised at once); False when a signal came first. Nothing was
+    read yet, so stopping here loses nothing."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await retry(
+            store.start,
+            what="index start",
+            base_s=settings.index_retry_backoff_s,
+            cap_s=INDEX_START_RETRY_CAP_S,
+            stop=stop,
+        )
+    except StopRequested:
+        log.info("stopped before the index was reachable")
+        return False
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return True
 
 
 async def _wait_for_workers(
