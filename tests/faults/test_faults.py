@@ -191,6 +191,9 @@ async def test_postgres_stopped_for_20_s_under_the_index(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
+    # Under a consumer at work, not one still starting (an outage at start is
+    # tests/integration/test_outages.py's case).
+    await _until_working(rig)
     async with outage(stack_control, "postgres"):
         before = uploader.progress
         await asyncio.sleep(OUTAGE_S)

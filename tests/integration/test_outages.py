@@ -10,6 +10,7 @@ journaled once, and the offsets move past all of it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import subprocess
 import sys
@@ -152,7 +153,8 @@ async def test_postgres_down_when_the_consumer_starts_is_waited_out(
 ) -> None:
     """An index outage that began before the consumer's first connection is waited out
     like one later in its run: ``run --role all`` stays up, trying again, and indexes what
-    arrived meanwhile once PostgreSQL is back (it used to exit 1 at once)."""
+    arrived meanwhile once PostgreSQL is back (it used to exit 1 at once); one stopped
+    while it waits exits 0."""
     bucket = make_bucket("pgstart")
     group = unique_name("g")
     bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
@@ -165,23 +167,32 @@ async def test_postgres_down_when_the_consumer_starts_is_waited_out(
         "MINIO_CLEANUP_DAYS": "0",
     }
     consumer = ConsumerProcess(env, tmp_path / "consumer", role="all")
+    # Another one, of its own group, that is stopped while it waits.
+    quitter = ConsumerProcess(
+        env | {"KAFKA_GROUP_ID": unique_name("q")}, tmp_path / "quitter", role="indexer"
+    )
     store = open_index(backend.url)
     postgres_down = False
     try:
         await asyncio.to_thread(stack_control.stop_server, "postgres")
         postgres_down = True
         consumer.start()
+        quitter.start()
         _put(minio, bucket, "during.ogg")  # MinIO and Kafka keep its event meanwhile
 
-        def index_retries() -> int:
-            events = consumer.log_events()
-            return sum(1 for e in events if e.get("what") == "index start")
+        async def retried_alive(process: ConsumerProcess, times: int) -> bool:
+            process.assert_alive()
+            events = process.log_events()
+            return sum(1 for e in events if e.get("what") == "index start") >= times
 
-        async def retried_alive(times: int) -> bool:
-            consumer.assert_alive()
-            return index_retries() >= times
-
-        await until_async(lambda: retried_alive(3), "the consumer did not retry the index", 60)
+        for process in (consumer, quitter):
+            await until_async(
+                functools.partial(retried_alive, process, 3),
+                f"{process.role} did not retry the index",
+                60,
+            )
+        assert await asyncio.to_thread(quitter.stop) == 0, quitter.log_tail()
+        assert "stopped before the index was reachable" in quitter.logs()
         consumer.assert_alive()
 
         await asyncio.to_thread(stack_control.start_server, "postgres")
@@ -198,6 +209,7 @@ async def test_postgres_down_when_the_consumer_starts_is_waited_out(
         if postgres_down:
             await asyncio.to_thread(stack_control.start_server, "postgres")
         consumer.close()
+        quitter.close()
         await store.close()
 
 
