@@ -293,6 +293,11 @@ class ProcessorWorker(LoopRole):
                 try:
                     await self._store.renew_leases(self.lease)
                 except ConsumerError as exc:
+                    if _being_cancelled():
+                        # The renewal cut off by our cancellation ended with its own error
+                        # (asyncpg's cancel request cannot reach a server that is down):
+                        # stop as asked, or the block's end would wait for us forever.
+                        raise asyncio.CancelledError from exc
                     log.warning("lease renewal failed; retried next round", error=str(exc))
 
         renewer = asyncio.create_task(renew_forever())
@@ -512,6 +517,13 @@ def _outcomes(ended: Sequence[DeadLetter | BaseException | None]) -> list[DeadLe
     if errors:
         raise next((e for e in errors if not isinstance(e, StopRequested)), errors[0])
     return [e for e in ended if not isinstance(e, BaseException)]
+
+
+def _being_cancelled() -> bool:
+    """Whether this task was asked to stop, even if another error replaced the
+    cancellation on its way up."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _ms(started: float) -> int:
