@@ -10,6 +10,7 @@ from pathlib import Path
 import infra.stack
 from infra.stack.common import StackError, say
 from infra.stack.lifecycle import SERVER_NAMES, SERVERS, Stack
+from infra.stack.toxiproxy import ensure_toxiproxy_binary
 
 
 @contextlib.contextmanager
@@ -55,6 +56,8 @@ def _status(stack: Stack, args: argparse.Namespace) -> int:
 def _install(stack: Stack, args: argparse.Namespace) -> int:
     for server in reversed(SERVERS):
         server.install()
+    # Not a server of the stack, but built the same way: the fault suite's proxy.
+    ensure_toxiproxy_binary()
     return 0
 
 
