@@ -2,7 +2,8 @@
 
 The only stand-in the project allows (the real API is paid and out of reach). It parses the
 multipart request for real and answers from a per-file script of (status, body) pairs, then
-with a default transcript; every request is recorded for the test to inspect.
+with a default transcript; every request is recorded for the test to inspect. With
+``hang_next`` set it takes that many requests and never answers them (a hung API).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class StandIn:
         self._scripts: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
         self._delay_s = delay_s
+        # The next this many requests are taken (and billed) and never answered.
+        self.hang_next = 0
+        self._released = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -77,6 +81,7 @@ class StandIn:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._released.set()  # hung requests end (unanswered) with the server
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -89,6 +94,13 @@ class StandIn:
                 return script.pop(0)
         return 200, {"text": f"transcript of {seen.filename}", "duration": 1.0}
 
+    def _hangs(self) -> bool:
+        with self._lock:
+            if self.hang_next <= 0:
+                return False
+            self.hang_next -= 1
+            return True
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
 
@@ -97,6 +109,8 @@ class StandIn:
                 received_at = time.time()
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the upload broke off: a real API bills no incomplete request
                 if not self.path.endswith("/v1/audio/transcriptions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -107,6 +121,9 @@ class StandIn:
                     filename, audio, received_at,
                 )  # fmt: skip
                 answer = stand_in._answer(seen)  # recorded on arrival, like a billed call
+                if stand_in._hangs():
+                    stand_in._released.wait()
+                    return
                 if stand_in._delay_s:
                     time.sleep(stand_in._delay_s)
                 self._send(*answer)
