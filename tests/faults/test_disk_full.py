@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import RigFactory
-from tests.faults.harness import plan_traffic
+from tests.faults.harness import Op, plan_traffic
 from tests.helpers import committed_offsets, topic_end_offsets
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -77,6 +78,12 @@ def fill(disk: Path) -> Path:
     return ballast
 
 
+def traffic_under(prefix: str, ops: list[Op]) -> list[Op]:
+    """``ops`` with their keys under ``prefix``: a second wave of planned traffic must not
+    overwrite the first's recordings (each is written once, one job each). Pure."""
+    return [dataclasses.replace(op, key=f"{prefix}/{op.key}") for op in ops]
+
+
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_the_sqlite_index_on_a_disk_that_fills_up(
     make_rig: RigFactory, small_disk: Path
@@ -89,7 +96,7 @@ async def test_the_sqlite_index_on_a_disk_that_fills_up(
     await rig.converge(timeout_s=60)
 
     ballast = await asyncio.to_thread(fill, small_disk)
-    uploader = rig.uploader(plan_traffic(rig.rng, 40), pace_s=0.02)
+    uploader = rig.uploader(traffic_under("full", plan_traffic(rig.rng, 40)), pace_s=0.02)
     uploader.start()
     await asyncio.to_thread(uploader.wait, 60)
     # /status says why the indexer waits.

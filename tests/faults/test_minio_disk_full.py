@@ -30,7 +30,7 @@ from tests.conftest import StackEndpoints
 from tests.faults.conftest import RigFactory
 from tests.faults.harness import Op, plan_traffic
 from tests.faults.invariants import index_matches_bucket
-from tests.faults.test_disk_full import fill, mounted_tmpfs
+from tests.faults.test_disk_full import fill, mounted_tmpfs, traffic_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -110,7 +110,7 @@ async def test_minio_with_a_full_drive(make_rig: RigFactory, minio_drive: Path) 
     freed = time.monotonic()
     after = rig.uploader(
         [
-            *plan_traffic(rig.rng, 10),
+            *traffic_under("after", plan_traffic(rig.rng, 10)),
             Op("put", "full/after.bin", b"space is back"),
         ],
         pace_s=0.02,
