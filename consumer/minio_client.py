@@ -3,7 +3,6 @@ holds them now; this module stays for the imports that name it."""
 
 from consumer.minio.connect import (
     CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
     minio_client,
     minio_http_pool,
     minio_ssl_context,
@@ -12,7 +11,6 @@ from consumer.minio.failures import describe_minio_failure, minio_tls_problem, s
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
-    "READ_TIMEOUT_S",
     "describe_minio_failure",
     "minio_client",
     "minio_http_pool",

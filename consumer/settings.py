@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     minio_max_retries: int = Field(3, ge=0, le=100, alias="MINIO_MAX_RETRIES")
     minio_retry_backoff: float = Field(2.0, gt=0, le=600, alias="MINIO_RETRY_BACKOFF")
     minio_max_file_size: int = Field(2 * 1024**3, gt=0, alias="MINIO_MAX_FILE_SIZE")
+    # How long a MinIO request waits for the next bytes of its answer before it fails (and
+    # is retried): a stalled connection ends within this.
+    minio_read_timeout_s: float = Field(60.0, gt=0, le=3600, alias="MINIO_READ_TIMEOUT_S")
     minio_cleanup_days: int = Field(30, ge=0, alias="MINIO_CLEANUP_DAYS")
     minio_health_check_interval: float = Field(60.0, gt=0, alias="MINIO_HEALTH_CHECK_INTERVAL")
     minio_notify_config: Path = Field(DEFAULT_NOTIFY_CONFIG, alias="MINIO_NOTIFY_CONFIG")
@@ -114,6 +117,10 @@ class Settings(BaseSettings):
     index_url: str = Field("sqlite:///voxpersona-index.sqlite3", alias="INDEX_URL")
     # First delay of the retries while the index is unavailable (doubling, capped at 30 s).
     index_retry_backoff_s: float = Field(0.5, gt=0, le=60, alias="INDEX_RETRY_BACKOFF_S")
+    # PostgreSQL: how long one statement (or a new connection, at most 10 s) may take,
+    # network included, before it fails and is retried: a stalled connection ends within
+    # this. Not used by SQLite.
+    index_command_timeout_s: float = Field(60.0, gt=0, le=3600, alias="INDEX_COMMAND_TIMEOUT_S")
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")

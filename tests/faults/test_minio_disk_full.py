@@ -20,7 +20,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from consumer.minio_client import minio_client
+from consumer.minio import minio_client
 from infra.stack import Credentials, StackState, free_port
 from infra.stack.minio import Minio as MinioServer
 from infra.stack.minio import ensure_minio_binary

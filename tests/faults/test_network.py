@@ -33,8 +33,9 @@ from tests.transcription_server import StandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-# The scenario's transcription timeout: short, so a stall outlasts it within seconds.
-TRANSCRIBE_TIMEOUT_S = 3.0
+# The scenario's client timeouts (TRANSCRIBE_TIMEOUT_S, MINIO_READ_TIMEOUT_S,
+# INDEX_COMMAND_TIMEOUT_S): short, so a stall outlasts them within seconds.
+CLIENT_TIMEOUT_S = 3.0
 # How long a breaking fault may last, at most, before /status must have said so.
 HEALTH_DEADLINE_S = 20.0
 HEALTH_POLL_S = 0.5
@@ -77,12 +78,13 @@ DEPENDENCIES = {
     # cut ends every connection within its first answer (aiokafka reconnects by itself,
     # so a cut after kilobytes only slows its small requests down).
     "kafka": Dependency("kafka", "kafka", 12.0, Toxic("limit_data", {"bytes": 200})),
-    # PostgreSQL under the index: the stall outlasts /status's check (5 s); the cut ends
-    # pooled connections mid-answer and new ones within their start-up.
+    # PostgreSQL under the index: the stall outlasts INDEX_COMMAND_TIMEOUT_S and /status's
+    # check (5 s); the cut ends pooled connections mid-answer and new ones in start-up.
     "postgres": Dependency(
         "postgres", "index", 7.0, Toxic("limit_data", {"bytes": 300}), backend="postgres"
     ),
-    # MinIO: the probe's ranged GETs and the results' PUTs; the cut lands mid-GET.
+    # MinIO: the probe's ranged GETs and the results' PUTs; the stall outlasts
+    # MINIO_READ_TIMEOUT_S and /status's check (5 s); the cut lands mid-GET.
     "minio": Dependency("minio", "minio", 7.0, Toxic("limit_data", {"bytes": 4000})),
     # The transcription API: the stall outlasts TRANSCRIBE_TIMEOUT_S; the cut breaks the
     # upload off (a real API bills no incomplete request). /status has no check of a paid
@@ -151,16 +153,22 @@ def _proxied(
             url = urlsplit(backend.url)
             netloc = url.netloc.rsplit("@", 1)
             netloc[-1] = proxy.listen
-            env = {"INDEX_URL": url._replace(netloc="@".join(netloc)).geturl()}
+            env = {
+                "INDEX_URL": url._replace(netloc="@".join(netloc)).geturl(),
+                "INDEX_COMMAND_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
+            }
         elif name == "minio":
             proxy = toxiproxy.create_proxy("minio", values["MINIO_ENDPOINT"])
-            env = {"MINIO_ENDPOINT": proxy.listen}
+            env = {
+                "MINIO_ENDPOINT": proxy.listen,
+                "MINIO_READ_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
+            }
         else:
             api = stack_of_exits.enter_context(StandIn())
             proxy = toxiproxy.create_proxy("transcription", _host_port(api.base_url))
             env = {
                 "TRANSCRIBE_BASE_URL": f"http://{proxy.listen}/v1",
-                "TRANSCRIBE_TIMEOUT_S": str(TRANSCRIBE_TIMEOUT_S),
+                "TRANSCRIBE_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
             }
         stack_of_exits.callback(toxiproxy.delete_proxy, proxy)
         yield Proxied(proxy, env, api)
