@@ -3,7 +3,8 @@
 The only stand-in the project allows (the real API is paid and out of reach). It parses the
 multipart request for real and answers from a per-file script of (status, body) pairs, then
 with a default transcript; every request is recorded for the test to inspect. With
-``hang_next`` set it takes that many requests and never answers them (a hung API).
+``hang_next`` set it takes that many requests and never answers them (a hung API); with
+``trickle_next``, it answers that many a byte at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class StandIn:
         self._delay_s = delay_s
         # The next this many requests are taken (and billed) and never answered.
         self.hang_next = 0
+        # The next this many are answered a byte every ``trickle_byte_s``: each read gets
+        # something, the answer takes long.
+        self.trickle_next = 0
+        self.trickle_byte_s = 0.25
         self._released = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -101,6 +106,24 @@ class StandIn:
             self.hang_next -= 1
             return True
 
+    def _trickles(self) -> bool:
+        with self._lock:
+            if self.trickle_next <= 0:
+                return False
+            self.trickle_next -= 1
+            return True
+
+    def _write(self, out: Any, data: bytes, byte_s: float) -> None:
+        """``data`` at once, or a byte every ``byte_s`` (until the server stops)."""
+        if not byte_s:
+            out.write(data)
+            return
+        for n in range(len(data)):
+            if self._released.wait(byte_s):
+                return
+            out.write(data[n : n + 1])
+            out.flush()
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
 
@@ -126,9 +149,9 @@ class StandIn:
                     return
                 if stand_in._delay_s:
                     time.sleep(stand_in._delay_s)
-                self._send(*answer)
+                self._send(*answer, byte_s=stand_in.trickle_byte_s if stand_in._trickles() else 0)
 
-            def _send(self, status: int, payload: Any) -> None:
+            def _send(self, status: int, payload: Any, byte_s: float = 0.0) -> None:
                 data = (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 )
@@ -136,7 +159,7 @@ class StandIn:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                stand_in._write(self.wfile, data, byte_s)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # quiet: the test inspects ``requests``

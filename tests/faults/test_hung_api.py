@@ -102,7 +102,22 @@ async def test_a_hung_transcription_api(make_rig: RigFactory) -> None:
         assert moved >= 2 * TIMEOUT_S - LEASE_S / 2, f"the lease moved on {moved:.1f} s only"
         print(f"lease renewed over the hangs: its expiry moved on {moved:.1f} s")
 
-        # 2. A SIGTERM while a call hangs, in a process whose timeout is far away: the
+        # 2. An answer that trickles in (a byte every 0.25 s: every read gets something)
+        # ends at the timeout too, not when the last byte came.
+        api.trickle_next = 1
+        await upload(rig, "hung/trickled.wav")
+        deadline = time.monotonic() + 60
+        while (job := await the_job(rig, "hung/trickled.wav")) is None or not job.status.finished:
+            rig.consumer.assert_alive()
+            assert time.monotonic() < deadline, f"the trickled job did not end: {job}"
+            await asyncio.sleep(0.2)
+        first, second = [r.received_at for r in api.requests if r.filename == "trickled.wav"]
+        assert second - first <= TIMEOUT_S + BACKOFF_S + ATTEMPT_SLACK_S, (
+            f"a trickled answer held its attempt {second - first:.1f} s (timeout {TIMEOUT_S} s)"
+        )
+        print(f"a trickled answer: the attempt ended and was retried after {second - first:.2f} s")
+
+        # 3. A SIGTERM while a call hangs, in a process whose timeout is far away: the
         # grace period bounds the stop.
         await asyncio.to_thread(rig.consumer.stop)
         patient = ConsumerProcess(
@@ -123,9 +138,9 @@ async def test_a_hung_transcription_api(make_rig: RigFactory) -> None:
         assert stopped is not None
         assert not stopped.status.finished, stopped
 
-        # 3. The next process finishes it (the API answers now): nothing lost.
+        # 4. The next process finishes it (the API answers now): nothing lost.
         rig.consumer.start()
         await rig.converge(timeout_s=60)
         await rig.finish(tracebacks=False)
         billed = api.requests_by_file()
-        assert billed == {"first.wav": 3, "second.wav": 2}, billed
+        assert billed == {"first.wav": 3, "trickled.wav": 2, "second.wav": 2}, billed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -154,7 +155,11 @@ def _proxied(
         if name == "kafka":
             listener = values.get("KAFKA_FAULTS_LISTENER")
             if listener is None:
-                pytest.fail("the stack has no FAULTS listener for Kafka (an older stack?)")
+                # Only the local stack's broker has it; CI always runs that one.
+                message = f"the {stack.origin} stack's Kafka has no listener for a fault proxy"
+                if os.environ.get("CI"):
+                    pytest.fail(message)
+                pytest.skip(message)
             advertised = values["KAFKA_FAULTS_BOOTSTRAP_SERVERS"]
             proxy = toxiproxy.create_proxy("kafka", listener, listen=advertised)
             env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.listen}
