@@ -395,7 +395,8 @@ def test_a_state_of_an_older_stack_is_restarted_not_reused() -> None:
     assert not has_every_port(StackState(1, 2, 3, 4, kafka_sasl_port=5, postgres_port=8))
     # One from before the network-fault listener (Kafka's FAULTS) is restarted too.
     assert not has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
-    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8, 9, 10))
+    faults = {"kafka_faults_port": 9, "kafka_faults_proxy_port": 10}
+    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8, **faults))
 
 
 def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:

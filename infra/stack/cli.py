@@ -9,7 +9,13 @@ from pathlib import Path
 
 import infra.stack
 from infra.stack.common import StackError, say
-from infra.stack.lifecycle import SERVER_NAMES, SERVERS, Stack
+from infra.stack.lifecycle import (
+    OBSERVERS,
+    SERVER_NAMES,
+    SERVERS,
+    Stack,
+    where_to_look,
+)
 from infra.stack.toxiproxy import ensure_toxiproxy_binary
 
 
@@ -40,6 +46,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="state directory (default: $VOXPERSONA_STACK_DIR or ./.stack)",
     )
     parser.add_argument("--export", action="store_true", help="env: prefix lines with 'export '")
+    parser.add_argument(
+        "--observed",
+        action="store_true",
+        help="up: also Zipkin (traces) and Prometheus (metrics, alerts, dashboard)",
+    )
     args = parser.parse_args(argv)
     if (args.verb in ("stop", "start")) != (args.server is not None):
         parser.error("a server name goes with stop/start, and only with them")
@@ -56,6 +67,9 @@ def _status(stack: Stack, args: argparse.Namespace) -> int:
 def _install(stack: Stack, args: argparse.Namespace) -> int:
     for server in reversed(SERVERS):
         server.install()
+    if args.observed:
+        for server in OBSERVERS:
+            server.install()
     # Not a server of the stack, but built the same way: the fault suite's proxy.
     ensure_toxiproxy_binary()
     return 0
@@ -63,6 +77,8 @@ def _install(stack: Stack, args: argparse.Namespace) -> int:
 
 def _up(stack: Stack, args: argparse.Namespace) -> int:
     stack.up()
+    if args.observed:
+        stack.observe()
     return 0
 
 
@@ -87,6 +103,10 @@ def _env(stack: Stack, args: argparse.Namespace) -> int:
     prefix = "export " if args.export else ""
     for key, value in stack.env().items():
         print(f"{prefix}{key}={value}")
+    state = stack.load_state()
+    if state is not None and stack.observed():
+        for line in where_to_look(state):
+            print(f"# {line}")
     return 0
 
 

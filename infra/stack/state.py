@@ -36,6 +36,11 @@ class StackState:
     kafka_ssl_port: int = 0
     kafka_scram_port: int = 0
     postgres_port: int = 0
+    # The optional observers (``up --observed``): Zipkin, Prometheus, and the port the
+    # consumer serves /metrics on for that Prometheus (the env's HEALTH_PORT).
+    zipkin_port: int = 0
+    prometheus_port: int = 0
+    consumer_metrics_port: int = 0
     # A PLAINTEXT listener for network-fault drills: the broker binds the first port and
     # advertises the second, where a fault proxy (Toxiproxy) listens and forwards to the
     # first, so every connection of a client bootstrapped there passes the proxy.
