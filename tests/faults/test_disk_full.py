@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -25,6 +26,7 @@ from tests.helpers import committed_offsets, topic_end_offsets
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 DISK_SIZE = "8m"
+ROOMY_SIZE = "64m"
 FULL_FOR_S = 6.0
 RESUME_BOUND_S = 45.0
 REPORT_DEADLINE_S = 30.0
@@ -58,24 +60,44 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield where
 
 
-def fill(disk: Path) -> Path:
-    """Write a ballast file until the filesystem refuses more; the ballast."""
-    ballast = disk / "ballast"
-    chunk = b"\0" * 65536
-    with ballast.open("wb") as out:
+def usage(disk: Path) -> str:
+    """Free bytes and inodes of ``disk``, and its largest files (for the log)."""
+    stat = os.statvfs(disk)
+    files = sorted(
+        ((p.stat().st_size, str(p.relative_to(disk))) for p in disk.rglob("*") if p.is_file()),
+        reverse=True,
+    )
+    return (
+        f"{stat.f_bavail * stat.f_frsize} of {stat.f_blocks * stat.f_frsize} bytes and"
+        f" {stat.f_favail} inodes free, largest files {files[:5]}"
+    )
+
+
+def fill(disk: Path) -> None:
+    """Write a ballast file until the filesystem refuses more. Whoever else writes there
+    (the index's own growth) may take the last bytes first: full is full."""
+    try:
+        with (disk / "ballast").open("ab", buffering=0) as out:
+            _write_until_full(out, b"\0" * 65536)
+            _write_until_full(out, b"\0" * 1024)  # what fits in smaller pieces too
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    print(f"filled: {usage(disk)}")
+
+
+def _write_until_full(out: BinaryIO, chunk: bytes) -> None:
+    try:
         while True:
-            try:
-                out.write(chunk)
-                out.flush()
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                break
-    # Whatever fits in smaller pieces too: not a page left for SQLite.
-    with contextlib.suppress(OSError), ballast.open("ab", buffering=0) as out:
-        for _ in range(64):
-            out.write(b"\0" * 1024)
-    return ballast
+            out.write(chunk)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+
+
+def resize(disk: Path, size: str) -> None:
+    """Space comes back: the tmpfs at ``disk`` grows to ``size``."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
 
 
 def traffic_under(prefix: str, ops: list[Op]) -> list[Op]:
@@ -95,7 +117,7 @@ async def test_the_sqlite_index_on_a_disk_that_fills_up(
     await asyncio.to_thread(warm_up.wait, 60)
     await rig.converge(timeout_s=60)
 
-    ballast = await asyncio.to_thread(fill, small_disk)
+    await asyncio.to_thread(fill, small_disk)
     uploader = rig.uploader(traffic_under("full", plan_traffic(rig.rng, 40)), pace_s=0.02)
     uploader.start()
     await asyncio.to_thread(uploader.wait, 60)
@@ -120,7 +142,7 @@ async def test_the_sqlite_index_on_a_disk_that_fills_up(
     assert later == held, f"offsets committed while the disk was full: {held} -> {later}"
     assert any(later.get(p, 0) < end for p, end in ends.items()), "nothing was left to commit"
 
-    ballast.unlink()  # space is back
+    resize(small_disk, ROOMY_SIZE)  # space is back
     freed = time.monotonic()
     await rig.converge(timeout_s=RESUME_BOUND_S)
     print(f"caught up {time.monotonic() - freed:.1f} s after space came back")
