@@ -98,6 +98,7 @@ _USER_KEY_PREFIX: Final = re.compile(r"user_([^/]+)/")
 # Go's url.QueryEscape only ever writes "%" followed by two hex digits.
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HEX: Final = re.compile(r"[0-9A-Fa-f]+")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _REASON_MAX_CHARS: Final = 200
 _RETENTION_AGENT: Final = re.compile(rf"(?:^|\s){RETENTION_AGENT_PRODUCT}/(\S+)")
 
@@ -442,12 +443,34 @@ def _decode(value: bytes | None, max_bytes: int) -> str:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise MalformedEvent("not_json", f"invalid JSON: {exc}") from None
     except RecursionError:
         # Deeply nested input exhausts the stack of the stdlib decoder.
         raise MalformedEvent("not_json", "JSON nested too deeply") from None
+    # A \u escape may name half a UTF-16 surrogate pair, which is no character: json.loads
+    # keeps it (a key or metadata value that no database can store, and that UTF-8 cannot
+    # even encode), msgspec refuses the message. Only the slow path pays for this look.
+    if "\\u" in text and _has_lone_surrogate(document):
+        raise MalformedEvent("not_json", "a \\u escape is half a surrogate pair, not a character")
+    return document
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    # A loop, not recursion: the document may be nested as deep as json.loads could go.
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _reject_constant(name: str) -> Any:

@@ -39,11 +39,13 @@ from consumer.minio_client import minio_client
 from consumer.notify_config import load_notify_config
 from consumer.provisioning import ensure_notifications
 from consumer.settings import Settings
+from tests.hypothesis_profiles import load_hypothesis_profile
 
 if TYPE_CHECKING:
     from infra.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+load_hypothesis_profile()
 _ENDPOINT_VARS = (
     "MINIO_ENDPOINT",
     "MINIO_ACCESS_KEY",
