@@ -14,9 +14,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import example, given
 
+from consumer.event_decoder import decode_fast
 from consumer.events import (
     DEFAULT_MAX_BYTES,
     ErrorClass,
@@ -25,7 +26,6 @@ from consumer.events import (
     parse_message,
     parse_message_checked,
 )
-from consumer.event_decoder import decode_fast
 from consumer.indexer import decode_batch
 from consumer.kafka.dead_letters import dead_letter_headers
 from tests.properties.strategies import Expected, documents, encode, message_values
@@ -80,7 +80,9 @@ def test_any_value_gives_events_or_a_dead_letter_with_a_reason(value: bytes | No
         serialized_value_size=len(value) if value is not None else -1,
         headers=[],
     )
-    decoded = decode_batch({_tp(): [record]}, max_message_bytes=DEFAULT_MAX_BYTES)
+    decoded = decode_batch(
+        {TopicPartition("minio-events", 0): [record]}, max_message_bytes=DEFAULT_MAX_BYTES
+    )
     assert len(decoded.events) + len(decoded.dead_letters) >= 1
     assert not (decoded.events and decoded.dead_letters)
     for letter in decoded.dead_letters:
@@ -94,12 +96,6 @@ def test_any_value_gives_events_or_a_dead_letter_with_a_reason(value: bytes | No
         for text in (event.bucket, event.key, event.version_id, *event.user_metadata.items()):
             for part in text if isinstance(text, tuple) else (text,):
                 part.encode("utf-8")
-
-
-def _tp() -> Any:
-    from aiokafka import TopicPartition
-
-    return TopicPartition("minio-events", 0)
 
 
 @given(documents())
