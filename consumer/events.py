@@ -449,28 +449,40 @@ def _load_json(text: str) -> Any:
     except RecursionError:
         # Deeply nested input exhausts the stack of the stdlib decoder.
         raise MalformedEvent("not_json", "JSON nested too deeply") from None
-    # A \u escape may name half a UTF-16 surrogate pair, which is no character: json.loads
-    # keeps it (a key or metadata value that no database can store, and that UTF-8 cannot
-    # even encode), msgspec refuses the message. Only the slow path pays for this look.
-    if "\\u" in text and _has_lone_surrogate(document):
-        raise MalformedEvent("not_json", "a \\u escape is half a surrogate pair, not a character")
+    # Text only a \u escape can put in a JSON string, and that the index cannot store:
+    # half a UTF-16 surrogate pair, which is no character (UTF-8 cannot even encode it;
+    # msgspec refuses the message), and NUL, which no S3 server sends (not in a header, a
+    # key or a bucket name) and PostgreSQL's text refuses. Only the slow path pays for
+    # this look: the fast one leaves every message holding "\u0000" to it.
+    if "\\u" in text:
+        unstorable = _unstorable_text(document)
+        if unstorable == "surrogate":
+            raise MalformedEvent(
+                "not_json", "a \\u escape is half a surrogate pair, not a character"
+            )
+        if unstorable == "nul":
+            raise MalformedEvent("wrong_schema", "a string holds a NUL character (\\u0000)")
     return document
 
 
-def _has_lone_surrogate(document: Any) -> bool:
+def _unstorable_text(document: Any) -> Literal["surrogate", "nul", ""]:
+    """Whether a string of ``document`` (a name or a value) holds half a surrogate pair
+    ("surrogate") or a NUL character ("nul"); "" when none does."""
     # A loop, not recursion: the document may be nested as deep as json.loads could go.
     pending = [document]
     while pending:
         value = pending.pop()
         if isinstance(value, str):
             if not value.isascii() and _SURROGATE.search(value):
-                return True
+                return "surrogate"
+            if "\x00" in value:
+                return "nul"
         elif isinstance(value, dict):
             pending.extend(value)
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
-    return False
+    return ""
 
 
 def _reject_constant(name: str) -> Any:
