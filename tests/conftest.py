@@ -62,6 +62,8 @@ class StackEndpoints:
     values: dict[str, str] = field(repr=False)  # holds the secret key and a password
     origin: str  # "env", "docker" or "local"
     control: Stack | None = None  # the local stack, for tests that stop and start servers
+    # Replicas of each topic the tests create (3 on the fault suite's Kafka cluster).
+    topic_replicas: int = 1
 
     @property
     def events_topic(self) -> str:
@@ -228,7 +230,7 @@ async def make_topic(stack: StackEndpoints) -> AsyncIterator[Callable[..., objec
 
     async def factory(prefix: str = "t", partitions: int = 1) -> str:
         topic = unique_name(prefix)
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, stack.topic_replicas)])
         created.append(topic)
         return topic
 
