@@ -1,0 +1,135 @@
+"""MinIO as users run it when one server is not enough: four nodes (127.0.0.1-127.0.0.4,
+one drive each, erasure coded over all four), each publishing the events of the requests
+it serves to the stack's Kafka through a queue_dir of its own. Uploads are spread over
+the nodes while one of them is killed with -9 and started again.
+
+The requests that node was serving when it died may be written without their event
+(minio/minio#18404): at most one per uploader may lack one, the index must then equal
+what the published events say, and ``reconcile --repair`` must make it equal the bucket.
+Events the node had queued but not yet sent are sent after its restart. Nothing is
+doubled, each key ends at its latest write, no paid transcription runs twice; the
+scenario prints how long the consumer took to index new events after the kill.
+
+A separate, slower part of the fault suite (``-m cluster``): the four nodes start once
+per module, before the scenario's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+from minio import Minio
+
+from infra.stack import Credentials
+from infra.stack.cluster import MinioCluster
+from tests.conftest import StackEndpoints
+from tests.faults.clusters import (
+    SpreadUploader,
+    index_follows_the_latest_event_of_each_key,
+    node_client,
+    seconds_until_indexed_after,
+)
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, RigFactory
+from tests.faults.harness import plan_traffic, read_range, uploader_client
+from tests.helpers import topic_end_offsets
+from tests.transcription_server import StandIn
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
+
+UPLOADS = 150
+KILLED_NODE = 3  # not node 1: the consumer, the checks and reconcile talk to node 1
+DOWN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def minio_cluster(
+    stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MinioCluster]:
+    """Four MinIO nodes with the session MinIO's credentials, publishing to the session's
+    Kafka."""
+    root = tmp_path_factory.mktemp("minio-cluster")
+    credentials = dataclasses.replace(
+        Credentials.generate(),
+        minio_access_key=stack.values["MINIO_ACCESS_KEY"],
+        minio_secret_key=stack.values["MINIO_SECRET_KEY"],
+    )
+    brokers = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    started = time.monotonic()
+    with MinioCluster(root, credentials, brokers=brokers, topic=stack.events_topic) as cluster:
+        print(f"MinIO cluster of 4 nodes ready in {time.monotonic() - started:.1f} s")
+        yield cluster
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def minio(minio_cluster: MinioCluster) -> Minio:
+    """This module's MinIO (buckets, checks): the cluster, through node 1."""
+    values = minio_cluster.values()
+    return Minio(
+        values["MINIO_ENDPOINT"],
+        access_key=values["MINIO_ACCESS_KEY"],
+        secret_key=values["MINIO_SECRET_KEY"],
+        secure=False,
+    )
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_a_node_killed_9_and_restarted_under_spread_uploads(
+    make_rig: RigFactory, minio_cluster: MinioCluster
+) -> None:
+    with StandIn() as api:
+        rig = await make_rig(
+            processors=("audio-probe", "transcribe"),
+            # The consumer (and reconcile) reach the cluster through node 1.
+            env={"TRANSCRIBE_BASE_URL": api.base_url, **minio_cluster.values()},
+        )
+        rig.queue_dir = minio_cluster.queue_root  # converge waits for every node's queue
+        # One request in flight at a time: the kill can cost at most its event.
+        rig.minio_may_lose = 1
+        values = minio_cluster.values()
+        nodes = [(a.endpoint, node_client(a.endpoint, values)) for a in minio_cluster.addresses]
+        uploader = SpreadUploader(
+            uploader_client(values), rig.bucket, plan_traffic(rig.rng, UPLOADS), 0.1, nodes=nodes
+        )
+        rig.uploaders.append(uploader)
+        rig.consumer.start()
+        uploader.start()
+        while uploader.progress < UPLOADS // 3:
+            assert uploader.running, "uploads ended early"
+            await asyncio.sleep(0.1)
+
+        ends = await topic_end_offsets(rig.bootstrap, rig.topic)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(minio_cluster.nodes[KILLED_NODE - 1].kill9)
+        before = uploader.progress
+        resumed_s = await seconds_until_indexed_after(rig.store, rig.bucket, ends, killed_at)
+        await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - killed_at)))
+        assert uploader.progress > before, "uploads stopped while one node of four was down"
+        await asyncio.to_thread(minio_cluster.nodes[KILLED_NODE - 1].start)
+        back_s = await asyncio.to_thread(
+            minio_cluster.wait_until,
+            "the restarted node ready",
+            lambda: minio_cluster.ready(KILLED_NODE),
+            60,
+        )
+        await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+        await rig.converge()
+        records = await read_range(rig.bootstrap, rig.topic, rig.start)
+        await index_follows_the_latest_event_of_each_key(rig.store, rig.bucket, records)
+        await rig.finish()
+        await rig.repair_and_require_index_equals_bucket()
+        billed = api.requests_by_file()
+        assert billed, "no transcription was requested"
+        assert set(billed.values()) == {1}, f"transcribed more than once: {billed}"
+        print(
+            f"minio cluster: node {KILLED_NODE} killed; the consumer indexed new events"
+            f" {resumed_s:.1f} s after the kill; the node was ready {back_s:.1f} s after its"
+            f" restart; acknowledged requests per node {dict(uploader.by_node)};"
+            f" {uploader.failed_attempts} refused attempts; events lost by the kill,"
+            f" repaired by reconcile: {sorted(rig.lost)}"
+        )
