@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import urllib3
 from minio import Minio
 
-from consumer.index import IndexStore
+from consumer.index import IndexStore, ObjectQuery
 from infra.stack.cluster import MinioCluster
 from tests.conftest import StackEndpoints
 from tests.faults.harness import Op, RawRecord, Uploader, bucket_of
@@ -110,16 +111,9 @@ async def seconds_until_indexed_after(
 def keys_out_of_order(records: list[RawRecord], bucket: str) -> list[str]:
     """Keys whose events the topic holds out of sequencer order (a write's event after a
     later write's): the consumer must still end at the latest write, by sequencer."""
-    import json
-
     last: dict[str, int] = {}
     late: set[str] = set()
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        if bucket_of(record) != bucket or record.value is None:
-            continue
-        document = json.loads(record.value)
-        key = str(document["Key"]).split("/", 1)[1]
-        sequencer = int(document["Records"][0]["s3"]["object"]["sequencer"], 16)
+    for key, sequencer in _key_sequencers(records, bucket):
         if sequencer < last.get(key, -1):
             late.add(key)
         last[key] = max(sequencer, last.get(key, -1))
@@ -131,18 +125,21 @@ async def index_follows_the_latest_event_of_each_key(
 ) -> None:
     """Per-key order kept: every live row carries the greatest sequencer published for its
     key, whatever order the events arrived in."""
-    import json
-
-    from consumer.index import ObjectQuery
-
     latest: dict[str, int] = {}
-    for record in records:
-        if bucket_of(record) != bucket or record.value is None:
-            continue
-        document = json.loads(record.value)
-        key = str(document["Key"]).split("/", 1)[1]
-        sequencer = int(document["Records"][0]["s3"]["object"]["sequencer"], 16)
+    for key, sequencer in _key_sequencers(records, bucket):
         latest[key] = max(sequencer, latest.get(key, -1))
     rows = await store.list_objects(ObjectQuery(bucket=bucket, limit=100_000))
     stale = [(r.key, r.sequencer) for r in rows if int(r.sequencer, 16) != latest.get(r.key)]
     assert not stale, f"rows not at their key's latest event: {stale[:5]}"
+
+
+def _key_sequencers(records: list[RawRecord], bucket: str) -> list[tuple[str, int]]:
+    """(key, sequencer) of MinIO's events about ``bucket``, in partition and offset order."""
+    found = []
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if bucket_of(record) != bucket or record.value is None:
+            continue
+        document = json.loads(record.value)
+        key = str(document["Key"]).split("/", 1)[1]
+        found.append((key, int(document["Records"][0]["s3"]["object"]["sequencer"], 16)))
+    return found

@@ -86,6 +86,9 @@ def minio(stack: StackEndpoints) -> Minio:
     return minio_client(stack.settings())
 
 
+# Over the suite's 300 s per test: the cluster's start counts toward it, and takes longer
+# while the whole suite shares the machine's two cores.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_leader_of_a_busy_partition_killed_9_under_traffic(
     make_rig: RigFactory, kafka_cluster: KafkaCluster, single_minio: MinioCluster

@@ -78,6 +78,9 @@ def minio(minio_cluster: MinioCluster) -> Minio:
     )
 
 
+# Over the suite's 300 s per test: the cluster's start counts toward it, and takes longer
+# while the whole suite shares the machine's two cores.
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_a_node_killed_9_and_restarted_under_spread_uploads(
     make_rig: RigFactory, minio_cluster: MinioCluster
