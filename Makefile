@@ -37,8 +37,9 @@ test: install lint typecheck
 	$(PY) -m pytest -m containers
 
 lint: $(STAMP)
-	$(PY) -m ruff check consumer infra tests
-	$(PY) -m ruff format --check consumer infra tests
+	$(PY) -m ruff check consumer infra tests bench
+	$(PY) -m ruff format --check consumer infra tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -50,15 +51,16 @@ unit: $(STAMP)
 containers: install
 	$(PY) -m pytest -m containers
 
-## bench: every benchmark on the real stack, then docs/benchmarks.md (bench/README.md):
-## indexer vs. bare Kafka drain, RSS over 1M events, the upload load test.
-## BENCH_ARGS="--quick" for a small complete run; "--rss-events 0" skips the 1M run
+## bench: every benchmark on the real stack (bench/README.md): the indexer vs. a bare Kafka
+## drain, RSS over 1M events, replay, the upload load test, processing; writes
+## bench/results/summary.json, the plots and tables.md (docs/benchmarks.md reads them).
+## BENCH_ARGS="--quick" for a small run of every part; "--parts throughput,load" for some
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) -m infra.stack up
 	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
-	  $(PY) -m bench.suite $(BENCH_ARGS)
+	  $(PY) -m bench $(BENCH_ARGS)
 
 stack-up: install
 	$(PY) -m infra.stack up

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from minio import Minio
 
-from consumer.minio_client import minio_client
+from consumer.minio import minio_client
 from infra.stack.cluster import REPLICATION_FACTOR, KafkaCluster, MinioCluster
 from infra.stack.state import Credentials
 from tests.conftest import StackEndpoints

@@ -17,7 +17,7 @@ from typing import Any, get_args
 from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import example, given
 
-from consumer.event_decoder import decode_fast
+from consumer.events.fast import decode_fast
 from consumer.events import (
     DEFAULT_MAX_BYTES,
     ErrorClass,

@@ -34,7 +34,7 @@ from consumer.names import (
     upload_key,
     user_prefix,
 )
-from consumer.replay import parse_since
+from consumer.repair.replay import parse_since
 
 # Any str Python can hold, lone surrogates included: a name read from a file system with
 # bytes that are not UTF-8 arrives as surrogate escapes (PEP 383), and so does such a
