@@ -17,7 +17,6 @@ from typing import Any, get_args
 from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import example, given
 
-from consumer.events.fast import decode_fast
 from consumer.events import (
     DEFAULT_MAX_BYTES,
     ErrorClass,
@@ -26,6 +25,7 @@ from consumer.events import (
     parse_message,
     parse_message_checked,
 )
+from consumer.events.fast import decode_fast
 from consumer.indexer import decode_batch
 from consumer.kafka.dead_letters import dead_letter_headers
 from tests.properties.strategies import Expected, documents, encode, message_values
