@@ -106,10 +106,11 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
             assert uploader.running, "uploads ended early"
             await asyncio.sleep(0.1)
 
-        ends = await topic_end_offsets(rig.bootstrap, rig.topic)
         killed_at = time.monotonic()
         await asyncio.to_thread(minio_cluster.nodes[KILLED_NODE - 1].kill9)
         before = uploader.progress
+        # Resumed: an event published after the kill is indexed.
+        ends = await topic_end_offsets(rig.bootstrap, rig.topic)
         resumed_s = await seconds_until_indexed_after(rig.store, rig.bucket, ends, killed_at)
         await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - killed_at)))
         assert uploader.progress > before, "uploads stopped while one node of four was down"
@@ -121,7 +122,9 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
             60,
         )
         await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
-        await rig.converge()
+        await rig.converge()  # which waits for every node's queue_dir to drain
+        queues = [minio_cluster.node_home(n) / "queue" for n in range(1, 5)]
+        assert all(queue.is_dir() for queue in queues), "a node without its own queue_dir"
         records = await read_range(rig.bootstrap, rig.topic, rig.start)
         await index_follows_the_latest_event_of_each_key(rig.store, rig.bucket, records)
         await rig.finish()
@@ -130,9 +133,9 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
         assert billed, "no transcription was requested"
         assert set(billed.values()) == {1}, f"transcribed more than once: {billed}"
         print(
-            f"minio cluster: node {KILLED_NODE} killed; the consumer indexed new events"
-            f" {resumed_s:.1f} s after the kill; the node was ready {back_s:.1f} s after its"
-            f" restart; acknowledged requests per node {dict(uploader.by_node)};"
-            f" {uploader.failed_attempts} refused attempts; events lost by the kill,"
-            f" repaired by reconcile: {sorted(rig.lost)}"
+            f"minio cluster: node {KILLED_NODE} killed; the consumer indexed an event"
+            f" published after the kill {resumed_s:.1f} s after it; the node was ready"
+            f" {back_s:.1f} s after its restart; acknowledged requests per node"
+            f" {dict(uploader.by_node)}; {uploader.failed_attempts} refused attempts;"
+            f" events lost by the kill, repaired by reconcile: {sorted(rig.lost)}"
         )
