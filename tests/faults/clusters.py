@@ -13,7 +13,7 @@ import asyncio
 import io
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -43,9 +43,12 @@ def cluster_endpoints(
 
 
 def node_client(endpoint: str, values: Mapping[str, str]) -> Minio:
-    """A fail-fast client of one MinIO node (as ``harness.uploader_client``)."""
+    """A fail-fast client of one MinIO node."""
     http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=2.0, read=15.0), retries=urllib3.Retry(total=0)
+        # A short read timeout: a request stuck on a locked key must not hold up the others
+        # for long (the uploads are small).
+        timeout=urllib3.Timeout(connect=2.0, read=5.0),
+        retries=urllib3.Retry(total=0),
     )
     return Minio(
         endpoint,
@@ -56,41 +59,98 @@ def node_client(endpoint: str, values: Mapping[str, str]) -> Minio:
     )
 
 
+# How soon a key whose request failed is tried again.
+HELD_RETRY_S = 5.0
+
+
 @dataclass
 class SpreadUploader(Uploader):
     """An uploader whose requests go to the nodes in turn, as behind a round-robin load
-    balancer; a refused request is tried again on the next node. ``by_node`` counts the
-    acknowledged requests per node."""
+    balancer. When a request fails, its key's operations wait (in their order) and are
+    tried again every HELD_RETRY_S on the next node, while other keys go on: a key whose
+    write the killed node was serving stays locked until MinIO lets the dead node's lock
+    expire. ``by_node`` counts the acknowledged requests per node, ``held_s`` how long
+    each held key waited."""
 
     nodes: list[tuple[str, Minio]] = field(default_factory=list)
     by_node: Counter[str] = field(default_factory=Counter)
+    held_s: dict[str, float] = field(default_factory=dict)
+    # The node a request is in flight to (None between requests): a scenario kills a node
+    # mid-request with it.
+    in_flight: str | None = None
+    # When each request was acknowledged (time.monotonic()), in order.
+    acknowledged_at: list[float] = field(default_factory=list)
     _turn: int = 0
 
-    def _perform(self, op: Op) -> None:
-        deadline = time.monotonic() + self.op_deadline_s
-        while True:
-            endpoint, client = self.nodes[self._turn % len(self.nodes)]
-            self._turn += 1
-            try:
-                if op.kind == "put":
-                    client.put_object(
-                        self.bucket,
-                        op.key,
-                        io.BytesIO(op.body),
-                        len(op.body),
-                        content_type=op.content_type,
-                    )
+    def first_acknowledged_after(self, moment: float) -> float | None:
+        """Seconds from ``moment`` to the first acknowledgement after it (None: none yet)."""
+        later = [at for at in self.acknowledged_at if at > moment]
+        return later[0] - moment if later else None
+
+    def _run(self) -> None:
+        try:
+            self._run_ops()
+        except BaseException as exc:  # reported by wait()
+            self.error = exc
+
+    def _run_ops(self) -> None:
+        waiting = deque(self.ops)
+        held: dict[str, deque[Op]] = {}  # key → its operations not done yet, in order
+        retry_at: dict[str, float] = {}
+        failed_at: dict[str, float] = {}
+        while (waiting or held) and not self._abort.is_set():
+            now = time.monotonic()
+            due = [key for key in held if retry_at[key] <= now]
+            if due:
+                key = due[0]
+                if self._attempt(held[key][0]):
+                    held[key].popleft()
+                    retry_at[key] = now  # the key's next operation right away
+                    if not held[key]:
+                        del held[key]
+                        self.held_s[key] = time.monotonic() - failed_at[key]
                 else:
-                    client.remove_object(self.bucket, op.key)
-            except Exception as exc:
-                self.failed_attempts += 1
-                self.errors.setdefault(op.key, []).append(f"{endpoint}: {exc!r}"[:200])
-                if time.monotonic() > deadline or self._abort.is_set():
-                    raise
-                time.sleep(0.2)
+                    assert now - failed_at[key] < self.op_deadline_s, f"{key!r} held too long"
+                    retry_at[key] = time.monotonic() + HELD_RETRY_S
+            elif waiting:
+                op = waiting.popleft()
+                if op.key in held:
+                    held[op.key].append(op)
+                elif self._attempt(op):
+                    time.sleep(self.pace_s)
+                else:
+                    held[op.key] = deque([op])
+                    failed_at[op.key] = now
+                    retry_at[op.key] = time.monotonic() + HELD_RETRY_S
             else:
-                self.by_node[endpoint] += 1
-                return
+                time.sleep(0.1)
+
+    def _attempt(self, op: Op) -> bool:
+        """One request of ``op`` to the next node; whether it was acknowledged."""
+        endpoint, client = self.nodes[self._turn % len(self.nodes)]
+        self._turn += 1
+        self.in_flight = endpoint
+        try:
+            if op.kind == "put":
+                client.put_object(
+                    self.bucket,
+                    op.key,
+                    io.BytesIO(op.body),
+                    len(op.body),
+                    content_type=op.content_type,
+                )
+            else:
+                client.remove_object(self.bucket, op.key)
+        except Exception as exc:
+            self.failed_attempts += 1
+            self.errors.setdefault(op.key, []).append(f"{endpoint}: {exc!r}"[:200])
+            return False
+        finally:
+            self.in_flight = None
+        self.by_node[endpoint] += 1
+        self.acknowledged_at.append(time.monotonic())
+        self.done.append(op)
+        return True
 
 
 async def seconds_until_indexed_after(
