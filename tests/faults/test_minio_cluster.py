@@ -1,7 +1,14 @@
 """MinIO as users run it when one server is not enough: four nodes (127.0.0.1-127.0.0.4,
 one drive each, erasure coded over all four), each publishing the events of the requests
 it serves to the stack's Kafka through a queue_dir of its own. Uploads are spread over
-the nodes while one of them is killed with -9 and started again.
+the nodes while one of them is killed with -9, with a request to it in flight, and
+started again.
+
+What the kill costs the uploads: the key whose write the dead node was serving stays
+locked for 1-2 minutes (MinIO lets a dead node's lock expire after lockValidityDuration,
+1 min, checked every minute; measured 108 s), so its retries fail meanwhile; every other
+key goes on through the other three nodes. The uploader holds such a key (its later
+operations in order) and goes on with the rest.
 
 The requests that node was serving when it died may be written without their event
 (minio/minio#18404): at most one per uploader may lack one, the index must then equal
