@@ -30,7 +30,9 @@ from urllib3.exceptions import HTTPError
 from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.lag import KafkaProbe
+from consumer.minio.queue_watch import QueueWatch
 from consumer.minio_client import describe_minio_failure, minio_client, minio_http_pool
+from consumer.notify_config import notify_target_id
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
@@ -89,12 +91,18 @@ def status_report(
     totals: OperationTotals,
     workers: Mapping[str, Mapping[str, Any]],
     now: datetime,
+    minio_queue: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /status document. Pure."""
+    """The /status document; ``minio_queue``: MinIO's queue for the notify target
+    (``queue_fields``), whose ``degraded`` reason, if any, makes a healthy report
+    degraded. Pure."""
     indexer_lag = lags.get("indexer")
     total_lag = sum(indexer_lag.values()) if indexer_lag is not None else None
+    status = overall_status(checks, total_lag, totals.success_rate)
+    if status == "healthy" and minio_queue and minio_queue.get("degraded"):
+        status = "degraded"
     return {
-        "status": overall_status(checks, total_lag, totals.success_rate),
+        "status": status,
         "checked_at": now.isoformat(),
         "connection_status": "connected"
         if all(check.ok for check in checks.values())
@@ -111,6 +119,7 @@ def status_report(
             for group, partitions in lags.items()
         },
         "dlq_messages": dlq_messages,
+        "minio_queue": dict(minio_queue) if minio_queue is not None else None,
         "workers": {name: dict(stats) for name, stats in workers.items()},
     }
 
@@ -165,6 +174,7 @@ class _Observed:
     lags: dict[str, dict[int, int] | None]
     dlq: int | None
     at: datetime
+    minio_queue: dict[str, Any] | None = None
 
 
 def health_minio_client(settings: Settings, timeout_s: float) -> Minio:
@@ -208,6 +218,12 @@ class HealthReporter:
         ttl = settings.health_cache_s if cache_s is None else cache_s
         self._ready = Shared(self.checks, ttl)
         self._observed = Shared(self._observe, ttl)
+        # MinIO's queue, unless MINIO_METRICS_INTERVAL_S=0 turned its reading off.
+        self._queue = (
+            QueueWatch(settings, lambda: notify_target_id(settings), timeout_s)
+            if settings.minio_metrics_interval_s
+            else None
+        )
 
     @property
     def rounds(self) -> int:
@@ -237,19 +253,24 @@ class HealthReporter:
             instruments.minio_totals,
             self._workers(),
             observed.at,
+            observed.minio_queue,
         )
 
     async def _observe(self) -> _Observed:
         """One probe answers the Kafka check, the lags and the DLQ size."""
         facts: dict[str, Any] = {"lags": {}, "dlq": None}
-        kafka, index, minio = await asyncio.gather(
+        kafka, index, minio, queue = await asyncio.gather(
             # Each Kafka request is bounded by the time limit; six of them at most here.
             run_check("kafka", lambda: self._kafka(facts), 6 * self._timeout_s),
             run_check("index", self._index, self._timeout_s),
             run_check("minio", self._minio_answers, self._timeout_s),
+            self._queue_fields(),
         )
         checks = {"kafka": kafka, "index": index, "minio": minio}
-        return _Observed(checks, facts["lags"], facts["dlq"], datetime.now(UTC))
+        return _Observed(checks, facts["lags"], facts["dlq"], datetime.now(UTC), queue)
+
+    async def _queue_fields(self) -> dict[str, Any] | None:
+        return None if self._queue is None else await self._queue.fields()
 
     async def close(self) -> None:
         await self._ready.close()

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
         alias="MINIO_IDENTITY_POLICY_PREFIX",
     )
 
+    # MinIO's own queue for the notify target, read from its Prometheus metrics (v2):
+    # "jwt" signs a bearer token with the keys above (their policy needs admin:Prometheus),
+    # "public" sends none (a server run with MINIO_PROMETHEUS_AUTH_TYPE=public).
+    minio_metrics_auth: Literal["jwt", "public"] = Field("jwt", alias="MINIO_METRICS_AUTH")
+    # Seconds between two readings by the indexer role (MinIO caches them 10 s); 0: never.
+    minio_metrics_interval_s: float = Field(15.0, ge=0, le=3600, alias="MINIO_METRICS_INTERVAL_S")
+    # /status is "degraded" while MinIO holds more undelivered events than this.
+    minio_queue_degraded_length: int = Field(1000, ge=0, alias="MINIO_QUEUE_DEGRADED_LENGTH")
+
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_events_topic: str = Field("minio-events", alias="KAFKA_EVENTS_TOPIC")
@@ -147,6 +156,22 @@ class Settings(BaseSettings):
     transcribe_model: str = Field("whisper-1", alias="TRANSCRIBE_MODEL")
     transcribe_max_bytes: int = Field(25 * 1024**2, gt=0, alias="TRANSCRIBE_MAX_BYTES")
     transcribe_timeout_s: float = Field(300.0, gt=0, le=3600, alias="TRANSCRIBE_TIMEOUT_S")
+
+    # --- Automatic reconcile (a task of the indexer role) -------------------------------
+    # Repairs what MinIO lost (its failed-events count rose, it restarted) and, every
+    # RECONCILE_INTERVAL_S, looks for any other gap (0: no periodic run). Off: false.
+    reconcile_auto: bool = Field(True, alias="RECONCILE_AUTO")
+    reconcile_interval_s: float = Field(3600.0, ge=0, le=30 * 86_400, alias="RECONCILE_INTERVAL_S")
+    # Objects written this recently are left to their events (still on their way through
+    # MinIO's queue and Kafka); a triggered run waits this long. Longer than MinIO's
+    # metrics cache (10 s) plus its send loop (3 s).
+    reconcile_settle_s: float = Field(30.0, ge=0, le=3600, alias="RECONCILE_SETTLE_S")
+    # At most one run per this many seconds in the whole group (runs end to next start).
+    reconcile_min_gap_s: float = Field(60.0, ge=0, le=86_400, alias="RECONCILE_MIN_GAP_S")
+    # No run while the indexer is more events than this behind (the index is catching up).
+    reconcile_max_lag: int = Field(1000, ge=0, alias="RECONCILE_MAX_LAG")
+    # The run's lease in the index (renewed while it runs): one run at a time per group.
+    reconcile_lease_s: float = Field(300.0, ge=10, le=86_400, alias="RECONCILE_LEASE_S")
 
     # --- Retention (role "retention"; lifecycle rules by setup) ---------------------------
     # A JSON file of policies (see infra/retention-policies.example.json); unset: one policy,

@@ -41,6 +41,15 @@ DELAY_BUCKETS: Final = (
     0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 )  # fmt: skip
 
+# MinIO's queue for the notify target (name, unit, description): its own counters since
+# its start, and the delivery rate derived from two readings.
+_MINIO_QUEUE_GAUGES: Final = (
+    ("queue_length", "{event}", "Events MinIO holds for the notify target, not yet sent"),
+    ("failed_events", "{event}", "Events MinIO's notify target refused since MinIO started"),
+    ("total_events", "{event}", "Events handed to MinIO's notify target since MinIO started"),
+    ("delivery_rate", "{event}/s", "Events MinIO sent on to Kafka per second, lately"),
+)
+
 tracer = trace.get_tracer(SCOPE)
 _propagator = TraceContextTextMapPropagator()
 _configured = threading.Lock()
@@ -229,6 +238,40 @@ class Instruments:
             description="End-to-end delay: the event's time to the moment it was indexed",
             explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
         )
+        # The delay split where it is spent: MinIO's delivery (event time → the Kafka
+        # record's timestamp) and the consumer's part (that timestamp → indexed).
+        self.delay_minio = meter.create_histogram(
+            "index.delay.minio",
+            unit="s",
+            description="MinIO's delivery: the event's time to its Kafka record's timestamp",
+            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
+        )
+        self.delay_consumer = meter.create_histogram(
+            "index.delay.consumer",
+            unit="s",
+            description="The consumer's part: the Kafka record's timestamp to indexed",
+            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
+        )
+        # MinIO's queue for the notify target, as last read (consumer/minio/notify_queue.py):
+        # name → (target id, value); set by the reader, observed at scrape time.
+        self.minio_queue: dict[str, tuple[str, float]] = {}
+        for name, unit, description in _MINIO_QUEUE_GAUGES:
+            meter.create_observable_gauge(
+                f"minio.notify.{name}",
+                callbacks=[self._minio_queue_observer(name)],
+                unit=unit,
+                description=description,
+            )
+        self.reconcile_runs = meter.create_counter(
+            "reconcile.auto.runs",
+            unit="{run}",
+            description="Automatic reconcile runs, by reason and outcome",
+        )
+        self.reconcile_repairs = meter.create_counter(
+            "reconcile.auto.repairs",
+            unit="{object}",
+            description="Objects the automatic reconcile repaired, by difference",
+        )
         self.jobs = meter.create_counter(
             "processing.jobs", unit="{job}", description="Processing jobs ended, by outcome"
         )
@@ -279,6 +322,16 @@ class Instruments:
     def _observe_lag(self, _: CallbackOptions) -> Iterator[Observation]:
         for (group, topic, partition), lag in list(self._lag.items()):
             yield Observation(lag, {"group": group, "topic": topic, "partition": str(partition)})
+
+    def _minio_queue_observer(
+        self, name: str
+    ) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            if name in self.minio_queue:
+                target, value = self.minio_queue[name]
+                yield Observation(value, {"target": target})
+
+        return observe
 
     def _observe_objects(self, _: CallbackOptions) -> Iterator[Observation]:
         for bucket, (objects, _size) in list(self.storage.items()):
