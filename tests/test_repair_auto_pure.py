@@ -3,6 +3,7 @@ differences it repairs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from consumer.index import JobRecord, JobStatus, ObjectRecord
@@ -91,12 +92,14 @@ class TestTriggers:
     def test_the_first_reading_calls_for_nothing(self) -> None:
         assert triggers(None, _queue(failed_events=50)) == set()
 
-    def test_pending_keeps_the_time_of_the_first_reason(self) -> None:
+    def test_pending_keeps_the_time_of_the_latest_trigger(self) -> None:
+        # Drops that go on keep the run waiting: it must see them older than its cutoff.
         pending = Pending()
         pending.add({Reason.FAILED_EVENTS}, 10.0)
         pending.add({Reason.MINIO_RESTART}, 20.0)
-        assert pending.since_s == 10.0
-        assert pending.reasons == {Reason.FAILED_EVENTS, Reason.MINIO_RESTART}
+        pending.add({Reason.PERIODIC}, 30.0)
+        assert pending.latest_s == 20.0
+        assert pending.reasons == {Reason.FAILED_EVENTS, Reason.MINIO_RESTART, Reason.PERIODIC}
 
 
 class TestPlan:
@@ -209,11 +212,15 @@ class TestConcerned:
         assert concerned([old, inside, stale, recent], since, until) == [inside, stale]
         assert concerned([old, recent], None, until) == [old]
 
-    def test_rows_whose_object_is_gone_unless_indexed_after_the_cutoff(self) -> None:
+    def test_rows_whose_object_is_gone_unless_written_after_the_cutoff(self) -> None:
         until = NOW - timedelta(seconds=30)
         gone = Mismatch(Difference.EXTRA, "b", "g", "", None, _row("g", NOW - timedelta(days=3)))
         fresh = Mismatch(Difference.EXTRA, "b", "f", "", None, _row("f", NOW))
-        assert concerned([gone, fresh], NOW - timedelta(hours=1), until) == [gone]
+        # Indexed just now (its event came late), written before the cutoff: repaired.
+        late = replace(_row("l", until - timedelta(seconds=1)), indexed_at=NOW)
+        late_gone = Mismatch(Difference.EXTRA, "b", "l", "", None, late)
+        since = NOW - timedelta(hours=1)
+        assert concerned([gone, fresh, late_gone], since, until) == [gone, late_gone]
 
 
 def test_lease_generations_compare_as_text_in_order() -> None:

@@ -9,8 +9,8 @@
 Narrowed: the buckets of the notification file; of their listing, only objects written
 since the last clean point (the previous run's cutoff) and before this run's cutoff
 (RECONCILE_SETTLE_S ago: newer writes are left to their events, still on their way).
-A triggered run waits RECONCILE_SETTLE_S after the trigger, so what MinIO lost before it
-is older than the cutoff. Deferred while MinIO's queue holds events or the indexer lags
+A triggered run waits RECONCILE_SETTLE_S after the latest trigger, so what MinIO lost
+before it is older than the cutoff. Deferred while MinIO's queue holds events or the indexer lags
 more than RECONCILE_MAX_LAG (those objects would look missing, and be repaired ahead of
 their own events). Throttled (RECONCILE_MIN_GAP_S between runs of the group) and run by
 one process at a time: the run holds a lease in the index's jobs table (the row
@@ -90,18 +90,20 @@ def triggers(previous: NotifyQueue | None, current: NotifyQueue) -> set[Reason]:
 
 @dataclass
 class Pending:
-    """Reasons waiting for a run, and when the first of them was seen (epoch seconds)."""
+    """Reasons waiting for a run, and when the latest of them was seen (epoch seconds):
+    while MinIO keeps dropping, its failed-events count keeps rising, and the run waits
+    until the drops are older than its cutoff."""
 
     reasons: set[Reason] = field(default_factory=set)
-    since_s: float | None = None
+    latest_s: float | None = None
 
     def add(self, reasons: set[Reason], now_s: float) -> None:
-        if reasons and not self.reasons:
-            self.since_s = now_s
+        if reasons - {Reason.PERIODIC}:
+            self.latest_s = now_s
         self.reasons |= reasons
 
     def clear(self) -> None:
-        self.reasons, self.since_s = set(), None
+        self.reasons, self.latest_s = set(), None
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,9 @@ def _too_soon(stored: JobRecord | None, now: datetime, min_gap_s: float) -> str:
 
 
 def _settling(pending: Pending, now: datetime, settle_s: float) -> str:
-    if not pending.reasons - {Reason.PERIODIC} or pending.since_s is None:
+    if pending.latest_s is None:
         return ""
-    waited = now.timestamp() - pending.since_s
+    waited = now.timestamp() - pending.latest_s
     return "" if waited >= settle_s else f"settling ({waited:.0f} of {settle_s:g} s)"
 
 
@@ -213,11 +215,12 @@ def concerned(
     mismatches: Sequence[Mismatch], since: datetime | None, until: datetime
 ) -> list[Mismatch]:
     """The differences a run repairs: objects written in [since, until) (by the listing's
-    time), and index rows whose object is gone that were indexed before ``until``. Pure."""
+    time), and index rows whose object is gone, of a write before ``until`` (its event's
+    time; a newer row may be of a write the listing came too early to see). Pure."""
     kept: list[Mismatch] = []
     for mismatch in mismatches:
         if mismatch.kind is Difference.EXTRA:
-            if mismatch.indexed is not None and mismatch.indexed.indexed_at < until:
+            if mismatch.indexed is not None and mismatch.indexed.last_event_time < until:
                 kept.append(mismatch)
             continue
         listed = mismatch.listed

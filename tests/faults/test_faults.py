@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,7 +253,10 @@ async def test_minio_drops_events_past_its_queue_limit_the_consumer_repairs(
         queue = await _status_queue(rig, port, lambda q: q.get("failed_events", 0) > 0)
         assert queue["queue_length"] == QUEUE_LIMIT, queue
         table = await asyncio.to_thread(_status_table, rig)
-        assert f"minio_queue          {QUEUE_LIMIT} events waiting (VOXPERSONA)" in table, table
+        assert re.search(
+            rf"^minio_queue +{QUEUE_LIMIT} events waiting \(VOXPERSONA\)$", table, re.M
+        )
+        assert re.search(rf"^minio_failed_events +{queue['failed_events']}$", table, re.M), table
         assert "MINIO_QUEUE_DEGRADED_LENGTH 5" in table, table
         dropped = queue["failed_events"]
     back_at = time.monotonic()
