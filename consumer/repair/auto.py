@@ -30,7 +30,7 @@ import contextlib
 import io
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -283,6 +283,7 @@ class AutoReconcile:
         self._lease = Lease(owner, settings.reconcile_lease_s)
         self._pending = Pending()
         self._previous: NotifyQueue | None = None
+        self._readable = True
         self._stop = asyncio.Event()
         self.stats = AutoStats()
 
@@ -318,13 +319,14 @@ class AutoReconcile:
         decided = plan(
             self._pending, stored, queue, lag, now=now, settings=self._settings, rate=rate
         )
-        self.stats.waiting = "" if decided.run else decided.why
         if decided.run:
             await self._run(decided)
-        elif self._pending.reasons:
-            log.debug(
+        elif self._pending.reasons and decided.why != self.stats.waiting:
+            # Once per new reason to wait, not every round.
+            log.info(
                 "automatic reconcile waits", reasons=sorted(self._pending.reasons), why=decided.why
             )
+        self.stats.waiting = "" if decided.run else decided.why
         return decided
 
     async def _read_queue(self) -> NotifyQueue | None:
@@ -333,9 +335,23 @@ class AutoReconcile:
         try:
             current = await self._watch.read()
         except ConsumerError as exc:
-            log.debug("MinIO's queue not read", error=str(exc))
+            if self._readable:  # once per outage, not every round
+                log.warning("MinIO's queue unreadable", error=str(exc))
+            self._readable = False
             return None
-        reasons = triggers(self._previous, current)
+        previous = self._previous
+        if current.started_at_s is None and previous is not None:
+            # A reading without the start time (a server just up) keeps the known one:
+            # the next reading that has it is compared with what was before.
+            current = replace(current, started_at_s=previous.started_at_s)
+        if not self._readable:
+            log.info(
+                "MinIO's queue readable again",
+                minio_started_at_s=current.started_at_s,
+                queue_length=current.queue_length,
+            )
+            self._readable = True
+        reasons = triggers(previous, current)
         if reasons:
             log.info(
                 "automatic reconcile wanted",

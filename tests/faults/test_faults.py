@@ -201,7 +201,10 @@ async def _until_auto_reconciled(rig: Rig, reason: str, timeout_s: float = 120) 
             if event.get("event") == "automatic reconcile" and reason in event.get("reasons", []):
                 return {"at": time.monotonic(), "event": event}
         rig.consumer.assert_alive()
-        assert time.monotonic() < deadline, f"no automatic reconcile for {reason} in {timeout_s} s"
+        if time.monotonic() > deadline:
+            ours = ("consumer.repair.auto", "consumer.minio.queue_watch")
+            said = [e for e in rig.consumer.log_events() if e.get("logger") in ours][-20:]
+            raise AssertionError(f"no automatic reconcile for {reason} in {timeout_s} s: {said}")
         await asyncio.sleep(0.25)
 
 
