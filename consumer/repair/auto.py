@@ -290,6 +290,10 @@ class AutoReconcile:
     def stop(self) -> None:
         self._stop.set()
 
+    def want(self, reason: Reason) -> None:
+        """Ask for a run, as if ``reason`` had been seen now."""
+        self._pending.add({reason}, time.time())
+
     @property
     def poll_s(self) -> float:
         return self._settings.minio_metrics_interval_s or IDLE_POLL_S
