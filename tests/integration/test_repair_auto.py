@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 from minio import Minio
