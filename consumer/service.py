@@ -29,6 +29,7 @@ from consumer.processing.worker import ProcessorWorker
 from consumer.repair.auto import AutoReconcile, build_auto_reconcile
 from consumer.retention.sweeper import RetentionWorker
 from consumer.settings import Settings
+from consumer.setup.notify_config import notify_target_id
 from consumer.telemetry import configure_telemetry, instruments
 
 log = structlog.get_logger(__name__)
@@ -158,7 +159,9 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
             extra = {"auto_reconcile": dataclasses.asdict(auto.stats)} if auto else {}
             return _worker_stats(workers) | extra
 
-        reporter = HealthReporter(settings, store, workers=stats)
+        reporter = HealthReporter(
+            settings, store, workers=stats, notify_target=lambda: notify_target_id(settings)
+        )
         health = HealthServer(settings.health_host, settings.health_port, reporter)
         await health.start()
         tasks = {

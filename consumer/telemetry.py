@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -40,15 +40,6 @@ LATENCY_BUCKETS: Final = (
 DELAY_BUCKETS: Final = (
     0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 )  # fmt: skip
-
-# MinIO's queue for the notify target (name, unit, description): its own counters since
-# its start, and the delivery rate derived from two readings.
-_MINIO_QUEUE_GAUGES: Final = (
-    ("queue_length", "{event}", "Events MinIO holds for the notify target, not yet sent"),
-    ("failed_events", "{event}", "Events MinIO's notify target refused since MinIO started"),
-    ("total_events", "{event}", "Events handed to MinIO's notify target since MinIO started"),
-    ("delivery_rate", "{event}/s", "Events MinIO sent on to Kafka per second, lately"),
-)
 
 tracer = trace.get_tracer(SCOPE)
 _propagator = TraceContextTextMapPropagator()
@@ -204,108 +195,280 @@ class OperationTotals:
         return 0.0 if not self.total else round(1000.0 * self.seconds / self.total, 2)
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument: what creates it and what the metrics reference says about it.
+
+    The instruments are made from these tables only (``counter``, ``histogram``, ...), and the
+    manual's metrics page is written from the same tables, so the two cannot disagree.
+    """
+
+    name: str
+    kind: Literal["counter", "histogram", "gauge", "observable gauge"]
+    unit: str
+    description: str
+    # The attributes its records carry (documentation: OpenTelemetry does not enforce them).
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_name(self) -> str:
+        """The name the Prometheus exporter gives it: ``.`` as ``_``, the unit as a suffix
+        (``{event}`` style annotations have none), ``_total`` on counters."""
+        suffix = _PROMETHEUS_UNITS.get(self.unit, "")
+        name = self.name.replace(".", "_") + (f"_{suffix}" if suffix else "")
+        return name + ("_total" if self.kind == "counter" else "")
+
+
+_PROMETHEUS_UNITS: Final = {"s": "seconds", "By": "bytes", "{event}/s": "per_second"}
+
+EVENTS: Final = MetricSpec(
+    "consumer.events",
+    "counter",
+    "{event}",
+    "Events consumed, by kind (created, metadata_changed, removed, expired, noop, other, "
+    "reconciled)",
+    ("group", "kind"),
+)
+DEAD_LETTERS: Final = MetricSpec(
+    "consumer.dead_letters",
+    "counter",
+    "{message}",
+    "Messages sent to the DLQ, by group and error class",
+    ("group", "error_class"),
+)
+LAG: Final = MetricSpec(
+    "consumer.lag",
+    "observable gauge",
+    "{event}",
+    "Events behind the partition's end, after each batch (only partitions this process holds)",
+    ("group", "topic", "partition"),
+)
+BATCH_DURATION: Final = MetricSpec(
+    "index.batch.duration",
+    "histogram",
+    "s",
+    "One index batch: decode, write, commit",
+    ("backend",),
+    LATENCY_BUCKETS,
+)
+DELAY: Final = MetricSpec(
+    "index.delay",
+    "histogram",
+    "s",
+    "End-to-end delay: the event's time to the moment it was indexed (a replay shows as "
+    "long delays)",
+    (),
+    DELAY_BUCKETS,
+)
+# The delay split where it is spent (docs/operations/minio-delivery.md).
+DELAY_MINIO: Final = MetricSpec(
+    "index.delay.minio",
+    "histogram",
+    "s",
+    "MinIO's delivery: the event's time to its Kafka record's timestamp (MinIO's queue and "
+    "its send loop)",
+    (),
+    DELAY_BUCKETS,
+)
+DELAY_CONSUMER: Final = MetricSpec(
+    "index.delay.consumer",
+    "histogram",
+    "s",
+    "The consumer's part: the Kafka record's timestamp to the moment the event was indexed",
+    (),
+    DELAY_BUCKETS,
+)
+JOBS: Final = MetricSpec(
+    "processing.jobs",
+    "counter",
+    "{job}",
+    "Processing jobs ended, by outcome: done, failed, dead_lettered",
+    ("processor", "outcome"),
+)
+JOB_DURATION: Final = MetricSpec(
+    "processing.duration",
+    "histogram",
+    "s",
+    "Processing jobs from start to end, retries included",
+    ("processor", "outcome"),
+    LATENCY_BUCKETS,
+)
+MINIO_OPERATIONS: Final = MetricSpec(
+    "minio.operations",
+    "counter",
+    "{operation}",
+    "MinIO calls (HeadObject, GetObject, PutObject, DeleteObjects, HeadBucket, ...), by "
+    "outcome: ok or error",
+    ("operation", "outcome"),
+)
+MINIO_DURATION: Final = MetricSpec(
+    "minio.operation.duration",
+    "histogram",
+    "s",
+    "MinIO call latency",
+    ("operation",),
+    LATENCY_BUCKETS,
+)
+INDEX_OBJECTS: Final = MetricSpec(
+    "index.objects",
+    "observable gauge",
+    "{object}",
+    "Live objects per bucket (the latest versions, as usage counts them), counted from the "
+    "index every INDEX_STORAGE_COUNT_INTERVAL_S",
+    ("bucket",),
+)
+INDEX_SIZE: Final = MetricSpec(
+    "index.size",
+    "observable gauge",
+    "By",
+    "Bytes of live objects per bucket, counted from the index with index.objects",
+    ("bucket",),
+)
+# MinIO's queue for the notify target, as the indexer role last read it from MinIO's own
+# metrics (consumer/minio/notify_queue.py): its counters since it started, and a rate.
+MINIO_QUEUE_LENGTH: Final = MetricSpec(
+    "minio.notify.queue_length",
+    "observable gauge",
+    "{event}",
+    "Events MinIO holds for the notify target, not yet sent to Kafka (invisible in the lag)",
+    ("target",),
+)
+MINIO_FAILED_EVENTS: Final = MetricSpec(
+    "minio.notify.failed_events",
+    "observable gauge",
+    "{event}",
+    "Events MinIO's notify target refused since MinIO started (a full queue: dropped)",
+    ("target",),
+)
+MINIO_TOTAL_EVENTS: Final = MetricSpec(
+    "minio.notify.total_events",
+    "observable gauge",
+    "{event}",
+    "Events handed to MinIO's notify target since MinIO started",
+    ("target",),
+)
+MINIO_DELIVERY_RATE: Final = MetricSpec(
+    "minio.notify.delivery_rate",
+    "observable gauge",
+    "{event}/s",
+    "Events MinIO sent on to Kafka per second, between two readings at least 10 s apart",
+    ("target",),
+)
+RECONCILE_RUNS: Final = MetricSpec(
+    "reconcile.auto.runs",
+    "counter",
+    "{run}",
+    "Automatic reconcile runs, by reason (failed_events, minio_restart, periodic) and "
+    "outcome (done, failed)",
+    ("reason", "outcome"),
+)
+RECONCILE_REPAIRS: Final = MetricSpec(
+    "reconcile.auto.repairs",
+    "counter",
+    "{object}",
+    "Objects the automatic reconcile repaired, by difference (missing, stale, extra)",
+    ("difference",),
+)
+_MINIO_QUEUE_GAUGES: Final = {
+    "queue_length": MINIO_QUEUE_LENGTH,
+    "failed_events": MINIO_FAILED_EVENTS,
+    "total_events": MINIO_TOTAL_EVENTS,
+    "delivery_rate": MINIO_DELIVERY_RATE,
+}
+METRICS: Final = (
+    EVENTS,
+    DEAD_LETTERS,
+    LAG,
+    BATCH_DURATION,
+    DELAY,
+    DELAY_MINIO,
+    DELAY_CONSUMER,
+    JOBS,
+    JOB_DURATION,
+    MINIO_OPERATIONS,
+    MINIO_DURATION,
+    INDEX_OBJECTS,
+    INDEX_SIZE,
+    MINIO_QUEUE_LENGTH,
+    MINIO_FAILED_EVENTS,
+    MINIO_TOTAL_EVENTS,
+    MINIO_DELIVERY_RATE,
+    RECONCILE_RUNS,
+    RECONCILE_REPAIRS,
+)
+"""Every instrument of the consumer but retention's (consumer/retention/metrics.py)."""
+
+
+def _checked(spec: MetricSpec, kind: str) -> dict[str, Any]:
+    if spec.kind != kind:
+        raise ValueError(f"{spec.name} is a {spec.kind}, not a {kind}")
+    return {"name": spec.name, "unit": spec.unit, "description": spec.description}
+
+
+def counter(meter: metrics.Meter, spec: MetricSpec) -> metrics.Counter:
+    """The counter ``spec`` describes."""
+    return meter.create_counter(**_checked(spec, "counter"))
+
+
+def histogram(meter: metrics.Meter, spec: MetricSpec) -> metrics.Histogram:
+    """The histogram ``spec`` describes, with its bucket boundaries."""
+    return meter.create_histogram(
+        **_checked(spec, "histogram"), explicit_bucket_boundaries_advisory=spec.buckets
+    )
+
+
+class Gauge(Protocol):
+    """A synchronous gauge (OpenTelemetry's API names its class privately)."""
+
+    def set(self, amount: int | float) -> None: ...
+
+
+def gauge(meter: metrics.Meter, spec: MetricSpec) -> Gauge:
+    """The (synchronous) gauge ``spec`` describes."""
+    return meter.create_gauge(**_checked(spec, "gauge"))
+
+
+def observable_gauge(
+    meter: metrics.Meter,
+    spec: MetricSpec,
+    callback: Callable[[CallbackOptions], Iterable[Observation]],
+) -> metrics.ObservableGauge:
+    """The observable gauge ``spec`` describes, read through ``callback``."""
+    return meter.create_observable_gauge(**_checked(spec, "observable gauge"), callbacks=[callback])
+
+
 class Instruments:
-    """Every metric of the consumer but retention's (consumer/retention/metrics.py)."""
+    """Every metric of the consumer but retention's, made from ``METRICS``."""
 
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         meter = meter or metrics.get_meter(SCOPE)
-        self.events = meter.create_counter(
-            "consumer.events", unit="{event}", description="Events consumed, by group and kind"
-        )
-        self.dead_letters = meter.create_counter(
-            "consumer.dead_letters",
-            unit="{message}",
-            description="Messages sent to the DLQ, by group and error class",
-        )
+        self.events = counter(meter, EVENTS)
+        self.dead_letters = counter(meter, DEAD_LETTERS)
         # Per (group, topic, partition), only for partitions this process holds: a
         # revoked partition's series goes (its new owner reports it).
         self._lag: dict[tuple[str, str, int], int] = {}
-        meter.create_observable_gauge(
-            "consumer.lag",
-            callbacks=[self._observe_lag],
-            unit="{event}",
-            description="Events not yet consumed, per group, topic and partition",
-        )
-        self.batch_duration = meter.create_histogram(
-            "index.batch.duration",
-            unit="s",
-            description="One index batch: decode, write, commit",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self.delay = meter.create_histogram(
-            "index.delay",
-            unit="s",
-            description="End-to-end delay: the event's time to the moment it was indexed",
-            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
-        )
-        # The delay split where it is spent: MinIO's delivery (event time → the Kafka
-        # record's timestamp) and the consumer's part (that timestamp → indexed).
-        self.delay_minio = meter.create_histogram(
-            "index.delay.minio",
-            unit="s",
-            description="MinIO's delivery: the event's time to its Kafka record's timestamp",
-            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
-        )
-        self.delay_consumer = meter.create_histogram(
-            "index.delay.consumer",
-            unit="s",
-            description="The consumer's part: the Kafka record's timestamp to indexed",
-            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
-        )
-        # MinIO's queue for the notify target, as last read (consumer/minio/notify_queue.py):
-        # name → (target id, value); set by the reader, observed at scrape time.
-        self.minio_queue: dict[str, tuple[str, float]] = {}
-        for name, unit, description in _MINIO_QUEUE_GAUGES:
-            meter.create_observable_gauge(
-                f"minio.notify.{name}",
-                callbacks=[self._minio_queue_observer(name)],
-                unit=unit,
-                description=description,
-            )
-        self.reconcile_runs = meter.create_counter(
-            "reconcile.auto.runs",
-            unit="{run}",
-            description="Automatic reconcile runs, by reason and outcome",
-        )
-        self.reconcile_repairs = meter.create_counter(
-            "reconcile.auto.repairs",
-            unit="{object}",
-            description="Objects the automatic reconcile repaired, by difference",
-        )
-        self.jobs = meter.create_counter(
-            "processing.jobs", unit="{job}", description="Processing jobs ended, by outcome"
-        )
-        self.job_duration = meter.create_histogram(
-            "processing.duration",
-            unit="s",
-            description="Processing jobs from start to end, retries included",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self.minio_operations = meter.create_counter(
-            "minio.operations", unit="{operation}", description="MinIO calls, by outcome"
-        )
-        self.minio_duration = meter.create_histogram(
-            "minio.operation.duration",
-            unit="s",
-            description="MinIO call latency",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
+        observable_gauge(meter, LAG, self._observe_lag)
+        self.batch_duration = histogram(meter, BATCH_DURATION)
+        self.delay = histogram(meter, DELAY)
+        self.delay_minio = histogram(meter, DELAY_MINIO)
+        self.delay_consumer = histogram(meter, DELAY_CONSUMER)
+        self.jobs = counter(meter, JOBS)
+        self.job_duration = histogram(meter, JOB_DURATION)
+        self.minio_operations = counter(meter, MINIO_OPERATIONS)
+        self.minio_duration = histogram(meter, MINIO_DURATION)
         self.minio_totals = OperationTotals()
         # Objects and bytes per bucket, as the index last counted them (refreshed by the
         # service: an index query does not belong in a metrics callback).
         self.storage: dict[str, tuple[int, int]] = {}
-        meter.create_observable_gauge(
-            "index.objects",
-            callbacks=[self._observe_objects],
-            unit="{object}",
-            description="Live objects per bucket, from the index",
-        )
-        meter.create_observable_gauge(
-            "index.size",
-            callbacks=[self._observe_bytes],
-            unit="By",
-            description="Bytes of live objects per bucket, from the index",
-        )
+        observable_gauge(meter, INDEX_OBJECTS, self._observe_objects)
+        observable_gauge(meter, INDEX_SIZE, self._observe_bytes)
+        # MinIO's queue as last read: name → (target id, value), set by the reader.
+        self.minio_queue: dict[str, tuple[str, float]] = {}
+        for name, spec in _MINIO_QUEUE_GAUGES.items():
+            observable_gauge(meter, spec, self._minio_queue_observer(name))
+        self.reconcile_runs = counter(meter, RECONCILE_RUNS)
+        self.reconcile_repairs = counter(meter, RECONCILE_REPAIRS)
 
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self._lag[(group, topic, partition)] = lag

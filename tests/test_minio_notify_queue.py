@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from consumer.cli.output import minio_queue_rows
 from consumer.minio.notify_queue import (
     MetricsUnreadable,
     NotifyQueue,
@@ -20,7 +21,6 @@ from consumer.minio.notify_queue import (
     queue_too_long,
     restarted,
 )
-from consumer.output import minio_queue_rows
 
 
 def _series(name: str, kind: str, *samples: tuple[str, str, int]) -> str:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from consumer.index import JobRecord, JobStatus, ObjectRecord
 from consumer.minio.notify_queue import NotifyQueue
-from consumer.reconcile import Difference, ListedObject, Mismatch
 from consumer.repair.auto import (
     Pending,
     Reason,
@@ -19,6 +18,7 @@ from consumer.repair.auto import (
     plan,
     triggers,
 )
+from consumer.repair.compare import Difference, ListedObject, Mismatch
 from consumer.settings import Settings
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """Losses at MinIO's door, repaired by the consumer itself: a reconcile with repair
-(consumer/reconcile.py, the path an operator's ``reconcile --repair`` takes) started when
+(consumer/repair/reconcile.py, the path an operator's ``reconcile --repair`` takes) started when
 
 * MinIO's failed-events count for the notify target rises (its queue was full: events
   dropped),
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,22 +40,15 @@ from minio import Minio
 from consumer.errors import ConsumerError
 from consumer.index import IndexStore, JobOutcome, JobRecord, JobRequest, JobStatus
 from consumer.index.records import Lease
-from consumer.lag import group_lag
+from consumer.kafka.lag import group_lag
 from consumer.minio import minio_client
 from consumer.minio.notify_queue import NotifyQueue, restarted
 from consumer.minio.queue_watch import QueueWatch
-from consumer.notify_config import load_notify_config, notify_target_id
 from consumer.processing.worker import new_owner_id
-from consumer.reconcile import (
-    Difference,
-    KeyFilter,
-    Mismatch,
-    Progress,
-    Reconciler,
-    ReconcileReport,
-    watched,
-)
+from consumer.repair.compare import Difference, KeyFilter, Mismatch, ReconcileReport, watched
+from consumer.repair.reconcile import Reconciler
 from consumer.settings import Settings
+from consumer.setup.notify_config import load_notify_config, notify_target_id
 from consumer.telemetry import instruments
 
 log = structlog.get_logger(__name__)
@@ -411,8 +403,8 @@ class AutoReconcile:
 
     async def _reconcile(self, decided: Plan) -> ReconcileReport:
         assert decided.until is not None
-        silent = Progress(io.StringIO())  # no terminal: the log line tells the figures
-        reconciler = Reconciler(self._settings, self._store, self._minio(), progress=silent)
+        # No progress line (the default): the log line at the end tells the figures.
+        reconciler = Reconciler(self._settings, self._store, self._minio())
         for bucket, covers in self._buckets().items():
             await reconciler.differences(bucket, covers)
         report = reconciler.report

@@ -26,8 +26,8 @@ from minio.versioningconfig import VersioningConfig
 from bench.private_minio import PrivateMinio
 from consumer.index import IndexStore, JobStatus, open_index
 from consumer.minio import minio_client
-from consumer.notify_config import load_notify_config
-from consumer.provisioning import ensure_notifications
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
 from infra.stack import NOTIFY_TARGET_ID, Stack
 from tests.conftest import REPO_ROOT, Backend, StackEndpoints, unique_name
 from tests.faults.harness import (

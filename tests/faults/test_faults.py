@@ -23,7 +23,7 @@ import pytest
 
 from bench.private_minio import PrivateMinio
 from consumer.index import JobStatus
-from consumer.reconcile import RECONCILE_AGENT_PRODUCT
+from consumer.repair.compare import RECONCILE_AGENT_PRODUCT
 from infra.stack import Stack, free_port
 from tests.conftest import REPO_ROOT, StackEndpoints
 from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, outage, queued_events
