@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install stack-up stack-down stack-status lint typecheck docs unit containers clean bench
+.PHONY: run run-observed test install stack-up stack-down stack-status lint typecheck docs unit containers clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -23,6 +23,14 @@ install: $(STAMP)
 ## run: stack up, setup (idempotent), then the consumer with the embedded SQLite index
 run: install
 	$(PY) -m infra.stack up
+	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
+	  $(PY) -m consumer setup && exec $(PY) -m consumer run
+
+## run-observed: the same, with Zipkin (traces) and Prometheus (metrics, alerts, the
+## dashboard) beside the stack; `python -m infra.stack env` prints where to look
+run-observed: install
+	$(PY) -m infra.stack up --observed
+	@$(PY) -m infra.stack env | grep '^#' || true
 	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
 	  $(PY) -m consumer setup && exec $(PY) -m consumer run
 

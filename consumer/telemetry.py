@@ -2,11 +2,11 @@
 variables, the instruments every role records into, and span helpers.
 
 Nothing here is required: until ``configure_telemetry`` runs (``python -m consumer run``
-calls it), the tracer and the meter are OpenTelemetry's no-op proxies, so library use and
-tests pay nothing. Traces are exported only when ``OTEL_TRACES_EXPORTER`` names an
-exporter (``otlp``, ``console``) or an OTLP endpoint is set; metrics are always served in
-Prometheus format on ``/metrics`` (and pushed over OTLP when ``OTEL_METRICS_EXPORTER`` says
-``otlp``).
+and every CLI verb that does work call it), the tracer and the meter are OpenTelemetry's
+no-op proxies, so library use and tests pay nothing. Traces are exported only when
+``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``, ``zipkin``, ``console``) or an OTLP
+endpoint is set; metrics are always served in Prometheus format on ``/metrics`` (and pushed
+over OTLP when ``OTEL_METRICS_EXPORTER`` says ``otlp``) by ``run``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from consumer.logs import scrub_configured
 
 SCOPE: Final = "voxpersona.consumer"
 DEFAULT_SERVICE_NAME: Final = "voxpersona-consumer"
+# The CLI's verbs (upload, presign, delete, …): their spans start the objects' traces.
+CLI_SERVICE_NAME: Final = "voxpersona-cli"
 # Seconds: from a few milliseconds (one index batch, one HEAD) to minutes (a transcription).
 LATENCY_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -74,9 +76,16 @@ def otlp_protocol(env: Mapping[str, str], signal: str) -> str:
     ).strip()
 
 
-def configure_telemetry(env: Mapping[str, str] | None = None) -> None:
+def configure_telemetry(
+    env: Mapping[str, str] | None = None,
+    *,
+    with_metrics: bool = True,
+    service_name: str = DEFAULT_SERVICE_NAME,
+) -> None:
     """Install the tracer and meter providers once per process (later calls do nothing:
-    OpenTelemetry allows one global provider of each)."""
+    OpenTelemetry allows one global provider of each). ``with_metrics=False`` (a CLI verb,
+    which serves no /metrics) installs the tracer provider only; ``service_name`` is used
+    unless ``OTEL_SERVICE_NAME`` names one."""
     global _done
     with _configured:
         if _done:
@@ -85,11 +94,20 @@ def configure_telemetry(env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
     from opentelemetry.sdk.resources import Resource
 
-    resource = Resource.create(
-        {"service.name": env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME}
-    )
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name})
     _configure_tracing(env, resource)
-    _configure_metrics(env, resource)
+    if with_metrics:
+        _configure_metrics(env, resource)
+
+
+def flush_telemetry(timeout_s: float = 5.0) -> bool:
+    """Export the spans still buffered (a CLI verb ends before the batch processor's next
+    export); True when nothing is left or no SDK provider is installed."""
+    provider = trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    return bool(force_flush(int(timeout_s * 1000)))
 
 
 def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
@@ -111,9 +129,14 @@ def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
             provider.add_span_processor(
                 ScrubbingSpanProcessor(BatchSpanProcessor(_otlp_span_exporter(env)))
             )
+        elif name == "zipkin":
+            provider.add_span_processor(
+                ScrubbingSpanProcessor(BatchSpanProcessor(_zipkin_span_exporter(env)))
+            )
         else:
             raise ConfigError(
-                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use otlp, console or none)"
+                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}"
+                " (use otlp, zipkin, console or none)"
             )
     trace.set_tracer_provider(provider)
 
@@ -128,6 +151,14 @@ def _otlp_span_exporter(env: Mapping[str, str]) -> Any:
     )
 
     return HttpSpanExporter()
+
+
+def _zipkin_span_exporter(env: Mapping[str, str]) -> Any:
+    """Zipkin's JSON v2 API (``OTEL_EXPORTER_ZIPKIN_ENDPOINT``, by default
+    http://localhost:9411/api/v2/spans): what the local stack's Zipkin server accepts."""
+    from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+    return ZipkinExporter(endpoint=env.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT") or None)
 
 
 def _configure_metrics(env: Mapping[str, str], resource: Any) -> None:
