@@ -278,6 +278,7 @@ class AutoReconcile:
         self._readable = True
         self._stop = asyncio.Event()
         self.stats = AutoStats()
+        _zero_series()
 
     def stop(self) -> None:
         self._stop.set()
@@ -444,6 +445,16 @@ class AutoReconcile:
             elapsed_s=round(elapsed_s, 3),
             **{k: v for k, v in summary.items() if k != "buckets"},
         )
+
+
+def _zero_series() -> None:
+    """Every series of the run counters at 0 from the start, so a rate or an increase over
+    them is 0 rather than missing until the first run."""
+    for reason in Reason:
+        for outcome in ("done", "failed"):
+            instruments.reconcile_runs.add(0, {"reason": reason.value, "outcome": outcome})
+    for difference in Difference:
+        instruments.reconcile_repairs.add(0, {"difference": difference.value})
 
 
 def build_auto_reconcile(settings: Settings, store: IndexStore) -> AutoReconcile:
