@@ -101,6 +101,18 @@ class TestTriggers:
         assert pending.latest_s == 20.0
         assert pending.reasons == {Reason.FAILED_EVENTS, Reason.MINIO_RESTART, Reason.PERIODIC}
 
+    def test_a_failed_runs_reasons_are_pending_again(self) -> None:
+        pending = Pending()
+        pending.add({Reason.FAILED_EVENTS}, 10.0)
+        taken = pending.take()
+        assert (pending.reasons, pending.latest_s) == (set(), None)
+        pending.add({Reason.PERIODIC}, 20.0)
+        pending.put_back(taken)
+        assert (pending.reasons, pending.latest_s) == (
+            {Reason.FAILED_EVENTS, Reason.PERIODIC},
+            10.0,
+        )
+
 
 class TestPlan:
     def test_runs_with_the_last_clean_point_and_a_settled_cutoff(self) -> None:

@@ -97,6 +97,18 @@ class Pending:
     def clear(self) -> None:
         self.reasons, self.latest_s = set(), None
 
+    def take(self) -> Pending:
+        """The reasons now (for a run), leaving none pending."""
+        taken = Pending(set(self.reasons), self.latest_s)
+        self.clear()
+        return taken
+
+    def put_back(self, taken: Pending) -> None:
+        """A run that failed: its reasons pending again, as they were."""
+        self.reasons |= taken.reasons
+        if taken.latest_s is not None:
+            self.latest_s = max(self.latest_s or taken.latest_s, taken.latest_s)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -378,8 +390,8 @@ class AutoReconcile:
             log.debug("automatic reconcile: another process took this run")
             return
         await self._store.start_job(request, self._lease.owner)
-        reasons = sorted(str(reason) for reason in self._pending.reasons)
-        self._pending.clear()
+        taken = self._pending.take()
+        reasons = sorted(str(reason) for reason in taken.reasons)
         started = time.perf_counter()
         renewing = asyncio.create_task(self._renew_forever())
         outcome = "done"
@@ -390,6 +402,7 @@ class AutoReconcile:
             # object, and none waits for this lease.
             outcome = "failed"
             error = str(exc) or type(exc).__name__
+            self._pending.put_back(taken)  # the next round tries again
             await asyncio.shield(self._finish(request, JobStatus.FAILED, started, error))
             log.warning("automatic reconcile failed", reasons=reasons, error=error)
             raise
