@@ -353,7 +353,15 @@ class AutoReconcile:
             # A reading without the start time (a server just up) keeps the known one:
             # the next reading that has it is compared with what was before.
             current = replace(current, started_at_s=previous.started_at_s)
-        if not self._readable:
+        if previous is None:  # what later readings are compared with
+            log.info(
+                "watching MinIO's queue",
+                target=current.target_id,
+                minio_started_at_s=current.started_at_s,
+                queue_length=current.queue_length,
+                failed_events=current.failed_events,
+            )
+        elif not self._readable:
             log.info(
                 "MinIO's queue readable again",
                 minio_started_at_s=current.started_at_s,

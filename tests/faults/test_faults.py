@@ -174,6 +174,9 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     rig = await make_rig(auto_reconcile=True)
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
     rig.consumer.start()
+    # The restart is seen against a reading from before it: a consumer slow to start on a
+    # busy machine would otherwise first read MinIO after the restart, and see none.
+    await _until_logged(rig, "watching MinIO's queue")
     uploader.start()
     await _until_progress(uploader, 30)
     async with outage(stack_control, "minio"):
@@ -206,6 +209,15 @@ async def _until_auto_reconciled(rig: Rig, reason: str, timeout_s: float = 120) 
             said = [e for e in rig.consumer.log_events() if e.get("logger") in ours][-20:]
             raise AssertionError(f"no automatic reconcile for {reason} in {timeout_s} s: {said}")
         await asyncio.sleep(0.25)
+
+
+async def _until_logged(rig: Rig, event: str, timeout_s: float = 60) -> None:
+    """Until the consumer has logged ``event``."""
+    deadline = time.monotonic() + timeout_s
+    while not any(e.get("event") == event for e in rig.consumer.log_events()):
+        rig.consumer.assert_alive()
+        assert time.monotonic() < deadline, f"the consumer never logged {event!r}"
+        await asyncio.sleep(0.1)
 
 
 async def _reconciled_messages(rig: Rig) -> int:
@@ -247,6 +259,7 @@ async def test_minio_drops_events_past_its_queue_limit_the_consumer_repairs(
     before.start()
     await asyncio.to_thread(before.wait, UPLOAD_TIMEOUT_S)
     await _until_working(rig)
+    await _until_logged(rig, "watching MinIO's queue")  # the drops rise against it
     async with outage(stack_control, "kafka"):
         during = rig.uploader(ops[10:], pace_s=0.03)
         during.start()
