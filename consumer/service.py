@@ -150,7 +150,7 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
     """Run ``role`` until a signal (or, with ``burst``, until the topic is drained); the
     stats of each worker by name. If one worker fails, the others are stopped too."""
     configure_telemetry()
-    store = open_index(settings.index_url)
+    store = open_index(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
     async with store:
         workers = _workers(settings, store, role)
         auto = _auto_reconcile(settings, store, role)

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         description="bytes: the largest object processed, and the size limit of a presigned "
         "upload's POST policy",
     )
+    minio_read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        alias="MINIO_READ_TIMEOUT_S",
+        description="how long a MinIO request waits for the next bytes of its answer before "
+        "it fails and is retried: a stalled connection ends within this",
+    )
     minio_cleanup_days: int = Field(
         30,
         ge=0,
@@ -335,6 +343,15 @@ class Settings(BaseSettings):
         description="first delay of the retries while the index (or Kafka at start) is "
         "unavailable: doubling, with jitter, capped at 30 s",
     )
+    index_command_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        alias="INDEX_COMMAND_TIMEOUT_S",
+        description="PostgreSQL: how long one statement (and a new connection, at most 10 s) "
+        "may take, network included, before it fails and is retried: a stalled connection "
+        "ends within this. Not used by SQLite",
+    )
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field(
@@ -412,7 +429,8 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         alias="TRANSCRIBE_TIMEOUT_S",
-        description="time limit of one transcription request",
+        description="time limit of one transcription request, upload and answer together "
+        "(an answer trickling in a byte at a time ends there too)",
     )
 
     # --- Automatic reconcile (a task of the indexer role) -------------------------------

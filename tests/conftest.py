@@ -92,6 +92,8 @@ def _from_environment() -> StackEndpoints | None:
             "KAFKA_SSL_BOOTSTRAP_SERVERS",
             "KAFKA_SCRAM_BOOTSTRAP_SERVERS",
             "KAFKA_STACK_CAFILE",
+            "KAFKA_FAULTS_LISTENER",
+            "KAFKA_FAULTS_BOOTSTRAP_SERVERS",
         ):
             if os.environ.get(optional):
                 values[optional] = os.environ[optional]

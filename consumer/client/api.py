@@ -944,7 +944,10 @@ class VoxClient:
     async def _index(self) -> IndexStore:
         async with self._store_lock:
             if self._store is None:
-                store = open_index(self.settings.index_url)
+                store = open_index(
+                    self.settings.index_url,
+                    command_timeout_s=self.settings.index_command_timeout_s,
+                )
                 await store.start()
                 self._store = store
             return self._store

@@ -95,6 +95,10 @@ def status_report(
     indexer_lag = lags.get("indexer")
     total_lag = sum(indexer_lag.values()) if indexer_lag is not None else None
     status = overall_status(checks, total_lag, totals.success_rate)
+    if status == "healthy" and any(stats.get("last_failure") for stats in workers.values()):
+        # Every check answers, yet a role waits on a failing call (a full disk under the
+        # index answers reads but takes no write): its workers entry says which.
+        status = "degraded"
     if status == "healthy" and minio_queue and minio_queue.get("degraded"):
         status = "degraded"
     return {

@@ -54,7 +54,7 @@ async def fetch_or_build_status(
         return answered
     from consumer.index import open_index
 
-    store = open_index(settings.index_url)
+    store = open_index(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
     try:
         await asyncio.wait_for(store.start(), CHECK_TIMEOUT_S)
     except Exception:  # the report says the index is down

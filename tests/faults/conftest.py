@@ -13,11 +13,13 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from minio import Minio
 from minio.commonconfig import ENABLED
@@ -53,6 +55,7 @@ from tests.helpers import (
     topic_end_offsets,
 )
 from tests.integration.test_cli_e2e import cli_env
+from tests.toxiproxy import ToxiproxyClient, ToxiproxyServer
 
 # Bounds of every scenario: the whole suite must stay a few minutes on 2 shared cores.
 CONVERGE_TIMEOUT_S = 150.0
@@ -61,6 +64,8 @@ RECONCILE_TIMEOUT_S = 120.0
 # How often ``converge`` looks again: a look costs under 0.1 s (measured), so a short
 # interval ends the wait soon after the consumer caught up, at little load.
 CONVERGE_POLL_S = 0.2
+# The HTTP client's limit on /status: longer than a round of the consumer's checks.
+STATUS_TIMEOUT_S = 40.0
 
 
 def fault_seed() -> int:
@@ -220,6 +225,19 @@ class Rig:
             )
         return "\n".join(lines)
 
+    async def status(self) -> dict[str, Any]:
+        """The consumer's /status report (its health port is in its log)."""
+        ports = [
+            e["port"]
+            for e in self.consumer.log_events()
+            if e.get("event") == "health server listening"
+        ]
+        assert ports, "the consumer logged no health port"
+        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+            response = await client.get(f"http://127.0.0.1:{ports[-1]}/status")
+        report: dict[str, Any] = response.json()
+        return report
+
     async def reopen_store(self) -> None:
         """A fresh connection (pool) to the index, after its server restarted."""
         await self.store.close()
@@ -268,6 +286,14 @@ def queued_events(queue_dir: Path | None) -> int:
 RigFactory = Callable[..., Awaitable[Rig]]
 
 
+@pytest.fixture(scope="session")
+def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxyClient]:
+    """One Toxiproxy for the session (started on first use): the network-fault scenarios
+    put their proxies on it and remove them when done."""
+    with ToxiproxyServer(tmp_path_factory.mktemp("toxiproxy") / "toxiproxy.log") as client:
+        yield client
+
+
 @pytest.fixture
 async def make_rig(
     stack: StackEndpoints,
@@ -285,6 +311,7 @@ async def make_rig(
         role: str = "all",
         processors: tuple[str, ...] = ("audio-probe",),
         env: dict[str, str] | None = None,
+        index_url: str | None = None,
         auto_reconcile: bool = False,
         private: PrivateMinio | None = None,
     ) -> Rig:
@@ -321,7 +348,7 @@ async def make_rig(
         env = (
             inherited
             | {
-                "INDEX_URL": backend.url,
+                "INDEX_URL": index_url or backend.url,
                 "KAFKA_DLQ_TOPIC": dlq,
                 "MINIO_RESULTS_BUCKET_NAME": results,
                 "PROCESSING_RULES_FILE": str(rules),
@@ -336,13 +363,13 @@ async def make_rig(
             }
             | (env or {})
         )
-        store = open_index(backend.url)
+        store = open_index(index_url or backend.url)
         await store.start()
         rig = Rig(
             stack=world,
             minio=client,
             store=store,
-            store_url=backend.url,
+            store_url=index_url or backend.url,
             bucket=bucket,
             results_bucket=results,
             dlq_topic=dlq,
