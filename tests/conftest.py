@@ -78,6 +78,9 @@ class StackEndpoints:
     def settings(self, **overrides: object) -> Settings:
         """Settings pointing at this stack; ``overrides`` by env name or field name."""
         data: dict[str, object] = {k: v for k, v in self.values.items() if k != "POSTGRES_URL"}
+        # No automatic reconcile of the stack's shared buckets from a test's consumer (it
+        # would queue their objects on the shared events topic); tests that want it say so.
+        data["RECONCILE_AUTO"] = False
         data.update(overrides)
         return Settings(_env_file=None, **data)  # type: ignore[call-arg]
 

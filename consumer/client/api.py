@@ -765,8 +765,10 @@ class VoxClient:
     async def health(self) -> dict[str, Any]:
         """The running consumer's /status report, or one built here (see `status`)."""
         from consumer.health import fetch_or_build_status
+        from consumer.setup.notify_config import notify_target_id
 
-        return await fetch_or_build_status(self.settings)
+        settings = self.settings
+        return await fetch_or_build_status(settings, lambda: notify_target_id(settings))
 
     # --- internals ------------------------------------------------------------------------
 
