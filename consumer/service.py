@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,9 +30,11 @@ from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
 from consumer.processing.registry import load_processors
 from consumer.processing.worker import ProcessorWorker
+from consumer.repair.auto import AutoReconcile, build_auto_reconcile
 from consumer.retention.sweeper import RetentionWorker
 from consumer.retry import retry
 from consumer.settings import Settings
+from consumer.setup.notify_config import notify_target_id
 from consumer.telemetry import configure_telemetry, instruments
 
 log = structlog.get_logger(__name__)
@@ -106,6 +109,35 @@ def processor_dead_letters_malformed(settings: Settings, role: Role) -> bool:
     return role is Role.PROCESSOR
 
 
+def _background_tasks(
+    settings: Settings, store: IndexStore, role: Role, auto: AutoReconcile | None
+) -> list[asyncio.Task[None]]:
+    """The tasks beside the roles: storage counts, journal pruning (indexer), MinIO's
+    queue watch and the automatic reconcile (indexer)."""
+    background = [
+        asyncio.create_task(_count_storage_forever(store, settings.storage_count_interval_s))
+    ]
+    if auto is not None:
+        background.append(asyncio.create_task(auto.run(), name="auto-reconcile"))
+    if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
+        background.append(
+            asyncio.create_task(
+                _prune_journal_forever(store, settings.index_journal_retention_days)
+            )
+        )
+    return background
+
+
+def _auto_reconcile(settings: Settings, store: IndexStore, role: Role) -> AutoReconcile | None:
+    """The indexer role's watch of MinIO's queue and its automatic reconcile (every
+    indexer process runs it; a lease in the index lets one run at a time)."""
+    if role not in (Role.INDEXER, Role.ALL):
+        return None
+    if not (settings.reconcile_auto or settings.minio_metrics_interval_s):
+        return None
+    return build_auto_reconcile(settings, store)
+
+
 def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Worker]:
     workers: dict[str, Worker] = {}
     if role in (Role.INDEXER, Role.ALL):
@@ -126,27 +158,27 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
     """Run ``role`` until a signal (or, with ``burst``, until the topic is drained); the
     stats of each worker by name. If one worker fails, the others are stopped too."""
     configure_telemetry()
-    store = open_index(settings.index_url)
+    store = open_index(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
     if not await _start_when_reachable(store, settings):
         return {}
     async with store:  # started above; closed at the end
         workers = _workers(settings, store, role)
-        reporter = HealthReporter(settings, store, workers=lambda: _worker_stats(workers))
+        auto = _auto_reconcile(settings, store, role)
+
+        def stats() -> dict[str, dict[str, Any]]:
+            extra = {"auto_reconcile": dataclasses.asdict(auto.stats)} if auto else {}
+            return _worker_stats(workers) | extra
+
+        reporter = HealthReporter(
+            settings, store, workers=stats, notify_target=lambda: notify_target_id(settings)
+        )
         health = HealthServer(settings.health_host, settings.health_port, reporter)
         await health.start()
         tasks = {
             name: asyncio.create_task(worker.run(burst=burst), name=name)
             for name, worker in workers.items()
         }
-        background: list[asyncio.Task[None]] = [
-            asyncio.create_task(_count_storage_forever(store, settings.storage_count_interval_s))
-        ]
-        if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
-            background.append(
-                asyncio.create_task(
-                    _prune_journal_forever(store, settings.index_journal_retention_days)
-                )
-            )
+        background = _background_tasks(settings, store, role, auto)
         loop = asyncio.get_running_loop()
 
         def stop_all() -> None:

@@ -425,10 +425,16 @@ class ProcessorWorker(LoopRole):
             "attempt", attributes={"voxpersona.job.attempt": attempt}
         ) as span:
             try:
-                return await self._attempt_once(job, attempt)
+                location = await self._attempt_once(job, attempt)
             except ConsumerError as exc:
                 record_error(span, exc)
+                if not isinstance(exc, StopRequested):
+                    # /status names a failing dependency of the processor (the
+                    # transcription API has no check of its own) while it fails.
+                    self.stats.note_failure(f"{job.request.processor}: {exc}")
                 raise
+        self.stats.note_failure(None)
+        return location
 
     async def _attempt_once(self, job: Job, attempt: int) -> str:
         processor = self._processors[job.request.processor]
