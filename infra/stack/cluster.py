@@ -22,8 +22,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any, Final, Self
 from infra.stack.common import STOP_TIMEOUT_S, StackError, tail
 from infra.stack.install import require_tool
 from infra.stack.kafka import KAFKA_LOG4J, ensure_kafka_jars
-from infra.stack.minio import NOTIFY_TARGET_ID, ensure_minio_binary
+from infra.stack.minio import NOTIFY_TARGET_ID, ensure_minio_binary, http_ok, signed_request_ok
 from infra.stack.process import run_checked
 from infra.stack.state import Credentials
 
@@ -455,8 +453,8 @@ class MinioCluster(Cluster):
         request (health answers before IAM is loaded)."""
         address = self.addresses[n - 1]
         health = "cluster" if len(self.addresses) > 1 else "ready"
-        return _http_ok(address.endpoint, f"/minio/health/{health}") and (
-            _signed_request_ok(address.endpoint, self.credentials)
+        return http_ok(address.endpoint, f"/minio/health/{health}") and (
+            signed_request_ok(address.endpoint, self.credentials)
         )
 
     def all_ready(self) -> bool:
@@ -470,30 +468,3 @@ class MinioCluster(Cluster):
             "MINIO_SECRET_KEY": self.credentials.minio_secret_key,
             "MINIO_USE_SSL": "false",
         }
-
-
-def _http_ok(endpoint: str, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{endpoint}{path}", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _signed_request_ok(endpoint: str, credentials: Credentials) -> bool:
-    import urllib3
-    from minio import Minio
-    from minio.error import MinioException
-
-    client = Minio(
-        endpoint,
-        access_key=credentials.minio_access_key,
-        secret_key=credentials.minio_secret_key,
-        secure=False,
-        http_client=urllib3.PoolManager(timeout=urllib3.Timeout(2.0), retries=False),
-    )
-    try:
-        client.list_buckets()
-    except (MinioException, urllib3.exceptions.HTTPError, OSError):
-        return False
-    return True

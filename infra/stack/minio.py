@@ -31,19 +31,27 @@ def ensure_minio_binary() -> Path:
 def minio_ready(port: int, creds: Credentials) -> bool:
     """Health "ready", then one signed request: the health endpoint answers before IAM
     is loaded, while requests are still refused with XMinioServerNotInitialized."""
-    url = f"http://127.0.0.1:{port}/minio/health/ready"
+    endpoint = f"127.0.0.1:{port}"
+    return http_ok(endpoint, "/minio/health/ready") and signed_request_ok(endpoint, creds)
+
+
+def http_ok(endpoint: str, path: str) -> bool:
+    """A plain GET of ``path`` on a MinIO at ``endpoint`` answered 200."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            if response.status != 200:
-                return False
+        with urllib.request.urlopen(f"http://{endpoint}{path}", timeout=2) as response:
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def signed_request_ok(endpoint: str, creds: Credentials) -> bool:
+    """One signed request (ListBuckets) answered: IAM is loaded."""
     import urllib3
     from minio import Minio as MinioClient
     from minio.error import MinioException
 
     client = MinioClient(
-        f"127.0.0.1:{port}",
+        endpoint,
         access_key=creds.minio_access_key,
         secret_key=creds.minio_secret_key,
         secure=False,
