@@ -57,8 +57,10 @@ from consumer.index.sql import (
     RowReader,
     dollar,
     journal_values,
+    key_is,
     search_config,
     search_words,
+    user_is,
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
@@ -188,6 +190,8 @@ _DIALECT: Final = Dialect(
     is_deleted="deleted",
     is_live="NOT deleted",
     add_metadata=_add_metadata,
+    add_user=user_is,
+    add_key_history=key_is,
     moment=_as_is,
     text_hits=_TEXT_HITS,
     text_query=_text_query,

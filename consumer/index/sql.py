@@ -254,6 +254,16 @@ def numbered(template: str, placeholder: Callable[[int], str]) -> str:
     return template.format(*(placeholder(n) for n in range(1, template.count("{}") + 1)))
 
 
+def user_is(where: Conditions, user_id: str) -> None:
+    """The plain condition on the owner (PostgreSQL indexes it as such)."""
+    where.add("user_id = {}", user_id)
+
+
+def key_is(where: Conditions, bucket: str, key: str) -> None:
+    """The plain condition on one key's journal entries (PostgreSQL: its hash index)."""
+    where.add("bucket = {} AND key = {}", bucket, key)
+
+
 @dataclass(frozen=True)
 class Dialect:
     """The pieces of SQL in which the two backends differ, for the shared queries."""
@@ -267,6 +277,10 @@ class Dialect:
     # hit_version and snippet, with one {} where the query parameter goes.
     text_hits: str
     text_query: Callable[[str], object]  # the search text as that parameter
+    # The condition "owned by this user", as the dialect's indexes serve it.
+    add_user: Callable[[Conditions, str], None] = user_is
+    # The condition "an entry of this (bucket, key)" on the journal, likewise.
+    add_key_history: Callable[[Conditions, str, str], None] = key_is
 
     @property
     def gone(self) -> str:
@@ -275,16 +289,18 @@ class Dialect:
 
 
 def journal_conditions(
-    placeholder: Callable[[int], str],
+    dialect: Dialect,
     bucket: str | None,
     key: str | None,
     kinds: Collection[EventKind] | None,
 ) -> Conditions:
-    """The filters of ``journal``."""
-    where = Conditions(placeholder)
-    if bucket is not None:
+    """The filters of ``journal``: one key's history as the dialect finds it."""
+    where = Conditions(dialect.placeholder)
+    if bucket is not None and key is not None:
+        dialect.add_key_history(where, bucket, key)
+    elif bucket is not None:
         where.add("bucket = {}", bucket)
-    if key is not None:
+    elif key is not None:
         where.add("key = {}", key)
     if kinds is not None:
         ordered = sorted(str(kind) for kind in kinds)
@@ -296,7 +312,7 @@ def journal_conditions(
 
 
 def journal_query(
-    placeholder: Callable[[int], str],
+    dialect: Dialect,
     *,
     bucket: str | None,
     key: str | None,
@@ -304,7 +320,7 @@ def journal_query(
     limit: int,
 ) -> tuple[str, list[object]]:
     """SQL and parameters of ``journal``: the newest entries first."""
-    where = journal_conditions(placeholder, bucket, key, kinds)
+    where = journal_conditions(dialect, bucket, key, kinds)
     sql = (
         f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
         f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
@@ -392,7 +408,7 @@ def add_row_conditions(where: Conditions, query: ObjectQuery, dialect: Dialect) 
     """The filters that look at one version's row (its owner, metadata, jobs, age), then
     the cursor."""
     if query.user_id is not None:
-        where.add("user_id = {}", query.user_id)
+        dialect.add_user(where, query.user_id)
     if query.metadata:
         dialect.add_metadata(where, dict(query.metadata))
     if query.processing_status is not None:

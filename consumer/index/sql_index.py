@@ -205,9 +205,7 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        sql, params = journal_query(
-            self.dialect.placeholder, bucket=bucket, key=key, kinds=kinds, limit=limit
-        )
+        sql, params = journal_query(self.dialect, bucket=bucket, key=key, kinds=kinds, limit=limit)
         return [self.row_reader.journal_record(row) for row in await self._fetch(sql, params)]
 
     async def counts(self) -> dict[str, int]:
