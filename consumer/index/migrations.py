@@ -243,12 +243,11 @@ _JOURNAL_COLUMN_LIST: Final = (
     " kafka_offset, recorded_at"
 )
 
-_SQLITE_OBJECTS_V5: Final = (
-    _SQLITE_OBJECTS.replace("CREATE TABLE objects (", "CREATE TABLE objects_v5 (")
-    .replace(
-        "    PRIMARY KEY (bucket, key, version_id)\n)",
-        "    last_journal_id  INTEGER,\n    PRIMARY KEY (bucket, key, version_id)\n) WITHOUT ROWID",
-    )
+_SQLITE_OBJECTS_V5: Final = _SQLITE_OBJECTS.replace(
+    "CREATE TABLE objects (", "CREATE TABLE objects_v5 ("
+).replace(
+    "    PRIMARY KEY (bucket, key, version_id)\n)",
+    "    last_journal_id  INTEGER,\n    PRIMARY KEY (bucket, key, version_id)\n) WITHOUT ROWID",
 )
 
 _SQLITE_JOURNAL_V5: Final = _SQLITE_JOURNAL.replace(

@@ -4,11 +4,11 @@ thread of its own.
 Every statement runs in that thread (``_Connection``: plain sqlite3 and a one-thread
 executor): the event loop never waits on the file, and a batch's whole transaction (its
 Python planning between the statements too) is one hop, so the loop decodes the next
-batch meanwhile. WAL lets readers (the CLI) work while the indexer writes. Every write transaction starts
-with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s`` for the lock rather
-than failing half-way when a read lock cannot be upgraded. ``synchronous=FULL`` because
-Kafka offsets are committed after ``apply_batch`` returns: a transaction lost in a power
-cut would be an event lost for good.
+batch meanwhile. WAL lets readers (the CLI) work while the indexer writes. Every write
+transaction starts with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s``
+for the lock rather than failing half-way when a read lock cannot be upgraded.
+``synchronous=FULL`` because Kafka offsets are committed after ``apply_batch`` returns: a
+transaction lost in a power cut would be an event lost for good.
 
 Times are stored as ISO-8601 UTC text with microseconds (fixed width, so text order is
 time order); booleans as 0/1; user metadata as JSON text.
@@ -63,8 +63,6 @@ from consumer.index.records import (
     RowId,
     Transcript,
 )
-
-T = TypeVar("T")
 from consumer.index.sql import (
     JOB_COLUMNS,
     JOB_PEND_UPSERT,
@@ -80,6 +78,8 @@ from consumer.index.sql import (
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
+
+T = TypeVar("T")
 
 # Primary result codes (the low byte of extended codes) that mean "try again later".
 _TRANSIENT_CODES: Final = frozenset(
@@ -148,6 +148,7 @@ VALUES {{rows}}"""  # noqa: S608 - constant fragments
 _SAVE_HEADS: Final = """
 INSERT INTO journal_heads (bucket, key, version_id, last_journal_id) VALUES {rows}
 ON CONFLICT (bucket, key, version_id) DO UPDATE SET last_journal_id = excluded.last_journal_id"""
+_DROP_HEAD: Final = "DELETE FROM journal_heads WHERE bucket = ? AND key = ? AND version_id = ?"
 
 _LOAD_JOBS: Final = (
     f"SELECT {JOB_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
@@ -204,24 +205,24 @@ def _add_key_history(where: Conditions, bucket: str, key: str) -> None:
     where.add(_KEY_HISTORY, bucket, key, bucket, key)
 
 
+# The rows of a user's own folder by primary-key ranges (one per bucket, the buckets found
+# by skipping through the key), the others by the partial index of them.
+_OWN_ROWS: Final = (
+    "(bucket, key, version_id) IN ("  # noqa: S608 - constant fragments
+    " WITH RECURSIVE buckets(name) AS ("
+    "  SELECT min(bucket) FROM objects UNION ALL"
+    "  SELECT (SELECT min(bucket) FROM objects WHERE bucket > buckets.name)"
+    "  FROM buckets WHERE buckets.name IS NOT NULL)"
+    " SELECT o.bucket, o.key, o.version_id FROM buckets JOIN objects AS o"
+    " ON o.bucket = buckets.name AND o.key >= {} AND o.key < {}"
+    " UNION ALL SELECT bucket, key, version_id FROM objects"
+    f" WHERE user_id = {{}} AND {SQLITE_OTHER_USER_ROWS})"
+)
+
+
 def _add_user(where: Conditions, user_id: str) -> None:
-    # The rows of a user's own folder by primary-key ranges (one per bucket, the buckets
-    # found by skipping through the key), the others by the partial index of them.
     where.add("user_id = {}", user_id)
-    where.add(
-        "(bucket, key, version_id) IN ("
-        " WITH RECURSIVE buckets(name) AS ("
-        "  SELECT min(bucket) FROM objects UNION ALL"
-        "  SELECT (SELECT min(bucket) FROM objects WHERE bucket > buckets.name)"
-        "  FROM buckets WHERE buckets.name IS NOT NULL)"
-        " SELECT o.bucket, o.key, o.version_id FROM buckets JOIN objects AS o"
-        " ON o.bucket = buckets.name AND o.key >= {} AND o.key < {}"
-        f" UNION ALL SELECT bucket, key, version_id FROM objects"
-        f" WHERE user_id = {{}} AND {SQLITE_OTHER_USER_ROWS})",
-        f"user_{user_id}/",
-        f"user_{user_id}0",
-        user_id,
-    )
+    where.add(_OWN_ROWS, f"user_{user_id}/", f"user_{user_id}0", user_id)
 
 
 def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
@@ -469,11 +470,10 @@ class _Writer:
         self._stored: dict[RowId, Sequence[Any]] = {}  # rows as loaded (_STORED_COLUMNS)
         self._heads: dict[RowId, int] = {}  # the last entry this batch journaled, per row
         self._saved: set[RowId] = set()
+        self._headed: set[RowId] = set()  # versions whose head was in journal_heads
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
-        identities = [
-            (e.sequencer, e.bucket, e.key, e.version_id, e.event_name) for e, _ in items
-        ]
+        identities = [(e.sequencer, e.bucket, e.key, e.version_id, e.event_name) for e, _ in items]
         known = {tuple(row) for row in self._select(_JOURNALED, identities)}
         new = [item for item, ident in zip(items, identities, strict=True) if ident not in known]
         if not new:
@@ -518,12 +518,19 @@ class _Writer:
         # A row as stored with a new head: the upsert rewrites the page it is on anyway.
         self._run(
             _SAVE_ROWS,
-            [(*self._stored[rid][:_HEAD], self._heads[rid]) for rid in unsaved if rid in self._stored],
+            [
+                (*self._stored[rid][:_HEAD], self._heads[rid])
+                for rid in unsaved
+                if rid in self._stored
+            ],
         )
         self._run(
             _SAVE_HEADS,
             [(*rid, self._heads[rid]) for rid in unsaved if rid not in self._stored],
         )
+        # A version that has an objects row now keeps its head there (rare: an event that
+        # only went to the journal came first).
+        self._conn.executemany(_DROP_HEAD, [rid for rid in self._headed if rid in self._saved])
 
     def _head(self, rid: RowId) -> int | None:
         if rid in self._heads:
@@ -542,6 +549,7 @@ class _Writer:
         missing = [rid for rid in rids if rid not in self._stored]
         for bucket, key, version_id, head in self._select(_LOAD_HEADS, missing):
             heads[(bucket, key, version_id)] = head
+            self._headed.add((bucket, key, version_id))
         return heads
 
     def _run(self, template: str, rows: Sequence[Sequence[object]]) -> int:
