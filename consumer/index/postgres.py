@@ -60,7 +60,6 @@ from consumer.index.sql import (
     key_is,
     search_config,
     search_words,
-    user_is,
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
@@ -190,7 +189,6 @@ _DIALECT: Final = Dialect(
     is_deleted="deleted",
     is_live="NOT deleted",
     add_metadata=_add_metadata,
-    add_user=user_is,
     add_key_history=key_is,
     moment=_as_is,
     text_hits=_TEXT_HITS,

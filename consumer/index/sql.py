@@ -254,11 +254,6 @@ def numbered(template: str, placeholder: Callable[[int], str]) -> str:
     return template.format(*(placeholder(n) for n in range(1, template.count("{}") + 1)))
 
 
-def user_is(where: Conditions, user_id: str) -> None:
-    """The plain condition on the owner (PostgreSQL indexes it as such)."""
-    where.add("user_id = {}", user_id)
-
-
 def key_is(where: Conditions, bucket: str, key: str) -> None:
     """The plain condition on one key's journal entries (PostgreSQL: its hash index)."""
     where.add("bucket = {} AND key = {}", bucket, key)
@@ -277,8 +272,9 @@ class Dialect:
     # hit_version and snippet, with one {} where the query parameter goes.
     text_hits: str
     text_query: Callable[[str], object]  # the search text as that parameter
-    # The condition "owned by this user", as the dialect's indexes serve it.
-    add_user: Callable[[Conditions, str], None] = user_is
+    # The rows a user may own, as a FROM source with "?" marks and its parameters, where
+    # the plain ``user_id = …`` condition would not find them by an index (SQLite).
+    owned_rows: Callable[[str], tuple[str, list[object]]] | None = None
     # The condition "an entry of this (bucket, key)" on the journal, likewise.
     add_key_history: Callable[[Conditions, str, str], None] = key_is
 
@@ -383,17 +379,21 @@ def listing_query(query: ObjectQuery, dialect: Dialect) -> tuple[str, list[objec
     CURRENT and ALL views by ``version_listing_query``."""
     if query.versions is not Versions.ROWS:
         return version_listing_query(query, dialect)
-    where = Conditions(dialect.placeholder)
+    source, params = "objects", list[object]()
+    if query.user_id is not None and dialect.owned_rows is not None:
+        rows, params = dialect.owned_rows(query.user_id)
+        source = f"({rows}) AS objects"
+    where = Conditions(dialect.placeholder, first=len(params) + 1)
     if not query.include_deleted:
         where.add(dialect.is_live)
     add_key_conditions(where, query)
     add_row_conditions(where, query, dialect)
     sql = (
         f"SELECT {OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"  # noqa: S608 - constant fragments
-        f" FROM objects{where.where}"
+        f" FROM {source}{where.where}"
         f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
     )
-    return sql, [*where.params, query.limit]
+    return sql, [*params, *where.params, query.limit]
 
 
 def add_key_conditions(where: Conditions, query: ObjectQuery) -> None:
@@ -408,7 +408,7 @@ def add_row_conditions(where: Conditions, query: ObjectQuery, dialect: Dialect) 
     """The filters that look at one version's row (its owner, metadata, jobs, age), then
     the cursor."""
     if query.user_id is not None:
-        dialect.add_user(where, query.user_id)
+        where.add("user_id = {}", query.user_id)
     if query.metadata:
         dialect.add_metadata(where, dict(query.metadata))
     if query.processing_status is not None:

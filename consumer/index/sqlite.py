@@ -205,24 +205,22 @@ def _add_key_history(where: Conditions, bucket: str, key: str) -> None:
     where.add(_KEY_HISTORY, bucket, key, bucket, key)
 
 
-# The rows of a user's own folder by primary-key ranges (one per bucket, the buckets found
-# by skipping through the key), the others by the partial index of them.
-_OWN_ROWS: Final = (
-    "(bucket, key, version_id) IN ("  # noqa: S608 - constant fragments
-    " WITH RECURSIVE buckets(name) AS ("
-    "  SELECT min(bucket) FROM objects UNION ALL"
-    "  SELECT (SELECT min(bucket) FROM objects WHERE bucket > buckets.name)"
-    "  FROM buckets WHERE buckets.name IS NOT NULL)"
-    " SELECT o.bucket, o.key, o.version_id FROM buckets JOIN objects AS o"
-    " ON o.bucket = buckets.name AND o.key >= {} AND o.key < {}"
-    " UNION ALL SELECT bucket, key, version_id FROM objects"
-    f" WHERE user_id = {{}} AND {SQLITE_OTHER_USER_ROWS})"
+# The rows a user may own: their own folder (``user_<id>/…``) by primary-key ranges, one
+# per bucket (the buckets found by skipping through the key), and the others by the
+# partial index of them. The listing filters by user_id on top, and sorts what is found.
+_OWNED_ROWS: Final = (
+    "WITH RECURSIVE buckets(name) AS ("  # noqa: S608 - constant fragments
+    " SELECT min(bucket) FROM objects UNION ALL"
+    " SELECT (SELECT min(bucket) FROM objects WHERE bucket > buckets.name)"
+    " FROM buckets WHERE buckets.name IS NOT NULL)"
+    " SELECT o.* FROM buckets JOIN objects AS o"
+    " ON o.bucket = buckets.name AND o.key >= ? AND o.key < ?"
+    f" UNION ALL SELECT * FROM objects WHERE user_id = ? AND {SQLITE_OTHER_USER_ROWS}"
 )
 
 
-def _add_user(where: Conditions, user_id: str) -> None:
-    where.add("user_id = {}", user_id)
-    where.add(_OWN_ROWS, f"user_{user_id}/", f"user_{user_id}0", user_id)
+def _owned_rows(user_id: str) -> tuple[str, list[object]]:
+    return _OWNED_ROWS, [f"user_{user_id}/", f"user_{user_id}0", user_id]
 
 
 def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
@@ -244,7 +242,7 @@ _DIALECT: Final = Dialect(
     is_deleted="deleted = 1",
     is_live="deleted = 0",
     add_metadata=_add_metadata,
-    add_user=_add_user,
+    owned_rows=_owned_rows,
     add_key_history=_add_key_history,
     moment=_text_of,
     text_hits=_TEXT_HITS,

@@ -11,7 +11,6 @@ the same prune and the same next batch on both.
 from __future__ import annotations
 
 import dataclasses
-import random
 import sqlite3
 import uuid
 from datetime import date, timedelta
@@ -31,56 +30,15 @@ from consumer.index import (
     Transcript,
     Versions,
 )
-from consumer.index.decisions import DELETE_ALL_VERSIONS
 from consumer.index.migrations import MIGRATIONS, migrate_postgres, migrate_sqlite
 from consumer.index.records import Lease
 from consumer.index.sqlite import SqliteIndex
 from tests.conftest import Backend, _admin
-from tests.index.factories import T0, event
+from tests.index.factories import T0, event, history
 
 pytestmark = pytest.mark.integration
 
 OLD_LAYOUT = MIGRATIONS[:4]
-KINDS = (
-    EventKind.CREATED,
-    EventKind.CREATED,
-    EventKind.CREATED,
-    EventKind.METADATA_CHANGED,
-    EventKind.REMOVED,
-    EventKind.NOOP,
-    EventKind.OTHER,
-)
-
-
-def history(seed: int = 5, count: int = 700) -> list[ObjectEvent]:
-    """A mix like the indexer's: owners' folders and shared keys, versions, removals,
-    force deletes, journal-only events, redeliveries and late events."""
-    rng = random.Random(seed)
-    events: list[ObjectEvent] = []
-    for seq in range(1, count + 1):
-        user = rng.randint(1, 4)
-        owner = str(user) if rng.random() < 0.85 else str(rng.randint(5, 6))
-        folder = f"user_{user}/" if rng.random() < 0.8 else "shared/"
-        kind = rng.choice(KINDS)
-        name = DELETE_ALL_VERSIONS if kind is EventKind.REMOVED and rng.random() < 0.2 else None
-        events.append(
-            event(
-                kind,
-                seq=seq,
-                bucket=rng.choice(("bkt", "bkt", "b2")),
-                key=f"{folder}f{rng.randint(1, 40)}.ogg",
-                version_id=rng.choice(("", "", "v1", "v2")),
-                event_name=name,
-                user_id=owner if kind is not EventKind.REMOVED else None,
-                metadata={"lang": rng.choice(("ru", "en"))} if kind is EventKind.CREATED else None,
-            )
-        )
-    for _ in range(count // 20):  # redeliveries
-        events.insert(rng.randint(0, len(events)), rng.choice(events))
-    for _ in range(count // 50):  # late by up to 60 positions
-        position = rng.randint(0, len(events) - 1)
-        events.insert(min(len(events), position + rng.randint(1, 60)), events.pop(position))
-    return events
 
 
 async def fill(store: IndexStore, events: list[ObjectEvent]) -> None:
