@@ -83,25 +83,40 @@ _TRANSIENT: Final[tuple[type[BaseException], ...]] = (
 # unnest() yields the (already sorted) ids in array order, one lock call per row.
 _LOCK_KEYS: Final = "SELECT pg_advisory_xact_lock(lock_id) FROM unnest($1::bigint[]) AS lock_id"
 
-# The batch's rows travel as one JSON text parameter, expanded by json_to_recordset in
-# the server: one round trip per step, as with unnest() arrays, but asyncpg does not encode
-# (and type-check) every element of 16 arrays on the client, which took a third of the
-# indexer's time; msgspec writes the JSON in a microsecond a row. The record definitions
-# give each field its column type, so a value of the wrong type fails as with arrays.
-_JOURNAL_RECORD: Final = (
-    "bucket text, key text, version_id text, event_name text, kind text,"
+# The batch's journal entries and saved rows travel by COPY into a temporary staging
+# table of the connection (binary, one stream, no statement text or parameter per value),
+# then one INSERT … SELECT moves them into place. Staged rows go at COMMIT (and with a
+# rollback). Stage columns are plain types: user_metadata as text, cast to jsonb on the
+# way in, because COPY's binary format has no use for the text codec of jsonb.
+_JOURNAL_STAGE_COLUMNS: Final = (
+    "ord integer, bucket text, key text, version_id text, event_name text, kind text,"
     " event_time timestamptz, sequencer text, principal_id text, source_ip text,"
     " user_agent text, request_id text, size bigint, etag text, kafka_topic text,"
     " kafka_partition integer, kafka_offset bigint"
 )
-_JOURNAL_FIELDS: Final = tuple(part.split()[0] for part in _JOURNAL_RECORD.split(","))
+_JOURNAL_FIELDS: Final = tuple(part.split()[0] for part in _JOURNAL_STAGE_COLUMNS.split(","))
+_OBJECT_STAGE_COLUMNS: Final = (
+    "bucket text, key text, version_id text, size bigint, etag text, content_type text,"
+    " user_id text, user_metadata text, first_event_time timestamptz,"
+    " last_event_time timestamptz, sequencer text, indexed_at timestamptz, deleted boolean,"
+    " last_event_name text, deleted_at timestamptz"
+)
+_OBJECT_FIELDS: Final = tuple(part.split()[0] for part in _OBJECT_STAGE_COLUMNS.split(","))
+_STAGES: Final = (
+    f"CREATE TEMP TABLE IF NOT EXISTS journal_stage ({_JOURNAL_STAGE_COLUMNS})"
+    " ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE IF NOT EXISTS objects_stage ({_OBJECT_STAGE_COLUMNS})"
+    " ON COMMIT DELETE ROWS",
+)
+# In arrival order (ord), so ids follow it as before; a redelivered event hits the
+# identity index.
 _JOURNAL_NEW: Final = f"""
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
-SELECT {", ".join(_JOURNAL_FIELDS)}, $2::timestamptz
-FROM json_to_recordset($1::json) AS r({_JOURNAL_RECORD})
-ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
+SELECT {", ".join(_JOURNAL_FIELDS[1:])}, $1::timestamptz
+FROM journal_stage ORDER BY ord
+ON CONFLICT (sequencer, bucket, key, version_id, event_name) DO NOTHING
 RETURNING bucket, key, version_id, event_name, sequencer"""  # noqa: S608 - constant fragments
 
 _LOAD_ROWS: Final = (
@@ -115,18 +130,11 @@ _LOAD_ALL_VERSIONS: Final = (
     " FROM json_to_recordset($1::json) AS r(bucket text, key text))"
 )
 
-_OBJECT_RECORD: Final = (
-    "bucket text, key text, version_id text, size bigint, etag text, content_type text,"
-    " user_id text, user_metadata jsonb, first_event_time timestamptz,"
-    " last_event_time timestamptz, sequencer text, indexed_at timestamptz, deleted boolean,"
-    " last_event_name text, deleted_at timestamptz"
-)
-_OBJECT_FIELDS: Final = tuple(part.split()[0] for part in _OBJECT_RECORD.split(","))
 _SAVE_ROWS: Final = (
     f"""
 INSERT INTO objects ({OBJECT_COLUMNS})
-SELECT {", ".join(_OBJECT_FIELDS)}
-FROM json_to_recordset($1::json) AS r({_OBJECT_RECORD})"""  # noqa: S608 - constant fragments
+SELECT {", ".join(_OBJECT_FIELDS).replace("user_metadata", "user_metadata::jsonb")}
+FROM objects_stage"""  # noqa: S608 - constant fragments
     + OBJECT_UPSERT
 )
 
@@ -335,8 +343,11 @@ class _Writer:
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
         if not items:
             return set()
-        records = _records(_JOURNAL_FIELDS, (_journal_row(e, p) for e, p in items))
-        rows = await self._conn.fetch(_JOURNAL_NEW, records, self._now)
+        records = [(n, *_journal_row(e, p)) for n, (e, p) in enumerate(items)]
+        await self._conn.copy_records_to_table(
+            "journal_stage", records=records, columns=_JOURNAL_FIELDS
+        )
+        rows = await self._conn.fetch(_JOURNAL_NEW, self._now)
         return {tuple(row) for row in rows}
 
     async def load_rows(
@@ -350,8 +361,11 @@ class _Writer:
         return [_object_record(row) for row in found]
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
-        records = _records(_OBJECT_FIELDS, (_object_row(row) for row in rows))
-        await self._conn.execute(_SAVE_ROWS, records)
+        records = [_object_row(row) for row in rows]
+        await self._conn.copy_records_to_table(
+            "objects_stage", records=records, columns=_OBJECT_FIELDS
+        )
+        await self._conn.execute(_SAVE_ROWS)
         # What was said in a removed version is not searchable any more.
         gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
         if gone:
@@ -366,6 +380,8 @@ async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
+    for statement in _STAGES:  # the batch's staging tables, this connection's own
+        await conn.execute(statement)
 
 
 def _dumps(value: Any) -> str:
@@ -437,7 +453,7 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
         record.etag,
         record.content_type,
         record.user_id,
-        dict(record.metadata),
+        canonical_json(dict(record.metadata)),
         record.first_event_time,
         record.last_event_time,
         record.sequencer,
