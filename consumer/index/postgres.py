@@ -34,9 +34,10 @@ import msgspec
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json
+from consumer.index.decisions import canonical_json, run_batch
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
+    BatchResult,
     Item,
     JobRequest,
     JournalId,
@@ -63,6 +64,7 @@ from consumer.index.sql import (
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
+from consumer.index.threads import LoopThread
 
 # Errors after which the same statement may well succeed later: the server is down,
 # restarting, full of connections, or chose this transaction as a deadlock victim.
@@ -236,6 +238,8 @@ class PostgresIndex(SqlIndex[Any, Any]):
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
+        self._batches: LoopThread | None = None
+        self._batch_pool: Any = None
 
     def __repr__(self) -> str:
         return "PostgresIndex(<dsn hidden>)"
@@ -269,9 +273,21 @@ class PostgresIndex(SqlIndex[Any, Any]):
     async def _prepare(self, handle: Any) -> None:
         async with handle.acquire() as conn:
             await migrate_postgres(conn)
+        # Batches get a thread, an event loop and a pool of their own (``_apply``).
+        batches = LoopThread("postgres-index-batches")
+        self._batches = batches
+        self._batch_pool = await batches.run(self._open())
 
     async def _release(self, handle: Any) -> None:
-        await handle.close()  # waits for the connections in use to be released
+        batches, self._batches = self._batches, None
+        batch_pool, self._batch_pool = self._batch_pool, None
+        try:
+            await handle.close()  # waits for the connections in use to be released
+        finally:
+            if batches is not None:
+                if batch_pool is not None:
+                    await batches.run(batch_pool.close())
+                await batches.stop()
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Any]:
@@ -307,6 +323,23 @@ class PostgresIndex(SqlIndex[Any, Any]):
 
     def _writer(self, conn: Any, now: datetime) -> BatchWriter:
         return _Writer(conn, now)
+
+    async def _apply(self, items: Sequence[Item], now: datetime) -> BatchResult:
+        # In the batches' own thread and loop: the batch's Python (planning, COPY rows)
+        # runs there while this loop decodes the next batch, instead of taking turns with
+        # it on one thread.
+        self._started()
+        batches, pool = self._batches, self._batch_pool
+        if batches is None or pool is None:
+            raise IndexUnavailable(f"{self!r} is not started (call start() first)")
+        return await batches.run(self._apply_with(pool, items, now))
+
+    async def _apply_with(self, pool: Any, items: Sequence[Item], now: datetime) -> BatchResult:
+        with self._translated():
+            async with pool.acquire() as conn, conn.transaction():
+                # Before touching anything: the advisory lock of every object, in order.
+                await conn.execute(_LOCK_KEYS, _lock_ids((e.bucket, e.key) for e, _ in items))
+                return await run_batch(_Writer(conn, now), items, now)
 
     async def _stored_jobs(
         self, conn: Any, idents: Sequence[tuple[str, str, str, str]]

@@ -25,7 +25,6 @@ import asyncio
 import functools
 import json
 import sqlite3
-import sys
 import time
 from collections.abc import (
     AsyncIterator,
@@ -78,6 +77,7 @@ from consumer.index.sql import (
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
+from consumer.index.threads import hand_the_gil_over_promptly
 
 T = TypeVar("T")
 
@@ -631,22 +631,8 @@ def _slice_sizes(count: int, largest: int) -> list[int]:
     return sizes
 
 
-# The longest a thread that wants the GIL waits before the running one must hand it over
-# (Python's default: 5 ms). The connection's thread gives the GIL away for each step of a
-# statement and wants it back right after; while the event loop's thread runs Python,
-# every such step waited up to the interval. Multi-row statements make those steps few;
-# a shorter interval makes each wait short (measured beside a busy Python thread: a
-# 2,000-event batch 2.9x faster at 0.5 ms than at 5 ms). Process-wide, only ever lowered.
-_GIL_SWITCH_INTERVAL_S: Final = 0.0005
-
-
-def _hand_the_gil_over_promptly() -> None:
-    if sys.getswitchinterval() > _GIL_SWITCH_INTERVAL_S:
-        sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
-
-
 def _configure(conn: sqlite3.Connection) -> None:
-    _hand_the_gil_over_promptly()
+    hand_the_gil_over_promptly()
     _ensure_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")
     # LIKE is ASCII-case-insensitive by default; S3 keys are case-sensitive.
