@@ -39,6 +39,7 @@ test: install lint typecheck
 lint: $(STAMP)
 	$(PY) -m ruff check consumer infra tests
 	$(PY) -m ruff format --check consumer infra tests
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -59,8 +59,8 @@ from bench.stack_env import settings_for, stack_values
 from bench.templates import wire_notifications
 from bench.uploader import ShareResult, StepShare, WorkerConfig, init_worker, run_share, warm
 from consumer.errors import KafkaUnavailable
-from consumer.lag import KafkaProbe
-from consumer.minio_client import minio_client
+from consumer.kafka.lag import KafkaProbe
+from consumer.minio import minio_client
 from consumer.settings import Settings
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -518,7 +518,7 @@ class IndexReader:
 
 class LagSampler:
     """Every SAMPLE_INTERVAL_S, from a thread: the indexer group's Kafka lag on the events
-    topic (consumer.lag, committed offsets) and the index backlog (objects in the bucket
+    topic (consumer.kafka.lag, committed offsets) and the index backlog (objects in the bucket
     the index does not have yet, counted against the PUTs MinIO answered so far)."""
 
     def __init__(self, settings: Settings, group: str, index: IndexReader, answered: Any) -> None:

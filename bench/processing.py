@@ -41,10 +41,10 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 
 from consumer.index import JobStatus, open_index
-from consumer.minio_client import minio_client
-from consumer.notify_config import load_notify_config
-from consumer.provisioning import ensure_notifications
+from consumer.minio import minio_client
 from consumer.settings import Settings
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
 from infra.stack import Stack
 from tests import audio
 

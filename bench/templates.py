@@ -23,10 +23,10 @@ from minio.commonconfig import Tags
 from minio.deleteobjects import DeleteObject
 
 from bench.generate import DELETE, PUT, PUT_TAGGING, TEMPLATE_EVENTS
-from consumer.minio_client import minio_client
-from consumer.notify_config import load_notify_config
-from consumer.provisioning import ensure_notifications
+from consumer.minio import minio_client
 from consumer.settings import Settings
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
 
 # Keys with a space, a "+" and non-ASCII letters, so the captured record shows how MinIO
 # escapes them (Go QueryEscape) next to the envelope's raw Key.

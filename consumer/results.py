@@ -3,7 +3,8 @@ transcript it gives the full-text index. Pure, except ``index_transcript`` (one 
 write).
 
 A result lives in the results bucket under ``<bucket>/<key>/<version|null>/<processor>.json``
-(``result_location_key``; the processing worker writes it there), so it can be found from
+(``result_location_key``, the one home of that layout: the processing worker writes
+there and the bot's results feed reads it back), so it can be found from
 the source object alone and parsed back from a results-bucket event (``parse_result_key``).
 """
 

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field("indexer", alias="KAFKA_GROUP_ID")
     kafka_events_partitions: int = Field(4, ge=1, le=1000, alias="KAFKA_EVENTS_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, le=7, alias="KAFKA_REPLICATION_FACTOR")
-    # Encryption and authentication of every Kafka client (consumer/kafka_client.py). The
+    # Encryption and authentication of every Kafka client (consumer/kafka/clients.py). The
     # SASL credentials are used only with a SASL_* protocol, the TLS files only with *SSL.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"

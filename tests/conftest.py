@@ -35,10 +35,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.index import IndexStore, open_index, sqlite_path
-from consumer.minio_client import minio_client
-from consumer.notify_config import load_notify_config
-from consumer.provisioning import ensure_notifications
+from consumer.minio import minio_client
 from consumer.settings import Settings
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
 
 if TYPE_CHECKING:
     from infra.stack import Stack

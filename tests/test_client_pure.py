@@ -13,11 +13,11 @@ import pytest
 from minio.error import S3Error
 
 from consumer.cli.common import split_bucket_key
+from consumer.cli.progress import ProgressBar, render_bar
 from consumer.client.api import minio_failure
 from consumer.client.files import content_type_for, digest_file, expected_etag
 from consumer.client.importer import parse_manifest
 from consumer.client.presign import host_header, object_path, presign_v4, upload_metadata
-from consumer.client.progress import ProgressBar, render_bar
 from consumer.durations import parse_duration
 from consumer.errors import ConnectionFailed, InvalidInput, NotFound, UploadFailed
 from consumer.events import user_id_for

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from consumer.event_decoder import decode_fast
 from consumer.events import (
     DEFAULT_MAX_BYTES,
     MalformedEvent,
@@ -23,6 +22,7 @@ from consumer.events import (
     parse_message,
     parse_message_checked,
 )
+from consumer.events.fast import decode_fast
 from tests.test_events import aws_record, encode, minio_message, minio_record
 
 # The fields the index reads, as paths into one record, with their wire type.

@@ -12,20 +12,20 @@ from urllib.parse import quote_plus
 import pytest
 from pydantic import ValidationError
 
-from consumer import events as events_module
 from consumer.errors import InvalidInput
 from consumer.events import (
     ILM_EXPIRY_AGENT,
     EventKind,
     MalformedEvent,
     ObjectEvent,
-    classify,
     decode_key,
+    event_kind_of,
     normalise_sequencer,
     parse_message,
     user_id_for,
     user_metadata_from_record,
 )
+from consumer.events import model as events_module
 
 BUCKET = "voxpersona-audio"
 KEY = "user_1/a b+c%d/файл.ogg"
@@ -442,8 +442,8 @@ class TestClassify:
         ],
     )
     def test_names(self, event_name: str, kind: EventKind) -> None:
-        assert classify(event_name, None) is kind
-        assert classify(event_name, "MinIO (linux; amd64) minio-go/v7.0.80") is kind
+        assert event_kind_of(event_name, None) is kind
+        assert event_kind_of(event_name, "MinIO (linux; amd64) minio-go/v7.0.80") is kind
 
     @pytest.mark.parametrize(
         ("aws_name", "kind"),
@@ -458,7 +458,7 @@ class TestClassify:
         ],
     )
     def test_aws_names_without_prefix(self, aws_name: str, kind: EventKind) -> None:
-        assert classify(aws_name, None) is kind
+        assert event_kind_of(aws_name, None) is kind
 
     @pytest.mark.parametrize(
         "event_name",
@@ -472,7 +472,7 @@ class TestClassify:
         "agent", [ILM_EXPIRY_AGENT, "Internal: [ILM-EXPIRY]", " internal: [ilm-expiry] "]
     )
     def test_ilm_removal_is_expiry(self, event_name: str, agent: str) -> None:
-        assert classify(event_name, agent) is EventKind.EXPIRED
+        assert event_kind_of(event_name, agent) is EventKind.EXPIRED
 
     @pytest.mark.parametrize(
         ("event_name", "kind"),
@@ -484,11 +484,11 @@ class TestClassify:
         ],
     )
     def test_ilm_agent_only_matters_for_removals(self, event_name: str, kind: EventKind) -> None:
-        assert classify(event_name, ILM_EXPIRY_AGENT) is kind
+        assert event_kind_of(event_name, ILM_EXPIRY_AGENT) is kind
 
     @pytest.mark.parametrize("agent", ["Internal: [ILM-Transition]", "ILM-Expiry", "", None])
     def test_other_agents_are_plain_removals(self, agent: str | None) -> None:
-        assert classify("s3:ObjectRemoved:Delete", agent) is EventKind.REMOVED
+        assert event_kind_of("s3:ObjectRemoved:Delete", agent) is EventKind.REMOVED
 
     def test_kind_values(self) -> None:
         assert [kind.value for kind in EventKind] == [

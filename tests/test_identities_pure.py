@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from consumer.errors import ConfigError, SetupFailed
-from consumer.identities import (
+from consumer.retention.policy import RetentionPolicy
+from consumer.settings import Settings
+from consumer.setup.identities import (
     IdentityOptions,
     IdentitySpec,
     canonical_policy,
@@ -26,8 +28,6 @@ from consumer.identities import (
     watched_buckets,
     write_secrets_file,
 )
-from consumer.retention.policy import RetentionPolicy
-from consumer.settings import Settings
 from tests.test_cli import run_cli
 
 BUCKETS = {

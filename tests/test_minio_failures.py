@@ -26,7 +26,7 @@ from consumer.errors import (
 from consumer.minio import (
     FailureKind,
     as_error,
-    classify,
+    classify_failure,
     is_gone,
     minio_call,
     translated,
@@ -90,7 +90,7 @@ def not_trusted() -> ssl.SSLCertVerificationError:
     ],
 )
 def test_s3_codes_have_one_kind(code: str, kind: FailureKind) -> None:
-    failure = classify(s3_error(code, 400))  # the table wins over the status
+    failure = classify_failure(s3_error(code, 400))  # the table wins over the status
     assert (failure.kind, failure.code, failure.answered) == (kind, code, True)
     assert failure.retriable is (kind is FailureKind.TRANSIENT)
     assert S3_CODES[code] is kind
@@ -110,34 +110,34 @@ def test_s3_codes_have_one_kind(code: str, kind: FailureKind) -> None:
     ],
 )
 def test_an_unknown_code_is_judged_by_its_status(status: int, kind: FailureKind) -> None:
-    assert classify(s3_error("XSomethingNew", status)).kind is kind
+    assert classify_failure(s3_error("XSomethingNew", status)).kind is kind
 
 
 def test_only_no_such_bucket_says_the_bucket_is_missing() -> None:
-    assert classify(s3_error("NoSuchBucket", 404)).bucket_missing
-    assert not classify(s3_error("NoSuchKey", 404)).bucket_missing
+    assert classify_failure(s3_error("NoSuchBucket", 404)).bucket_missing
+    assert not classify_failure(s3_error("NoSuchKey", 404)).bucket_missing
 
 
 def test_a_head_of_a_delete_marker_is_gone() -> None:
     # minio-py names a bodyless 405 MethodNotAllowed; the header says why.
     marker = s3_error("MethodNotAllowed", 405, {"x-amz-delete-marker": "true"})
-    assert classify(marker).kind is FailureKind.GONE
+    assert classify_failure(marker).kind is FailureKind.GONE
     assert is_gone(marker)
-    assert classify(s3_error("MethodNotAllowed", 405)).kind is FailureKind.INVALID
+    assert classify_failure(s3_error("MethodNotAllowed", 405)).kind is FailureKind.INVALID
 
 
 def test_an_s3_error_line_names_the_endpoint_code_and_message() -> None:
-    failure = classify(s3_error("AccessDenied", 403), settings())
+    failure = classify_failure(s3_error("AccessDenied", 403), settings())
     assert failure.message == f"MinIO at {ENDPOINT} said AccessDenied: AccessDenied message"
     assert failure.reason == "AccessDenied message"
-    assert classify(s3_error("AccessDenied", 403)).message.startswith("MinIO said ")
+    assert classify_failure(s3_error("AccessDenied", 403)).message.startswith("MinIO said ")
 
 
 def test_answers_without_an_s3_document() -> None:
-    busy = classify(ServerError("server failed with HTTP status code 503", 503), settings())
+    busy = classify_failure(ServerError("server failed with HTTP status code 503", 503), settings())
     assert (busy.kind, busy.code, busy.answered) == (FailureKind.TRANSIENT, "HTTP 503", True)
     assert ENDPOINT in busy.message
-    proxy = classify(InvalidResponseError(502, "text/html", "<html>bad gateway</html>"))
+    proxy = classify_failure(InvalidResponseError(502, "text/html", "<html>bad gateway</html>"))
     assert (proxy.kind, proxy.code) == (FailureKind.TRANSIENT, "HTTP 502")
     assert "text/html" in proxy.message
     assert "<html>" not in proxy.message
@@ -145,12 +145,12 @@ def test_answers_without_an_s3_document() -> None:
 
 def test_admin_api_errors_read_their_json_body() -> None:
     body = '{"Code":"XMinioAdminNoSuchUser","Message":"The specified user does not exist."}'
-    missing = classify(MinioAdminException("404", body))
+    missing = classify_failure(MinioAdminException("404", body))
     assert (missing.kind, missing.code) == (FailureKind.GONE, "XMinioAdminNoSuchUser")
     assert missing.reason == "The specified user does not exist."
-    denied = classify(MinioAdminException("403", '{"Code":"AccessDenied","Message":"no"}'))
+    denied = classify_failure(MinioAdminException("403", '{"Code":"AccessDenied","Message":"no"}'))
     assert denied.kind is FailureKind.REFUSED
-    garbled = classify(MinioAdminException("500", "not json"))
+    garbled = classify_failure(MinioAdminException("500", "not json"))
     assert (garbled.kind, garbled.code, garbled.reason) == (
         FailureKind.TRANSIENT,
         "HTTP 500",
@@ -159,27 +159,27 @@ def test_admin_api_errors_read_their_json_body() -> None:
 
 
 def test_no_answer_is_transient_and_says_what_the_network_said() -> None:
-    refused = classify(refused_connection(), settings())
+    refused = classify_failure(refused_connection(), settings())
     assert (refused.kind, refused.code, refused.answered) == (
         FailureKind.TRANSIENT,
         "NewConnectionError",
         False,
     )
     assert refused.message == f"MinIO at {ENDPOINT} unreachable: Connection refused"
-    timeout = classify(urllib3.exceptions.ReadTimeoutError(None, "/b/k", "Read timed out."))  # type: ignore[arg-type]
+    timeout = classify_failure(urllib3.exceptions.ReadTimeoutError(None, "/b/k", "Read timed out."))  # type: ignore[arg-type]
     assert timeout.kind is FailureKind.TRANSIENT
     assert timeout.message == "MinIO unreachable: timed out (ReadTimeoutError)"
     reset = urllib3.exceptions.ProtocolError(
         "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")
     )
-    assert classify(reset).message == "MinIO unreachable: Connection reset by peer"
-    assert classify(ConnectionRefusedError(111, "Connection refused")).retriable
+    assert classify_failure(reset).message == "MinIO unreachable: Connection reset by peer"
+    assert classify_failure(ConnectionRefusedError(111, "Connection refused")).retriable
 
 
 def test_tls_failures_at_any_depth() -> None:
     wrapped = urllib3.exceptions.SSLError(not_trusted())
     retried = urllib3.exceptions.MaxRetryError(None, "/b", reason=wrapped)  # type: ignore[arg-type]
-    failure = classify(retried, settings(MINIO_USE_SSL=True))
+    failure = classify_failure(retried, settings(MINIO_USE_SSL=True))
     assert (failure.kind, failure.code, failure.answered, failure.retriable) == (
         FailureKind.TLS,
         "SSLCertVerificationError",
@@ -191,14 +191,14 @@ def test_tls_failures_at_any_depth() -> None:
         "(MINIO_CERT_PATH=unset: the system CAs)"
     )
     plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
-    handshake = classify(urllib3.exceptions.SSLError(plain), settings())
+    handshake = classify_failure(urllib3.exceptions.SSLError(plain), settings())
     assert handshake.kind is FailureKind.TLS
     assert f"does {ENDPOINT} serve TLS" in handshake.message
 
 
 def test_a_local_file_problem_is_not_the_network() -> None:
     missing = FileNotFoundError(2, "No such file or directory", "/no/dir/x.part.minio")
-    failure = classify(missing)
+    failure = classify_failure(missing)
     assert (failure.kind, failure.answered) == (FailureKind.INVALID, False)
     assert failure.message == "local file /no/dir/x.part.minio: No such file or directory"
     assert isinstance(as_error(failure, "download", DownloadFailed), DownloadFailed)
@@ -208,23 +208,25 @@ def test_a_local_file_problem_is_not_the_network() -> None:
 
 
 def test_as_error_maps_kinds_to_the_error_hierarchy() -> None:
-    gone = as_error(classify(s3_error("NoSuchKey", 404)), "stat b/k", DownloadFailed)
+    gone = as_error(classify_failure(s3_error("NoSuchKey", 404)), "stat b/k", DownloadFailed)
     assert isinstance(gone, NotFound)
     assert str(gone) == "stat b/k: MinIO said NoSuchKey: NoSuchKey message"
-    denied = as_error(classify(s3_error("AccessDenied", 403)), "put", UploadFailed)
+    denied = as_error(classify_failure(s3_error("AccessDenied", 403)), "put", UploadFailed)
     assert isinstance(denied, UploadFailed)
     assert not denied.retriable
-    busy = as_error(classify(s3_error("SlowDown", 503)), "put", UploadFailed)
+    busy = as_error(classify_failure(s3_error("SlowDown", 503)), "put", UploadFailed)
     assert isinstance(busy, UploadFailed)
     assert busy.retriable
-    down = as_error(classify(refused_connection()), "put", UploadFailed)
+    down = as_error(classify_failure(refused_connection()), "put", UploadFailed)
     assert type(down) is ConnectionFailed
     assert down.retriable
-    tls = as_error(classify(urllib3.exceptions.SSLError(not_trusted())), "put", UploadFailed)
+    tls = as_error(
+        classify_failure(urllib3.exceptions.SSLError(not_trusted())), "put", UploadFailed
+    )
     assert isinstance(tls, TlsFailed)
     assert isinstance(tls, ConnectionFailed)
     assert not tls.retriable
-    assert str(as_error(classify(refused_connection()))).startswith("MinIO unreachable")
+    assert str(as_error(classify_failure(refused_connection()))).startswith("MinIO unreachable")
 
 
 def test_translated_raises_the_translation_from_the_original() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from consumer.errors import ConfigError
-from consumer.notify_config import load_notify_config, parse_notify_config
 from consumer.settings import Settings
+from consumer.setup.notify_config import load_notify_config, parse_notify_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

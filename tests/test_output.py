@@ -1,4 +1,4 @@
-"""Pure tests of consumer.output: JSON lines, the aligned table, human-readable sizes."""
+"""Pure tests of consumer.cli.output: JSON lines, the aligned table, human-readable sizes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from consumer.client.progress import ProgressBar, Screen, clock_time, render_bar
-from consumer.index import ObjectRecord, UsageRow
-from consumer.output import (
+from consumer.cli.output import (
     ellipsize,
     fit_widths,
     for_terminal,
@@ -23,6 +21,8 @@ from consumer.output import (
     table,
     usage_fields,
 )
+from consumer.cli.progress import ProgressBar, Screen, clock_time, render_bar
+from consumer.index import ObjectRecord, UsageRow
 
 # The fields the design promises on every `ls --json` line (the README's `ls` contract).
 DOCUMENTED_FIELDS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from minio.notificationconfig import NotificationConfig, QueueConfig, TopicConfig
 
-from consumer.notify_config import NotifyRule
-from consumer.provisioning import merge_notification, queue_configs_for
+from consumer.setup.notify_config import NotifyRule
+from consumer.setup.provisioning import merge_notification, queue_configs_for
 
 ARN = "arn:minio:sqs::VOXPERSONA:kafka"
 RULES = (

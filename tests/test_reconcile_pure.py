@@ -3,7 +3,6 @@ events in the index's decisions (a newer real event always wins)."""
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,12 +11,10 @@ from consumer.errors import InvalidInput
 from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, parse_message
 from consumer.index import Action, ObjectRecord
 from consumer.index.decisions import plan_objects
-from consumer.notify_config import NotifyConfig
-from consumer.reconcile import (
+from consumer.repair.compare import (
     Difference,
     HeadState,
     ListedObject,
-    Progress,
     after_sequencer,
     compare,
     found_event,
@@ -27,7 +24,9 @@ from consumer.reconcile import (
     sequencer_at,
     watched,
 )
-from consumer.replay import parse_since, replay_group
+from consumer.repair.reconcile import NoProgress, Progress
+from consumer.repair.replay import parse_since, replay_group
+from consumer.setup.notify_config import NotifyConfig
 from tests.index.factories import event
 
 WRITTEN = datetime(2026, 5, 4, 12, 0, 0, 123000, tzinfo=UTC)
@@ -203,12 +202,13 @@ class TestReplayArguments:
         assert replay_group("indexer", self.NOW) == "indexer-replay-20260504T120000000000Z"
 
 
-def test_progress_is_silent_when_not_a_terminal() -> None:
-    stream = io.StringIO()
-    progress = Progress(stream)
+def test_a_reconcile_without_a_screen_says_nothing_while_it_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress: Progress = NoProgress()
     progress.show("reconcile: listed 1000")
     progress.done()
-    assert stream.getvalue() == ""
+    assert capsys.readouterr() == ("", "")
 
 
 def test_a_found_repair_starts_processing_a_gone_one_does_not() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.cli.client_verbs import outcome_line
-from consumer.client.results import FeedFilter
+from consumer.client.feed import FeedFilter
 from consumer.errors import InvalidInput
 from consumer.events import EventKind, ObjectEvent
 from consumer.index import JobRequest, Transcript

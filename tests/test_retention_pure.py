@@ -19,9 +19,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic import ValidationError
 
 from consumer.errors import ConfigError
-from consumer.events import EventKind, classify, retention_policy_of
+from consumer.events import EventKind, event_kind_of, retention_policy_of
 from consumer.index import JobRecord, JobStatus, JournalRecord, ObjectRecord
-from consumer.lag import lag_by_partition
+from consumer.kafka.lag import lag_by_partition
 from consumer.retention.audit import deletion_cause
 from consumer.retention.decisions import (
     Outcome,
@@ -350,7 +350,7 @@ def _removal(user_agent: str | None, event_name: str = "s3:ObjectRemoved:Delete"
         key="tmp/x.ogg",
         version_id="",
         event_name=event_name,
-        kind=classify(event_name, user_agent),
+        kind=event_kind_of(event_name, user_agent),
         event_time=NOW,
         sequencer="1",
         principal_id="consumer-key",
@@ -366,7 +366,7 @@ def _removal(user_agent: str | None, event_name: str = "s3:ObjectRemoved:Delete"
 
 def test_the_sweepers_deletions_are_expiries_that_name_their_policy() -> None:
     agent = "MinIO (Linux; x86_64) minio-py/7.2.20 voxpersona-retention/old-interviews"
-    assert classify("s3:ObjectRemoved:Delete", agent) is EventKind.EXPIRED
+    assert event_kind_of("s3:ObjectRemoved:Delete", agent) is EventKind.EXPIRED
     assert retention_policy_of(agent) == "old-interviews"
     assert retention_policy_of("curl/8.0 not-voxpersona-retention/x") is None
     assert retention_policy_of(None) is None

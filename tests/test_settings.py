@@ -127,8 +127,8 @@ def test_the_default_notify_config_is_package_data(monkeypatch: pytest.MonkeyPat
     what an installed wheel carries, and it is the repository's file."""
     from importlib.resources import files
 
-    from consumer.notify_config import load_notify_config
     from consumer.settings import DEFAULT_NOTIFY_CONFIG
+    from consumer.setup.notify_config import load_notify_config
 
     monkeypatch.delenv("MINIO_NOTIFY_CONFIG", raising=False)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]

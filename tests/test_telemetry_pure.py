@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import pytest
 import structlog
 
-from consumer.health import Check, _request_line, overall_status, status_report
+from consumer.cli.output import status_table
+from consumer.health import Check, overall_status, status_report
+from consumer.health.server import _request_line
 from consumer.logs import REDACTED, configure_logging, scrub
-from consumer.output import status_table
 from consumer.telemetry import OperationTotals, otlp_protocol, trace_exporters, upload_context
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

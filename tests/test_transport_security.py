@@ -20,12 +20,12 @@ from aiokafka.errors import (
 from pydantic import ValidationError
 
 from consumer.errors import ConfigError
-from consumer.kafka_client import (
+from consumer.kafka.clients import (
     describe_security_failure,
     kafka_client_options,
     security_problems,
 )
-from consumer.minio_client import (
+from consumer.minio import (
     describe_minio_failure,
     minio_http_pool,
     minio_ssl_context,

@@ -22,8 +22,8 @@ from consumer.cli.client_verbs import add_client_verbs
 from consumer.cli.common import PROG, Handler, OneLineParser, load_settings, version
 from consumer.cli.exit_codes import ExitCode
 from consumer.cli.index_verbs import add_index_verbs, parse_criteria
+from consumer.cli.progress import screen_of
 from consumer.cli.service_verbs import add_service_verbs
-from consumer.client.progress import screen_of
 from consumer.errors import ConfigError, ConsumerError, InvalidInput, SweepBlocked
 from consumer.logs import configure_logging
 

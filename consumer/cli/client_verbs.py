@@ -32,6 +32,8 @@ from consumer.cli.common import (
     with_client,
 )
 from consumer.cli.exit_codes import ExitCode
+from consumer.cli.output import human_bytes, json_lines
+from consumer.cli.progress import ProgressBar
 from consumer.client.api import VoxClient
 from consumer.client.importer import (
     DEFAULT_MANIFEST_NAME,
@@ -41,10 +43,8 @@ from consumer.client.importer import (
     run_import,
 )
 from consumer.client.presign import DEFAULT_EXPIRY
-from consumer.client.progress import ProgressBar
 from consumer.errors import ConsumerError, InvalidInput, NotFound
 from consumer.names import parse_metadata_options
-from consumer.output import human_bytes, json_lines
 from consumer.results import ProcessedResult
 from consumer.settings import Settings
 

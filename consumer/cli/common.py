@@ -19,12 +19,12 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from consumer.cli.exit_codes import ExitCode
+from consumer.cli.output import for_terminal, table
 from consumer.client.api import VoxClient
 from consumer.durations import parse_duration
 from consumer.errors import ConfigError, InvalidInput
 from consumer.index import IndexStore, Versions, open_index, sqlite_path
 from consumer.names import check_bucket, check_key
-from consumer.output import for_terminal, table
 from consumer.settings import Settings
 
 T = TypeVar("T")

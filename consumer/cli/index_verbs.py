@@ -21,9 +21,9 @@ from consumer.cli.common import (
     with_index,
 )
 from consumer.cli.exit_codes import ExitCode
+from consumer.cli.output import human_bytes, json_lines, object_fields, usage_fields
 from consumer.errors import InvalidInput
 from consumer.index import IndexStore, JobStatus, ObjectQuery, ObjectRecord
-from consumer.output import human_bytes, json_lines, object_fields, usage_fields
 from consumer.settings import Settings
 
 _OBJECT_COLUMNS = (
@@ -221,8 +221,8 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
 def _usage_growth(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
+    from consumer.cli.output import growth_fields
     from consumer.index.sql import every_day
-    from consumer.output import growth_fields
 
     today = datetime.now(UTC).date()
     first = today - timedelta(days=(args.days or 30) - 1)

@@ -23,11 +23,11 @@ from consumer.cli.common import (
     with_index,
 )
 from consumer.cli.exit_codes import ExitCode
-from consumer.client.progress import screen_of
+from consumer.cli.output import json_lines, status_table
+from consumer.cli.progress import screen_of
 from consumer.errors import InvalidInput, SweepBlocked
 from consumer.index import IndexStore
-from consumer.output import json_lines, status_table
-from consumer.reconcile import Progress
+from consumer.repair.reconcile import Progress
 from consumer.service import Role
 from consumer.settings import Settings
 
@@ -124,8 +124,9 @@ def _add_retention(verbs: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.identities import IdentityOptions
-    from consumer.provisioning import Action, run_setup
+    from consumer.setup.identities import IdentityOptions
+    from consumer.setup.provisioning import run_setup
+    from consumer.setup.report import Action
 
     if args.secrets_file is not None and not args.identities:
         raise InvalidInput("--secrets-file is only meaningful with --identities")
@@ -186,9 +187,10 @@ class _ScreenProgress(Progress):
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.minio_client import minio_client
-    from consumer.notify_config import load_notify_config
-    from consumer.reconcile import run_reconcile, watched
+    from consumer.minio import minio_client
+    from consumer.repair.compare import watched
+    from consumer.repair.reconcile import run_reconcile
+    from consumer.setup.notify_config import load_notify_config
 
     buckets = watched(load_notify_config(settings.minio_notify_config, settings), args.bucket)
     progress = _ScreenProgress(shows_progress(args))
@@ -224,7 +226,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
-    from consumer.replay import parse_since, replay_group, run_replay
+    from consumer.repair.replay import parse_since, replay_group, run_replay
 
     now = datetime.now(UTC)
     since = parse_since(args.since, now)

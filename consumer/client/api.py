@@ -35,6 +35,7 @@ from minio.deleteobjects import DeleteObject
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from consumer.client.feed import FeedFilter, ProcessedFeed, processors_filter
 from consumer.client.files import UPLOAD_PART_SIZE, FileDigest, content_type_for, digest_file
 from consumer.client.presign import (
     DEFAULT_EXPIRY,
@@ -48,7 +49,6 @@ from consumer.client.presign import (
     put_headers,
     upload_metadata,
 )
-from consumer.client.results import FeedFilter, ProcessedFeed, processors_filter
 from consumer.errors import (
     ConsumerError,
     DownloadFailed,
@@ -67,7 +67,14 @@ from consumer.index import (
     Versions,
     open_index,
 )
-from consumer.minio import MINIO_ERRORS, as_error, classify, is_gone, minio_call, minio_client
+from consumer.minio import (
+    MINIO_ERRORS,
+    as_error,
+    classify_failure,
+    is_gone,
+    minio_call,
+    minio_client,
+)
 from consumer.names import SHA256, check_bucket, check_key, check_user_id, upload_key
 from consumer.results import ProcessedResult, ResultLocation, result_location_key
 from consumer.settings import Settings
@@ -146,7 +153,7 @@ def minio_failure(
     if isinstance(exc, ConsumerError):
         return exc
     if isinstance(exc, MINIO_ERRORS):
-        return as_error(classify(exc), what, failure)
+        return as_error(classify_failure(exc), what, failure)
     return failure(f"{what}: {type(exc).__name__}: {exc}", retriable=False)
 
 
@@ -845,7 +852,9 @@ class VoxClient:
             try:
                 return self._minio.bucket_exists(bucket)
             except MINIO_ERRORS as exc:
-                if classify(exc).code == "AccessDenied":  # least privilege: let the call say
+                if (
+                    classify_failure(exc).code == "AccessDenied"
+                ):  # least privilege: let the call say
                     return True
                 raise
 

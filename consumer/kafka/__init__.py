@@ -1,2 +1,3 @@
-"""The Kafka side of every consuming role: the batch loop (batches.py) and the dead-letter
-topic (dead_letters.py). Client options and security live in consumer/kafka_client.py."""
+"""Kafka: every client built in one place (clients.py: options, security, start), the
+batch loop of every consuming role (batches.py), the dead-letter topic (dead_letters.py),
+and offsets and lag measured from outside a group (lag.py)."""

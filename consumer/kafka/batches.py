@@ -46,13 +46,14 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from consumer.errors import KafkaUnavailable, StopRequested
-from consumer.kafka.dead_letters import DeadLetter, send_dead_letters
-from consumer.kafka_client import (
-    kafka_client_options,
-    kafka_security_failure,
-    kafka_unreachable,
+from consumer.kafka.clients import (
+    close_client,
+    new_consumer,
+    new_producer,
+    start_client,
     start_when_reachable,
 )
+from consumer.kafka.dead_letters import DeadLetter, send_dead_letters
 from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import batch_span, instruments
@@ -580,19 +581,16 @@ def _new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, A
     """An (unstarted) consumer of ``group_id`` that commits by hand, from the earliest
     offset on first start, and the idempotent producer its dead letters go through.
     Raises ConfigError (bad Kafka security settings)."""
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings),
+    consumer = new_consumer(
+        settings,
+        client_id=f"voxpersona-{group_id}",
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        client_id=f"voxpersona-{group_id}",
         max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
     )
-    producer = AIOKafkaProducer(
-        **kafka_client_options(settings),
-        acks="all",
-        enable_idempotence=True,
-        client_id=f"voxpersona-{group_id}-dlq",
+    producer = new_producer(
+        settings, client_id=f"voxpersona-{group_id}-dlq", acks="all", enable_idempotence=True
     )
     return consumer, producer
 
@@ -612,21 +610,18 @@ async def _start_clients(
     """Start both; on failure stop both and raise KafkaUnavailable: retriable when Kafka
     is unreachable, not when the credentials or the broker's certificate were refused
     (the reason then says so)."""
+    await start_client(consumer, settings)
     try:
-        await consumer.start()
-        await producer.start()
-    except KafkaError as exc:
-        await stop_clients(consumer, producer)
-        reason = await kafka_security_failure(exc, settings)
-        message = reason or kafka_unreachable(exc, settings)
-        raise KafkaUnavailable(message, retriable=reason is None) from exc
+        await start_client(producer, settings)
+    except KafkaUnavailable:
+        await close_client(consumer)
+        raise
 
 
 async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
     for client in clients:
         if client is not None:
-            with contextlib.suppress(KafkaError):
-                await client.stop()
+            await close_client(client)
 
 
 async def drained(consumer: AIOKafkaConsumer) -> bool:

@@ -10,11 +10,10 @@ from consumer.minio.failures import (
     FailureKind,
     MinioFailure,
     as_error,
-    classify,
+    classify_failure,
     describe_minio_failure,
     is_gone,
     minio_tls_problem,
-    ssl_error_detail,
 )
 
 __all__ = [
@@ -22,7 +21,7 @@ __all__ = [
     "FailureKind",
     "MinioFailure",
     "as_error",
-    "classify",
+    "classify_failure",
     "describe_minio_failure",
     "is_gone",
     "minio_call",
@@ -30,6 +29,5 @@ __all__ = [
     "minio_http_pool",
     "minio_ssl_context",
     "minio_tls_problem",
-    "ssl_error_detail",
     "translated",
 ]

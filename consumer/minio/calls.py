@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from consumer.errors import ConsumerError, RetriesExhausted
-from consumer.minio.failures import MINIO_ERRORS, MinioFailure, as_error, classify
+from consumer.minio.failures import MINIO_ERRORS, MinioFailure, as_error, classify_failure
 from consumer.retry import retry
 from consumer.settings import Settings
 
@@ -20,12 +20,12 @@ Translate = Callable[[MinioFailure], ConsumerError]
 
 @contextmanager
 def translated(translate: Translate, settings: Settings | None = None) -> Iterator[None]:
-    """Raise ``translate(classify(exc))``, from ``exc``, for a MinIO failure in the block:
+    """Raise ``translate(classify_failure(exc))``, from ``exc``, for a MinIO failure in the block:
     the synchronous form, for code that already runs in a thread."""
     try:
         yield
     except MINIO_ERRORS as exc:
-        raise translate(classify(exc, settings)) from exc
+        raise translate(classify_failure(exc, settings)) from exc
 
 
 async def minio_call(
@@ -64,5 +64,7 @@ async def minio_call(
         # The line names the operation once: the last error's own text, without its prefix.
         last = exc.__cause__
         origin = last.__cause__ if last is not None else None
-        detail = classify(origin, settings).message if isinstance(origin, MINIO_ERRORS) else last
+        detail = (
+            classify_failure(origin, settings).message if isinstance(origin, MINIO_ERRORS) else last
+        )
         raise error(f"{what}: gave up after {attempts} attempts: {detail}", retriable=True) from exc

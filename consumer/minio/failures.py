@@ -1,5 +1,6 @@
-"""What went wrong with a MinIO call, from one table: ``classify`` turns a minio-py, urllib3
-or socket exception into a ``MinioFailure`` (its kind, its code, one line for a person).
+"""What went wrong with a MinIO call, from one table: ``classify_failure`` turns a
+minio-py, urllib3 or socket exception into a ``MinioFailure`` (its kind, its code, one
+line for a person).
 
 The kinds, and what a caller usually does with them:
 
@@ -37,6 +38,7 @@ from minio.error import ServerError as MinioServerError
 
 from consumer.errors import ConnectionFailed, ConsumerError, NotFound, TlsFailed
 from consumer.settings import Settings
+from consumer.tls import ssl_error_detail
 
 # Everything a minio-py call raises when MinIO or the way to it fails (ssl.SSLError and
 # socket errors are OSErrors; urllib3 wraps most of them in its HTTPError; the admin
@@ -141,7 +143,7 @@ class MinioFailure:
         return self.code == BUCKET_MISSING
 
 
-def classify(exc: BaseException, settings: Settings | None = None) -> MinioFailure:
+def classify_failure(exc: BaseException, settings: Settings | None = None) -> MinioFailure:
     """The failure behind ``exc`` (any exception of a minio-py call; see the module
     docstring for the kinds). ``settings`` name the endpoint and CA bundle in messages."""
     at = f" at {settings.minio_endpoint}" if settings is not None else ""
@@ -191,7 +193,7 @@ def classify(exc: BaseException, settings: Settings | None = None) -> MinioFailu
 def is_gone(exc: BaseException) -> bool:
     """``exc`` says the thing asked for is not there (for ``minio_operation(expected=)``:
     a HEAD that finds nothing is an answer, not an error)."""
-    return isinstance(exc, MINIO_ERRORS) and classify(exc).kind is FailureKind.GONE
+    return isinstance(exc, MINIO_ERRORS) and classify_failure(exc).kind is FailureKind.GONE
 
 
 def as_error(
@@ -231,14 +233,8 @@ def minio_tls_problem(exc: BaseException, settings: Settings | None = None) -> s
 
 
 def describe_minio_failure(exc: BaseException, settings: Settings) -> str:
-    """One line for a MinIO failure: ``classify(exc, settings).message``."""
-    return classify(exc, settings).message
-
-
-def ssl_error_detail(error: ssl.SSLError) -> str:
-    """The most specific text of an ssl error: OpenSSL's verify message, else its reason
-    (both only set on errors the ssl module raised)."""
-    return str(getattr(error, "verify_message", None) or getattr(error, "reason", None) or error)
+    """One line for a MinIO failure: ``classify_failure(exc, settings).message``."""
+    return classify_failure(exc, settings).message
 
 
 # --- internals --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Final
 from minio import Minio
 
 from consumer.errors import ConsumerError, ProcessingFailed, ProcessingRetriable
-from consumer.minio import FailureKind, MinioFailure, classify, translated
+from consumer.minio import FailureKind, MinioFailure, classify_failure, translated
 from consumer.processing.base import Job
 from consumer.telemetry import minio_operation
 
@@ -30,7 +30,7 @@ _CHANGED: Final = "PreconditionFailed"
 def describe_minio_error(exc: Exception, what: str) -> ConsumerError:
     """A minio/urllib3 failure as ProcessingFailed (gone, changed, refused, TLS
     certificate not trusted) or ProcessingRetriable (server or network trouble)."""
-    return processing_error(classify(exc), what)
+    return processing_error(classify_failure(exc), what)
 
 
 def processing_error(failure: MinioFailure, what: str) -> ConsumerError:

@@ -56,11 +56,11 @@ from consumer.index import IndexStore, JobOutcome, JobStatus
 from consumer.index.records import Lease
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats
 from consumer.kafka.dead_letters import DeadLetter
-from consumer.minio_client import minio_client
+from consumer.minio import minio_client
 from consumer.processing.base import Job, Processor
 from consumer.processing.rules import Planned, Rule, load_rules, select_jobs
 from consumer.processing.source import MinioSource, describe_minio_error
-from consumer.results import index_transcript
+from consumer.results import ResultLocation, index_transcript, result_location_key
 from consumer.retry import retry
 from consumer.settings import Settings
 from consumer.telemetry import (
@@ -89,10 +89,12 @@ def lease_check_interval_s(lease_s: float) -> float:
 
 
 def result_key(job: Job) -> str:
-    """Where a job's result goes in the results bucket: derived from the source object,
-    so a rerun overwrites it and each object has one result per processor. Pure."""
-    version = job.version_id or "null"
-    return f"{job.bucket}/{job.key}/{version}/{job.request.processor}.json"
+    """Where a job's result goes in the results bucket: derived from the source object
+    (the one layout, consumer/results.py), so a rerun overwrites it and each object has
+    one result per processor. Pure."""
+    return result_location_key(
+        ResultLocation(job.bucket, job.key, job.version_id, job.request.processor)
+    )
 
 
 def result_document(

@@ -1,5 +1,5 @@
 """Lifecycle (ILM) rules for the policies MinIO can enforce itself. Pure; ``setup`` applies
-them (consumer/provisioning.py).
+them (consumer/setup/provisioning.py).
 
 Each lifecycle policy becomes one rule whose ID carries our marker. Setup replaces only
 rules with that marker and keeps every other rule of the bucket (someone else put them

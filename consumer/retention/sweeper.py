@@ -28,13 +28,13 @@ from minio.deleteobjects import DeleteObject
 from consumer.errors import ConnectionFailed, ConsumerError, NotFound
 from consumer.events import RETENTION_AGENT_PRODUCT
 from consumer.index import IndexStore, ObjectQuery, ObjectRecord
-from consumer.lag import group_lag
+from consumer.kafka.lag import group_lag
 from consumer.minio import (
     MINIO_ERRORS,
     FailureKind,
     MinioFailure,
     as_error,
-    classify,
+    classify_failure,
     is_gone,
     minio_call,
     minio_client,
@@ -370,7 +370,7 @@ async def _remove(
                     for error in client.remove_objects(bucket, targets)
                 }
         except MINIO_ERRORS as exc:
-            failure = classify(exc, settings)
+            failure = classify_failure(exc, settings)
             if _stops_the_sweep(failure):
                 raise
             # The whole request was refused (e.g. no s3:DeleteObject permission).

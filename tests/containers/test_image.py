@@ -59,7 +59,7 @@ def test_processors_are_found_in_the_image(docker_engine: Engine, images: Images
 
 def test_policy_templates_are_package_data(docker_engine: Engine, images: Images) -> None:
     code = (
-        "import json; from consumer.identities import POLICIES_DIR; "
+        "import json; from consumer.setup.identities import POLICIES_DIR; "
         "print(json.dumps(sorted(p.name for p in POLICIES_DIR.glob('*.json'))))"
     )
     assert json.loads(_python(docker_engine, images.consumer, code)), "no policy templates"

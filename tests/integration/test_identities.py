@@ -33,16 +33,17 @@ from pydantic import SecretStr
 
 from consumer.client import VoxClient
 from consumer.errors import ConfigError
-from consumer.identities import IdentityOptions, minio_admin, secret_works, user_state
 from consumer.index import JobStatus, open_index
 from consumer.indexer import Indexer
 from consumer.processing.probe import AudioProbe
 from consumer.processing.worker import ProcessorWorker
-from consumer.provisioning import Action, Change, run_setup
 from consumer.retention.decisions import Outcome
 from consumer.retention.policy import load_policies
 from consumer.retention.sweeper import Sweeper
 from consumer.settings import Settings
+from consumer.setup.identities import IdentityOptions, minio_admin, secret_works, user_state
+from consumer.setup.provisioning import run_setup
+from consumer.setup.report import Action, Change
 from tests import audio
 from tests.conftest import StackEndpoints, unique_name
 from tests.helpers import Published

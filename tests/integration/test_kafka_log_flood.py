@@ -12,7 +12,7 @@ import pytest
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from consumer.kafka_client import kafka_client_options
+from consumer.kafka.clients import kafka_client_options
 from consumer.logs import KAFKA_LINES_PER_S, configure_logging
 from infra.stack import Stack
 from tests.conftest import StackEndpoints, unique_name

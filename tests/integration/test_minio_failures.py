@@ -16,7 +16,7 @@ from minio.commonconfig import ENABLED
 from minio.versioningconfig import VersioningConfig
 
 from consumer.errors import ConnectionFailed, DownloadFailed, NotFound, TlsFailed
-from consumer.minio import MINIO_ERRORS, FailureKind, MinioFailure, classify, minio_call
+from consumer.minio import MINIO_ERRORS, FailureKind, MinioFailure, classify_failure, minio_call
 from consumer.minio import minio_client as make_client
 from consumer.settings import Settings
 from tests.conftest import StackEndpoints, unique_name
@@ -29,7 +29,7 @@ def failure_of(call: Callable[[], object], settings: Settings) -> MinioFailure:
     try:
         call()
     except MINIO_ERRORS as exc:
-        return classify(exc, settings)
+        return classify_failure(exc, settings)
     raise AssertionError("the call succeeded")
 
 

@@ -23,8 +23,8 @@ from minio.versioningconfig import VersioningConfig
 from consumer.events import RECONCILE_FOUND, EventKind, parse_message
 from consumer.index import ObjectQuery, open_index
 from consumer.indexer import Indexer
-from consumer.notify_config import load_notify_config
-from consumer.provisioning import ensure_notifications
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
 from tests.conftest import REPO_ROOT, Backend, StackEndpoints, unique_name
 from tests.helpers import Published, bucket_listing, read_bucket_events, topic_end_offsets
 from tests.integration.test_cli_e2e import cli_env, run_cli

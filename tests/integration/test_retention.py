@@ -30,7 +30,6 @@ from consumer.events import EventKind, ObjectEvent
 from consumer.index import IndexStore, JobOutcome, JobRequest, JobStatus, ObjectQuery, open_index
 from consumer.index.records import Lease
 from consumer.indexer import Indexer
-from consumer.provisioning import Action, run_setup
 from consumer.retention.audit import REMOVAL_KINDS, deletion_cause
 from consumer.retention.decisions import Outcome, SweepItem
 from consumer.retention.lifecycle import RULE_ID_PREFIX
@@ -38,6 +37,8 @@ from consumer.retention.metrics import RetentionMetrics
 from consumer.retention.policy import RetentionPolicy
 from consumer.retention.sweeper import RetentionWorker, Sweeper
 from consumer.settings import Settings
+from consumer.setup.provisioning import run_setup
+from consumer.setup.report import Action
 from tests.conftest import Backend, StackEndpoints, _empty_and_remove_bucket, unique_name
 from tests.helpers import Published
 from tests.integration.test_cli_e2e import cli_env, json_rows, run_cli

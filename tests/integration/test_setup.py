@@ -6,7 +6,8 @@ import pytest
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
-from consumer.provisioning import Action, run_setup
+from consumer.setup.provisioning import run_setup
+from consumer.setup.report import Action
 from tests.conftest import StackEndpoints, _empty_and_remove_bucket, unique_name
 
 pytestmark = pytest.mark.integration

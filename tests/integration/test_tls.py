@@ -9,9 +9,11 @@ result write), ``retention sweep`` (the sweeper's clients), ``status`` (the heal
 with MINIO_USE_SSL=true and MINIO_CERT_PATH set to the CA; then the same verbs with a CA
 that did not sign the server's certificate fail with one clear line.
 
-Kafka: ``setup`` (a topic created), the indexer (an upload indexed) and ``status`` through
-the broker's SSL listener and through its SASL_SSL listener with the SCRAM-SHA-512 user
-made at format time; then another CA, and a wrong password, are one line each.
+Kafka: ``setup`` (a topic created), the indexer (an upload indexed), ``status``, ``replay``
+(its admin and consumer clients) and ``reconcile --repair`` (its re-queue to the events
+topic) through the broker's SSL listener and through its SASL_SSL listener with the
+SCRAM-SHA-512 user made at format time; then another CA, and a wrong password, are one
+line each for every one of those verbs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import trustme
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 
-from consumer.minio_client import minio_client
+from consumer.events import RECONCILE_FOUND
+from consumer.minio import minio_client
 from consumer.settings import Settings
 from infra.stack import ensure_minio_binary, free_port
 from infra.stack.process import stop_process_group
@@ -364,18 +367,42 @@ def _kafka_env(
     return env
 
 
-async def _kafka_verbs_fail(env: dict[str, str], *secrets_: str) -> tuple[list[str], str]:
-    """``setup`` and ``run`` fail with exit 1 and one line each (no traceback, none of
+# Every verb whose clients talk to Kafka; reconcile's only when it has something to re-queue.
+KAFKA_VERBS = (
+    ("setup",),
+    ("run", "--role", "indexer", "--burst"),
+    ("replay", "--since", "5m"),
+    ("reconcile", "--repair"),
+)
+
+
+def _unindexed_upload(minio: Minio, env: dict[str, str], key: str) -> str:
+    """An audio object the index has not seen: reconcile --repair re-indexes it and
+    queues it for processing on the events topic (a Kafka producer). Its bucket."""
+    bucket = env["MINIO_AUDIO_BUCKET_NAME"]
+    minio.put_object(bucket, key, io.BytesIO(b"ogg bytes"), 9, content_type="audio/ogg")
+    return bucket
+
+
+async def _kafka_verbs_fail(
+    env: dict[str, str], minio: Minio, *secrets_: str
+) -> tuple[list[str], str]:
+    """Every verb of KAFKA_VERBS fails with exit 1 and one line (no traceback, none of
     ``secrets_``), ``status`` with exit 1: (those lines, the status' Kafka error)."""
+    bucket = _unindexed_upload(minio, env, "user_4/to repair.ogg")
     lines = []
-    for verb in (("setup",), ("run", "--role", "indexer", "--burst")):
+    for verb in KAFKA_VERBS:
+        if verb[0] == "reconcile":
+            verb = (*verb, "--bucket", bucket)
         result = await asyncio.to_thread(run_cli, env, *verb, timeout_s=120)
         assert result.returncode == 1, (verb, result.stderr[-3000:])
         assert "Traceback" not in result.stderr
         for secret in secrets_:
             assert secret not in result.stderr + result.stdout
-        (line,) = _error_lines(result)
-        lines.append(line)
+        # replay announces its group first; the failure is one line after it.
+        said = [line for line in _error_lines(result) if not line.startswith("replay: group ")]
+        assert len(said) == 1, (verb, said)
+        lines.extend(said)
     status = await asyncio.to_thread(run_cli, env, "status", "--json")
     assert status.returncode == 1
     for secret in secrets_:
@@ -421,9 +448,37 @@ async def test_setup_and_the_indexer_over_the_stack_kafka_tls_listeners(
     kafka_check = json.loads(status.stdout)["connections"]["kafka"]
     assert (kafka_check["ok"], kafka_check["error"]) == (True, None)
 
+    # replay: its admin client (the topic's partitions) and its consumer group, through TLS;
+    # the upload indexed above comes again and is a duplicate.
+    replay = await asyncio.to_thread(
+        run_cli, env, "replay", "--since", "10m", "--json", timeout_s=180
+    )
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    replayed = json.loads(replay.stdout)
+    assert replayed["messages_read"] >= 1, replayed
+    assert replayed["duplicates"] >= 1, replayed
+
+    # reconcile --repair: an upload the index has not seen is re-indexed, then queued for
+    # processing through the TLS listener (its producer); the record reaches the topic.
+    missed = "user_4/missed.ogg"
+    bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    start = await topic_end_offsets(bootstrap, stack.events_topic)
+    _unindexed_upload(minio, env, missed)
+    repair = await asyncio.to_thread(
+        run_cli, env, "reconcile", "--repair", "--bucket", bucket, "--json", timeout_s=120
+    )
+    assert repair.returncode == 0, repair.stderr[-3000:]
+    assert [(row["key"], row["repair"]) for row in json_rows(repair)] == [(missed, "reindexed")]
+    assert "queued_for_processing=1" in repair.stderr, repair.stderr[-3000:]
+    # MinIO's own event of the upload and the reconcile's re-queue, in either order.
+    records = await read_bucket_events(bootstrap, stack.events_topic, bucket, start, 2)
+    queued = [r.value for r in records if r.value["EventName"] == RECONCILE_FOUND]
+    assert [record["Key"] for record in queued] == [f"{bucket}/{missed}"], records
+
 
 async def test_the_stack_kafka_tls_listener_with_another_ca_is_one_line(
     stack: StackEndpoints,
+    minio: Minio,
     kafka_listeners: dict[str, dict[str, str]],
     dlq_topic: str,
     make_bucket: Callable[..., str],
@@ -434,7 +489,7 @@ async def test_the_stack_kafka_tls_listener_with_another_ca_is_one_line(
     listener = {**kafka_listeners["SSL"], "KAFKA_SSL_CAFILE": str(other_ca)}
     env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
     expected = f"(KAFKA_SSL_CAFILE={other_ca})"
-    lines, status_error = await _kafka_verbs_fail(env)
+    lines, status_error = await _kafka_verbs_fail(env, minio)
     for line in lines:
         assert line.startswith(f"{KAFKA_NOT_TRUSTED}{listener['KAFKA_BOOTSTRAP_SERVERS']}: "), line
         assert line.endswith(expected), line
@@ -443,6 +498,7 @@ async def test_the_stack_kafka_tls_listener_with_another_ca_is_one_line(
 
 async def test_a_wrong_scram_password_is_one_line_without_the_password(
     stack: StackEndpoints,
+    minio: Minio,
     kafka_listeners: dict[str, dict[str, str]],
     dlq_topic: str,
     make_bucket: Callable[..., str],
@@ -453,7 +509,7 @@ async def test_a_wrong_scram_password_is_one_line_without_the_password(
     listener = {**kafka_listeners["SASL_SSL"], "KAFKA_SASL_PASSWORD": wrong_password}
     env = _kafka_env(stack, tmp_path, make_bucket, listener, dlq_topic)
     expected = f"{REFUSED}{listener['KAFKA_SASL_USERNAME']} (SCRAM-SHA-512 over SASL_SSL): "
-    lines, status_error = await _kafka_verbs_fail(env, wrong_password, right)
+    lines, status_error = await _kafka_verbs_fail(env, minio, wrong_password, right)
     for line in lines:
         assert line.startswith("consumer: failed: Kafka at "), line
         assert expected in line, line

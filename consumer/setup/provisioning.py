@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,14 +23,9 @@ from minio.notificationconfig import (
     SuffixFilterRule,
 )
 
-from consumer.errors import ConnectionFailed, ConsumerError, SetupFailed
-from consumer.kafka_client import (
-    kafka_client_options,
-    kafka_security_failure,
-    kafka_unreachable,
-)
-from consumer.minio import MINIO_ERRORS, MinioFailure, as_error, classify, minio_client
-from consumer.notify_config import NotifyConfig, NotifyRule, load_notify_config
+from consumer.errors import SetupFailed
+from consumer.kafka.clients import new_admin, start_client
+from consumer.minio import MINIO_ERRORS, MinioFailure, classify_failure, minio_client
 from consumer.retention.lifecycle import (
     current_keys,
     desired_rules,
@@ -47,26 +40,11 @@ from consumer.retention.policy import (
     load_policies,
 )
 from consumer.settings import Settings
+from consumer.setup.notify_config import NotifyConfig, NotifyRule, load_notify_config
+from consumer.setup.report import Action, Change, setup_error
 
 if TYPE_CHECKING:
-    from consumer.identities import IdentityOptions
-
-
-class Action(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One line of setup's report."""
-
-    resource: str  # "bucket", "notification", "lifecycle", "topic"
-    name: str
-    action: Action
-    detail: str = ""
+    from consumer.setup.identities import IdentityOptions
 
 
 # --------------------------------------------------------------------------------------
@@ -189,7 +167,7 @@ def _get_lifecycle_xml(client: Minio, bucket: str) -> bytes | None:
     try:
         response = client._execute("GET", bucket, query_params={"lifecycle": ""})
     except MINIO_ERRORS as exc:
-        if classify(exc).code == "NoSuchLifecycleConfiguration":
+        if classify_failure(exc).code == "NoSuchLifecycleConfiguration":
             return None
         raise
     return bytes(response.data)
@@ -220,7 +198,7 @@ def provision_minio(
                     Change("lifecycle", bucket, Action.WARNING, "bucket missing, rules not set")
                 )
     except MINIO_ERRORS as exc:
-        failure = classify(exc, settings)
+        failure = classify_failure(exc, settings)
         raise setup_error(failure, _describe_minio_error(failure, notify.target.arn)) from exc
     except ET.ParseError as exc:
         raise SetupFailed(f"MinIO answered a lifecycle document that is not XML: {exc}") from exc
@@ -232,14 +210,6 @@ def _lifecycle_buckets(managed: Sequence[str], policies: Sequence[RetentionPolic
     names, and the managed ones (so a policy removed from the file loses its rule)."""
     named = [p.bucket for p in by_enforcement(policies, Enforcement.LIFECYCLE)]
     return list(dict.fromkeys([*managed, *named]))
-
-
-def setup_error(failure: MinioFailure, refusal: str) -> ConsumerError:
-    """A MinIO failure during setup: ConnectionFailed when no answer came (network, TLS:
-    the line says which), else SetupFailed saying ``refusal``."""
-    if not failure.answered:
-        return as_error(failure, "", ConnectionFailed)
-    return SetupFailed(refusal)
 
 
 def _describe_minio_error(failure: MinioFailure, arn: str) -> str:
@@ -263,13 +233,8 @@ async def provision_topics(settings: Settings) -> list[Change]:
         settings.kafka_events_topic: settings.kafka_events_partitions,
         settings.kafka_dlq_topic: 1,
     }
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings), request_timeout_ms=15000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        reason = await kafka_security_failure(exc, settings)
-        raise ConnectionFailed(reason or kafka_unreachable(exc, settings)) from exc
+    admin = new_admin(settings, client_id="voxpersona-setup", request_timeout_ms=15000)
+    await start_client(admin, settings)
     try:
         return await _ensure_topics(admin, wanted, settings.kafka_replication_factor)
     except KafkaError as exc:
@@ -335,8 +300,8 @@ async def run_setup(settings: Settings, identities: IdentityOptions | None = Non
     changes = await provision_topics(settings)
     changes += await asyncio.to_thread(provision_minio, client, settings, notify, policies)
     if identities is not None:
-        # Imported here: consumer.identities builds on this module's Change and Action.
-        from consumer.identities import provision_for_settings
+        # Imported here: consumer.setup.identities builds on this module's Change and Action.
+        from consumer.setup.identities import provision_for_settings
 
         notified = [entry.bucket for entry in notify.buckets]
         changes += await asyncio.to_thread(

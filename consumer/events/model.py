@@ -1,30 +1,26 @@
-"""Bucket-notification events: one Kafka message value in, checked and classified events out.
+"""The event model: what one change to one object is (``ObjectEvent``), what it means
+for the index (``EventKind``), and the field rules every decoding path shares (keys,
+sequencers, user metadata, user ids, times, agents).
 
-Pure: no I/O, no clock, no settings. Two message shapes are accepted:
-
-* MinIO's ``{"EventName": ..., "Key": "<bucket>/<key>", "Records": [record]}``;
-* plain S3 (AWS, Ceph RGW) ``{"Records": [record, ...]}``.
-
-Records follow the S3 event format 2.x. Unknown fields are ignored so a newer server does
-not break the consumer; the fields this module uses are required and type-checked, because
-a silently coerced key or size would corrupt the index. What MinIO really sends (and the
-traps: URL-encoded keys, ILM expiry disguised as a delete, omitted zero sizes, NoOP
-deletes, sequencers as hex strings) was checked against MinIO's source and a real server
-(tests/integration/test_minio_to_kafka.py).
+Pure: no I/O, no clock, no settings. Two decoding paths build these events from a Kafka
+message value: ``consumer.events.checked`` (pydantic, the reference, which names what is
+wrong with a malformed message) and ``consumer.events.fast`` (msgspec, for valid
+messages); ``consumer.events.parse_message`` tries the fast one first. What MinIO really
+sends (and the traps: URL-encoded keys, ILM expiry disguised as a delete, omitted zero
+sizes, NoOP deletes, sequencers as hex strings) was checked against MinIO's source and a
+real server (tests/integration/test_minio_to_kafka.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from consumer.errors import InvalidInput
 
@@ -62,7 +58,7 @@ class EventKind(StrEnum):
     RECONCILED = "reconciled"
 
 
-# The event names of reconcile's repairs (see consumer/reconcile.py).
+# The event names of reconcile's repairs (see consumer/repair/compare.py).
 RECONCILE_FOUND: Final = "s3:ObjectCreated:Reconciled"
 RECONCILE_GONE: Final = "s3:ObjectRemoved:Reconciled"
 
@@ -98,7 +94,7 @@ _USER_KEY_PREFIX: Final = re.compile(r"user_([^/]+)/")
 # Go's url.QueryEscape only ever writes "%" followed by two hex digits.
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HEX: Final = re.compile(r"[0-9A-Fa-f]+")
-_REASON_MAX_CHARS: Final = 200
+REASON_MAX_CHARS: Final = 200
 _RETENTION_AGENT: Final = re.compile(rf"(?:^|\s){RETENTION_AGENT_PRODUCT}/(\S+)")
 
 
@@ -153,7 +149,7 @@ class ObjectEvent(BaseModel):
     @field_validator("event_name")
     @classmethod
     def _s3_prefixed(cls, value: str) -> str:
-        return _normalise_event_name(value)
+        return normalise_event_name(value)
 
     @field_validator("event_time")
     @classmethod
@@ -218,14 +214,14 @@ def removes_object(event: ObjectEvent) -> bool:
     )
 
 
-def classify(event_name: str, user_agent: str | None) -> EventKind:
+def event_kind_of(event_name: str, user_agent: str | None) -> EventKind:
     """Map an S3/MinIO event name (with or without "s3:") to an EventKind. Never raises.
 
     MinIO has no event name for lifecycle expiry: it sends an ordinary removal whose user
     agent is ``Internal: [ILM-Expiry]``, so the agent is needed to tell the two apart. The
     retention sweeper's deletions (its user agent names a policy) are expiries too.
     """
-    name = _normalise_event_name(event_name)
+    name = normalise_event_name(event_name)
     kind = _KIND_BY_NAME.get(name)
     if kind is None:
         kind = next((k for prefix, k in _KIND_BY_PREFIX if name.startswith(prefix)), None)
@@ -246,11 +242,12 @@ def normalise_sequencer(raw: str | None) -> str:
     if not raw:
         return ""
     if _HEX.fullmatch(raw) is None:
-        raise MalformedEvent("wrong_schema", f"sequencer {_short(raw)} is not hexadecimal")
+        raise MalformedEvent("wrong_schema", f"sequencer {quoted(raw)} is not hexadecimal")
     digits = raw.lstrip("0") or "0"
     if len(digits) > SEQUENCER_WIDTH:
         raise MalformedEvent(
-            "wrong_schema", f"sequencer {_short(raw)} exceeds {SEQUENCER_WIDTH} hex digits"
+            "wrong_schema",
+            f"sequencer {quoted(raw)} exceeds {SEQUENCER_WIDTH} hex digits",
         )
     return digits.upper().rjust(SEQUENCER_WIDTH, "0")
 
@@ -263,12 +260,12 @@ def decode_key(raw: str) -> str:
     and guessing would index the wrong object.
     """
     if _BAD_ESCAPE.search(raw):
-        raise MalformedEvent("wrong_schema", f"s3.object.key {_short(raw)} has a bad % escape")
+        raise MalformedEvent("wrong_schema", f"s3.object.key {quoted(raw)} has a bad % escape")
     try:
         return unquote_plus(raw, errors="strict")
     except UnicodeDecodeError:
         raise MalformedEvent(
-            "wrong_schema", f"s3.object.key {_short(raw)} does not decode to UTF-8"
+            "wrong_schema", f"s3.object.key {quoted(raw)} does not decode to UTF-8"
         ) from None
 
 
@@ -335,212 +332,16 @@ def user_id_for(key: str, metadata: Mapping[str, str]) -> str | None:
     return match.group(1) if match else None
 
 
-# --- wire shapes (private) -------------------------------------------------------------
-
-
-class _Raw(BaseModel):
-    # strict: "123" for a size or 5 for a key is a malformed event, not something to
-    # coerce; extra="ignore": fields a newer server adds must not break the consumer.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class _RawIdentity(_Raw):
-    principal_id: str | None = Field(None, alias="principalId")
-
-
-class _RawRequest(_Raw):
-    principal_id: str | None = Field(None, alias="principalId")
-    region: str | None = None
-    source_ip: str | None = Field(None, alias="sourceIPAddress")
-
-
-class _RawResponse(_Raw):
-    request_id: str | None = Field(None, alias="x-amz-request-id")
-
-
-class _RawSource(_Raw):
-    host: str | None = None
-    user_agent: str | None = Field(None, alias="userAgent")
-
-
-class _RawBucket(_Raw):
-    name: str = Field(min_length=1)
-
-
-class _RawObject(_Raw):
-    key: str
-    size: int | None = Field(None, ge=0)
-    etag: str | None = Field(None, alias="eTag")
-    content_type: str | None = Field(None, alias="contentType")
-    user_metadata: dict[str, str] | None = Field(None, alias="userMetadata")
-    version_id: str | None = Field(None, alias="versionId")
-    sequencer: str | None = None
-
-
-class _RawS3(_Raw):
-    bucket: _RawBucket
-    object: _RawObject
-
-
-class _RawRecord(_Raw):
-    event_name: str = Field(alias="eventName", min_length=1)
-    event_time: str = Field(alias="eventTime")
-    aws_region: str | None = Field(None, alias="awsRegion")
-    user_identity: _RawIdentity | None = Field(None, alias="userIdentity")
-    request_parameters: _RawRequest | None = Field(None, alias="requestParameters")
-    response_elements: _RawResponse | None = Field(None, alias="responseElements")
-    s3: _RawS3
-    source: _RawSource | None = None
-
-
-class _RawMessage(_Raw):
-    event_name: str | None = Field(None, alias="EventName")
-    key: str | None = Field(None, alias="Key")
-    records: list[_RawRecord] = Field(alias="Records")
-
-
-# --- parsing ---------------------------------------------------------------------------
-
-
-def parse_message(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[ObjectEvent]:
-    """Parse one Kafka message value into its events (one for MinIO, one or more for S3).
-
-    Raises MalformedEvent, whose ``error_class`` is: empty (None, b"" or an empty Records
-    list), oversized (> max_bytes), not_utf8, not_json, wrong_schema (not an object, no
-    Records, a required field missing or of the wrong type, bad key/time/sequencer),
-    key_mismatch or name_mismatch (MinIO's envelope disagrees with its record).
-    """
-    fast = _fast.decode_fast(value, max_bytes)
-    if fast is not None:
-        return fast
-    return parse_message_checked(value, max_bytes=max_bytes)
-
-
-def parse_message_checked(
-    value: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES
-) -> list[ObjectEvent]:
-    """``parse_message`` through pydantic alone: the reference the fast path must equal,
-    and the path that names what is wrong with a malformed message."""
-    document = _load_json(_decode(value, max_bytes))
-    message = _validate_message(document)
-    events = [_event_at(index, record) for index, record in enumerate(message.records)]
-    for event in events:
-        _check_envelope(message, event)
-    return events
-
-
-def _decode(value: bytes | None, max_bytes: int) -> str:
-    if not value:
-        raise MalformedEvent("empty", "message has no value")
-    if len(value) > max_bytes:
-        raise MalformedEvent("oversized", f"message has {len(value)} bytes, limit {max_bytes}")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedEvent("not_utf8", f"byte {exc.start} is not UTF-8") from None
-
-
-def _load_json(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise MalformedEvent("not_json", f"invalid JSON: {exc}") from None
-    except RecursionError:
-        # Deeply nested input exhausts the stack of the stdlib decoder.
-        raise MalformedEvent("not_json", "JSON nested too deeply") from None
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; Python's decoder accepts them by default.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _validate_message(document: Any) -> _RawMessage:
-    if not isinstance(document, dict):
-        raise MalformedEvent("wrong_schema", f"expected a JSON object, got {_json_type(document)}")
-    if document.get("Records") == []:
-        raise MalformedEvent("empty", "Records is an empty list")
-    try:
-        return _RawMessage.model_validate(document)
-    except ValidationError as exc:
-        raise MalformedEvent("wrong_schema", _describe(exc.errors()[0])) from None
-
-
-def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _describe(error: ErrorDetails) -> str:
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-    message = error["msg"]
-    if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
-        message = "expected a JSON object"  # pydantic would name our private class
-    where = where.lstrip(".") or "<root>"
-    if len(where) > _REASON_MAX_CHARS:  # a huge metadata name must not make a huge reason
-        where = where[:_REASON_MAX_CHARS] + "…"
-    return f"{where}: {message}"
-
-
-def _event_at(index: int, record: _RawRecord) -> ObjectEvent:
-    try:
-        return _event_from_record(record)
-    except MalformedEvent as exc:
-        raise MalformedEvent(exc.error_class, f"Records[{index}]: {exc.reason}") from None
-
-
-def _event_from_record(record: _RawRecord) -> ObjectEvent:
-    obj = record.s3.object
-    user_agent = _user_agent(record.source)
-    kind = classify(record.event_name, user_agent)
-    key = decode_key(obj.key)
-    if not key and kind is not EventKind.OTHER:
-        raise MalformedEvent("wrong_schema", "s3.object.key is empty")
-    metadata = user_metadata_from_record(obj.user_metadata)
-    request = record.request_parameters or _RawRequest()
-    return ObjectEvent(
-        bucket=record.s3.bucket.name,
-        key=key,
-        version_id=obj.version_id or "",
-        event_name=record.event_name,
-        kind=kind,
-        event_time=event_time_of(record.event_time),
-        sequencer=normalise_sequencer(obj.sequencer),
-        size=_size(obj.size, kind),
-        etag=_none_if_empty((obj.etag or "").strip('"')),
-        content_type=_none_if_empty(obj.content_type),
-        user_metadata=metadata,
-        user_id=user_id_for(key, metadata),
-        principal_id=_principal_id(record),
-        source_ip=_none_if_empty(request.source_ip),
-        user_agent=user_agent,
-        request_id=_none_if_empty((record.response_elements or _RawResponse()).request_id),
-        region=_none_if_empty(record.aws_region) or _none_if_empty(request.region),
-    )
-
-
 def event_time_of(raw: str) -> datetime:
     """``eventTime`` as an aware UTC datetime; MalformedEvent (wrong_schema) when it is not
     ISO-8601 or has no UTC offset."""
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise MalformedEvent("wrong_schema", f"eventTime {_short(raw)} is not ISO-8601") from None
+        raise MalformedEvent("wrong_schema", f"eventTime {quoted(raw)} is not ISO-8601") from None
     if parsed.tzinfo is None:
-        raise MalformedEvent("wrong_schema", f"eventTime {_short(raw)} has no UTC offset")
+        raise MalformedEvent("wrong_schema", f"eventTime {quoted(raw)} has no UTC offset")
     return parsed.astimezone(UTC)
-
-
-def _size(raw: int | None, kind: EventKind) -> int | None:
-    # MinIO marshals size with `omitempty`: a creation without size is a zero-byte object
-    # (AWS always sends size for creations). Elsewhere absence means "not known".
-    if raw is None and kind is EventKind.CREATED:
-        return 0
-    return raw
-
-
-def _user_agent(source: _RawSource | None) -> str | None:
-    return None if source is None else user_agent_of(source.user_agent, source.host)
 
 
 def user_agent_of(user_agent: str | None, host: str | None) -> str | None:
@@ -565,45 +366,17 @@ def retention_policy_of(user_agent: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _principal_id(record: _RawRecord) -> str | None:
-    identity = record.user_identity.principal_id if record.user_identity else None
-    request = record.request_parameters.principal_id if record.request_parameters else None
-    return _none_if_empty(identity) or _none_if_empty(request)
-
-
-def _check_envelope(message: _RawMessage, event: ObjectEvent) -> None:
-    # MinIO's Kafka producer builds Key as bucket + "/" + the unescaped key and partitions
-    # by it; if it disagrees with the record, one of the two was altered on the way.
-    if message.key is not None and message.key != f"{event.bucket}/{event.key}":
-        raise MalformedEvent(
-            "key_mismatch",
-            f"envelope Key {_short(message.key)} != {_short(event.bucket + '/' + event.key)}",
-        )
-    if message.event_name is not None and (
-        _normalise_event_name(message.event_name) != event.event_name
-    ):
-        raise MalformedEvent(
-            "name_mismatch",
-            f"envelope EventName {_short(message.event_name)} != {_short(event.event_name)}",
-        )
-
-
-def _normalise_event_name(name: str) -> str:
+def normalise_event_name(name: str) -> str:
     # AWS writes "ObjectCreated:Put", MinIO "s3:ObjectCreated:Put".
     return name if name.startswith("s3:") else f"s3:{name}"
 
 
-def _none_if_empty(value: str | None) -> str | None:
+def none_if_empty(value: str | None) -> str | None:
     return value or None
 
 
-def _short(text: str) -> str:
+def quoted(text: str) -> str:
     # Keep reasons one readable line even when a key or value is huge.
-    if len(text) <= _REASON_MAX_CHARS:
+    if len(text) <= REASON_MAX_CHARS:
         return repr(text)
-    return repr(text[:_REASON_MAX_CHARS]) + "…"
-
-
-# At the end, as a module: the fast path uses the helpers above, and either module may be
-# imported first.
-from consumer import event_decoder as _fast  # noqa: E402
+    return repr(text[:REASON_MAX_CHARS]) + "…"

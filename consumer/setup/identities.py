@@ -31,10 +31,10 @@ from minio.credentials.providers import StaticProvider
 from minio.minioadmin import MinioAdmin
 
 from consumer.errors import ConfigError, SetupFailed
-from consumer.minio import MINIO_ERRORS, MinioFailure, classify, minio_http_pool
-from consumer.provisioning import Action, Change, setup_error
+from consumer.minio import MINIO_ERRORS, MinioFailure, classify_failure, minio_http_pool
 from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforcement
 from consumer.settings import Settings
+from consumer.setup.report import Action, Change, setup_error
 
 POLICIES_DIR: Final = Path(__file__).resolve().parent.parent / "infra" / "minio" / "policies"
 ROLES: Final = ("consumer", "uploader")
@@ -312,8 +312,8 @@ def minio_admin(
 
 def admin_error_code(exc: BaseException) -> str:
     """MinIO's error code ("XMinioAdminNoSuchUser", "AccessDenied", …) of an admin call's
-    failure (see ``consumer.minio.classify``)."""
-    return classify(exc).code
+    failure (see ``consumer.minio.classify_failure``)."""
+    return classify_failure(exc).code
 
 
 def user_state(admin: MinioAdmin, access_key: str) -> UserState | None:
@@ -485,7 +485,7 @@ def provision_identities(
                 new_secret,
             )
     except MINIO_ERRORS as exc:
-        failure = classify(exc, settings)
+        failure = classify_failure(exc, settings)
         raise setup_error(failure, _describe_admin_error(failure)) from exc
     return changes
 

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.durations import duration_or_none
 from consumer.errors import InvalidInput, KafkaUnavailable
 from consumer.index import IndexStore
 from consumer.indexer import Indexer
+from consumer.kafka.clients import (
+    close_client,
+    new_admin,
+    new_consumer,
+    start_client,
+    topic_partitions,
+)
 from consumer.settings import Settings
 
 
@@ -99,22 +106,16 @@ class ReplayReport:
 
 async def plan_replay(settings: Settings, since: datetime, group: str) -> ReplayPlan:
     """Find the offsets of ``since`` and the current ends, and commit the starts for
-    ``group``. Raises KafkaUnavailable, InvalidInput (no such topic)."""
+    ``group``. Raises KafkaUnavailable (with run's one line when the credentials or the
+    certificate are refused), InvalidInput (no such topic)."""
     topic = settings.kafka_events_topic
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-        client_id=f"voxpersona-{group}",
+    partitions = await _partitions_of(settings, topic, group)
+    consumer = new_consumer(
+        settings, client_id=f"voxpersona-{group}", group_id=group, enable_auto_commit=False
     )
+    await start_client(consumer, settings)
     try:
-        await consumer.start()
-        # Metadata of a topic the consumer has not subscribed to (as lag.py does).
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise InvalidInput(f"no topic named {topic!r}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         end = await consumer.end_offsets(tps)
         found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
         start = {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in tps}
@@ -123,8 +124,22 @@ async def plan_replay(settings: Settings, since: datetime, group: str) -> Replay
     except KafkaError as exc:
         raise KafkaUnavailable(f"cannot prepare the replay on {topic}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await close_client(consumer)
     return ReplayPlan(group, since, start, dict(end))
+
+
+async def _partitions_of(settings: Settings, topic: str, group: str) -> list[int]:
+    admin = new_admin(settings, client_id=f"voxpersona-{group}-admin")
+    await start_client(admin, settings)
+    try:
+        partitions = await topic_partitions(admin, topic)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot prepare the replay on {topic}: {exc}") from exc
+    finally:
+        await close_client(admin)
+    if not partitions:
+        raise InvalidInput(f"no topic named {topic!r}")
+    return partitions
 
 
 async def run_replay(

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Final, TextIO
 
-from consumer.output import human_bytes
+from consumer.cli.output import human_bytes
 
 _WIDTH: Final = 28
 _PLAIN_STEPS: Final = 4  # quarter marks when stderr is not a terminal

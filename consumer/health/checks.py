@@ -1,5 +1,6 @@
-"""Health for SREs: ``/healthz``, ``/readyz``, ``/status`` and ``/metrics`` on a small HTTP
-server inside ``run``, and the report ``python -m consumer status`` prints.
+"""The checks behind health: whether Kafka, the index and MinIO answer, the MinIO success
+rate, the groups' lag and the DLQ's size, gathered into the report ``/status`` serves and
+``python -m consumer status`` prints (``HealthReporter``).
 
 ``/healthz`` answers while the event loop runs. ``/readyz`` checks that Kafka, the index
 and MinIO answer. ``/status`` is the seeds' health report: connection status, MinIO
@@ -12,25 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any, Final, Generic, TypeVar
 
 import structlog
 import urllib3
 from minio import Minio
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from urllib3.exceptions import HTTPError
 
-from consumer.errors import ConfigError, ConnectionFailed, ConsumerError
+from consumer.errors import ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
-from consumer.lag import KafkaProbe
-from consumer.minio_client import describe_minio_failure, minio_client, minio_http_pool
+from consumer.kafka.lag import KafkaProbe
+from consumer.minio import describe_minio_failure, minio_client, minio_http_pool
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
@@ -38,7 +36,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 CHECK_TIMEOUT_S: Final = 5.0
-MAX_REQUEST_BYTES: Final = 8192
 # /status calls the pipeline "degraded" above these: the index trails the bucket, or MinIO
 # fails more than it should.
 DEGRADED_LAG: Final = 1000
@@ -306,166 +303,3 @@ class HealthReporter:
         # Its own thread, not the loop's default executor: a hung MinIO cannot take more
         # than one thread, and the caller's time limit does not wait for it.
         await asyncio.get_running_loop().run_in_executor(self._executor, head_bucket)
-
-
-# --- the HTTP server -------------------------------------------------------------------
-
-Response = tuple[HTTPStatus, str, bytes]
-
-
-def _json(status: HTTPStatus, document: Mapping[str, Any]) -> Response:
-    body = (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode()
-    return status, "application/json", body
-
-
-async def route(path: str, reporter: HealthReporter) -> Response:
-    """The response for a GET of ``path``."""
-    if path == "/healthz":
-        return _json(HTTPStatus.OK, {"status": "alive"})
-    if path == "/readyz":
-        ready, checks = await reporter.ready()
-        document = {
-            "ready": ready,
-            "checks": {name: check.fields() for name, check in checks.items()},
-        }
-        return _json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, document)
-    if path == "/status":
-        report = await reporter.status()
-        code = HTTPStatus.SERVICE_UNAVAILABLE if report["status"] == "unhealthy" else HTTPStatus.OK
-        return _json(code, report)
-    if path == "/metrics":
-        return HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
-    return _json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
-
-
-class HealthServer:
-    """``/healthz``, ``/readyz``, ``/status``, ``/metrics`` over HTTP/1.1 (one request per
-    connection). Port 0 picks a free port; ``port`` tells which."""
-
-    def __init__(self, host: str, port: int, reporter: HealthReporter) -> None:
-        self._host = host
-        self._port = port
-        self._reporter = reporter
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        try:
-            self._server = await asyncio.start_server(self._handle, self._host, self._port)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve health on HEALTH_HOST:HEALTH_PORT {self._host}:{self._port}: "
-                f"{exc.strerror or exc} (another process there? HEALTH_PORT=0 picks a free one)"
-            ) from exc
-        log.info("health server listening", host=self._host, port=self.port)
-
-    async def close(self) -> None:
-        """Stop serving, and release the reporter's clients (the server owns it)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        await self._reporter.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CHECK_TIMEOUT_S)
-            method, path = _request_line(head)
-            if method not in ("GET", "HEAD"):
-                status, content_type, body = _json(
-                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET only"}
-                )
-            else:
-                status, content_type, body = await self._answer(path)
-            writer.write(
-                f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            )
-            if method != "HEAD":
-                writer.write(body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            pass  # a client that sent no complete request gets nothing
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def _answer(self, path: str) -> Response:
-        try:
-            return await route(path, self._reporter)
-        except Exception as exc:  # one bad answer must not take the server down
-            log.warning("health request failed", path=path, error=str(exc))
-            return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
-
-
-def _request_line(head: bytes) -> tuple[str, str]:
-    """(method, path without the query) of a request head. Raises ValueError."""
-    if len(head) > MAX_REQUEST_BYTES:
-        raise ValueError("request too large")
-    first = head.split(b"\r\n", 1)[0].decode("latin-1")
-    method, target, _version = first.split(" ", 2)
-    return method, target.split("?", 1)[0]
-
-
-# --- the ``status`` verb -----------------------------------------------------------------
-
-# Longer than /status's own worst case (the checks, then the lag and DLQ probes).
-STATUS_TIMEOUT_S: Final = 45.0
-
-
-def status_url(host: str, port: int) -> str:
-    """Where ``status`` asks: a wildcard bind is asked on loopback; IPv6 in brackets."""
-    if host in ("", "0.0.0.0"):  # noqa: S104 - a bind address, not a bind
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}/status"
-
-
-async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
-    """The running consumer's /status (it knows its own counters); when none answers on
-    HEALTH_HOST:HEALTH_PORT, the same report built here, marked unhealthy."""
-    import httpx
-
-    url = status_url(settings.health_host, settings.health_port)
-    answered: Any = None
-    try:
-        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
-            response = await client.get(url)
-        if response.status_code in (HTTPStatus.OK, HTTPStatus.SERVICE_UNAVAILABLE):
-            answered = response.json()
-    except httpx.TimeoutException:
-        raise ConnectionFailed(
-            f"the consumer at {url} did not answer within {STATUS_TIMEOUT_S:g} s"
-        ) from None
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
-        answered = None
-    if isinstance(answered, dict) and "status" in answered and "connections" in answered:
-        answered["service"] = f"running ({url})"
-        return answered
-    from consumer.index import open_index
-
-    store = open_index(settings.index_url)
-    try:
-        await asyncio.wait_for(store.start(), CHECK_TIMEOUT_S)
-    except Exception:  # the report says the index is down
-        store_for_checks: IndexStore | None = None
-    else:
-        store_for_checks = store
-    reporter = HealthReporter(settings, store_for_checks)
-    try:
-        report: dict[str, Any] = await reporter.status()
-    finally:
-        await reporter.close()
-        await store.close()
-    report["service"] = f"not running (nothing answers on {url})"
-    report["status"] = "unhealthy"
-    return report

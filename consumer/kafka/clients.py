@@ -1,19 +1,27 @@
-"""Connection options of every Kafka client (consumer, producer, admin): brokers,
-encryption (SSL) and authentication (SASL PLAIN / SCRAM), from the settings.
+"""Every Kafka client of the package (consumer, producer, admin) is built here, and only
+here: brokers, encryption (SSL) and authentication (SASL PLAIN / SCRAM) from the settings.
 
-``kafka_client_options(settings)`` is splatted into each ``AIOKafkaConsumer``,
-``AIOKafkaProducer`` and ``AIOKafkaAdminClient`` the package makes, so no client can
-forget the security settings. ``kafka_security_failure`` turns aiokafka's bare "Unable
-to bootstrap" into the reason (credentials refused, certificate not trusted).
+``new_consumer``, ``new_producer`` and ``new_admin`` start each client from
+``kafka_client_options(settings)``, so no client can forget the security settings; a test
+(tests/test_architecture.py) fails if any other module constructs an aiokafka client.
+``start_client`` starts one and turns aiokafka's bare "Unable to bootstrap" into the
+reason (credentials refused, certificate not trusted) through ``kafka_security_failure``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+# Private, with aiokafka's version bounded in pyproject.toml: one connection opened by
+# hand is the only way to learn why a bootstrap failed (aiokafka logs the cause and
+# raises "Unable to bootstrap"); no public API opens a single broker connection.
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -25,12 +33,10 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from consumer.errors import (
-    ConfigError,
-)
-from consumer.minio_client import ssl_error_detail
+from consumer.errors import ConfigError, KafkaUnavailable
 from consumer.retry import retry
 from consumer.settings import Settings
+from consumer.tls import ssl_error_detail
 
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
@@ -115,6 +121,58 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
         )
     return options
+
+
+def new_consumer(settings: Settings, *, client_id: str, **options: Any) -> AIOKafkaConsumer:
+    """An unstarted consumer with the security settings; ``options`` are aiokafka's
+    consumer arguments (group_id, enable_auto_commit, ...). Raises ConfigError."""
+    return AIOKafkaConsumer(**kafka_client_options(settings), client_id=client_id, **options)
+
+
+def new_producer(settings: Settings, *, client_id: str, **options: Any) -> AIOKafkaProducer:
+    """An unstarted producer with the security settings. Raises ConfigError."""
+    return AIOKafkaProducer(**kafka_client_options(settings), client_id=client_id, **options)
+
+
+def new_admin(settings: Settings, *, client_id: str, **options: Any) -> AIOKafkaAdminClient:
+    """An unstarted admin client with the security settings. Raises ConfigError."""
+    return AIOKafkaAdminClient(**kafka_client_options(settings), client_id=client_id, **options)
+
+
+async def start_client(
+    client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, settings: Settings
+) -> None:
+    """Start ``client``; when it cannot, close it and raise KafkaUnavailable with one
+    line: not retriable when the credentials or the broker's certificate were refused
+    (the line says which), retriable when Kafka is unreachable."""
+    try:
+        await client.start()
+    except KafkaError as exc:
+        await close_client(client)
+        reason = await kafka_security_failure(exc, settings)
+        raise KafkaUnavailable(
+            reason or kafka_unreachable(exc, settings), retriable=reason is None
+        ) from exc
+
+
+async def close_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient) -> None:
+    """Stop or close ``client``, ignoring Kafka's errors (a client that failed to start
+    or lost its brokers has nothing left to flush)."""
+    with contextlib.suppress(KafkaError):
+        if isinstance(client, AIOKafkaAdminClient):
+            await client.close()
+        else:
+            await client.stop()
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
+    """The partitions of ``topic``, sorted; [] when there is no such topic. Asks for the
+    metadata of every topic: naming one would let a broker with auto-creation on create
+    it."""
+    for described in await admin.describe_topics():
+        if described["topic"] == topic and described["error_code"] == 0:
+            return sorted(partition["partition"] for partition in described["partitions"])
+    return []
 
 
 def describe_security_failure(exc: BaseException, settings: Settings) -> str | None:

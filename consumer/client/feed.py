@@ -22,7 +22,7 @@ from aiokafka.structs import ConsumerRecord
 from consumer.errors import ConnectionFailed, NotFound
 from consumer.events import MalformedEvent, ObjectEvent, parse_message, writes_content
 from consumer.index.store import AsyncLifecycle
-from consumer.kafka_client import kafka_client_options
+from consumer.kafka.clients import new_consumer
 from consumer.results import ProcessedResult, ResultLocation, parse_result_key
 from consumer.settings import Settings
 
@@ -88,12 +88,12 @@ class ProcessedFeed(AsyncLifecycle):
         ConnectionFailed when Kafka cannot be reached or the group not joined in time."""
         if self._consumer is not None:
             return
-        consumer = AIOKafkaConsumer(
-            **kafka_client_options(self._settings),
+        consumer = new_consumer(
+            self._settings,
+            client_id=f"voxpersona-{self.group_id}",
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self._from_beginning else "latest",
-            client_id=f"voxpersona-{self.group_id}",
         )
         try:
             await consumer.start()

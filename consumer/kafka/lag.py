@@ -8,16 +8,20 @@ sweeper before it trusts the index, ``/readyz``, ``/status`` and ``status``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.errors import KafkaUnavailable
-from consumer.kafka_client import kafka_client_options, kafka_security_failure
+from consumer.kafka.clients import (
+    close_client,
+    kafka_security_failure,
+    new_admin,
+    new_consumer,
+    topic_partitions,
+)
 from consumer.settings import Settings
 
 LAG_TIMEOUT_S = 15.0
@@ -51,15 +55,15 @@ class KafkaProbe:
         self._timeout_s = timeout_s
         self._settings = settings
         self._bootstrap = settings.kafka_bootstrap_servers
-        self._consumer = AIOKafkaConsumer(
-            **kafka_client_options(settings),
+        self._consumer = new_consumer(
+            settings,
+            client_id="voxpersona-probe",
             group_id=None,
             enable_auto_commit=False,
-            client_id="voxpersona-probe",
             request_timeout_ms=int(timeout_s * 1000),
         )
-        self._admin = AIOKafkaAdminClient(
-            **kafka_client_options(settings),
+        self._admin = new_admin(
+            settings,
             client_id="voxpersona-probe-admin",
             request_timeout_ms=int(timeout_s * 1000),
         )
@@ -84,10 +88,8 @@ class KafkaProbe:
         await self.close()
 
     async def close(self) -> None:
-        with contextlib.suppress(KafkaError):
-            await self._consumer.stop()
-        with contextlib.suppress(KafkaError):
-            await self._admin.close()
+        await close_client(self._consumer)
+        await close_client(self._admin)
 
     async def lag(self, group_id: str, topic: str) -> dict[int, int]:
         """The lag of ``group_id`` on every partition of ``topic`` ({} if no topic)."""
@@ -108,11 +110,7 @@ class KafkaProbe:
         return lag_by_partition(ends, begins, committed)
 
     async def _offsets(self, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(self._admin, topic)]
         if not tps:
             return {}, {}
         ends = await self._consumer.end_offsets(tps)

@@ -32,17 +32,11 @@ jobs its lost create event would have started (the indexer sees a journaled dupl
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Final, TextIO
-from urllib.parse import quote_plus
+from typing import Final, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from minio import Minio
 
@@ -55,290 +49,49 @@ from consumer.errors import (
 )
 from consumer.events import (
     RECONCILE_FOUND,
-    RECONCILE_GONE,
-    EventKind,
     ObjectEvent,
-    normalise_sequencer,
-    user_id_for,
-    user_metadata_from_record,
 )
 from consumer.index import BatchResult, IndexStore, KafkaPosition, ObjectQuery, ObjectRecord
+from consumer.kafka.clients import close_client, new_producer, start_client
 from consumer.minio import FailureKind, MinioFailure, minio_call
-from consumer.notify_config import NotifyConfig, NotifyRule
+from consumer.repair.compare import (
+    Difference,
+    HeadState,
+    KeyFilter,
+    ListedObject,
+    Mismatch,
+    ReconcileReport,
+    Repair,
+    compare,
+    found_event,
+    found_moment,
+    gone_event,
+    minio_message,
+    new_run_id,
+    normalise_etag,
+)
 from consumer.settings import Settings
 
-RECONCILE_AGENT_PRODUCT: Final = "voxpersona-reconcile"
 _PAGE: Final = 1000
 _REPAIRS_PER_BATCH: Final = 500
 
 
-class Difference(StrEnum):
-    MISSING = "missing"  # in the bucket, not in the index
-    STALE = "stale"  # in both, size or etag differ
-    EXTRA = "extra"  # live in the index, gone from the bucket
+class Progress(Protocol):
+    """Where a long reconcile says how far it is (the CLI draws it on the terminal)."""
+
+    def show(self, text: str) -> None: ...
+
+    def done(self) -> None: ...
 
 
-class Repair(StrEnum):
-    """What ``--repair`` did about one difference."""
-
-    REINDEXED = "reindexed"  # HEAD found it: its real state was written
-    TOMBSTONED = "tombstoned"  # HEAD found nothing: the index row was marked deleted
-    VANISHED = "vanished"  # missing, but gone by the time of the HEAD: nothing to do
-
-
-# --- pure -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ListedObject:
-    """One object (version) of a bucket listing; delete markers are never listed."""
-
-    bucket: str
-    key: str
-    version_id: str
-    size: int
-    etag: str
-    last_modified: datetime
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """One difference between a bucket and the index, and its repair once made."""
-
-    kind: Difference
-    bucket: str
-    key: str
-    version_id: str
-    listed: ListedObject | None
-    indexed: ObjectRecord | None
-    repair: Repair | None = None
-
-    def fields(self) -> dict[str, Any]:
-        """The ``reconcile --json`` line."""
-        fields: dict[str, Any] = {
-            "kind": self.kind.value,
-            "bucket": self.bucket,
-            "key": self.key,
-            "version_id": self.version_id,
-            "bucket_size": self.listed.size if self.listed else None,
-            "bucket_etag": self.listed.etag if self.listed else None,
-            "index_size": self.indexed.size if self.indexed else None,
-            "index_etag": self.indexed.etag if self.indexed else None,
-        }
-        if self.repair is not None:
-            fields["repair"] = self.repair.value
-        return fields
-
-
-def normalise_etag(etag: str | None) -> str | None:
-    """ETags without their quotes, as the index stores them."""
-    return etag.strip('"') if etag else None
-
-
-def compare(listed: Iterable[ListedObject], indexed: Iterable[ObjectRecord]) -> list[Mismatch]:
-    """The differences between a listing and the index's live rows, ordered by (bucket,
-    key, version). Tombstones in ``indexed`` are ignored: they are not live."""
-    in_bucket = {(o.bucket, o.key, o.version_id): o for o in listed}
-    in_index = {(r.bucket, r.key, r.version_id): r for r in indexed if not r.deleted}
-    found: list[Mismatch] = []
-    for ident in sorted(in_bucket.keys() | in_index.keys()):
-        obj, row = in_bucket.get(ident), in_index.get(ident)
-        if row is None:
-            kind = Difference.MISSING
-        elif obj is None:
-            kind = Difference.EXTRA
-        elif obj.size != row.size or normalise_etag(obj.etag) != normalise_etag(row.etag):
-            kind = Difference.STALE
-        else:
-            continue
-        found.append(Mismatch(kind, *ident, listed=obj, indexed=row))
-    return found
-
-
-KeyFilter = Callable[[str], bool]
-
-
-def watched(config: NotifyConfig, only: str | None = None) -> dict[str, KeyFilter | None]:
-    """The buckets to reconcile, each with the keys its notification rules cover: an
-    object no rule publishes has no events to lose, so it is no difference. ``only``: that
-    bucket alone (every key, if the file does not watch it)."""
-    buckets = {entry.bucket: entry.rules for entry in config.buckets}
-    if only is not None:
-        rules = buckets.get(only)
-        return {only: _covered_by(rules) if rules else None}
-    return {bucket: _covered_by(rules) for bucket, rules in buckets.items()}
-
-
-def _covered_by(rules: Sequence[NotifyRule]) -> KeyFilter:
-    creating = [r for r in rules if any(e.startswith("s3:ObjectCreated:") for e in r.events)]
-
-    def covers(key: str) -> bool:
-        return any(key.startswith(r.prefix) and key.endswith(r.suffix) for r in creating)
-
-    return covers
-
-
-def sequencer_at(moment: datetime) -> str:
-    """MinIO's sequencer for ``moment``: its nanoseconds since the epoch, in hex."""
-    nanoseconds = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
-    return normalise_sequencer(f"{nanoseconds:X}")
-
-
-def after_sequencer(sequencer: str) -> str:
-    """The smallest sequencer newer than ``sequencer``."""
-    return normalise_sequencer(f"{int(sequencer or '0', 16) + 1:X}")
-
-
-@dataclass(frozen=True)
-class HeadState:
-    """What a HEAD of an object told (``metadata``: the response headers)."""
-
-    version_id: str
-    size: int
-    etag: str | None
-    content_type: str | None
-    metadata: Mapping[str, str]
-    last_modified: datetime
-
-
-def found_moment(head: HeadState, listed: ListedObject | None) -> datetime:
-    """When the found content was written: the listing's time (milliseconds) if the
-    listing saw this same content, else the HEAD's (seconds: HTTP dates have no more)."""
-    if listed is not None and normalise_etag(listed.etag) == normalise_etag(head.etag):
-        return listed.last_modified
-    return head.last_modified
-
-
-def agent(run_id: str) -> str:
-    return f"{RECONCILE_AGENT_PRODUCT}/{run_id}"
-
-
-def found_event(
-    bucket: str, key: str, head: HeadState, moment: datetime, run_id: str
-) -> ObjectEvent:
-    """The repair that writes the object's real state, as of ``moment``."""
-    metadata = user_metadata_from_record(head.metadata)
-    return ObjectEvent(
-        bucket=bucket,
-        key=key,
-        version_id=head.version_id,
-        event_name=RECONCILE_FOUND,
-        kind=EventKind.RECONCILED,
-        event_time=moment,
-        sequencer=sequencer_at(moment),
-        size=head.size,
-        etag=normalise_etag(head.etag),
-        content_type=head.content_type,
-        user_metadata=metadata,
-        user_id=user_id_for(key, metadata),
-        user_agent=agent(run_id),
-    )
-
-
-def gone_event(row: ObjectRecord, stamp: datetime, run_id: str) -> ObjectEvent:
-    """The repair that tombstones ``row``: stamped ``stamp`` (read before the HEAD that
-    found nothing) and at least one past the row's own sequencer."""
-    sequencer = max(sequencer_at(stamp), after_sequencer(row.sequencer))
-    return ObjectEvent(
-        bucket=row.bucket,
-        key=row.key,
-        version_id=row.version_id,
-        event_name=RECONCILE_GONE,
-        kind=EventKind.RECONCILED,
-        event_time=stamp,
-        sequencer=sequencer,
-        user_agent=agent(run_id),
-    )
-
-
-def minio_message(event: ObjectEvent) -> bytes:
-    """``event`` as MinIO would publish it (``parse_message`` gives it back)."""
-    record = {
-        "eventVersion": "2.0",
-        "eventSource": f"{RECONCILE_AGENT_PRODUCT}",
-        "eventTime": event.event_time.isoformat(),
-        "eventName": event.event_name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "bucket": {"name": event.bucket},
-            "object": {
-                # Go's url.QueryEscape, as MinIO encodes keys.
-                "key": quote_plus(event.key, safe=""),
-                "size": event.size,
-                "eTag": event.etag,
-                "contentType": event.content_type,
-                "userMetadata": {f"X-Amz-Meta-{k}": v for k, v in event.user_metadata.items()},
-                "versionId": event.version_id,
-                "sequencer": event.sequencer,
-            },
-        },
-        "source": {"userAgent": event.user_agent},
-    }
-    message = {
-        "EventName": event.event_name,
-        "Key": f"{event.bucket}/{event.key}",
-        "Records": [record],
-    }
-    return json.dumps(message, ensure_ascii=False).encode()
-
-
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class ReconcileReport:
-    run_id: str
-    buckets: list[str] = field(default_factory=list)
-    listed: int = 0
-    indexed: int = 0
-    mismatches: list[Mismatch] = field(default_factory=list)
-    repaired: BatchResult | None = None
-    queued_for_processing: int = 0
-
-    def summary(self) -> dict[str, Any]:
-        by_kind = {kind.value: 0 for kind in Difference}
-        for mismatch in self.mismatches:
-            by_kind[mismatch.kind.value] += 1
-        summary: dict[str, Any] = {
-            "run_id": self.run_id,
-            "buckets": self.buckets,
-            "listed": self.listed,
-            "indexed": self.indexed,
-            **by_kind,
-        }
-        if self.repaired is not None:
-            outcomes = {repair.value: 0 for repair in Repair}
-            for mismatch in self.mismatches:
-                if mismatch.repair is not None:
-                    outcomes[mismatch.repair.value] += 1
-            summary.update(
-                outcomes,
-                journaled=self.repaired.journaled,
-                objects_changed=self.repaired.objects_changed,
-                superseded=self.repaired.stale_ignored,
-                queued_for_processing=self.queued_for_processing,
-            )
-        return summary
-
-
-class Progress:
-    """One line on ``stream``, redrawn in place when it is a terminal; silent otherwise
-    (the summary says the rest)."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._live = self._stream.isatty()
+class NoProgress:
+    """A reconcile that says nothing while it runs (the summary says the rest)."""
 
     def show(self, text: str) -> None:
-        if self._live:
-            self._stream.write(f"\r\033[K{text}")
-            self._stream.flush()
+        pass
 
     def done(self) -> None:
-        if self._live:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
+        pass
 
 
 # --- I/O --------------------------------------------------------------------------------
@@ -359,7 +112,7 @@ class Reconciler:
         self._settings = settings
         self._store = store
         self._minio = minio
-        self._progress = progress or Progress()
+        self._progress = progress or NoProgress()
         self._clock = clock
         self.report = ReconcileReport(new_run_id(clock()))
 
@@ -507,15 +260,24 @@ class Reconciler:
     async def _queue_for_processing(self, events: Sequence[ObjectEvent]) -> None:
         if not events:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        producer = new_producer(
+            self._settings,
+            client_id=f"voxpersona-reconcile-{self.report.run_id}",
             acks="all",
             enable_idempotence=True,
-            client_id=f"voxpersona-reconcile-{self.report.run_id}",
         )
         topic = self._settings.kafka_events_topic
+        not_queued = (
+            f"the index is repaired, but {len(events)} object(s) could not be queued"
+            f" for processing on {topic}"
+        )
         try:
-            await producer.start()
+            await start_client(producer, self._settings)
+        except KafkaUnavailable as exc:
+            if not exc.retriable:
+                raise  # refused credentials or certificate: run's own line
+            raise KafkaUnavailable(f"{not_queued}: {exc}") from exc
+        try:
             sends = [
                 await producer.send(
                     topic, value=minio_message(e), key=f"{e.bucket}/{e.key}".encode()
@@ -524,12 +286,9 @@ class Reconciler:
             ]
             await asyncio.gather(*sends)
         except KafkaError as exc:
-            raise KafkaUnavailable(
-                f"the index is repaired, but {len(events)} object(s) could not be queued"
-                f" for processing on {topic}: {exc}"
-            ) from exc
+            raise KafkaUnavailable(f"{not_queued}: {exc}") from exc
         finally:
-            await producer.stop()
+            await close_client(producer)
         self.report.queued_for_processing = len(events)
 
 

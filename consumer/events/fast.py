@@ -1,6 +1,6 @@
 """The hot path of ``consumer.events.parse_message``: msgspec structs, strict, for valid events.
 
-Pydantic's validation of the wire shapes (``consumer.events._RawMessage``) and of
+Pydantic's validation of the wire shapes (``consumer.events.checked``) and of
 ``ObjectEvent`` costs more per event than everything else the indexer does. This module
 decodes the same fields with typed msgspec structs, as strictly (``strict=True``: no "123"
 for a size, no 5 for a key; ``min_length``/``ge`` as in the pydantic shapes), and builds
@@ -23,7 +23,7 @@ from typing import Annotated, Final, NoReturn
 
 import msgspec
 
-from consumer import events as ev
+from consumer.events import model as ev
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _Size = Annotated[int, msgspec.Meta(ge=0)]
@@ -91,8 +91,8 @@ class _Message(msgspec.Struct, gc=False):
 _DECODER: Final = msgspec.json.Decoder(_Message, strict=True)
 _EMPTY_REQUEST: Final = _Request()
 _USER_ID_FIELDS: Final = ("user-id", "user_id", "userid")
-# classify is pure and sees few distinct (event name, user agent) pairs.
-_classify: Final = functools.lru_cache(maxsize=1024)(ev.classify)
+# event_kind_of is pure and sees few distinct (event name, user agent) pairs.
+_classify: Final = functools.lru_cache(maxsize=1024)(ev.event_kind_of)
 
 
 class _AllFieldsSet(set[str]):
@@ -172,7 +172,7 @@ def decode_fast(value: bytes | None, max_bytes: int) -> list[ev.ObjectEvent] | N
 
 
 def _event(record: _Record) -> ev.ObjectEvent:
-    """As ``consumer.events._event_from_record``, from the msgspec shapes."""
+    """As ``consumer.events.checked._event_from_record``, from the msgspec shapes."""
     obj = record.s3.object
     source = record.source
     user_agent = None if source is None else _user_agent_of(source.user_agent, source.host)
@@ -225,7 +225,7 @@ def _event(record: _Record) -> ev.ObjectEvent:
 
 
 def _key(raw: str) -> str:
-    """``consumer.events.decode_key`` for the common key: MinIO escapes every "/" as
+    """``consumer.events.model.decode_key`` for the common key: MinIO escapes every "/" as
     "%2F"; once those are replaced, a key without "%" or "+" is what unquote_plus would
     return unchanged. Anything else goes through decode_key itself."""
     plain = raw.replace("%2F", "/")
@@ -235,7 +235,7 @@ def _key(raw: str) -> str:
 
 
 def _user_id(key: str, metadata: dict[str, str]) -> str | None:
-    # consumer.events.user_id_for without its lower-casing: user_metadata_from_record has
+    # consumer.events.model.user_id_for without its lower-casing: user_metadata_from_record has
     # lower-cased every name already.
     for name in _USER_ID_FIELDS:
         value = metadata.get(name)
