@@ -148,6 +148,10 @@ VALUES {{rows}}"""  # noqa: S608 - constant fragments
 _SAVE_HEADS: Final = """
 INSERT INTO journal_heads (bucket, key, version_id, last_journal_id) VALUES {rows}
 ON CONFLICT (bucket, key, version_id) DO UPDATE SET last_journal_id = excluded.last_journal_id"""
+# A version whose every entry was pruned has no history left to point to.
+_DROP_PRUNED_HEADS: Final = (
+    "DELETE FROM journal_heads WHERE NOT EXISTS (SELECT 1 FROM journal WHERE id = last_journal_id)"
+)
 _DROP_HEAD: Final = "DELETE FROM journal_heads WHERE bucket = ? AND key = ? AND version_id = ?"
 
 _LOAD_JOBS: Final = (
@@ -329,6 +333,7 @@ class SqliteIndex(SqlIndex[_Connection, _Connection]):
     row_reader = _READER
     event_day = "substr(event_time, 1, 10)"  # times are stored as UTC text: its prefix
     put_transcript_sql = _PUT_TRANSCRIPT
+    after_prune = _DROP_PRUNED_HEADS
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         super().__init__()

@@ -252,6 +252,7 @@ async def test_old_layout_migrates_in_place_and_loses_nothing(
             outcomes.append((pruned, applied, timeless(await reads(store))))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] > 0
+    assert await chains(other) == await chains(backend)
 
 
 async def test_sqlite_ids_freed_by_pruning_stay_unused(tmp_path: Any) -> None:
