@@ -44,6 +44,7 @@ from contextlib import (
     suppress,
 )
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -622,7 +623,7 @@ def _multi_row(
     for size in _slice_sizes(len(rows), min(_VALUES_ROWS, _MAX_PARAMETERS // width)):
         chunk = rows[start : start + size]
         start += size
-        yield template.format(rows=", ".join([marks] * size)), [v for r in chunk for v in r]
+        yield template.format(rows=", ".join([marks] * size)), list(chain.from_iterable(chunk))
 
 
 def _slice_sizes(count: int, largest: int) -> list[int]:
