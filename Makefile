@@ -7,13 +7,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test install stack-up stack-down stack-status lint typecheck unit containers clean bench
+.PHONY: run run-observed test install stack-up stack-down stack-status lint typecheck docs unit containers clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 	@touch $(STAMP)
 
 ## install: Python packages, then MinIO/Kafka/PostgreSQL binaries into the cache (once)
@@ -26,23 +26,37 @@ run: install
 	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
 	  $(PY) -m consumer setup && exec $(PY) -m consumer run
 
+## run-observed: the same, with Zipkin (traces) and Prometheus (metrics, alerts, the
+## dashboard) beside the stack; `python -m infra.stack env` prints where to look
+run-observed: install
+	$(PY) -m infra.stack up --observed
+	@$(PY) -m infra.stack env | grep '^#' || true
+	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
+	  $(PY) -m consumer setup && exec $(PY) -m consumer run
+
 ## test: lint, type check, then every test against the real stack (started and stopped by pytest)
 ## in TEST_WORKERS parallel workers, each with its own stack (tests wait on servers more
 ## than they compute, so 3 workers fit 2 cores; 4 were not faster on the shared 2-core
 ## machine: four stacks compete for the CPU; TEST_WORKERS=0: one process); then the
 ## container suite, in one process: it owns the one Docker engine it starts and stops.
 TEST_WORKERS ?= 3
-test: install lint typecheck
+test: install lint typecheck docs
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20 -m 'not containers'
 	$(PY) -m pytest -m containers
 
 lint: $(STAMP)
-	$(PY) -m ruff check consumer infra tests
-	$(PY) -m ruff format --check consumer infra tests
+	$(PY) -m ruff check consumer infra tests bench docs/conf.py docs/_ext
+	$(PY) -m ruff format --check consumer infra tests bench docs/conf.py docs/_ext
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
+
+## docs: the manual (docs/, Sphinx + MyST) into docs/_build/html, strictly: warnings are errors,
+## references nitpicky, internal links and heading anchors checked; the reference pages are
+## written from the code (docs/_ext/reference_pages.py)
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 
 unit: $(STAMP)
 	$(PY) -m pytest -m 'not integration and not containers'
@@ -51,15 +65,16 @@ unit: $(STAMP)
 containers: install
 	$(PY) -m pytest -m containers
 
-## bench: every benchmark on the real stack, then docs/benchmarks.md (bench/README.md):
-## indexer vs. bare Kafka drain, RSS over 1M events, the upload load test.
-## BENCH_ARGS="--quick" for a small complete run; "--rss-events 0" skips the 1M run
+## bench: every benchmark on the real stack (bench/README.md): the indexer vs. a bare Kafka
+## drain, RSS over 1M events, replay, the upload load test, processing; writes
+## bench/results/summary.json, the plots and tables.md (docs/benchmarks.md reads them).
+## BENCH_ARGS="--quick" for a small run of every part; "--parts throughput,load" for some
 BENCH_ARGS ?=
 bench: install
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,docs,bench]'
 	$(PY) -m infra.stack up
 	@set -a; eval "$$($(PY) -m infra.stack env)"; set +a; \
-	  $(PY) -m bench.suite $(BENCH_ARGS)
+	  $(PY) -m bench $(BENCH_ARGS)
 
 stack-up: install
 	$(PY) -m infra.stack up

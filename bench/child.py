@@ -28,11 +28,13 @@ from typing import Any, Final, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from bench.clients import topic_partitions
 from bench.stack_env import settings_for, stack_values
 from consumer.events import ObjectEvent, parse_message
 from consumer.index import IndexStore, open_index
 from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.indexer import Indexer
+from consumer.kafka.clients import new_consumer
 from consumer.logs import configure_logging
 from consumer.settings import Settings
 from consumer.telemetry import configure_telemetry
@@ -148,15 +150,16 @@ async def drain(settings: Settings, topic: str) -> tuple[float, int]:
     await consumer.start()
     try:
         consumer.subscribe([topic])
-        ends = await _end_offsets(consumer, topic)
+        ends = await _end_offsets(settings, consumer, topic)
         return await _read_to_end(consumer, ends, settings.indexer_batch_max_records)
     finally:
         await consumer.stop()
 
 
 def _consumer_like_indexer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    return new_consumer(
+        settings,
+        client_id=group_id,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -164,12 +167,10 @@ def _consumer_like_indexer(settings: Settings, group_id: str) -> AIOKafkaConsume
     )
 
 
-async def _end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+async def _end_offsets(
+    settings: Settings, consumer: AIOKafkaConsumer, topic: str
+) -> dict[TopicPartition, int]:
+    ends = await consumer.end_offsets(await topic_partitions(settings, topic))
     return {tp: offset for tp, offset in ends.items() if offset > 0}
 
 
@@ -279,7 +280,7 @@ async def _decoded_topic(settings: Settings, topic: str) -> list[Item]:
     items: list[Item] = []
     try:
         consumer.subscribe([topic])
-        ends = await _end_offsets(consumer, topic)
+        ends = await _end_offsets(settings, consumer, topic)
         async for batch in _batches_to_end(consumer, ends):
             for tp, records in batch.items():
                 for record in records:

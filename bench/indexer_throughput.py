@@ -10,8 +10,8 @@
 3. runs each mode in its own process, interleaved over R rounds: ``drain`` (aiokafka,
    discard), ``sqlite`` and ``postgres`` (the real ``Indexer`` in burst mode on a fresh
    index), each checked against what the generator produced;
-4. writes bench/results/indexer_throughput.{md,json,png} and indexer_rss.png;
-   with ``--profile MODE`` one more run of MODE under py-spy (profile-MODE.{txt,svg,md}).
+4. writes every run to indexer_throughput.json in --out; with ``--profile MODE`` one
+   more run of MODE under py-spy, whose flame graph is profile-MODE.svg.
 
 The topic, the PostgreSQL databases and the SQLite files are removed at the end, also on
 Ctrl-C or SIGTERM. See bench/README.md.
@@ -51,8 +51,6 @@ from bench.prefill import (
     produce,
     verified,
 )
-from bench.profile import analyse, py_spy_prefix, read_collapsed, write_profile_outputs
-from bench.profile import print_top as print_profile_top
 from bench.stack_env import settings_for, stack_values
 from bench.templates import capture_templates
 from consumer.logs import configure_logging
@@ -151,26 +149,23 @@ class Benchmark:
         with contextlib.ExitStack() as cleanup:
             workload = self._prepare(cleanup)
             rounds = self._measure(workload)
-            profile_note = self._profile(workload)
-            notes = [profile_note] if profile_note else []
-            if report.consumer_code(REPO_ROOT) != code:
-                notes.append(
-                    _say("**consumer/ changed during the run: the rounds measured different code**")
-                )
+            profile = self._profile(workload)
+            changed = report.consumer_code(REPO_ROOT) != code
+            if changed:
+                print("consumer/ changed during the run: the rounds measured different code")
             if rounds:
-                self._report(workload, rounds, code, notes)
+                self._report(workload, rounds, code, {"profile": profile, "code_changed": changed})
         return 0
 
     # --- preparation -------------------------------------------------------------------
 
     def _prepare(self, cleanup: contextlib.ExitStack) -> Workload:
-        bootstrap = self.settings.kafka_bootstrap_servers
         print("capturing template events from MinIO …", flush=True)
         templates = capture_templates(self.settings)
         print(f"  captured {', '.join(templates)}", flush=True)
         topic = new_topic_name()
-        asyncio.run(create_topic(bootstrap, topic))
-        cleanup.callback(_delete_topic_quietly, bootstrap, topic)
+        asyncio.run(create_topic(self.settings, topic))
+        cleanup.callback(_delete_topic_quietly, self.settings, topic)
         print(
             f"filling topic {topic} (4 partitions) with {self.args.events:,} events …", flush=True
         )
@@ -179,7 +174,7 @@ class Benchmark:
         parse = ParseClock()
         asyncio.run(
             produce(
-                bootstrap,
+                self.settings,
                 topic,
                 sizes.count(verified(factory.messages(self.args.events), parse)),
                 self.args.events,
@@ -276,31 +271,27 @@ class Benchmark:
 
     # --- profile -----------------------------------------------------------------------
 
-    def _profile(self, workload: Workload) -> str | None:
-        """One more run of the ``--profile`` mode under py-spy; a note for the report."""
+    def _profile(self, workload: Workload) -> dict[str, Any] | None:
+        """One more run of the ``--profile`` mode under py-spy, which writes its flame
+        graph (profile-MODE.svg); that run is not in the table."""
         mode = self.args.profile
         if mode is None:
             return None
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        raw = self.out / f"profile-{mode}.txt"
-        raw.unlink(missing_ok=True)
+        svg = self.out / f"profile-{mode}.svg"
+        svg.unlink(missing_ok=True)
+        # --threads keeps the event loop and the SQLite connection's thread apart; --idle
+        # keeps the samples of a thread waiting (on epoll, a queue, the commit's fsync).
+        wrapper = [py_spy, "record", "--format", "flamegraph", "--output", str(svg)]
+        wrapper += ["--rate", "100", "--threads", "--idle", "--"]
         print(f"profiling one {mode} run under py-spy …", flush=True)
         try:
-            result = self._run_mode(mode, workload, wrapper=py_spy_prefix(py_spy, raw))
+            result = self._run_mode(mode, workload, wrapper=wrapper)
         except (RuntimeError, FileNotFoundError) as exc:
-            return _say(f"py-spy could not profile the {mode} run: {exc} ({_PTRACE_HINT})")
-        if not raw.exists():
-            return _say(f"py-spy wrote no samples for the {mode} run ({_PTRACE_HINT})")
-        svg, md = write_profile_outputs(raw, mode, result["wall_seconds"])
-        rate = f"{result['events_per_s']:,.0f} events/s"
-        print(f"  profiled run: {rate} (under py-spy, not in the table)")
-        print_profile_top(analyse(read_collapsed(raw)))
-        print(f"  wrote {raw}, {svg}, {md}", flush=True)
-        return (
-            f"py-spy profile of one more {mode} run ({rate}, not in the table): "
-            f"[{md.name}]({md.name}), flame graph [{svg.name}]({svg.name}), "
-            f"collapsed stacks {raw.name} (speedscope.app, flamegraph.pl)"
-        )
+            print(f"py-spy could not profile the {mode} run: {exc} ({_PTRACE_HINT})")
+            return {"mode": mode, "error": str(exc)}
+        print(f"  profiled run: {result['events_per_s']:,.0f} events/s; wrote {svg}", flush=True)
+        return {"mode": mode, "events_per_s": result["events_per_s"], "flamegraph": svg.name}
 
     # --- report ------------------------------------------------------------------------
 
@@ -309,7 +300,7 @@ class Benchmark:
         workload: Workload,
         rounds: list[dict[str, dict[str, Any]]],
         code: str,
-        extra_notes: list[str],
+        extra: dict[str, Any],
     ) -> None:
         runs = [run for r in rounds for run in r.values()]
         summaries = {m: report.summarise_mode(m, runs) for m in self.args.modes}
@@ -320,52 +311,30 @@ class Benchmark:
             **self._server_versions(),
         }
         params = {
-            "N": f"{workload.expected.events:,}",
+            "N": workload.expected.events,
             "rounds": self.args.rounds,
             "batch": self.settings.indexer_batch_max_records
             if self.args.batch is None
             else self.args.batch,
             "partitions": 4,
         }
-        notes = [
-            f"event mix: {workload.tally.by_event}; the index ends with "
-            f"{workload.expected.live_objects:,} live objects and "
-            f"{workload.expected.tombstones:,} tombstones (checked after every indexer run)",
-            f"mean message size {workload.mean_message_bytes:,.0f} bytes",
-            f"`parse_message` alone (in the parent while producing, one core, no Kafka, no "
-            f"index): {workload.parse.per_second:,.0f} messages/s — the ceiling of any indexer "
-            "that decodes every message this way",
-            "MinIO, Kafka and PostgreSQL run on the same machine as the benchmark",
-        ]
-        notes += extra_notes
-        md = self.out / "indexer_throughput.md"
-        report.write_markdown(
-            md, params=params, versions=versions, summaries=summaries, ratios=ratios, notes=notes
-        )
-        report.plot_throughput(self.out / "indexer_throughput.png", summaries, ratios)
-        report.plot_rss(self.out / "indexer_rss.png", runs)
-        (self.out / "indexer_throughput.json").write_text(
-            json.dumps(
-                {
-                    "params": params,
-                    "parse_per_s": round(workload.parse.per_second),
-                    "mean_message_bytes": round(workload.mean_message_bytes),
-                    "event_mix": workload.tally.by_event,
-                    "notes": notes,
-                    "versions": versions,
-                    "rounds": rounds,
-                    "ratios": ratios,
-                    "summaries": {m: asdict(s) for m, s in summaries.items()},
-                },
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
+        document = {
+            "params": params,
+            "parse_per_s": round(workload.parse.per_second),
+            "mean_message_bytes": round(workload.mean_message_bytes),
+            "event_mix": workload.tally.by_event,
+            "expected": asdict(workload.expected),
+            "versions": versions,
+            "rounds": rounds,
+            "ratios": ratios,
+            "summaries": {m: asdict(s) for m, s in summaries.items()},
+            **extra,
+        }
+        path = self.out / "indexer_throughput.json"
+        path.write_text(json.dumps(document, indent=1), encoding="utf-8")
         print()
-        print("\n".join(report.table_lines(summaries, ratios)))
-        print()
-        print("\n".join(report.goal_lines(report.verdict(summaries, ratios), summaries, ratios)))
-        print(f"\nwrote {md} (+ .json, indexer_throughput.png, indexer_rss.png)")
+        print("\n".join(report.mode_table(report.throughput_section(document)["modes"])))
+        print(f"\nwrote {path}")
 
     def _server_versions(self) -> dict[str, str]:
         from infra.stack import MINIO_VERSION
@@ -401,11 +370,6 @@ class _SizeMeter:
 _PTRACE_HINT: Final = "py-spy needs ptrace: run as root, or with CAP_SYS_PTRACE"
 
 
-def _say(note: str) -> str:
-    print(note, flush=True)
-    return note
-
-
 def _print_run(number: int, rounds: int, result: Mapping[str, Any]) -> None:
     print(
         f"round {number}/{rounds} {result['mode']:>8}: {result['events_per_s']:>9,.0f} events/s "
@@ -419,9 +383,9 @@ def _environ_without_index() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in (INDEX_URL_ENV, "INDEX_URL")}
 
 
-def _delete_topic_quietly(bootstrap: str, topic: str) -> None:
+def _delete_topic_quietly(settings: Settings, topic: str) -> None:
     try:
-        asyncio.run(delete_topic(bootstrap, topic))
+        asyncio.run(delete_topic(settings, topic))
         print(f"deleted topic {topic}", flush=True)
     except Exception as exc:
         print(f"could not delete topic {topic}: {exc}; delete it by hand", file=sys.stderr)

@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from bench.generate import Message
 from consumer.events import parse_message
+from consumer.kafka.clients import new_admin, new_producer
+from consumer.settings import Settings
 
 PARTITIONS: Final = 4
 # Sends are awaited in chunks: enough in flight to keep the producer's batches full,
@@ -29,8 +30,8 @@ def new_topic_name() -> str:
     return f"bench-events-{uuid.uuid4().hex[:12]}"
 
 
-async def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topic(settings: Settings, topic: str, partitions: int = PARTITIONS) -> None:
+    admin = new_admin(settings, client_id="bench-prefill")
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -38,8 +39,8 @@ async def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS)
         await admin.close()
 
 
-async def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def delete_topic(settings: Settings, topic: str) -> None:
+    admin = new_admin(settings, client_id="bench-prefill")
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -78,10 +79,11 @@ def verified(messages: Iterable[Message], clock: ParseClock | None = None) -> It
         yield message
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[Message], total: int) -> None:
+async def produce(settings: Settings, topic: str, messages: Iterable[Message], total: int) -> None:
     """Send ``messages`` with batching (linger, large batches), printing progress."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = new_producer(
+        settings,
+        client_id="bench-prefill",
         linger_ms=20,
         max_batch_size=512 * 1024,
         acks=1,

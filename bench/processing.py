@@ -2,7 +2,7 @@
 
     python -m bench.processing [--files 300] [--big-gb 1.1] [--out bench/results]
 
-Needs the running stack (``python -m infra.stack up``; endpoints from its ``env``).
+Needs the running stack (``python -m infra.stack up``); run by ``python -m bench``.
 
 1. **Throughput**: ``--files`` small recordings (OGG/Opus, MP3, FLAC, M4A, WAV; 1–3 s) are
    uploaded to a scratch bucket; their MinIO events are copied from the events topic into
@@ -13,7 +13,7 @@ Needs the running stack (``python -m infra.stack up``; endpoints from its ``env`
    same processor run probes it; its peak RSS (the child's VmHWM) is compared with
    a run on one small file. The probe reads ranges, so the two should be about equal.
 
-Results go to ``<out>/processing.md``.
+Results go to ``<out>/processing.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import io
 import json
 import os
-import platform
+import shutil
 import struct
 import subprocess
 import sys
@@ -31,21 +31,21 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
+from bench.clients import end_offsets
+from bench.prefill import create_topic
+from bench.stack_env import settings_for, stack_values
+from bench.templates import wire_notifications
 from consumer.index import JobStatus, open_index
+from consumer.kafka.clients import new_consumer, new_producer
 from consumer.minio import minio_client
 from consumer.settings import Settings
-from consumer.setup.notify_config import load_notify_config
-from consumer.setup.provisioning import ensure_notifications
-from infra.stack import Stack
 from tests import audio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,20 +89,16 @@ class Silence(io.RawIOBase):
         return count
 
 
-def _settings(env: dict[str, str], **more: str) -> Settings:
-    return Settings(_env_file=None, **{**env, **more})  # type: ignore[arg-type]
-
-
 async def _copy_bucket_events(
-    bootstrap: str, source: str, target: str, bucket: str, start: dict[int, int], want: int
+    settings: Settings, target: str, bucket: str, start: dict[int, int], want: int
 ) -> None:
     """Copy the events about ``bucket`` (published after ``start``) into ``target``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    consumer = new_consumer(settings, client_id="bench-processing", enable_auto_commit=False)
+    producer = new_producer(settings, client_id="bench-processing", linger_ms=20)
     await consumer.start()
     await producer.start()
     try:
-        tps = [TopicPartition(source, p) for p in start]
+        tps = [TopicPartition(settings.kafka_events_topic, p) for p in start]
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, start[tp.partition])
@@ -121,48 +117,38 @@ async def _copy_bucket_events(
         await producer.stop()
 
 
-async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-def _run_processor(env: dict[str, str], topic: str, concurrency: int) -> tuple[float, int]:
+def _run_processor(values: dict[str, str], topic: str, concurrency: int) -> tuple[float, int]:
     """One `run --role processor --burst` over ``topic``; (seconds, peak RSS in KiB)."""
-    index = Path(tempfile.mkdtemp(prefix="bench-proc-")) / "index.sqlite3"
+    directory = Path(tempfile.mkdtemp(prefix="bench-proc-"))
+    index_url = f"sqlite:///{directory / 'index.sqlite3'}"
     child_env = {
-        **os.environ,
-        **env,
+        **{k: v for k, v in os.environ.items() if k != "TRANSCRIBE_BASE_URL"},
+        **values,
         "KAFKA_EVENTS_TOPIC": topic,
         "KAFKA_PROCESSOR_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-        "INDEX_URL": f"sqlite:///{index}",
+        "INDEX_URL": index_url,
         "PROCESSING_CONCURRENCY": str(concurrency),
         "LOG_LEVEL": "warning",
     }
-    child_env.pop("TRANSCRIBE_BASE_URL", None)
     started = time.perf_counter()
     peak_kib = 0
-    with subprocess.Popen(
-        [sys.executable, "-m", "consumer", "run", "--role", "processor", "--burst"],
-        env=child_env,
-        cwd=REPO,
-    ) as child:
-        # VmHWM of the child itself, polled while it runs: ru_maxrss would carry the
-        # parent's peak across fork/exec on Linux.
-        while child.poll() is None:
-            peak_kib = max(peak_kib, _vm_hwm_kib(child.pid))
-            time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    if child.returncode != 0:
-        raise SystemExit(f"processor run failed with exit {child.returncode}")
-    settings = _settings(env, INDEX_URL=f"sqlite:///{index}")
-    asyncio.run(_check_done(settings))
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--role", "processor", "--burst"],
+            env=child_env,
+            cwd=REPO,
+        ) as child:
+            # VmHWM of the child itself, polled while it runs: ru_maxrss would carry the
+            # parent's peak across fork/exec on Linux.
+            while child.poll() is None:
+                peak_kib = max(peak_kib, _vm_hwm_kib(child.pid))
+                time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        if child.returncode != 0:
+            raise SystemExit(f"processor run failed with exit {child.returncode}")
+        asyncio.run(_check_done(index_url))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return elapsed, peak_kib
 
 
@@ -177,8 +163,8 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
-async def _check_done(settings: Settings) -> None:
-    async with open_index(settings.index_url) as store:
+async def _check_done(index_url: str) -> None:
+    async with open_index(index_url) as store:
         jobs = await store.jobs(limit=100_000)
     failed = [j for j in jobs if j.status is not JobStatus.DONE]
     if not jobs or failed:
@@ -202,9 +188,7 @@ def _small_files(count: int) -> Iterator[tuple[str, bytes, str]]:
 def _scratch_bucket(client: Minio, settings: Settings) -> str:
     bucket = f"bench-audio-{uuid.uuid4().hex[:8]}"
     client.make_bucket(bucket)
-    notify = load_notify_config(REPO / "minio-notify.json", settings)
-    rules = notify.for_bucket(settings.minio_audio_bucket_name)
-    ensure_notifications(client, bucket, rules, notify.target.arn)
+    wire_notifications(client, settings, bucket)
     return bucket
 
 
@@ -218,30 +202,17 @@ def _remove_bucket(client: Minio, bucket: str) -> None:
 
 
 def _upload_and_copy(
-    env: dict[str, str], client: Minio, bucket: str, files: list[tuple[str, Any, int, str]]
+    settings: Settings, client: Minio, bucket: str, files: list[tuple[str, Any, int, str]]
 ) -> str:
     """Upload ``files`` (key, stream, length, type); their events into a private topic."""
-    bootstrap, events = (
-        env["KAFKA_BOOTSTRAP_SERVERS"],
-        env.get("KAFKA_EVENTS_TOPIC", "minio-events"),
-    )
     topic = f"bench-proc-{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 4, 1)])
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    start = asyncio.run(_end_offsets(bootstrap, events))
+    asyncio.run(create_topic(settings, topic))
+    start = asyncio.run(end_offsets(settings, settings.kafka_events_topic))
     for key, stream, length, content_type in files:
         client.put_object(
             bucket, key, stream, length, content_type=content_type, part_size=64 * 1024**2
         )
-    asyncio.run(_copy_bucket_events(bootstrap, events, topic, bucket, start, len(files)))
+    asyncio.run(_copy_bucket_events(settings, topic, bucket, start, len(files)))
     return topic
 
 
@@ -251,82 +222,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-gb", type=float, default=1.1)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    env = Stack().env()
-    env.pop("POSTGRES_URL", None)
-    results = f"bench-results-{uuid.uuid4().hex[:8]}"
-    env["MINIO_RESULTS_BUCKET_NAME"] = results
-    settings = _settings(env)
+    values = {k: v for k, v in stack_values().items() if k != "POSTGRES_URL"}
+    values["MINIO_RESULTS_BUCKET_NAME"] = f"bench-results-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(values)
     client = minio_client(settings)
-    client.make_bucket(results)
-    buckets = [results]
-    rows: list[tuple[str, str]] = []
+    client.make_bucket(settings.minio_results_bucket_name)
+    buckets = [settings.minio_results_bucket_name]
     try:
-        bucket = _scratch_bucket(client, settings)
-        buckets.append(bucket)
-        env["MINIO_AUDIO_BUCKET_NAME"] = bucket
-        small = [(k, io.BytesIO(b), len(b), t) for k, b, t in _small_files(args.files)]
-        topic = _upload_and_copy(env, client, bucket, small)
-        for concurrency in (1, 4):
-            seconds, rss = _run_processor(env, topic, concurrency)
-            rate = args.files / seconds
-            name = f"probe {args.files} small files, concurrency {concurrency}"
-            figure = f"{rate:.1f} objects/s ({seconds:.1f} s), peak RSS {rss / 1024:.0f} MiB"
-            print(f"{name}: {figure}", flush=True)
-            rows.append((name, figure))
-
-        big_bucket = _scratch_bucket(client, settings)
-        buckets.append(big_bucket)
-        env["MINIO_AUDIO_BUCKET_NAME"] = big_bucket
-        size = int(args.big_gb * 1024**3)
-        one_small = [("small.wav", io.BytesIO(audio.wav(2.0)), len(audio.wav(2.0)), "audio/wav")]
-        small_topic = _upload_and_copy(env, client, big_bucket, one_small)
-        _, small_rss = _run_processor(env, small_topic, 1)
-        print(f"uploading {size / 1024**3:.2f} GiB WAV …", flush=True)
-        big_topic = _upload_and_copy(
-            env, client, big_bucket, [("big.wav", Silence(size), size, "audio/wav")]
-        )
-        seconds, big_rss = _run_processor(env, big_topic, 1)
-        print(f"probe of a {size / 1024**3:.2f} GiB WAV: {seconds:.1f} s, peak RSS "
-              f"{big_rss / 1024:.0f} MiB (one 2 s file: {small_rss / 1024:.0f} MiB)")  # fmt: skip
-        rows.append((f"probe of one {size / 1024**3:.2f} GiB WAV",
-                     f"peak RSS {big_rss / 1024:.0f} MiB in {seconds:.1f} s"))  # fmt: skip
-        rows.append(
-            ("probe of one 2 s WAV (same run shape)", f"peak RSS {small_rss / 1024:.0f} MiB")
-        )
-        rows.append(("RSS difference, big − small", f"{(big_rss - small_rss) / 1024:+.0f} MiB"))
+        small = _small_runs(values, client, buckets, args.files)
+        big = _big_run(values, client, buckets, int(args.big_gb * 1024**3))
     finally:
         for name in buckets:
             _remove_bucket(client, name)
-    _write_report(args.out / "processing.md", rows, args)
+    document = {"files": args.files, "big_gb": args.big_gb, "small": small, **big}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "processing.json"
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    print(f"wrote {path}")
     return 0
 
 
-def _write_report(path: Path, rows: list[tuple[str, str]], args: argparse.Namespace) -> None:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    lines = [
-        "# Processing benchmark",
-        "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M UTC} with `python -m bench.processing "
-        f"--files {args.files} --big-gb {args.big_gb}` on {cpu}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Each figure is one `python -m consumer run "
-        "--role processor --burst` process (audio-probe only; MinIO, Kafka and SQLite on "
-        "the same machine), timed from process start, so rates are floors.",
-        "",
-        "| measurement | result |",
-        "|---|---|",
-        *[f"| {name} | {value} |" for name, value in rows],
-        "",
-        "Peak RSS is the processor process' `VmHWM`, polled every 50 ms while it runs. The",
-        "probe reads a file through ranged GETs (256 KiB blocks, at most 8 cached), so a",
-        "file's size should not show in the processor's memory.",
-        "",
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    print(f"wrote {path}")
+def _small_runs(
+    values: dict[str, str], client: Minio, buckets: list[str], files: int
+) -> list[dict[str, float]]:
+    """The probe over ``files`` small recordings, at concurrency 1 and 4."""
+    bucket = _scratch_bucket(client, settings_for(values))
+    buckets.append(bucket)
+    values = {**values, "MINIO_AUDIO_BUCKET_NAME": bucket}
+    small = [(k, io.BytesIO(b), len(b), t) for k, b, t in _small_files(files)]
+    topic = _upload_and_copy(settings_for(values), client, bucket, small)
+    runs = []
+    for concurrency in (1, 4):
+        seconds, rss_kib = _run_processor(values, topic, concurrency)
+        run = {
+            "concurrency": concurrency,
+            "objects_per_s": round(files / seconds, 1),
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": round(rss_kib / 1024),
+        }
+        print(f"probe of {files} small files: {run}", flush=True)
+        runs.append(run)
+    return runs
+
+
+def _big_run(
+    values: dict[str, str], client: Minio, buckets: list[str], size: int
+) -> dict[str, dict[str, float]]:
+    """The probe's peak RSS on one big WAV, next to the same run on one 2 s WAV."""
+    bucket = _scratch_bucket(client, settings_for(values))
+    buckets.append(bucket)
+    values = {**values, "MINIO_AUDIO_BUCKET_NAME": bucket}
+    settings = settings_for(values)
+    body = audio.wav(2.0)
+    one_small = [("small.wav", io.BytesIO(body), len(body), "audio/wav")]
+    _, small_kib = _run_processor(values, _upload_and_copy(settings, client, bucket, one_small), 1)
+    print(f"uploading {size / 1024**3:.2f} GiB WAV …", flush=True)
+    big = [("big.wav", Silence(size), size, "audio/wav")]
+    seconds, big_kib = _run_processor(values, _upload_and_copy(settings, client, bucket, big), 1)
+    result = {
+        "big": {"gib": round(size / 1024**3, 2), "seconds": round(seconds, 1)}
+        | {"peak_rss_mib": round(big_kib / 1024)},
+        "one_small": {"seconds": 2.0, "peak_rss_mib": round(small_kib / 1024)},
+    }
+    print(f"probe of one big and one small WAV: {result}", flush=True)
+    return result
 
 
 if __name__ == "__main__":

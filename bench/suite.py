@@ -1,32 +1,32 @@
-"""`make bench`: every benchmark in one go, then docs/benchmarks.md.
+"""``python -m bench``: the one driver of the benchmarks (``make bench`` runs it).
 
-    python -m bench.suite [--events 200000] [--rounds 2] [--rss-events 1000000]
-                          [--replay-events 1000000] [--step-s 10] [--max-rate 3200]
-                          [--quick] [--no-profile] [--shared-machine]
+    python -m bench [--events 200000] [--rounds 2] [--rss-events 1000000]
+                    [--replay-events 1000000] [--step-s 10] [--max-rate 3200]
+                    [--files 300] [--big-gb 1.1] [--no-profile] [--parts a,b]
+                    [--quick] [--shared-machine] [--results bench/results] [--report-only]
 
-1. ``bench.indexer_throughput`` — drain vs SQLite vs PostgreSQL over --events, --rounds
-   rounds, plus a py-spy profile of one SQLite run;
-2. unless --rss-events 0: one more drain + SQLite round over M (1,000,000) events, for
-   RSS over time (results in bench/results/rss-M/);
-3. unless --replay-events 0: ``bench.replay_time``, ``replay --since`` over that many
-   events (1,000,000), into a fresh SQLite index and then again;
-4. ``bench.load`` on the stack's MinIO (as deployed, queue_dir): 25, 50, 100, 200, 400
-   uploads/s, then doubling until MinIO saturates;
-5. ``bench.load --delivery direct``: the same rates on a private MinIO without queue_dir;
-6. ``bench.docs_report`` → docs/benchmarks.md (linking the plots in bench/results/).
+Runs each part in its own process, one after the other, against the running stack:
 
-Each part runs as its own process; the wall time of each is in the report. --quick is a
-small but complete run (about 2 minutes; 7 with --rss-events 1000000; no replay timing
-unless --replay-events is given) for development;
-the full run takes about 17 minutes on the 2-core project machine (its parts as last
-measured: throughput 4.9, rss 4.5, replay 4.1, load 1.7, load-direct 1.5).
+1. throughput: drain vs the SQLite / PostgreSQL indexers (also traced) vs each index
+   alone, over --events events, --rounds rounds; then one more SQLite run under py-spy,
+   whose flame graph is written as profile-sqlite.svg (unless --no-profile);
+2. rss: drain and the SQLite indexer over --rss-events events, for RSS over time;
+3. replay: ``python -m consumer replay --since`` over --replay-events events, twice;
+4. load: uploads at rising rates through the stack's MinIO (queue_dir), the indexer in
+   its own process, up to MinIO's saturation or --max-rate;
+5. load-direct: the same on a private MinIO without queue_dir;
+6. processing: the probe over --files small recordings, and one --big-gb WAV.
+
+Each part writes its raw results (JSON) into --results; then the run's figures are
+folded into summary.json, the plots are drawn, and the summary's tables are printed and
+written to tables.md. Only summary.json and the plots are kept in the repository; what
+they mean is written by hand in docs/benchmarks.md. --report-only redoes that last step
+from what --results holds. --quick is a small run of every part (a few minutes).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import subprocess
 import sys
 import time
@@ -35,135 +35,114 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from bench import docs_report
+from bench import plots, report
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-RESULTS: Final = REPO_ROOT / "bench" / "results"
-PARTS: Final = ("throughput", "rss", "replay", "load", "load-direct")
+# Relative, so the commands written into summary.json name no machine's directories.
+DEFAULT_RESULTS: Final = Path("bench/results")
+PARTS: Final = ("throughput", "rss", "replay", "load", "load-direct", "processing")
+THROUGHPUT_MODES: Final = "drain,sqlite,postgres,sqlite-traced,sqlite-alone,postgres-alone"
+QUICK: Final = {
+    "events": 20_000,
+    "rounds": 1,
+    "rss_events": 10_000,
+    "replay_events": 5_000,
+    "step_s": 3.0,
+    "max_rate": 400,
+    "files": 20,
+    "big_gb": 0.05,
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000, help="throughput events (200000)")
-    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (2)")
-    parser.add_argument(
-        "--rss-events",
-        type=int,
-        default=1_000_000,
-        help="events of the long RSS run (1000000; 0: none)",
-    )
-    parser.add_argument(
-        "--replay-events",
-        type=int,
-        default=1_000_000,
-        help="events of the `replay --since` timing (1000000; 0: none)",
-    )
-    parser.add_argument("--step-s", type=float, default=10.0, help="load step seconds (10)")
-    parser.add_argument("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
-    parser.add_argument(
-        "--parts",
-        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
-        default=None,
-        help="run only these parts (throughput,rss,replay,load,load-direct); the others keep "
-        "their earlier results, and the report says so",
-    )
-    parser.add_argument(
-        "--shared-machine",
-        action="store_true",
-        help="say in the report that other work shared the machine during the run",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="20000 events, 1 round, 3 s steps, no long RSS run unless --rss-events is given",
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--events", type=int, default=200_000, help="throughput events (200000)")
+    add("--rounds", type=int, default=2, help="throughput rounds (2)")
+    add("--rss-events", type=int, default=1_000_000, help="events of the RSS run (1000000)")
+    add("--replay-events", type=int, default=1_000_000, help="replay events (1000000)")
+    add("--step-s", type=float, default=10.0, help="load: seconds per rate step (10)")
+    add("--max-rate", type=int, default=3200, help="load: highest rate (3200)")
+    add("--files", type=int, default=300, help="processing: small files (300)")
+    add("--big-gb", type=float, default=1.1, help="processing: size of the big file (1.1)")
+    add("--no-profile", action="store_true", help="skip the py-spy run")
+    add("--parts", type=_parts, default=list(PARTS), help=f"a subset of {','.join(PARTS)}")
+    add("--quick", action="store_true", help="small sizes for every part: " + str(QUICK))
+    add("--shared-machine", action="store_true", help="other work shared the machine")
+    add("--results", type=Path, default=DEFAULT_RESULTS, help="results directory")
+    add("--report-only", action="store_true", help="only the summary, plots and tables")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.parts or ()) - set(PARTS))
-    if unknown:
-        parser.error(f"--parts: unknown {', '.join(unknown)} (known: {', '.join(PARTS)})")
     if args.quick:
-        args.events, args.rounds, args.step_s = 20_000, 1, 3.0
-        given = argv if argv is not None else sys.argv
-        if "--rss-events" not in given:
-            args.rss_events = 0
-        if "--replay-events" not in given:
-            args.replay_events = 0
+        given = set(argv if argv is not None else sys.argv[1:])
+        for name, value in QUICK.items():
+            if f"--{name.replace('_', '-')}" not in given:
+                setattr(args, name, value)
     return args
 
 
-def parts(args: argparse.Namespace) -> dict[str, list[str]]:
-    """Name → command line of each part (our own modules, run with this interpreter)."""
-    module = [sys.executable, "-m"]
-    throughput = [
-        *module,
-        "bench.indexer_throughput",
-        "--events",
-        str(args.events),
-        "--rounds",
-        str(args.rounds),
-        "--modes",
-        "drain,sqlite,postgres,sqlite-traced,sqlite-alone,postgres-alone",
-    ]
-    if not args.no_profile:
-        throughput += ["--profile", "sqlite"]
-    load = [*module, "bench.load", "--step-s", f"{args.step_s:g}"]
-    commands = {"throughput": throughput}
-    if args.rss_events > 0:
-        commands["rss"] = [
-            *module,
-            "bench.indexer_throughput",
-            "--events",
-            str(args.rss_events),
-            "--rounds",
-            "1",
-            "--modes",
-            "drain,sqlite",
-            "--out",
-            str(RESULTS / f"rss-{args.rss_events}"),
-        ]
-    if args.replay_events > 0:
-        commands["replay"] = [*module, "bench.replay_time", "--events", str(args.replay_events)]
-    commands["load"] = [*load, "--max-rate", str(args.max_rate)]
-    commands["load-direct"] = [*load, "--delivery", "direct", "--max-rate", str(args.max_rate)]
-    if args.parts is not None:
-        commands = {name: command for name, command in commands.items() if name in args.parts}
-    return commands
+def _parts(text: str) -> list[str]:
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"parts are {','.join(PARTS)}; got {text!r}")
+    return [p for p in PARTS if p in chosen]
+
+
+def commands(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Part name → its module and arguments (run as ``python -m bench.<module> …``)."""
+    out = ["--out", str(args.results)]
+    profile = [] if args.no_profile else ["--profile", "sqlite"]
+    load = ["load", "--step-s", f"{args.step_s:g}", "--max-rate", str(args.max_rate), *out]
+    every = {
+        "throughput": [
+            *("indexer_throughput", "--events", str(args.events), "--rounds", str(args.rounds)),
+            *("--modes", THROUGHPUT_MODES, *out, *profile),
+        ],
+        "rss": [
+            *("indexer_throughput", "--events", str(args.rss_events), "--rounds", "1"),
+            *("--modes", "drain,sqlite", "--out", str(args.results / "rss")),
+        ],
+        "replay": ["replay_time", "--events", str(args.replay_events), *out],
+        "load": load,
+        "load-direct": [*load, "--delivery", "direct"],
+        "processing": [
+            *("processing", "--files", str(args.files), "--big-gb", f"{args.big_gb:g}", *out)
+        ],
+    }
+    return {name: every[name] for name in args.parts}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if args.parts is None or "rss" in args.parts:
-        for stale in RESULTS.glob("rss-*"):  # a long run of an earlier suite is not this run's
-            shutil.rmtree(stale, ignore_errors=True)
-    walls: dict[str, float] = {}
-    for name, command in parts(args).items():
-        print(f"\n=== {name}: {' '.join(command[2:])}", flush=True)
+    ran: dict[str, report.Doc] = {}
+    for name, command in ({} if args.report_only else commands(args)).items():
+        print(f"\n=== {name}: python -m bench.{' '.join(command)}", flush=True)
         part_started = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO_ROOT, check=False)  # noqa: S603 - our modules
-        walls[name] = round(time.perf_counter() - part_started, 1)
+        module = [sys.executable, "-m", f"bench.{command[0]}"]
+        done = subprocess.run([*module, *command[1:]], check=False)  # noqa: S603 - our modules
         if done.returncode != 0:
             print(f"{name} failed (exit {done.returncode}); stopping", file=sys.stderr)
             return 1
-    note = (
-        "**Other work shared this 2-core machine during the run**: absolute rates and "
-        "delays are noisy; the ratios (runs one right after the other) much less."
-        if args.shared_machine
-        else "The machine ran nothing else of note during the run (the stack and the "
-        "benchmark share its cores)."
-    )
-    suite = {
-        "command": "python -m bench.suite " + " ".join(sys.argv[1:] if argv is None else argv),
+        ran[name] = {
+            "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
+            "wall_s": round(time.perf_counter() - part_started, 1),
+            "command": f"python -m bench.{' '.join(command)}",
+        }
+    run = {
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
         "wall_s": round(time.perf_counter() - started, 1),
-        "parts": walls,
-        "machine_note": note,
-        "not_run": [] if args.parts is None else [name for name in PARTS if name not in args.parts],
+        "parts_run": list(ran),
+        "shared_machine": args.shared_machine,
     }
-    (RESULTS / "suite.json").write_text(json.dumps(suite, indent=1), encoding="utf-8")
-    out = docs_report.write(RESULTS, docs_report.DEFAULT_OUT)
-    print(f"\nwrote {out} in {suite['wall_s'] / 60:.1f} min", flush=True)
+    summary = report.update_summary(args.results, ran, run)
+    drawn = plots.draw(args.results, args.parts if args.report_only else ran)
+    lines = report.tables(summary)
+    (args.results / "tables.md").write_text("\n".join(lines), encoding="utf-8")
+    print("\n" + "\n".join(lines))
+    written = ", ".join(p.name for p in [args.results / "summary.json", *drawn])
+    print(f"\nwrote {written}, tables.md into {args.results} in {run['wall_s'] / 60:.1f} min")
     return 0
 
 

@@ -16,13 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from minio.commonconfig import Tags
 from minio.deleteobjects import DeleteObject
 
+from bench.clients import end_offsets
 from bench.generate import DELETE, PUT, PUT_TAGGING, TEMPLATE_EVENTS
+from consumer.kafka.clients import new_consumer
 from consumer.minio import minio_client
 from consumer.settings import Settings
 from consumer.setup.notify_config import load_notify_config
@@ -55,7 +57,7 @@ def capture_templates(settings: Settings) -> dict[str, dict[str, Any]]:
     client.make_bucket(bucket)
     try:
         wire_notifications(client, settings, bucket)
-        start = asyncio.run(_end_offsets(settings))
+        start = asyncio.run(end_offsets(settings, settings.kafka_events_topic))
         _make_events(client, bucket)
         captured = asyncio.run(_read_bucket_messages(settings, bucket, start))
     finally:
@@ -97,32 +99,11 @@ def _remove_bucket(client: Minio, bucket: str) -> None:
     client.remove_bucket(bucket)
 
 
-async def _end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        partitions = await _partitions(consumer, settings.kafka_events_topic)
-        ends = await consumer.end_offsets(partitions)
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
-
-
 async def _read_bucket_messages(
     settings: Settings, bucket: str, start: Mapping[int, int]
 ) -> list[Captured]:
     """Messages about ``bucket`` after ``start``, polling until all expected arrived."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
+    consumer = new_consumer(settings, client_id="bench-templates", enable_auto_commit=False)
     await consumer.start()
     found: list[Captured] = []
     try:

@@ -1,7 +1,8 @@
 """Settings, built once in ``main`` and passed down explicitly.
 
-Names are a contract (the README's Configuration table; the seed documents' names where
-they had one): they are read from the environment or a ``.env`` file. Secrets are
+Names are a contract (the manual's settings reference is written from these fields; the
+seed documents' names where they had one): they are read from the environment or a
+``.env`` file. Secrets are
 ``SecretStr`` so they never show up in a repr or a log line.
 """
 
@@ -23,7 +24,8 @@ DEFAULT_NOTIFY_CONFIG = Path(str(files("consumer").joinpath("minio-notify.json")
 
 
 class Settings(BaseSettings):
-    """Every knob of the consumer; environment names are given by each field's alias."""
+    """Every knob of the consumer; environment names are given by each field's alias, and
+    each field's description is its line in the manual's settings reference."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -34,134 +36,395 @@ class Settings(BaseSettings):
     )
 
     # --- MinIO -------------------------------------------------------------------------
-    minio_endpoint: str = Field("127.0.0.1:9000", alias="MINIO_ENDPOINT")
-    minio_access_key: str = Field("", alias="MINIO_ACCESS_KEY")
-    minio_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_SECRET_KEY")
-    minio_use_ssl: bool = Field(False, alias="MINIO_USE_SSL")
-    minio_cert_path: Path | None = Field(None, alias="MINIO_CERT_PATH")
-    minio_region: str = Field("us-east-1", alias="MINIO_REGION")
-    minio_bucket_name: str = Field("voxpersona-storage", alias="MINIO_BUCKET_NAME")
-    minio_audio_bucket_name: str = Field("voxpersona-audio", alias="MINIO_AUDIO_BUCKET_NAME")
-    minio_results_bucket_name: str = Field("processed-results", alias="MINIO_RESULTS_BUCKET_NAME")
-    minio_max_retries: int = Field(3, ge=0, le=100, alias="MINIO_MAX_RETRIES")
-    minio_retry_backoff: float = Field(2.0, gt=0, le=600, alias="MINIO_RETRY_BACKOFF")
-    minio_max_file_size: int = Field(2 * 1024**3, gt=0, alias="MINIO_MAX_FILE_SIZE")
-    minio_cleanup_days: int = Field(30, ge=0, alias="MINIO_CLEANUP_DAYS")
-    minio_health_check_interval: float = Field(60.0, gt=0, alias="MINIO_HEALTH_CHECK_INTERVAL")
-    minio_notify_config: Path = Field(DEFAULT_NOTIFY_CONFIG, alias="MINIO_NOTIFY_CONFIG")
+    minio_endpoint: str = Field(
+        "127.0.0.1:9000",
+        alias="MINIO_ENDPOINT",
+        description="host:port of MinIO's S3 API (a URL's scheme is stripped). Presigned URLs "
+        "carry this host: sign with the endpoint the uploader reaches",
+    )
+    minio_access_key: str = Field(
+        "",
+        alias="MINIO_ACCESS_KEY",
+        description="MinIO access key: the root keys for setup, the consumer identity's for "
+        "run (see Least privilege)",
+    )
+    minio_secret_key: SecretStr = Field(
+        SecretStr(""), alias="MINIO_SECRET_KEY", description="its secret key"
+    )
+    minio_use_ssl: bool = Field(
+        False,
+        alias="MINIO_USE_SSL",
+        description="TLS to MinIO, the certificate and host name verified, for every MinIO "
+        "connection of the package",
+    )
+    minio_cert_path: Path | None = Field(
+        None,
+        alias="MINIO_CERT_PATH",
+        description="PEM CA bundle MinIO's certificate is verified against (unset: the "
+        "system's CAs); missing or not PEM: exit 2",
+    )
+    minio_region: str = Field(
+        "us-east-1",
+        alias="MINIO_REGION",
+        description="the region requests (presigned ones too) are signed for and setup creates "
+        "buckets in",
+    )
+    minio_bucket_name: str = Field(
+        "voxpersona-storage",
+        alias="MINIO_BUCKET_NAME",
+        description="general storage bucket (the default retention policy cleanup's)",
+    )
+    minio_audio_bucket_name: str = Field(
+        "voxpersona-audio",
+        alias="MINIO_AUDIO_BUCKET_NAME",
+        description="the voice recordings: presigned uploads, upload and import write here, "
+        "and the built-in processing rule watches it",
+    )
+    minio_results_bucket_name: str = Field(
+        "processed-results",
+        alias="MINIO_RESULTS_BUCKET_NAME",
+        description="processing results, one JSON document per object and processor",
+    )
+    minio_max_retries: int = Field(
+        3,
+        ge=0,
+        le=100,
+        alias="MINIO_MAX_RETRIES",
+        description="retries of transient MinIO failures (uploads, downloads, reads) and of "
+        "a processing job's transient failures",
+    )
+    minio_retry_backoff: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        alias="MINIO_RETRY_BACKOFF",
+        description="seconds: the first delay of those retries (exponential, full jitter)",
+    )
+    minio_max_file_size: int = Field(
+        2 * 1024**3,
+        gt=0,
+        alias="MINIO_MAX_FILE_SIZE",
+        description="bytes: the largest object processed, and the size limit of a presigned "
+        "upload's POST policy",
+    )
+    minio_cleanup_days: int = Field(
+        30,
+        ge=0,
+        alias="MINIO_CLEANUP_DAYS",
+        description="age in days of the default retention policy cleanup of "
+        "MINIO_BUCKET_NAME, used without RETENTION_POLICIES_FILE (0: off)",
+    )
+    minio_health_check_interval: float = Field(
+        60.0,
+        gt=0,
+        alias="MINIO_HEALTH_CHECK_INTERVAL",
+        description="the seed documents' name, kept working: its only use is as the default "
+        "of INDEX_STORAGE_COUNT_INTERVAL_S (seconds)",
+    )
+    minio_notify_config: Path = Field(
+        DEFAULT_NOTIFY_CONFIG,
+        alias="MINIO_NOTIFY_CONFIG",
+        description="the bucket-notification file setup applies (the repository's "
+        "minio-notify.json, shipped in the wheel)",
+    )
     # Least-privilege identities, created by `setup --identities` (run with the root keys
     # above); the consumer then runs with MINIO_ACCESS_KEY/SECRET_KEY set to its own pair.
     minio_consumer_access_key: str = Field(
-        "voxpersona-consumer", min_length=3, alias="MINIO_CONSUMER_ACCESS_KEY"
+        "voxpersona-consumer",
+        min_length=3,
+        alias="MINIO_CONSUMER_ACCESS_KEY",
+        description="the consumer's own MinIO identity, made by setup --identities",
     )
-    minio_consumer_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_CONSUMER_SECRET_KEY")
+    minio_consumer_secret_key: SecretStr = Field(
+        SecretStr(""),
+        alias="MINIO_CONSUMER_SECRET_KEY",
+        description="its secret (unset: setup --identities generates one into the --secrets-file)",
+    )
     minio_uploader_access_key: str = Field(
-        "voxpersona-uploader", min_length=3, alias="MINIO_UPLOADER_ACCESS_KEY"
+        "voxpersona-uploader",
+        min_length=3,
+        alias="MINIO_UPLOADER_ACCESS_KEY",
+        description="the uploader's identity: it signs presigned uploads, so a leaked URL "
+        "can only ever put audio",
     )
-    minio_uploader_secret_key: SecretStr = Field(SecretStr(""), alias="MINIO_UPLOADER_SECRET_KEY")
-    # Their canned policies are "<prefix>-consumer" and "<prefix>-uploader": deployments
-    # sharing one MinIO give each its own prefix.
+    minio_uploader_secret_key: SecretStr = Field(
+        SecretStr(""),
+        alias="MINIO_UPLOADER_SECRET_KEY",
+        description="its secret (set: presigned uploads are signed with the uploader "
+        "identity; unset: with MINIO_ACCESS_KEY)",
+    )
     minio_identity_policy_prefix: str = Field(
         "voxpersona",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,54}$",
         alias="MINIO_IDENTITY_POLICY_PREFIX",
+        description="the identities' canned policies are <prefix>-consumer and "
+        "<prefix>-uploader: deployments sharing one MinIO give each its own prefix",
     )
 
     # --- Kafka -------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
-    kafka_events_topic: str = Field("minio-events", alias="KAFKA_EVENTS_TOPIC")
-    kafka_dlq_topic: str = Field("minio-events-dlq", alias="KAFKA_DLQ_TOPIC")
-    kafka_group_id: str = Field("indexer", alias="KAFKA_GROUP_ID")
-    kafka_events_partitions: int = Field(4, ge=1, le=1000, alias="KAFKA_EVENTS_PARTITIONS")
-    kafka_replication_factor: int = Field(1, ge=1, le=7, alias="KAFKA_REPLICATION_FACTOR")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Kafka brokers, host:port separated by commas",
+    )
+    kafka_events_topic: str = Field(
+        "minio-events",
+        alias="KAFKA_EVENTS_TOPIC",
+        description="the topic MinIO publishes bucket notifications to",
+    )
+    kafka_dlq_topic: str = Field(
+        "minio-events-dlq",
+        alias="KAFKA_DLQ_TOPIC",
+        description="the dead-letter topic: poison messages and jobs out of retries",
+    )
+    kafka_group_id: str = Field(
+        "indexer", alias="KAFKA_GROUP_ID", description="consumer group of the indexer"
+    )
+    kafka_events_partitions: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        alias="KAFKA_EVENTS_PARTITIONS",
+        description="partitions of the events topic setup creates: the most processes of "
+        "one role that share the work",
+    )
+    kafka_replication_factor: int = Field(
+        1,
+        ge=1,
+        le=7,
+        alias="KAFKA_REPLICATION_FACTOR",
+        description="replication factor of the topics setup creates",
+    )
     # Encryption and authentication of every Kafka client (consumer/kafka/clients.py). The
     # SASL credentials are used only with a SASL_* protocol, the TLS files only with *SSL.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+        "PLAINTEXT",
+        alias="KAFKA_SECURITY_PROTOCOL",
+        description="for every Kafka client of the package (consumers, producers, admin)",
     )
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "PLAIN", alias="KAFKA_SASL_MECHANISM"
+        "PLAIN", alias="KAFKA_SASL_MECHANISM", description="with a SASL_* protocol"
     )
-    kafka_sasl_username: str = Field("", alias="KAFKA_SASL_USERNAME")
-    kafka_sasl_password: SecretStr = Field(SecretStr(""), alias="KAFKA_SASL_PASSWORD")
-    kafka_ssl_cafile: Path | None = Field(None, alias="KAFKA_SSL_CAFILE")
-    kafka_ssl_certfile: Path | None = Field(None, alias="KAFKA_SSL_CERTFILE")
-    kafka_ssl_keyfile: Path | None = Field(None, alias="KAFKA_SSL_KEYFILE")
+    kafka_sasl_username: str = Field(
+        "",
+        alias="KAFKA_SASL_USERNAME",
+        description="SASL user, required with a SASL_* protocol, ignored otherwise",
+    )
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), alias="KAFKA_SASL_PASSWORD", description="its password"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        alias="KAFKA_SSL_CAFILE",
+        description="PEM CA bundle the broker's certificate is verified against, with SSL "
+        "or SASL_SSL (unset: the system's CAs)",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None,
+        alias="KAFKA_SSL_CERTFILE",
+        description="client certificate, for brokers that require mutual TLS",
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, alias="KAFKA_SSL_KEYFILE", description="the client certificate's key"
+    )
 
     # --- Service ---------------------------------------------------------------------
-    health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
-    health_port: int = Field(8080, ge=0, le=65535, alias="HEALTH_PORT")
-    # /readyz and /status answer from checks at most this old (0: every request checks);
-    # requests that arrive while a round of checks runs wait for it instead.
-    health_cache_s: float = Field(2.0, ge=0, le=60, alias="HEALTH_CACHE_S")
-    log_level: str = Field("info", alias="LOG_LEVEL")
+    health_host: str = Field(
+        "127.0.0.1",
+        alias="HEALTH_HOST",
+        description="address of run's /healthz /readyz /status /metrics server; status asks it",
+    )
+    health_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        alias="HEALTH_PORT",
+        description="its port (0: any free port, logged)",
+    )
+    health_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        alias="HEALTH_CACHE_S",
+        description="/readyz and /status answer from checks at most this old (0: every "
+        "request checks); requests that arrive while a round of checks runs wait for it",
+    )
+    log_level: str = Field(
+        "info",
+        alias="LOG_LEVEL",
+        description="debug, info, warning, error or critical (anything else: exit 2). Verbs "
+        "other than run log warnings only unless it is set",
+    )
 
     # --- Indexer ---------------------------------------------------------------------
     indexer_batch_max_records: int = Field(
-        2000, ge=1, le=100_000, alias="INDEXER_BATCH_MAX_RECORDS"
+        2000,
+        ge=1,
+        le=100_000,
+        alias="INDEXER_BATCH_MAX_RECORDS",
+        description="messages per batch: one index transaction",
     )
-    indexer_max_message_bytes: int = Field(1_048_576, ge=1024, alias="INDEXER_MAX_MESSAGE_BYTES")
-    # Seconds between two counts of objects and bytes per bucket (the index_objects and
-    # index_size gauges). Unset: MINIO_HEALTH_CHECK_INTERVAL, the seed documents' name for
-    # the periodic check, so deployments that set it keep their interval.
+    indexer_max_message_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        alias="INDEXER_MAX_MESSAGE_BYTES",
+        description="larger messages go to the DLQ",
+    )
+    # Unset: MINIO_HEALTH_CHECK_INTERVAL, the seed documents' name for the periodic check,
+    # so deployments that set it keep their interval.
     index_storage_count_interval_s: float | None = Field(
-        None, gt=0, le=86_400, alias="INDEX_STORAGE_COUNT_INTERVAL_S"
+        None,
+        gt=0,
+        le=86_400,
+        alias="INDEX_STORAGE_COUNT_INTERVAL_S",
+        description="seconds between two counts of objects and bytes per bucket from the "
+        "index, for the index_objects and index_size_bytes metrics (unset: "
+        "MINIO_HEALTH_CHECK_INTERVAL)",
     )
-    shutdown_grace_s: float = Field(30.0, gt=0, le=3600, alias="SHUTDOWN_GRACE_S")
-    index_journal_retention_days: int = Field(90, ge=0, alias="INDEX_JOURNAL_RETENTION_DAYS")
+    shutdown_grace_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        alias="SHUTDOWN_GRACE_S",
+        description="how long a stop may take to drain the batch and jobs in flight",
+    )
+    index_journal_retention_days: int = Field(
+        90,
+        ge=0,
+        alias="INDEX_JOURNAL_RETENTION_DAYS",
+        description="journal entries older than this are pruned, hourly (0: kept forever)",
+    )
 
     # --- Index -------------------------------------------------------------------------
-    index_url: str = Field("sqlite:///voxpersona-index.sqlite3", alias="INDEX_URL")
-    # First delay of the retries while the index is unavailable (doubling, capped at 30 s).
-    index_retry_backoff_s: float = Field(0.5, gt=0, le=60, alias="INDEX_RETRY_BACKOFF_S")
+    index_url: str = Field(
+        "sqlite:///voxpersona-index.sqlite3",
+        alias="INDEX_URL",
+        description="the index: a SQLite path or URL (sqlite:////abs/path for an absolute "
+        "one; relative to the working directory), or postgresql://...",
+    )
+    index_retry_backoff_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        alias="INDEX_RETRY_BACKOFF_S",
+        description="first delay of the retries while the index (or Kafka at start) is "
+        "unavailable: doubling, with jitter, capped at 30 s",
+    )
 
     # --- Processing (role "processor") ---------------------------------------------------
-    kafka_processor_group_id: str = Field("processor", alias="KAFKA_PROCESSOR_GROUP_ID")
-    # The consumer group of VoxClient.processed(): the bot's feed of finished results.
-    kafka_results_group_id: str = Field("bot-results", alias="KAFKA_RESULTS_GROUP_ID")
-    processing_concurrency: int = Field(4, ge=1, le=256, alias="PROCESSING_CONCURRENCY")
-    # Larger messages are malformed for the processor (dead-lettered where it owns them).
+    kafka_processor_group_id: str = Field(
+        "processor",
+        alias="KAFKA_PROCESSOR_GROUP_ID",
+        description="consumer group of the processing workers",
+    )
+    kafka_results_group_id: str = Field(
+        "bot-results",
+        alias="KAFKA_RESULTS_GROUP_ID",
+        description="consumer group of the bot's feed of finished results, VoxClient.processed()",
+    )
+    processing_concurrency: int = Field(
+        4, ge=1, le=256, alias="PROCESSING_CONCURRENCY", description="jobs run at once per process"
+    )
     # Unset: INDEXER_MAX_MESSAGE_BYTES, so both roles of one deployment agree on what is
     # too large unless told otherwise.
     processing_max_message_bytes: int | None = Field(
-        None, ge=1024, alias="PROCESSING_MAX_MESSAGE_BYTES"
+        None,
+        ge=1024,
+        alias="PROCESSING_MAX_MESSAGE_BYTES",
+        description="larger messages are malformed for the processor (dead-lettered where "
+        "it owns malformed messages); unset: INDEXER_MAX_MESSAGE_BYTES",
     )
-    processing_timeout_s: float = Field(600.0, gt=0, le=86_400, alias="PROCESSING_TIMEOUT_S")
-    # A running job's lease: renewed every quarter of it while the job runs (so a job of
-    # any length keeps it), it lets another processor take the job over this long after its
-    # runner died (kill -9, lost host). Shorter: faster takeover; longer: more tolerance
-    # for an index that stalls the renewals.
-    processing_lease_s: float = Field(120.0, ge=2, le=86_400, alias="PROCESSING_LEASE_S")
-    # Who dead-letters malformed messages: the indexer does. A processor does too when it
-    # runs without an indexer in its process (`run --role processor`) unless this is false
-    # (set it false where separate indexer processes read the same topic).
+    processing_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        alias="PROCESSING_TIMEOUT_S",
+        description="time limit of one attempt of one job",
+    )
+    # Shorter: faster takeover; longer: more tolerance for an index that stalls renewals.
+    processing_lease_s: float = Field(
+        120.0,
+        ge=2,
+        le=86_400,
+        alias="PROCESSING_LEASE_S",
+        description="a running job's lease, renewed every quarter of it while the job runs "
+        "(so a job of any length keeps it); another processor takes a job over only this "
+        "long after its runner died",
+    )
     processing_dead_letter_malformed: bool | None = Field(
-        None, alias="PROCESSING_DEAD_LETTER_MALFORMED"
+        None,
+        alias="PROCESSING_DEAD_LETTER_MALFORMED",
+        description="whether the processor dead-letters malformed messages; unset: yes with "
+        "run --role processor, no where an indexer runs in the same process (set it false "
+        "where separate indexer processes read the same topic)",
     )
-    # A JSON file of rules (see infra/processing-rules.example.json); unset: the built-in rule
-    # (audio files in MINIO_AUDIO_BUCKET_NAME → audio-probe, transcribe).
-    processing_rules_file: Path | None = Field(None, alias="PROCESSING_RULES_FILE")
-    # The transcription API (OpenAI-compatible); the processor is off while the URL is unset.
-    transcribe_base_url: str | None = Field(None, alias="TRANSCRIBE_BASE_URL")
-    transcribe_api_key: SecretStr = Field(SecretStr(""), alias="TRANSCRIBE_API_KEY")
-    transcribe_model: str = Field("whisper-1", alias="TRANSCRIBE_MODEL")
-    transcribe_max_bytes: int = Field(25 * 1024**2, gt=0, alias="TRANSCRIBE_MAX_BYTES")
-    transcribe_timeout_s: float = Field(300.0, gt=0, le=3600, alias="TRANSCRIBE_TIMEOUT_S")
+    processing_rules_file: Path | None = Field(
+        None,
+        alias="PROCESSING_RULES_FILE",
+        description="JSON processing rules (infra/processing-rules.example.json); unset: "
+        "audio files in MINIO_AUDIO_BUCKET_NAME go to audio-probe and transcribe",
+    )
+    transcribe_base_url: str | None = Field(
+        None,
+        alias="TRANSCRIBE_BASE_URL",
+        description="an OpenAI-compatible API, e.g. https://api.openai.com/v1; unset: "
+        "transcribe is off",
+    )
+    transcribe_api_key: SecretStr = Field(
+        SecretStr(""), alias="TRANSCRIBE_API_KEY", description="its key"
+    )
+    transcribe_model: str = Field(
+        "whisper-1", alias="TRANSCRIBE_MODEL", description="the transcription model"
+    )
+    transcribe_max_bytes: int = Field(
+        25 * 1024**2,
+        gt=0,
+        alias="TRANSCRIBE_MAX_BYTES",
+        description="the largest file sent for transcription",
+    )
+    transcribe_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        alias="TRANSCRIBE_TIMEOUT_S",
+        description="time limit of one transcription request",
+    )
 
     # --- Retention (role "retention"; lifecycle rules by setup) ---------------------------
-    # A JSON file of policies (see infra/retention-policies.example.json); unset: one policy,
-    # "cleanup", of MINIO_BUCKET_NAME after MINIO_CLEANUP_DAYS (0 turns it off).
-    retention_policies_file: Path | None = Field(None, alias="RETENTION_POLICIES_FILE")
-    retention_sweep_interval_s: float = Field(
-        3600.0, gt=0, le=7 * 86_400, alias="RETENTION_SWEEP_INTERVAL_S"
+    retention_policies_file: Path | None = Field(
+        None,
+        alias="RETENTION_POLICIES_FILE",
+        description="JSON retention policies (infra/retention-policies.example.json); unset: "
+        "one policy, cleanup, of MINIO_BUCKET_NAME after MINIO_CLEANUP_DAYS",
     )
-    # Objects per multi-object delete request (S3 allows at most 1000).
-    retention_batch_size: int = Field(500, ge=1, le=1000, alias="RETENTION_BATCH_SIZE")
-    # Deletions per second, at most: a sweep never floods MinIO or the events topic.
-    retention_delete_rate: float = Field(50.0, gt=0, le=10_000, alias="RETENTION_DELETE_RATE")
-    # The sweeper deletes nothing while the indexer's group is more events than this
-    # behind the events topic: the index could be stale.
-    retention_max_lag: int = Field(1000, ge=0, alias="RETENTION_MAX_LAG")
+    retention_sweep_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86_400,
+        alias="RETENTION_SWEEP_INTERVAL_S",
+        description="seconds between two sweeps of the retention role",
+    )
+    retention_batch_size: int = Field(
+        500,
+        ge=1,
+        le=1000,
+        alias="RETENTION_BATCH_SIZE",
+        description="objects per multi-object delete request (S3 allows at most 1000)",
+    )
+    retention_delete_rate: float = Field(
+        50.0,
+        gt=0,
+        le=10_000,
+        alias="RETENTION_DELETE_RATE",
+        description="deletions per second, at most: a sweep never floods MinIO or the events topic",
+    )
+    retention_max_lag: int = Field(
+        1000,
+        ge=0,
+        alias="RETENTION_MAX_LAG",
+        description="the sweeper deletes nothing while the indexer's group is more events "
+        "than this behind the events topic: the index could be stale",
+    )
 
     @field_validator("minio_endpoint")
     @classmethod

@@ -2,11 +2,11 @@
 variables, the instruments every role records into, and span helpers.
 
 Nothing here is required: until ``configure_telemetry`` runs (``python -m consumer run``
-calls it), the tracer and the meter are OpenTelemetry's no-op proxies, so library use and
-tests pay nothing. Traces are exported only when ``OTEL_TRACES_EXPORTER`` names an
-exporter (``otlp``, ``console``) or an OTLP endpoint is set; metrics are always served in
-Prometheus format on ``/metrics`` (and pushed over OTLP when ``OTEL_METRICS_EXPORTER`` says
-``otlp``).
+and every CLI verb that does work call it), the tracer and the meter are OpenTelemetry's
+no-op proxies, so library use and tests pay nothing. Traces are exported only when
+``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``, ``zipkin``, ``console``) or an OTLP
+endpoint is set; metrics are always served in Prometheus format on ``/metrics`` (and pushed
+over OTLP when ``OTEL_METRICS_EXPORTER`` says ``otlp``) by ``run``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -31,6 +31,8 @@ from consumer.logs import scrub_configured
 
 SCOPE: Final = "voxpersona.consumer"
 DEFAULT_SERVICE_NAME: Final = "voxpersona-consumer"
+# The CLI's verbs (upload, presign, delete, …): their spans start the objects' traces.
+CLI_SERVICE_NAME: Final = "voxpersona-cli"
 # Seconds: from a few milliseconds (one index batch, one HEAD) to minutes (a transcription).
 LATENCY_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -74,9 +76,16 @@ def otlp_protocol(env: Mapping[str, str], signal: str) -> str:
     ).strip()
 
 
-def configure_telemetry(env: Mapping[str, str] | None = None) -> None:
+def configure_telemetry(
+    env: Mapping[str, str] | None = None,
+    *,
+    with_metrics: bool = True,
+    service_name: str = DEFAULT_SERVICE_NAME,
+) -> None:
     """Install the tracer and meter providers once per process (later calls do nothing:
-    OpenTelemetry allows one global provider of each)."""
+    OpenTelemetry allows one global provider of each). ``with_metrics=False`` (a CLI verb,
+    which serves no /metrics) installs the tracer provider only; ``service_name`` is used
+    unless ``OTEL_SERVICE_NAME`` names one."""
     global _done
     with _configured:
         if _done:
@@ -85,11 +94,20 @@ def configure_telemetry(env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
     from opentelemetry.sdk.resources import Resource
 
-    resource = Resource.create(
-        {"service.name": env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME}
-    )
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name})
     _configure_tracing(env, resource)
-    _configure_metrics(env, resource)
+    if with_metrics:
+        _configure_metrics(env, resource)
+
+
+def flush_telemetry(timeout_s: float = 5.0) -> bool:
+    """Export the spans still buffered (a CLI verb ends before the batch processor's next
+    export); True when nothing is left or no SDK provider is installed."""
+    provider = trace.get_tracer_provider()
+    force_flush = getattr(provider, "force_flush", None)
+    if force_flush is None:
+        return True
+    return bool(force_flush(int(timeout_s * 1000)))
 
 
 def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
@@ -111,9 +129,14 @@ def _configure_tracing(env: Mapping[str, str], resource: Any) -> None:
             provider.add_span_processor(
                 ScrubbingSpanProcessor(BatchSpanProcessor(_otlp_span_exporter(env)))
             )
+        elif name == "zipkin":
+            provider.add_span_processor(
+                ScrubbingSpanProcessor(BatchSpanProcessor(_zipkin_span_exporter(env)))
+            )
         else:
             raise ConfigError(
-                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use otlp, console or none)"
+                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}"
+                " (use otlp, zipkin, console or none)"
             )
     trace.set_tracer_provider(provider)
 
@@ -128,6 +151,14 @@ def _otlp_span_exporter(env: Mapping[str, str]) -> Any:
     )
 
     return HttpSpanExporter()
+
+
+def _zipkin_span_exporter(env: Mapping[str, str]) -> Any:
+    """Zipkin's JSON v2 API (``OTEL_EXPORTER_ZIPKIN_ENDPOINT``, by default
+    http://localhost:9411/api/v2/spans): what the local stack's Zipkin server accepts."""
+    from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+    return ZipkinExporter(endpoint=env.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT") or None)
 
 
 def _configure_metrics(env: Mapping[str, str], resource: Any) -> None:
@@ -195,74 +226,195 @@ class OperationTotals:
         return 0.0 if not self.total else round(1000.0 * self.seconds / self.total, 2)
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument: what creates it and what the metrics reference says about it.
+
+    The instruments are made from these tables only (``counter``, ``histogram``, ...), and the
+    manual's metrics page is written from the same tables, so the two cannot disagree.
+    """
+
+    name: str
+    kind: Literal["counter", "histogram", "gauge", "observable gauge"]
+    unit: str
+    description: str
+    # The attributes its records carry (documentation: OpenTelemetry does not enforce them).
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_name(self) -> str:
+        """The name the Prometheus exporter gives it: ``.`` as ``_``, the unit as a suffix
+        (``{event}`` style annotations have none), ``_total`` on counters."""
+        suffix = _PROMETHEUS_UNITS.get(self.unit, "")
+        name = self.name.replace(".", "_") + (f"_{suffix}" if suffix else "")
+        return name + ("_total" if self.kind == "counter" else "")
+
+
+_PROMETHEUS_UNITS: Final = {"s": "seconds", "By": "bytes"}
+
+EVENTS: Final = MetricSpec(
+    "consumer.events",
+    "counter",
+    "{event}",
+    "Events consumed, by kind (created, metadata_changed, removed, expired, noop, other, "
+    "reconciled)",
+    ("group", "kind"),
+)
+DEAD_LETTERS: Final = MetricSpec(
+    "consumer.dead_letters",
+    "counter",
+    "{message}",
+    "Messages sent to the DLQ, by group and error class",
+    ("group", "error_class"),
+)
+LAG: Final = MetricSpec(
+    "consumer.lag",
+    "observable gauge",
+    "{event}",
+    "Events behind the partition's end, after each batch (only partitions this process holds)",
+    ("group", "topic", "partition"),
+)
+BATCH_DURATION: Final = MetricSpec(
+    "index.batch.duration",
+    "histogram",
+    "s",
+    "One index batch: decode, write, commit",
+    ("backend",),
+    LATENCY_BUCKETS,
+)
+DELAY: Final = MetricSpec(
+    "index.delay",
+    "histogram",
+    "s",
+    "End-to-end delay: the event's time to the moment it was indexed (a replay shows as "
+    "long delays)",
+    (),
+    DELAY_BUCKETS,
+)
+JOBS: Final = MetricSpec(
+    "processing.jobs",
+    "counter",
+    "{job}",
+    "Processing jobs ended, by outcome: done, failed, dead_lettered",
+    ("processor", "outcome"),
+)
+JOB_DURATION: Final = MetricSpec(
+    "processing.duration",
+    "histogram",
+    "s",
+    "Processing jobs from start to end, retries included",
+    ("processor", "outcome"),
+    LATENCY_BUCKETS,
+)
+MINIO_OPERATIONS: Final = MetricSpec(
+    "minio.operations",
+    "counter",
+    "{operation}",
+    "MinIO calls (HeadObject, GetObject, PutObject, DeleteObjects, HeadBucket, ...), by "
+    "outcome: ok or error",
+    ("operation", "outcome"),
+)
+MINIO_DURATION: Final = MetricSpec(
+    "minio.operation.duration",
+    "histogram",
+    "s",
+    "MinIO call latency",
+    ("operation",),
+    LATENCY_BUCKETS,
+)
+INDEX_OBJECTS: Final = MetricSpec(
+    "index.objects",
+    "observable gauge",
+    "{object}",
+    "Live objects per bucket (the latest versions, as usage counts them), counted from the "
+    "index every INDEX_STORAGE_COUNT_INTERVAL_S",
+    ("bucket",),
+)
+INDEX_SIZE: Final = MetricSpec(
+    "index.size",
+    "observable gauge",
+    "By",
+    "Bytes of live objects per bucket, counted from the index with index.objects",
+    ("bucket",),
+)
+METRICS: Final = (
+    EVENTS,
+    DEAD_LETTERS,
+    LAG,
+    BATCH_DURATION,
+    DELAY,
+    JOBS,
+    JOB_DURATION,
+    MINIO_OPERATIONS,
+    MINIO_DURATION,
+    INDEX_OBJECTS,
+    INDEX_SIZE,
+)
+"""Every instrument of the consumer but retention's (consumer/retention/metrics.py)."""
+
+
+def _checked(spec: MetricSpec, kind: str) -> dict[str, Any]:
+    if spec.kind != kind:
+        raise ValueError(f"{spec.name} is a {spec.kind}, not a {kind}")
+    return {"name": spec.name, "unit": spec.unit, "description": spec.description}
+
+
+def counter(meter: metrics.Meter, spec: MetricSpec) -> metrics.Counter:
+    """The counter ``spec`` describes."""
+    return meter.create_counter(**_checked(spec, "counter"))
+
+
+def histogram(meter: metrics.Meter, spec: MetricSpec) -> metrics.Histogram:
+    """The histogram ``spec`` describes, with its bucket boundaries."""
+    return meter.create_histogram(
+        **_checked(spec, "histogram"), explicit_bucket_boundaries_advisory=spec.buckets
+    )
+
+
+class Gauge(Protocol):
+    """A synchronous gauge (OpenTelemetry's API names its class privately)."""
+
+    def set(self, amount: int | float) -> None: ...
+
+
+def gauge(meter: metrics.Meter, spec: MetricSpec) -> Gauge:
+    """The (synchronous) gauge ``spec`` describes."""
+    return meter.create_gauge(**_checked(spec, "gauge"))
+
+
+def observable_gauge(
+    meter: metrics.Meter,
+    spec: MetricSpec,
+    callback: Callable[[CallbackOptions], Iterable[Observation]],
+) -> metrics.ObservableGauge:
+    """The observable gauge ``spec`` describes, read through ``callback``."""
+    return meter.create_observable_gauge(**_checked(spec, "observable gauge"), callbacks=[callback])
+
+
 class Instruments:
-    """Every metric of the consumer but retention's (consumer/retention/metrics.py)."""
+    """Every metric of the consumer but retention's, made from ``METRICS``."""
 
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         meter = meter or metrics.get_meter(SCOPE)
-        self.events = meter.create_counter(
-            "consumer.events", unit="{event}", description="Events consumed, by group and kind"
-        )
-        self.dead_letters = meter.create_counter(
-            "consumer.dead_letters",
-            unit="{message}",
-            description="Messages sent to the DLQ, by group and error class",
-        )
+        self.events = counter(meter, EVENTS)
+        self.dead_letters = counter(meter, DEAD_LETTERS)
         # Per (group, topic, partition), only for partitions this process holds: a
         # revoked partition's series goes (its new owner reports it).
         self._lag: dict[tuple[str, str, int], int] = {}
-        meter.create_observable_gauge(
-            "consumer.lag",
-            callbacks=[self._observe_lag],
-            unit="{event}",
-            description="Events not yet consumed, per group, topic and partition",
-        )
-        self.batch_duration = meter.create_histogram(
-            "index.batch.duration",
-            unit="s",
-            description="One index batch: decode, write, commit",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self.delay = meter.create_histogram(
-            "index.delay",
-            unit="s",
-            description="End-to-end delay: the event's time to the moment it was indexed",
-            explicit_bucket_boundaries_advisory=DELAY_BUCKETS,
-        )
-        self.jobs = meter.create_counter(
-            "processing.jobs", unit="{job}", description="Processing jobs ended, by outcome"
-        )
-        self.job_duration = meter.create_histogram(
-            "processing.duration",
-            unit="s",
-            description="Processing jobs from start to end, retries included",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
-        self.minio_operations = meter.create_counter(
-            "minio.operations", unit="{operation}", description="MinIO calls, by outcome"
-        )
-        self.minio_duration = meter.create_histogram(
-            "minio.operation.duration",
-            unit="s",
-            description="MinIO call latency",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
-        )
+        observable_gauge(meter, LAG, self._observe_lag)
+        self.batch_duration = histogram(meter, BATCH_DURATION)
+        self.delay = histogram(meter, DELAY)
+        self.jobs = counter(meter, JOBS)
+        self.job_duration = histogram(meter, JOB_DURATION)
+        self.minio_operations = counter(meter, MINIO_OPERATIONS)
+        self.minio_duration = histogram(meter, MINIO_DURATION)
         self.minio_totals = OperationTotals()
         # Objects and bytes per bucket, as the index last counted them (refreshed by the
         # service: an index query does not belong in a metrics callback).
         self.storage: dict[str, tuple[int, int]] = {}
-        meter.create_observable_gauge(
-            "index.objects",
-            callbacks=[self._observe_objects],
-            unit="{object}",
-            description="Live objects per bucket, from the index",
-        )
-        meter.create_observable_gauge(
-            "index.size",
-            callbacks=[self._observe_bytes],
-            unit="By",
-            description="Bytes of live objects per bucket, from the index",
-        )
+        observable_gauge(meter, INDEX_OBJECTS, self._observe_objects)
+        observable_gauge(meter, INDEX_SIZE, self._observe_bytes)
 
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self._lag[(group, topic, partition)] = lag

@@ -45,6 +45,7 @@ def encoded(name: str, seconds: float = 1.0, channels: int = 1) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container) as output:
         stream = output.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)  # an audio codec makes an audio stream
         chunk = 1024
         bytes_per_frame = 2 * channels
         for index, start in enumerate(range(0, len(pcm), chunk * bytes_per_frame)):

@@ -30,7 +30,7 @@ def kafka_client_constructions(source: str) -> list[tuple[int, str]]:
 
 
 def package_sources() -> Iterator[Path]:
-    for folder in ("consumer",):
+    for folder in ("consumer", "bench"):
         yield from sorted((REPO_ROOT / folder).rglob("*.py"))
 
 

@@ -1,13 +1,15 @@
-"""The load test's arithmetic (bench/load_report.py, bench/load.py): no server needed."""
+"""The load test's arithmetic (bench/load_report.py, bench/load.py) and its goal in the
+summary (bench/report.py): no server needed."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import asdict
 
 import pytest
 
-from bench import load_report
+from bench import report
 from bench.load import _rates, add_kafka_figures, planned_rates, prometheus_sum_count
 from bench.load_report import StepSummary, percentile, saturation_rate, spread, summarise_step
 
@@ -86,14 +88,16 @@ def test_saturation_is_the_first_rate_that_falls_behind_or_queues() -> None:
     assert saturation_rate(steps[:1]) is None
 
 
-def test_goal_line_judges_p99_at_100_per_second() -> None:
-    ok, sentence = load_report.goal_line([_summary(50, 50, 10, 500), _summary(100, 100, 10, 150)])
-    assert ok is True
-    assert "150 ms" in sentence
-    ok, _ = load_report.goal_line([_summary(100, 100, 10, 250)])
-    assert ok is False
-    ok, _ = load_report.goal_line([_summary(50, 50, 10, 10)])
-    assert ok is None
+def _load_goal(steps: list[StepSummary]) -> dict[str, object]:
+    parts = {"load": {"steps": [asdict(s) | {"saturated": s.saturated} for s in steps]}}
+    return next(g for g in report.goals(parts) if g["goal"].endswith("(load)"))
+
+
+def test_delay_goal_judges_p99_at_100_per_second() -> None:
+    goal = _load_goal([_summary(50, 50, 10, 500), _summary(100, 100, 10, 150)])
+    assert (goal["measured"], goal["met"]) == (150, True)
+    assert _load_goal([_summary(100, 100, 10, 250)])["met"] is False
+    assert _load_goal([_summary(50, 50, 10, 10)])["met"] is None
 
 
 def test_kafka_split_of_the_delay() -> None:
@@ -133,11 +137,7 @@ def test_prometheus_sum_count_adds_label_sets() -> None:
 
 
 def test_error_lines_name_only_steps_with_errors() -> None:
-    quiet = _summary(25, 25, 5, 5)
-    noisy = _summary(50, 50, 5, 5)
-    noisy.errors = ["lag sample failed: timeout"]
-    assert load_report.error_lines([quiet]) == []
-    assert load_report.error_lines([quiet, noisy]) == [
-        "- errors at 50/s: lag sample failed: timeout",
-        "",
-    ]
+    quiet = asdict(_summary(25, 25, 5, 5))
+    noisy = asdict(_summary(50, 50, 5, 5)) | {"errors": ["lag sample failed: timeout"]}
+    assert report.error_lines([quiet]) == []
+    assert report.error_lines([quiet, noisy]) == ["- errors at 50/s: lag sample failed: timeout"]

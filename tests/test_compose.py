@@ -36,6 +36,7 @@ NOTIFY_FILE = ROOT / "minio-notify.json"
 OBSERVABILITY_DIR = ROOT / "infra" / "observability"
 COLLECTOR_CONFIG = OBSERVABILITY_DIR / "otel-collector.yaml"
 PROMETHEUS_CONFIG = OBSERVABILITY_DIR / "prometheus.yml"
+ALERT_RULES = OBSERVABILITY_DIR / "prometheus" / "alerts.yml"
 GRAFANA_DIR = OBSERVABILITY_DIR / "grafana"
 GRAFANA_DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yaml"
@@ -734,6 +735,7 @@ def test_observability_mounts_exist_and_are_read_only(compose: dict[str, Any]) -
     config_files = (
         COLLECTOR_CONFIG,
         PROMETHEUS_CONFIG,
+        ALERT_RULES,
         GRAFANA_DATASOURCES,
         GRAFANA_DASHBOARD_PROVIDERS,
         DASHBOARD_FILE,

@@ -24,7 +24,8 @@ from consumer.cli.output import (
 from consumer.cli.progress import ProgressBar, Screen, clock_time, render_bar
 from consumer.index import ObjectRecord, UsageRow
 
-# The fields the design promises on every `ls --json` line (the README's `ls` contract).
+# The fields the design promises on every `ls --json` line (the `ls` contract,
+# docs/reference/cli/ls.md).
 DOCUMENTED_FIELDS = {
     "bucket",
     "key",

@@ -138,8 +138,8 @@ def test_an_unknown_trace_exporter_is_a_config_error() -> None:
     from consumer.errors import ConfigError
     from consumer.telemetry import _configure_tracing
 
-    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'"):
-        _configure_tracing({"OTEL_TRACES_EXPORTER": "zipkin"}, Resource.create({}))
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER: unknown exporter 'jaeger'"):
+        _configure_tracing({"OTEL_TRACES_EXPORTER": "jaeger"}, Resource.create({}))
 
 
 async def test_a_taken_health_port_is_one_clear_config_error() -> None:
@@ -157,3 +157,15 @@ async def test_a_taken_health_port_is_one_clear_config_error() -> None:
             await second.start()
     finally:
         await first.close()
+
+
+def test_the_zipkin_exporter_posts_to_the_configured_endpoint() -> None:
+    from consumer.telemetry import _zipkin_span_exporter, trace_exporters
+
+    env = {
+        "OTEL_TRACES_EXPORTER": "zipkin",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://127.0.0.1:9411/api/v2/spans",
+    }
+    assert trace_exporters(env) == ["zipkin"]
+    exporter = _zipkin_span_exporter(env)
+    assert exporter.endpoint == "http://127.0.0.1:9411/api/v2/spans"

@@ -5,9 +5,10 @@ stderr, no traceback), 1 a failure at run time, 130 interrupted. Every verb that
 data takes ``--json`` and then prints one JSON object per line.
 
 The verbs live by group: service_verbs.py (setup, run, status, reconcile, replay,
-retention), index_verbs.py (ls, search, usage), client_verbs.py (upload, presign, delete,
-import, download, stat, cat, result); common.py is what they share. Each verb's parser
-names its handler (``set_defaults(handler=…)``), so adding a verb touches one module.
+retention), index_verbs.py (ls, search, usage), history_verb.py (history), client_verbs.py
+(upload, presign, delete, import, download, stat, cat, result); common.py is what they
+share. Each verb's parser names its handler (``set_defaults(handler=…)``), so adding a
+verb touches one module.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from consumer.cli.client_verbs import add_client_verbs
 from consumer.cli.common import PROG, Handler, OneLineParser, load_settings, version
 from consumer.cli.exit_codes import ExitCode
+from consumer.cli.history_verb import add_history_verb
 from consumer.cli.index_verbs import add_index_verbs, parse_criteria
 from consumer.cli.progress import screen_of
 from consumer.cli.service_verbs import add_service_verbs
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_service_verbs(verbs)
     add_index_verbs(verbs)
+    add_history_verb(verbs)
     add_client_verbs(verbs)
     return parser
 

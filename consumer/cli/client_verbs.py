@@ -29,6 +29,7 @@ from consumer.cli.common import (
     print_table,
     shows_progress,
     split_bucket_key,
+    traced,
     with_client,
 )
 from consumer.cli.exit_codes import ExitCode
@@ -152,6 +153,7 @@ def _add_owner(parser: argparse.ArgumentParser, *, required: bool) -> None:
 # --- upload, presign, delete -------------------------------------------------------------
 
 
+@traced("upload", object_roots=True)
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     metadata = parse_metadata_options(args.meta)
     for path in args.files:
@@ -194,6 +196,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     return with_client(settings, upload_all)
 
 
+@traced("presign")
 def cmd_presign(args: argparse.Namespace, settings: Settings) -> int:
     async def presign(client: VoxClient) -> dict[str, Any]:
         if args.presign_kind == "download":
@@ -238,6 +241,7 @@ def _print_request(request: dict[str, Any]) -> None:
         print(f"object: {request['bucket']}/{request['key']}", file=sys.stderr)
 
 
+@traced("delete")
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     targets = [split_bucket_key(target, args.bucket) for target in args.targets]
     buckets = {bucket for bucket, _ in targets}
@@ -315,6 +319,7 @@ def download_path(key: str, output: Path | None) -> Path:
     return (output or Path()) / name
 
 
+@traced("download")
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
     bucket, key = split_bucket_key(args.target, args.bucket)
     destination = download_path(key, args.output)
@@ -385,6 +390,7 @@ def _is_text(content_type: str | None) -> bool:
 # --- import ------------------------------------------------------------------------------
 
 
+@traced("import", object_roots=True)
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if args.rollback:
         if args.directory or args.user:

@@ -1,11 +1,12 @@
 """What every verb group shares: the one-line parser, argument types, settings, the index
-and client plumbing, Ctrl-C."""
+and client plumbing, Ctrl-C, tracing of the verbs that do work."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import difflib
+import functools
 import importlib.metadata
 import json
 import re
@@ -26,6 +27,13 @@ from consumer.errors import ConfigError, InvalidInput
 from consumer.index import IndexStore, Versions, open_index, sqlite_path
 from consumer.names import check_bucket, check_key
 from consumer.settings import Settings
+from consumer.telemetry import (
+    CLI_SERVICE_NAME,
+    configure_telemetry,
+    flush_telemetry,
+    record_error,
+    tracer,
+)
 
 T = TypeVar("T")
 
@@ -98,6 +106,51 @@ def version() -> str:
         return importlib.metadata.version("voxpersona-consumer")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+# --- tracing ---------------------------------------------------------------------------
+
+
+def traced(verb: str, *, object_roots: bool = False) -> Callable[[Handler], Handler]:
+    """A verb that does work, traced like ``run``: tracing set up from the standard
+    ``OTEL_*`` variables, the verb inside one span named ``verb``, and every span exported
+    before the process exits (a CLI ends before the batch processor's next export).
+
+    ``object_roots``: no span for the verb itself, so each object's upload span is the root
+    of that object's trace (the traceparent the consumer's indexing and processing join).
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def traced_handler(args: argparse.Namespace, settings: Settings) -> int:
+            configure_telemetry(with_metrics=False, service_name=CLI_SERVICE_NAME)
+            try:
+                if object_roots:
+                    return handler(args, settings)
+                return _in_verb_span(verb, handler, args, settings)
+            finally:
+                flush_telemetry()
+
+        return traced_handler
+
+    return decorate
+
+
+def _in_verb_span(verb: str, handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
+    # The error is recorded scrubbed (record_error), not by the SDK with the raw message.
+    with tracer.start_as_current_span(
+        verb,
+        attributes={"voxpersona.cli.verb": verb},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            code = handler(args, settings)
+        except BaseException as exc:
+            record_error(span, exc)
+            raise
+        span.set_attribute("process.exit.code", code)
+        return code
 
 
 # --- argument types (errors become one line through OneLineParser.error) -----------------

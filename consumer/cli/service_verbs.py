@@ -20,6 +20,7 @@ from consumer.cli.common import (
     positive_int,
     print_table,
     shows_progress,
+    traced,
     with_index,
 )
 from consumer.cli.exit_codes import ExitCode
@@ -186,6 +187,7 @@ class _ScreenProgress(Progress):
         self._screen.clear()
 
 
+@traced("reconcile")
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.minio import minio_client
     from consumer.repair.compare import watched
@@ -223,6 +225,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+@traced("replay")
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
@@ -283,6 +286,7 @@ def cmd_retention_audit(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+@traced("retention sweep")
 def cmd_retention_sweep(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.retention.policy import Enforcement, by_enforcement, load_policies
 

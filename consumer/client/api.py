@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind
 
 from consumer.client.feed import FeedFilter, ProcessedFeed, processors_filter
 from consumer.client.files import UPLOAD_PART_SIZE, FileDigest, content_type_for, digest_file
+from consumer.client.history import ObjectHistory, load_history
 from consumer.client.presign import (
     DEFAULT_EXPIRY,
     PresignedPost,
@@ -77,6 +78,7 @@ from consumer.minio import (
 )
 from consumer.names import SHA256, check_bucket, check_key, check_user_id, upload_key
 from consumer.results import ProcessedResult, ResultLocation, result_location_key
+from consumer.retention.policy import load_policies
 from consumer.settings import Settings
 from consumer.telemetry import minio_operation, object_attributes, traceparent_of, tracer
 
@@ -507,6 +509,21 @@ class VoxClient:
         if record is None:
             raise NotFound(f"{bucket}/{key} is not in the index")
         return record
+
+    async def history(
+        self, bucket: str, key: str, *, version_id: str | None = None
+    ) -> ObjectHistory:
+        """The object's story, oldest first: journaled events (who, when, from where),
+        processing jobs and retention decisions (consumer/client/history.py). Raises
+        NotFound when the index knows nothing of it."""
+        store = await self._index()
+        return await load_history(
+            store,
+            check_bucket(bucket),
+            check_key(key),
+            load_policies(self.settings),
+            version_id=version_id,
+        )
 
     async def usage(self, *, by: Literal["user", "bucket"] = "user") -> list[UsageRow]:
         """Per user or bucket: live objects and bytes (what a listing shows) and stored

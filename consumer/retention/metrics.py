@@ -6,11 +6,51 @@ cost nothing; tests hand in a Meter of their own provider to read the values bac
 
 from __future__ import annotations
 
+from typing import Final
+
 from opentelemetry import metrics
 
 from consumer.retention.decisions import Outcome, SweepItem
+from consumer.telemetry import MetricSpec, counter, gauge
 
 METER_NAME = "consumer.retention"
+
+EXPIRED: Final = MetricSpec(
+    "retention.objects.expired",
+    "counter",
+    "{object}",
+    "Objects the sweeper deleted",
+    ("policy", "bucket"),
+)
+EXPIRED_BYTES: Final = MetricSpec(
+    "retention.expired", "counter", "By", "Bytes the sweeper deleted", ("policy", "bucket")
+)
+SKIPPED: Final = MetricSpec(
+    "retention.objects.skipped",
+    "counter",
+    "{object}",
+    "Expired objects the sweeper kept, by reason (processing, unprocessed, gone, changed, "
+    "too_recent, retention, legal_hold)",
+    ("policy", "bucket", "reason"),
+)
+ERRORS: Final = MetricSpec(
+    "retention.errors", "counter", "{error}", "Deletions that failed", ("policy", "bucket")
+)
+SWEEPS: Final = MetricSpec(
+    "retention.sweeps",
+    "counter",
+    "{sweep}",
+    "Sweep passes by result: completed, blocked (the indexer lags), failed",
+    ("result",),
+)
+INDEXER_LAG: Final = MetricSpec(
+    "retention.indexer.lag",
+    "gauge",
+    "{event}",
+    "Events the indexer had not consumed when the sweeper last checked",
+)
+METRICS: Final = (EXPIRED, EXPIRED_BYTES, SKIPPED, ERRORS, SWEEPS, INDEXER_LAG)
+"""Every instrument of the retention role, in the order the metrics reference lists them."""
 
 
 class RetentionMetrics:
@@ -18,32 +58,12 @@ class RetentionMetrics:
 
     def __init__(self, meter: metrics.Meter | None = None) -> None:
         meter = meter or metrics.get_meter(METER_NAME)
-        self._expired = meter.create_counter(
-            "retention.objects.expired",
-            unit="{object}",
-            description="Objects the sweeper deleted",
-        )
-        self._expired_bytes = meter.create_counter(
-            "retention.expired", unit="By", description="Bytes the sweeper deleted"
-        )
-        self._skipped = meter.create_counter(
-            "retention.objects.skipped",
-            unit="{object}",
-            description="Expired objects the sweeper kept, by reason",
-        )
-        self._errors = meter.create_counter(
-            "retention.errors", unit="{error}", description="Deletions that failed"
-        )
-        self._sweeps = meter.create_counter(
-            "retention.sweeps",
-            unit="{sweep}",
-            description="Sweep passes by result (completed, blocked, failed)",
-        )
-        self._lag = meter.create_gauge(
-            "retention.indexer.lag",
-            unit="{event}",
-            description="Events the indexer had not consumed when the sweeper last checked",
-        )
+        self._expired = counter(meter, EXPIRED)
+        self._expired_bytes = counter(meter, EXPIRED_BYTES)
+        self._skipped = counter(meter, SKIPPED)
+        self._errors = counter(meter, ERRORS)
+        self._sweeps = counter(meter, SWEEPS)
+        self._lag = gauge(meter, INDEXER_LAG)
 
     def item(self, item: SweepItem) -> None:
         attributes = {"policy": item.policy, "bucket": item.bucket}

@@ -36,7 +36,7 @@ from consumer.retention.policy import Enforcement, RetentionPolicy, by_enforceme
 from consumer.settings import Settings
 from consumer.setup.report import Action, Change, setup_error
 
-POLICIES_DIR: Final = Path(__file__).resolve().parent.parent / "infra" / "minio" / "policies"
+POLICIES_DIR: Final = Path(__file__).resolve().parents[2] / "infra" / "minio" / "policies"
 ROLES: Final = ("consumer", "uploader")
 
 # Array elements that are exactly one of these become the list setup computes.

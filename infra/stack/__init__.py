@@ -1,6 +1,6 @@
 """Bring up the real stack — MinIO, Apache Kafka (KRaft) and PostgreSQL — as local processes.
 
-    python -m infra.stack up | down | status | env | install
+    python -m infra.stack up [--observed] | down | status | env | install
     python -m infra.stack stop | start  minio|kafka|postgres   (fault drills: one server)
 
 No Docker engine is needed: MinIO is built from its Go module, Kafka's jars come from
@@ -11,6 +11,12 @@ directory.
 
 Everything listens on 127.0.0.1 on free ports. ``down`` stops exactly the processes that
 ``up`` started, by pid; a stale state directory from a killed run is cleaned up by ``up``.
+
+``up --observed`` (or ``Stack.observe()`` on a running stack) adds two optional servers
+for a person to look at: ``zipkin`` (traces; its jar from Maven Central through
+infra/zipkin/pom.xml) and ``prometheus`` (Debian's package; scrapes the consumer and
+MinIO, loads the alert rules, serves the dashboard as a console page); ``env`` then also
+prints the tracing variables and where to look.
 
 The parts: ``minio``, ``kafka`` and ``postgres`` — one module per server, each one object
 of the ``server.Server`` shape (install, start, ready, env), registered in

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import infra.stack
 from infra.stack.common import StackError, say
-from infra.stack.lifecycle import SERVER_NAMES, SERVERS, Stack
+from infra.stack.lifecycle import (
+    OBSERVERS,
+    SERVER_NAMES,
+    SERVERS,
+    Stack,
+    where_to_look,
+)
 
 
 @contextlib.contextmanager
@@ -39,6 +45,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="state directory (default: $VOXPERSONA_STACK_DIR or ./.stack)",
     )
     parser.add_argument("--export", action="store_true", help="env: prefix lines with 'export '")
+    parser.add_argument(
+        "--observed",
+        action="store_true",
+        help="up: also Zipkin (traces) and Prometheus (metrics, alerts, dashboard)",
+    )
     args = parser.parse_args(argv)
     if (args.verb in ("stop", "start")) != (args.server is not None):
         parser.error("a server name goes with stop/start, and only with them")
@@ -55,11 +66,16 @@ def _status(stack: Stack, args: argparse.Namespace) -> int:
 def _install(stack: Stack, args: argparse.Namespace) -> int:
     for server in reversed(SERVERS):
         server.install()
+    if args.observed:
+        for server in OBSERVERS:
+            server.install()
     return 0
 
 
 def _up(stack: Stack, args: argparse.Namespace) -> int:
     stack.up()
+    if args.observed:
+        stack.observe()
     return 0
 
 
@@ -84,6 +100,10 @@ def _env(stack: Stack, args: argparse.Namespace) -> int:
     prefix = "export " if args.export else ""
     for key, value in stack.env().items():
         print(f"{prefix}{key}={value}")
+    state = stack.load_state()
+    if state is not None and stack.observed():
+        for line in where_to_look(state):
+            print(f"# {line}")
     return 0
 
 

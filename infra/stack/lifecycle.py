@@ -13,6 +13,7 @@ from infra.stack.kafka import DEFAULT_DLQ_TOPIC, DEFAULT_EVENTS_TOPIC, Kafka
 from infra.stack.minio import Minio
 from infra.stack.postgres import Postgres
 from infra.stack.process import Children, pid_belongs_to, stop_process_group, wait_for
+from infra.stack.prometheus import CONSOLE_NAME, Prometheus
 from infra.stack.server import Context, Server, Topics
 from infra.stack.state import (
     Credentials,
@@ -24,12 +25,17 @@ from infra.stack.state import (
     port_is_free,
     save_state,
 )
+from infra.stack.zipkin import Zipkin
 
 # Start order; ``down`` stops them in reverse (MinIO first, so it does not queue events
 # for a dying Kafka), and ``status`` and ``env`` list them in reverse.
 SERVERS: tuple[Server, ...] = (Postgres(), Kafka(), Minio())
 SERVER_NAMES = tuple(server.name for server in SERVERS)
-_BY_NAME = {server.name: server for server in SERVERS}
+# Optional, started by ``up --observed`` (or ``observe()`` on a running stack): traces and
+# metrics for a person to look at. Not part of the default stack: they cost start time
+# and memory that `make run` and most tests do not need.
+OBSERVERS: tuple[Server, ...] = (Zipkin(), Prometheus())
+_BY_NAME = {server.name: server for server in (*SERVERS, *OBSERVERS)}
 
 
 def server_named(name: str) -> Server:
@@ -116,7 +122,7 @@ class Stack:
         if (
             previous is not None
             and has_every_port(previous)
-            and set(self.running_pids()) == set(SERVER_NAMES)
+            and set(SERVER_NAMES) <= set(self.running_pids())
         ):
             with contextlib.suppress(StackError):
                 self._wait_ready(self._context(previous), timeout_s=10.0)
@@ -150,7 +156,7 @@ class Stack:
         if state is None:
             return []
         stopped = []
-        for server in reversed(SERVERS):
+        for server in (*reversed(OBSERVERS), *reversed(SERVERS)):
             if self._stop_one(state, server.name):
                 stopped.append(server.name)
                 if not quiet:
@@ -159,6 +165,35 @@ class Stack:
         self._save_state(state)
         self._children.reap()
         return stopped
+
+    def observe(self) -> StackState:
+        """Start Zipkin and Prometheus beside a running stack (idempotent) and wait until
+        they are ready. Raises StackError; on failure they are stopped again."""
+        state = self._running_state()
+        running = self.running_pids()
+        missing = [server for server in OBSERVERS if server.name not in running]
+        if not missing:
+            return state
+        installed = {server.name: server.install() for server in missing}
+        for server in missing:
+            for name in server.ports:
+                if not port_is_free(getattr(state, name)):
+                    setattr(state, name, free_port())
+        self._save_state(state)
+        ctx = self._context(state)
+        try:
+            for server in missing:
+                server.start(ctx, installed[server.name])
+            for server in missing:
+                self._wait_one(server, ctx, READY_TIMEOUT_S)
+        except BaseException:
+            for server in missing:
+                self._stop_one(state, server.name)
+            self._save_state(state)
+            raise
+        for line in where_to_look(state):
+            say(line)
+        return state
 
     def stop_server(self, name: str) -> bool:
         """Stop one server of a running stack (the others keep running); False if it was
@@ -206,6 +241,9 @@ class Stack:
                 result[server.name] = "stopped"
             else:
                 result[server.name] = f"running (pid {running[server.name]})"
+        for server in OBSERVERS:  # optional: listed only while they run
+            if server.name in running:
+                result[server.name] = f"running (pid {running[server.name]})"
         return result
 
     def env(self) -> dict[str, str]:
@@ -214,10 +252,18 @@ class Stack:
         if state is None:
             raise StackError(f"no stack in {self.state_dir}: run `python -m infra.stack up` first")
         ctx = self._context(state)
+        running = self.running_pids()
         values: dict[str, str] = {}
         for server in reversed(SERVERS):
             values.update(server.env(ctx))
+        for server in OBSERVERS:
+            if server.name in running:
+                values.update(server.env(ctx))
         return values
+
+    def observed(self) -> bool:
+        """True when Zipkin and Prometheus run beside the stack."""
+        return all(server.name in self.running_pids() for server in OBSERVERS)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -249,6 +295,18 @@ class Stack:
             self.logs / f"{server.name}.log",
             lambda: server.name in self.running_pids(),
         )
+
+
+def where_to_look(state: StackState) -> list[str]:
+    """Where a person finds the observers' traces, metrics, alerts and dashboard. Pure."""
+    prometheus = f"http://127.0.0.1:{state.prometheus_port}"
+    return [
+        f"traces:    http://127.0.0.1:{state.zipkin_port}/zipkin/",
+        f"metrics:   {prometheus}/graph",
+        f"alerts:    {prometheus}/alerts",
+        f"dashboard: {prometheus}/consoles/{CONSOLE_NAME}",
+        f"consumer /metrics: http://127.0.0.1:{state.consumer_metrics_port}/metrics",
+    ]
 
 
 def has_every_port(state: StackState) -> bool:

@@ -36,6 +36,11 @@ class StackState:
     kafka_ssl_port: int = 0
     kafka_scram_port: int = 0
     postgres_port: int = 0
+    # The optional observers (``up --observed``): Zipkin, Prometheus, and the port the
+    # consumer serves /metrics on for that Prometheus (the env's HEALTH_PORT).
+    zipkin_port: int = 0
+    prometheus_port: int = 0
+    consumer_metrics_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
 
 

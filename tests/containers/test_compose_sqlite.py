@@ -63,7 +63,7 @@ def test_observability_profile_prometheus_scrapes_the_consumer(
     compose_up: ComposeProject,
 ) -> None:
     """The one observability service with a local stand-in (Debian's Prometheus; the
-    collector, Jaeger and Grafana have none here, see the README)."""
+    collector, Jaeger and Grafana have none here: docs/getting-started/containers.md)."""
     compose_up.run("--profile", "observability", "up", "-d", "--wait", "prometheus", timeout_s=300)
     url = f"http://127.0.0.1:{compose_up.ports['PROMETHEUS_PORT']}/api/v1/query"
     query = 'up{job="voxpersona-consumer"}'

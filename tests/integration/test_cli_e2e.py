@@ -27,7 +27,7 @@ from tests.test_output import DOCUMENTED_FIELDS
 
 pytestmark = pytest.mark.integration
 
-# The fields every `ls --json` line promises (the README's `ls` contract).
+# The fields every `ls --json` line promises (the `ls` contract, docs/reference/cli/ls.md).
 INTERVIEW = {"user-id": "5", "session-type": "interview"}
 # key → (body, metadata); two of them carry the interview metadata.
 OBJECTS: dict[str, tuple[bytes, dict[str, str] | None]] = {

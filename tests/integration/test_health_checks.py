@@ -129,9 +129,14 @@ async def test_a_hung_minio_and_kafka_answer_within_the_time_limit_and_threads_s
                 assert elapsed < limit + 1.5, f"/readyz took {elapsed:.1f} s"
                 assert [a.status_code for a in answers] == [503] * CONCURRENT
                 checks = answers[0].json()["checks"]
-                # The request's own timeout ends it, inside the check's limit.
+                # The request's own timeout ends it, inside the check's limit; on a loaded
+                # machine the check's limit may come first (its thread still ends below).
                 assert checks["minio"]["ok"] is False
-                assert "timed out (ReadTimeoutError)" in checks["minio"]["error"], checks["minio"]
+                minio_error = checks["minio"]["error"]
+                assert (
+                    "timed out (ReadTimeoutError)" in minio_error
+                    or f"no answer within {limit:g} s" in minio_error
+                ), checks["minio"]
                 assert checks["kafka"]["ok"] is False
                 assert checks["index"]["ok"] is True
                 assert len(_health_threads()) <= 1
