@@ -17,6 +17,7 @@ arrays (the batch's ``_Writer``, job claims).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -238,8 +239,11 @@ class PostgresIndex(SqlIndex[Any, Any]):
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
+        # Batches get a thread, an event loop and a pool of their own (``_apply``), made at
+        # the first batch: a CLI read never starts them.
         self._batches: LoopThread | None = None
         self._batch_pool: Any = None
+        self._batch_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return "PostgresIndex(<dsn hidden>)"
@@ -273,21 +277,18 @@ class PostgresIndex(SqlIndex[Any, Any]):
     async def _prepare(self, handle: Any) -> None:
         async with handle.acquire() as conn:
             await migrate_postgres(conn)
-        # Batches get a thread, an event loop and a pool of their own (``_apply``).
-        batches = LoopThread("postgres-index-batches")
-        self._batches = batches
-        self._batch_pool = await batches.run(self._open())
 
     async def _release(self, handle: Any) -> None:
-        batches, self._batches = self._batches, None
-        batch_pool, self._batch_pool = self._batch_pool, None
         try:
             await handle.close()  # waits for the connections in use to be released
         finally:
-            if batches is not None:
-                if batch_pool is not None:
-                    await batches.run(batch_pool.close())
-                await batches.stop()
+            async with self._batch_lock:
+                batches, self._batches = self._batches, None
+                batch_pool, self._batch_pool = self._batch_pool, None
+                if batches is not None:
+                    if batch_pool is not None:
+                        await batches.run(batch_pool.close())
+                    await batches.stop()
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Any]:
@@ -328,11 +329,19 @@ class PostgresIndex(SqlIndex[Any, Any]):
         # In the batches' own thread and loop: the batch's Python (planning, COPY rows)
         # runs there while this loop decodes the next batch, instead of taking turns with
         # it on one thread.
-        self._started()
-        batches, pool = self._batches, self._batch_pool
-        if batches is None or pool is None:
-            raise IndexUnavailable(f"{self!r} is not started (call start() first)")
+        batches, pool = await self._batch_runner()
         return await batches.run(self._apply_with(pool, items, now))
+
+    async def _batch_runner(self) -> tuple[LoopThread, Any]:
+        """The batches' thread and pool, made at the first batch after start()."""
+        self._started()
+        async with self._batch_lock:
+            if self._batches is None:
+                self._batches = LoopThread("postgres-index-batches")
+            if self._batch_pool is None:
+                with self._translated():
+                    self._batch_pool = await self._batches.run(self._open())
+            return self._batches, self._batch_pool
 
     async def _apply_with(self, pool: Any, items: Sequence[Item], now: datetime) -> BatchResult:
         with self._translated():
