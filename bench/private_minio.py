@@ -9,7 +9,9 @@ this server has the same Kafka target *without* ``queue_dir``: with
 would lose events while Kafka is down, which is why the stack does not run this way).
 
 Same pinned binary, same credentials and Kafka topic as the stack; its own data directory
-and free ports on 127.0.0.1; stopped by its pid.
+and free ports on 127.0.0.1; stopped by its pid. With ``queue_limit`` it keeps a
+``queue_dir`` of that many events at most, as the stack does with 100,000 (the fault suite
+fills it to make MinIO drop events).
 """
 
 from __future__ import annotations
@@ -30,9 +32,18 @@ READY_TIMEOUT_S: Final = 60.0
 
 
 class PrivateMinio:
-    def __init__(self, values: dict[str, str], topic: str) -> None:
+    def __init__(
+        self,
+        values: dict[str, str],
+        topic: str,
+        *,
+        queue_limit: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._values = values
         self._topic = topic
+        self._queue_limit = queue_limit
+        self._env = env or {}  # more of the server's settings
         self._dir = Path(tempfile.mkdtemp(prefix="bench-minio-"))
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -40,6 +51,11 @@ class PrivateMinio:
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def queue_dir(self) -> Path | None:
+        """Where it queues events for Kafka (None: it keeps no queue)."""
+        return self._dir / "queue" if self._queue_limit is not None else None
 
     @property
     def pid(self) -> int:
@@ -58,6 +74,11 @@ class PrivateMinio:
             f"MINIO_NOTIFY_KAFKA_BROKERS_{target}": self._values["KAFKA_BOOTSTRAP_SERVERS"],
             f"MINIO_NOTIFY_KAFKA_TOPIC_{target}": self._topic,
         }
+        if self.queue_dir is not None:
+            self.queue_dir.mkdir(parents=True, exist_ok=True)
+            env[f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{target}"] = str(self.queue_dir)
+            env[f"MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_{target}"] = str(self._queue_limit)
+        env.update(self._env)
         command = [
             str(ensure_minio_binary()),
             "server",
@@ -68,12 +89,13 @@ class PrivateMinio:
             f"127.0.0.1:{free_port()}",
             "--quiet",
         ]
-        log = (self._dir / "minio.log").open("wb")
-        self._proc = subprocess.Popen(  # noqa: S603 - the pinned MinIO binary
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self._dir / "minio.log").open("wb") as log:  # the child keeps its own handle
+            self._proc = subprocess.Popen(  # noqa: S603 - the pinned MinIO binary
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_ready()
-        print(f"private MinIO (no queue_dir) pid {self.pid} on {self.endpoint}", flush=True)
+        queue = "no queue_dir" if self.queue_dir is None else f"queue_limit {self._queue_limit}"
+        print(f"private MinIO ({queue}) pid {self.pid} on {self.endpoint}", flush=True)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

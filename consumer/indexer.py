@@ -62,12 +62,16 @@ class DecodedBatch:
     # Time spent decoding (by Indexer.prepare, ahead of the write): still part of the
     # batch's duration in the metrics and stats.
     decode_s: float = 0.0
+    # Each event's Kafka record timestamp (epoch seconds), in the order of ``events``:
+    # where MinIO's delivery ends and the consumer's part begins.
+    kafka_times_s: list[float] = field(default_factory=list)
 
 
 def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
     """Split a fetched batch into events (with their Kafka position) and poison messages."""
     events: list[tuple[ObjectEvent, KafkaPosition]] = []
     dead: list[DeadLetter] = []
+    times: list[float] = []
     for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
         for record in batch[tp]:
             position = KafkaPosition(record.topic, record.partition, record.offset)
@@ -77,7 +81,8 @@ def decode_batch(batch: Batch, *, max_message_bytes: int) -> DecodedBatch:
                 dead.append(DeadLetter(record, exc.error_class, exc.reason))
                 continue
             events.extend((event, position) for event in parsed)
-    return DecodedBatch(events, dead)
+            times.extend([record.timestamp / 1000.0] * len(parsed))
+    return DecodedBatch(events, dead, kafka_times_s=times)
 
 
 # Records decoded between two yields to the event loop in ``Indexer.prepare``: small
@@ -214,6 +219,7 @@ class Indexer(LoopRole):
         limit = self._settings.indexer_max_message_bytes
         events: list[tuple[ObjectEvent, KafkaPosition]] = []
         dead: list[DeadLetter] = []
+        times: list[float] = []
         busy = 0.0
         for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
             records = batch[tp]
@@ -224,9 +230,10 @@ class Indexer(LoopRole):
                 )
                 events.extend(part.events)
                 dead.extend(part.dead_letters)
+                times.extend(part.kafka_times_s)
                 busy += time.perf_counter() - started
                 await asyncio.sleep(0)
-        return DecodedBatch(events, dead, decode_s=busy)
+        return DecodedBatch(events, dead, decode_s=busy, kafka_times_s=times)
 
     async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
         """Write the (decoded) batch in one index transaction; its poison messages."""
@@ -281,7 +288,7 @@ class Indexer(LoopRole):
     ) -> Iterator[None]:
         """The batch's metric records, in slices (see DeferredRecords)."""
         now = datetime.now(UTC)
-        delays = [max(0.0, (now - event.event_time).total_seconds()) for event, _ in decoded.events]
+        delays = split_delays(decoded, now.timestamp())
         return _metric_records(
             delays, elapsed_s, kinds, group=self.group_id, backend=self._store.db_system
         )
@@ -291,8 +298,32 @@ class Indexer(LoopRole):
 _RECORD_SLICE: Final = 250
 
 
+@dataclass(frozen=True)
+class Delays:
+    """Per event, seconds: end to end (event time → indexed), and its two parts, MinIO's
+    delivery (event time → Kafka record timestamp) and the consumer's (→ indexed)."""
+
+    total: list[float]
+    minio: list[float]
+    consumer: list[float]
+
+
+def split_delays(decoded: DecodedBatch, now_s: float) -> Delays:
+    """The delays of ``decoded``'s events indexed at ``now_s`` (negative ones, from clocks
+    a little apart, count as 0). Pure."""
+    event_times = [event.event_time.timestamp() for event, _ in decoded.events]
+    kafka_times = decoded.kafka_times_s
+    if len(kafka_times) != len(event_times):  # a batch decoded without them
+        kafka_times = []
+    return Delays(
+        total=[max(0.0, now_s - t) for t in event_times],
+        minio=[max(0.0, k - t) for t, k in zip(event_times, kafka_times, strict=False)],
+        consumer=[max(0.0, now_s - k) for k in kafka_times],
+    )
+
+
 def _metric_records(
-    delays: Sequence[float],
+    delays: Delays,
     elapsed_s: float,
     kinds: Mapping[str, int],
     *,
@@ -303,11 +334,16 @@ def _metric_records(
     # is the costliest step per event after the write itself (docs/benchmarks.md). The
     # events counter moves after the delays, so a scrape never shows more events than
     # delays measured. A slice of them between two yields to the event loop.
-    record = instruments.delay.record
-    for start in range(0, len(delays), _RECORD_SLICE):
-        for delay in delays[start : start + _RECORD_SLICE]:
-            record(delay)
-        yield
+    for histogram, values in (
+        (instruments.delay, delays.total),
+        (instruments.delay_minio, delays.minio),
+        (instruments.delay_consumer, delays.consumer),
+    ):
+        record = histogram.record
+        for start in range(0, len(values), _RECORD_SLICE):
+            for delay in values[start : start + _RECORD_SLICE]:
+                record(delay)
+            yield
     instruments.batch_duration.record(elapsed_s, {"backend": backend})
     for kind, count in kinds.items():
         instruments.events.add(count, {"group": group, "kind": kind})

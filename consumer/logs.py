@@ -114,6 +114,27 @@ class _DowngradeTransientKafkaErrors(logging.Filter):
         return True
 
 
+# Libraries whose warnings carry the traceback of an expected failure: asyncpg's pool
+# logs "Failed to restore the pool connection floor; retrying" with the exception each
+# time a connection breaks off during an index outage. The error's one line is enough.
+_ONE_LINE_WARNINGS = ("asyncpg",)
+
+
+class _OneLineLibraryWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno < logging.ERROR
+            and record.exc_info
+            and record.name.startswith(_ONE_LINE_WARNINGS)
+        ):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 # During a broker outage aiokafka logs every failed connection and metadata refresh, for
 # every client, many times a second: the lines that matter drown. At most this many of its
 # lines a second reach the output; the next one to pass says how many were held back.
@@ -222,6 +243,7 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_DowngradeTransientKafkaErrors())
+    handler.addFilter(_OneLineLibraryWarnings())
     handler.addFilter(_RateLimitKafkaLogs())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -36,6 +36,9 @@ _METADATA_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PRINTABLE_ASCII: Final = re.compile(r"[\x20-\x7e]*")
 _DOT_RUNS: Final = re.compile(r"\.{2,}")
+# Half a UTF-16 surrogate pair: how Python holds a file name's or an argument's bytes that
+# are not UTF-8 (PEP 383). UTF-8 cannot encode it.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # Characters kept as they are in an encoded metadata value: printable ASCII except "%".
 _METADATA_SAFE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -83,6 +86,9 @@ def check_key(key: str) -> str:
     system could misread it."""
     if not key:
         raise InvalidInput("object key is empty")
+    if _SURROGATE.search(key):
+        # A command-line argument with bytes that are not UTF-8 (PEP 383 escapes them).
+        raise InvalidInput(f"object key {key!r} is not valid UTF-8")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidInput(f"object key is longer than {MAX_KEY_BYTES} bytes")
     if key.startswith("/"):
@@ -99,10 +105,12 @@ def safe_file_name(name: str) -> str:
     control characters, no ``..``, no leading dots or spaces, at most 200 bytes (keeping
     the extension). Never empty."""
     name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("_", name)
+    name = _SURROGATE.sub("_", _CONTROL.sub("_", name))
     name = _DOT_RUNS.sub(".", name).strip().lstrip(".").strip()
     stem, dot, extension = name.rpartition(".")
-    if not stem:  # no extension, or the name was only an extension
+    if not stem or len((dot + extension).encode("utf-8")) >= MAX_FILE_NAME_BYTES // 2:
+        # No extension, the name was only an extension, or one too long to be one: then
+        # the whole name is cut to size.
         stem, dot, extension = name, "", ""
     budget = MAX_FILE_NAME_BYTES - len((dot + extension).encode("utf-8"))
     stem = _truncate_utf8(stem, max(budget, 1)).rstrip(". ")
@@ -139,8 +147,10 @@ def import_key(user_id: str, import_id: str, relative_path: str) -> str:
 
 def encode_metadata_value(value: str) -> str:
     """A metadata value as HTTP can carry it: printable ASCII as is, anything else (and
-    ``%``) percent-encoded as UTF-8. Reversible with ``decode_metadata_value``."""
-    return quote(value, safe=_METADATA_SAFE)
+    ``%``) percent-encoded as UTF-8. Reversible with ``decode_metadata_value``, except for
+    half a surrogate pair (a file name's bytes that are not UTF-8, PEP 383), which UTF-8
+    cannot encode: it becomes "?"."""
+    return quote(value, safe=_METADATA_SAFE, errors="replace")
 
 
 def decode_metadata_value(value: str) -> str:

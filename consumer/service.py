@@ -6,12 +6,16 @@ SIGTERM / SIGINT → stop fetching, finish the batch in flight (the processor: i
 the sweeper: its delete request), commit, close. If that takes longer than
 SHUTDOWN_GRACE_S the roles are cancelled (the indexer's write and commit are shielded, a
 processor's unfinished jobs are rerun after redelivery), so nothing is lost.
+
+An index that cannot be reached at start is waited for (as Kafka is, by each role), so an
+outage that begins before the first connection pauses the service like one later on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,18 +24,25 @@ from typing import Any, Protocol
 
 import structlog
 
+from consumer.errors import StopRequested
 from consumer.health import HealthReporter, HealthServer
 from consumer.index import IndexStore, open_index
 from consumer.indexer import Indexer
 from consumer.processing.registry import load_processors
 from consumer.processing.worker import ProcessorWorker
+from consumer.repair.auto import AutoReconcile, build_auto_reconcile
 from consumer.retention.sweeper import RetentionWorker
+from consumer.retry import retry
 from consumer.settings import Settings
+from consumer.setup.notify_config import notify_target_id
 from consumer.telemetry import configure_telemetry, instruments
 
 log = structlog.get_logger(__name__)
 
 JOURNAL_PRUNE_INTERVAL_S = 3600.0
+# Longest wait between two tries to reach the index at start: a server that comes back is
+# noticed within seconds (as Kafka's start, consumer/kafka/clients.py).
+INDEX_START_RETRY_CAP_S = 5.0
 
 
 class Role(StrEnum):
@@ -98,6 +109,35 @@ def processor_dead_letters_malformed(settings: Settings, role: Role) -> bool:
     return role is Role.PROCESSOR
 
 
+def _background_tasks(
+    settings: Settings, store: IndexStore, role: Role, auto: AutoReconcile | None
+) -> list[asyncio.Task[None]]:
+    """The tasks beside the roles: storage counts, journal pruning (indexer), MinIO's
+    queue watch and the automatic reconcile (indexer)."""
+    background = [
+        asyncio.create_task(_count_storage_forever(store, settings.storage_count_interval_s))
+    ]
+    if auto is not None:
+        background.append(asyncio.create_task(auto.run(), name="auto-reconcile"))
+    if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
+        background.append(
+            asyncio.create_task(
+                _prune_journal_forever(store, settings.index_journal_retention_days)
+            )
+        )
+    return background
+
+
+def _auto_reconcile(settings: Settings, store: IndexStore, role: Role) -> AutoReconcile | None:
+    """The indexer role's watch of MinIO's queue and its automatic reconcile (every
+    indexer process runs it; a lease in the index lets one run at a time)."""
+    if role not in (Role.INDEXER, Role.ALL):
+        return None
+    if not (settings.reconcile_auto or settings.minio_metrics_interval_s):
+        return None
+    return build_auto_reconcile(settings, store)
+
+
 def _workers(settings: Settings, store: IndexStore, role: Role) -> dict[str, Worker]:
     workers: dict[str, Worker] = {}
     if role in (Role.INDEXER, Role.ALL):
@@ -118,25 +158,27 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
     """Run ``role`` until a signal (or, with ``burst``, until the topic is drained); the
     stats of each worker by name. If one worker fails, the others are stopped too."""
     configure_telemetry()
-    store = open_index(settings.index_url)
-    async with store:
+    store = open_index(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
+    if not await _start_when_reachable(store, settings):
+        return {}
+    async with store:  # started above; closed at the end
         workers = _workers(settings, store, role)
-        reporter = HealthReporter(settings, store, workers=lambda: _worker_stats(workers))
+        auto = _auto_reconcile(settings, store, role)
+
+        def stats() -> dict[str, dict[str, Any]]:
+            extra = {"auto_reconcile": dataclasses.asdict(auto.stats)} if auto else {}
+            return _worker_stats(workers) | extra
+
+        reporter = HealthReporter(
+            settings, store, workers=stats, notify_target=lambda: notify_target_id(settings)
+        )
         health = HealthServer(settings.health_host, settings.health_port, reporter)
         await health.start()
         tasks = {
             name: asyncio.create_task(worker.run(burst=burst), name=name)
             for name, worker in workers.items()
         }
-        background: list[asyncio.Task[None]] = [
-            asyncio.create_task(_count_storage_forever(store, settings.storage_count_interval_s))
-        ]
-        if role in (Role.INDEXER, Role.ALL) and settings.index_journal_retention_days > 0:
-            background.append(
-                asyncio.create_task(
-                    _prune_journal_forever(store, settings.index_journal_retention_days)
-                )
-            )
+        background = _background_tasks(settings, store, role, auto)
         loop = asyncio.get_running_loop()
 
         def stop_all() -> None:
@@ -169,6 +211,31 @@ async def run_service(settings: Settings, role: Role, *, burst: bool = False) ->
                     await task
             await health.close()
             log.info("consumer stopped", **_summary(workers))
+
+
+async def _start_when_reachable(store: IndexStore, settings: Settings) -> bool:
+    """Start ``store``, tried again while the index is unavailable (a permanent refusal,
+    e.g. bad credentials, is raised at once); False when a signal came first. Nothing was
+    read yet, so stopping here loses nothing."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await retry(
+            store.start,
+            what="index start",
+            base_s=settings.index_retry_backoff_s,
+            cap_s=INDEX_START_RETRY_CAP_S,
+            stop=stop,
+        )
+    except StopRequested:
+        log.info("stopped before the index was reachable")
+        return False
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return True
 
 
 async def _wait_for_workers(

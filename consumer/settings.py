@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         description="bytes: the largest object processed, and the size limit of a presigned "
         "upload's POST policy",
     )
+    minio_read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        alias="MINIO_READ_TIMEOUT_S",
+        description="how long a MinIO request waits for the next bytes of its answer before "
+        "it fails and is retried: a stalled connection ends within this",
+    )
     minio_cleanup_days: int = Field(
         30,
         ge=0,
@@ -159,6 +167,31 @@ class Settings(BaseSettings):
         alias="MINIO_IDENTITY_POLICY_PREFIX",
         description="the identities' canned policies are <prefix>-consumer and "
         "<prefix>-uploader: deployments sharing one MinIO give each its own prefix",
+    )
+
+    minio_metrics_auth: Literal["jwt", "public"] = Field(
+        "jwt",
+        alias="MINIO_METRICS_AUTH",
+        description="how MinIO's queue for the notify target is read from its metrics "
+        "(/minio/v2/metrics/cluster): jwt signs a bearer token with MINIO_ACCESS_KEY/"
+        "MINIO_SECRET_KEY (their policy needs admin:Prometheus; the consumer identity's "
+        "has it), public sends none (a server run with MINIO_PROMETHEUS_AUTH_TYPE=public)",
+    )
+    minio_metrics_interval_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        alias="MINIO_METRICS_INTERVAL_S",
+        description="seconds between two readings of MinIO's queue by the indexer role "
+        "(MinIO caches them 10 s); 0: never read (no minio_queue in /status, no triggers "
+        "of the automatic reconcile from MinIO)",
+    )
+    minio_queue_degraded_length: int = Field(
+        1000,
+        ge=0,
+        alias="MINIO_QUEUE_DEGRADED_LENGTH",
+        description="/status is degraded while MinIO holds more undelivered events than this "
+        "for the notify target (it names the number); readiness is not affected",
     )
 
     # --- Kafka -------------------------------------------------------------------------
@@ -310,6 +343,15 @@ class Settings(BaseSettings):
         description="first delay of the retries while the index (or Kafka at start) is "
         "unavailable: doubling, with jitter, capped at 30 s",
     )
+    index_command_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        alias="INDEX_COMMAND_TIMEOUT_S",
+        description="PostgreSQL: how long one statement (and a new connection, at most 10 s) "
+        "may take, network included, before it fails and is retried: a stalled connection "
+        "ends within this. Not used by SQLite",
+    )
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field(
@@ -387,7 +429,57 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         alias="TRANSCRIBE_TIMEOUT_S",
-        description="time limit of one transcription request",
+        description="time limit of one transcription request, upload and answer together "
+        "(an answer trickling in a byte at a time ends there too)",
+    )
+
+    # --- Automatic reconcile (a task of the indexer role) -------------------------------
+    reconcile_auto: bool = Field(
+        True,
+        alias="RECONCILE_AUTO",
+        description="the indexer role reconciles the notification file's buckets by itself, "
+        "with repair, when MinIO's failed-events count rises or MinIO restarted, and every "
+        "RECONCILE_INTERVAL_S (see MinIO's delivery)",
+    )
+    reconcile_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        le=30 * 86_400,
+        alias="RECONCILE_INTERVAL_S",
+        description="seconds between two anti-entropy runs of the group (0: none; MinIO's "
+        "triggers still start runs)",
+    )
+    reconcile_settle_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        alias="RECONCILE_SETTLE_S",
+        description="objects written this recently are left to their events, still on their "
+        "way; a triggered run waits this long after the latest trigger (keep it above "
+        "MinIO's 10 s metrics cache plus its 3 s send loop)",
+    )
+    reconcile_min_gap_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        alias="RECONCILE_MIN_GAP_S",
+        description="at most one automatic run per this many seconds in the group (from the "
+        "end of one to the start of the next)",
+    )
+    reconcile_max_lag: int = Field(
+        1000,
+        ge=0,
+        alias="RECONCILE_MAX_LAG",
+        description="no automatic run while the indexer's group is more events than this "
+        "behind (the index is catching up: objects would look missing)",
+    )
+    reconcile_lease_s: float = Field(
+        300.0,
+        ge=10,
+        le=86_400,
+        alias="RECONCILE_LEASE_S",
+        description="the run's lease in the index, renewed while it runs: one run at a time "
+        "across the group; a dead runner's run is taken over this long after",
     )
 
     # --- Retention (role "retention"; lifecycle rules by setup) ---------------------------

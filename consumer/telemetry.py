@@ -251,7 +251,7 @@ class MetricSpec:
         return name + ("_total" if self.kind == "counter" else "")
 
 
-_PROMETHEUS_UNITS: Final = {"s": "seconds", "By": "bytes"}
+_PROMETHEUS_UNITS: Final = {"s": "seconds", "By": "bytes", "{event}/s": "per_second"}
 
 EVENTS: Final = MetricSpec(
     "consumer.events",
@@ -289,6 +289,24 @@ DELAY: Final = MetricSpec(
     "s",
     "End-to-end delay: the event's time to the moment it was indexed (a replay shows as "
     "long delays)",
+    (),
+    DELAY_BUCKETS,
+)
+# The delay split where it is spent (docs/operations/minio-delivery.md).
+DELAY_MINIO: Final = MetricSpec(
+    "index.delay.minio",
+    "histogram",
+    "s",
+    "MinIO's delivery: the event's time to its Kafka record's timestamp (MinIO's queue and "
+    "its send loop)",
+    (),
+    DELAY_BUCKETS,
+)
+DELAY_CONSUMER: Final = MetricSpec(
+    "index.delay.consumer",
+    "histogram",
+    "s",
+    "The consumer's part: the Kafka record's timestamp to the moment the event was indexed",
     (),
     DELAY_BUCKETS,
 )
@@ -338,18 +356,77 @@ INDEX_SIZE: Final = MetricSpec(
     "Bytes of live objects per bucket, counted from the index with index.objects",
     ("bucket",),
 )
+# MinIO's queue for the notify target, as the indexer role last read it from MinIO's own
+# metrics (consumer/minio/notify_queue.py): its counters since it started, and a rate.
+MINIO_QUEUE_LENGTH: Final = MetricSpec(
+    "minio.notify.queue_length",
+    "observable gauge",
+    "{event}",
+    "Events MinIO holds for the notify target, not yet sent to Kafka (invisible in the lag)",
+    ("target",),
+)
+MINIO_FAILED_EVENTS: Final = MetricSpec(
+    "minio.notify.failed_events",
+    "observable gauge",
+    "{event}",
+    "Events MinIO's notify target refused since MinIO started (a full queue: dropped)",
+    ("target",),
+)
+MINIO_TOTAL_EVENTS: Final = MetricSpec(
+    "minio.notify.total_events",
+    "observable gauge",
+    "{event}",
+    "Events handed to MinIO's notify target since MinIO started",
+    ("target",),
+)
+MINIO_DELIVERY_RATE: Final = MetricSpec(
+    "minio.notify.delivery_rate",
+    "observable gauge",
+    "{event}/s",
+    "Events MinIO sent on to Kafka per second, between two readings at least 10 s apart",
+    ("target",),
+)
+RECONCILE_RUNS: Final = MetricSpec(
+    "reconcile.auto.runs",
+    "counter",
+    "{run}",
+    "Automatic reconcile runs, by reason (failed_events, minio_restart, periodic) and "
+    "outcome (done, failed)",
+    ("reason", "outcome"),
+)
+RECONCILE_REPAIRS: Final = MetricSpec(
+    "reconcile.auto.repairs",
+    "counter",
+    "{object}",
+    "Objects the automatic reconcile repaired, by difference (missing, stale, extra)",
+    ("difference",),
+)
+_MINIO_QUEUE_GAUGES: Final = {
+    "queue_length": MINIO_QUEUE_LENGTH,
+    "failed_events": MINIO_FAILED_EVENTS,
+    "total_events": MINIO_TOTAL_EVENTS,
+    "delivery_rate": MINIO_DELIVERY_RATE,
+}
 METRICS: Final = (
     EVENTS,
     DEAD_LETTERS,
     LAG,
     BATCH_DURATION,
     DELAY,
+    DELAY_MINIO,
+    DELAY_CONSUMER,
     JOBS,
     JOB_DURATION,
     MINIO_OPERATIONS,
     MINIO_DURATION,
     INDEX_OBJECTS,
     INDEX_SIZE,
+    MINIO_QUEUE_LENGTH,
+    MINIO_FAILED_EVENTS,
+    MINIO_TOTAL_EVENTS,
+    MINIO_DELIVERY_RATE,
+    RECONCILE_RUNS,
+    RECONCILE_REPAIRS,
 )
 """Every instrument of the consumer but retention's (consumer/retention/metrics.py)."""
 
@@ -405,6 +482,8 @@ class Instruments:
         observable_gauge(meter, LAG, self._observe_lag)
         self.batch_duration = histogram(meter, BATCH_DURATION)
         self.delay = histogram(meter, DELAY)
+        self.delay_minio = histogram(meter, DELAY_MINIO)
+        self.delay_consumer = histogram(meter, DELAY_CONSUMER)
         self.jobs = counter(meter, JOBS)
         self.job_duration = histogram(meter, JOB_DURATION)
         self.minio_operations = counter(meter, MINIO_OPERATIONS)
@@ -415,6 +494,12 @@ class Instruments:
         self.storage: dict[str, tuple[int, int]] = {}
         observable_gauge(meter, INDEX_OBJECTS, self._observe_objects)
         observable_gauge(meter, INDEX_SIZE, self._observe_bytes)
+        # MinIO's queue as last read: name → (target id, value), set by the reader.
+        self.minio_queue: dict[str, tuple[str, float]] = {}
+        for name, spec in _MINIO_QUEUE_GAUGES.items():
+            observable_gauge(meter, spec, self._minio_queue_observer(name))
+        self.reconcile_runs = counter(meter, RECONCILE_RUNS)
+        self.reconcile_repairs = counter(meter, RECONCILE_REPAIRS)
 
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self._lag[(group, topic, partition)] = lag
@@ -431,6 +516,16 @@ class Instruments:
     def _observe_lag(self, _: CallbackOptions) -> Iterator[Observation]:
         for (group, topic, partition), lag in list(self._lag.items()):
             yield Observation(lag, {"group": group, "topic": topic, "partition": str(partition)})
+
+    def _minio_queue_observer(
+        self, name: str
+    ) -> Callable[[CallbackOptions], Iterator[Observation]]:
+        def observe(_: CallbackOptions) -> Iterator[Observation]:
+            if name in self.minio_queue:
+                target, value = self.minio_queue[name]
+                yield Observation(value, {"target": target})
+
+        return observe
 
     def _observe_objects(self, _: CallbackOptions) -> Iterator[Observation]:
         for bucket, (objects, _size) in list(self.storage.items()):

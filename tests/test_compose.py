@@ -94,6 +94,14 @@ DOCUMENTED_METRICS = frozenset(
         "consumer_lag",
         "consumer_dead_letters_total",
         "index_delay_seconds",
+        "index_delay_minio_seconds",
+        "index_delay_consumer_seconds",
+        "minio_notify_queue_length",
+        "minio_notify_failed_events",
+        "minio_notify_total_events",
+        "minio_notify_delivery_rate_per_second",
+        "reconcile_auto_runs_total",
+        "reconcile_auto_repairs_total",
         "index_batch_duration_seconds",
         "index_objects",
         "index_size_bytes",
@@ -107,7 +115,7 @@ DOCUMENTED_METRICS = frozenset(
         "retention_sweeps_total",
     }
 )
-METRIC_NAME = re.compile(r"\b(?:consumer|index|processing|minio|retention)_[a-z_]+")
+METRIC_NAME = re.compile(r"\b(?:consumer|index|processing|minio|retention|reconcile)_[a-z_]+")
 HISTOGRAM_SERIES_SUFFIX = re.compile(r"_(?:bucket|count|sum)$")
 DASHBOARD_ROWS = ("Throughput & lag", "Delay", "Processing", "DLQ", "Storage & retention", "MinIO")
 

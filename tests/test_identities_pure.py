@@ -58,8 +58,9 @@ def _grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
     pairs = set()
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
+        # An admin action's statement has no resource (MinIO ignores it there).
         for action in statement["Action"]:
-            for resource in statement["Resource"]:
+            for resource in statement.get("Resource", ["(admin)"]):
                 pairs.add((action, resource))
     return pairs
 
@@ -100,10 +101,19 @@ def test_without_sweeper_policies_the_consumer_has_no_delete_statement() -> None
         "ReadWatchedBuckets",
         "ReadWatchedObjects",
         "WriteProcessingResults",
+        "ReadNotifyQueueMetrics",
     ]
     reads = {r for a, r in _grants(consumer.policy) if a == "s3:GetObject"}
     assert reads == {f"arn:aws:s3:::{b}/*" for b in ("audio-b", "storage-b", "results-b")}
     assert "$comment" not in consumer.policy
+
+
+def test_the_consumer_may_read_minios_metrics_and_no_other_admin_action() -> None:
+    # MinIO's /minio/v2/metrics/* asks the token's key for admin:Prometheus: the notify
+    # target's queue is read from there.
+    consumer = _specs(SCRATCH)["consumer"]
+    admin = {pair for pair in _grants(consumer.policy) if pair[0].startswith("admin:")}
+    assert admin == {("admin:Prometheus", "(admin)")}
 
 
 def test_watched_buckets_are_the_managed_ones_then_the_others_once() -> None:

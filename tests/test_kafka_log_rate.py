@@ -65,3 +65,25 @@ def test_an_aiokafka_flood_becomes_a_few_lines_with_a_count(
     assert after["suppressed"]
     assert after["event"] == "Unable connect to node with id 9"
     assert after["level"] == "error"
+
+
+def test_a_library_warning_about_a_lost_connection_is_one_line(
+    json_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """asyncpg's pool warns with the traceback of every connection an index outage breaks
+    off; the line keeps the error, not the traceback. Our own errors keep theirs."""
+    configure_logging("info", json_output=True)
+    try:
+        raise ConnectionResetError("connection was closed in the middle of operation")
+    except ConnectionResetError:
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying", exc_info=True
+        )
+        logging.getLogger("consumer.indexer").error("ours", exc_info=True)
+    library, ours = _lines(capsys.readouterr().err)
+    assert library["event"] == (
+        "Failed to restore the pool connection floor; retrying: ConnectionResetError:"
+        " connection was closed in the middle of operation"
+    )
+    assert "exception" not in library
+    assert "Traceback" in str(ours["exception"])

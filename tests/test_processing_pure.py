@@ -3,21 +3,30 @@ probe's description of parsed files, the transcription client's pure helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from consumer.errors import ConfigError, ProcessingFailed, StopRequested
+from consumer.errors import ConfigError, IndexUnavailable, ProcessingFailed, StopRequested
 from consumer.events import EventKind, ObjectEvent
+from consumer.index import IndexStore
+from consumer.index.records import Lease
 from consumer.processing.probe import describe
 from consumer.processing.rules import Rule, load_rules, select_jobs
 from consumer.processing.source import RangeReader
 from consumer.processing.transcribe import create, describe_answer, endpoint_url
-from consumer.processing.worker import _outcomes, lease_check_interval_s, new_owner_id
+from consumer.processing.worker import (
+    ProcessorWorker,
+    _outcomes,
+    lease_check_interval_s,
+    new_owner_id,
+)
 from consumer.service import Role, processor_dead_letters_malformed
 from consumer.settings import Settings
 
@@ -215,3 +224,43 @@ def test_who_dead_letters_malformed_messages(
 ) -> None:
     settings = Settings(_env_file=None, PROCESSING_DEAD_LETTER_MALFORMED=setting)  # type: ignore[call-arg]
     assert processor_dead_letters_malformed(settings, role) is expected
+
+
+class _RenewalCutOff:
+    """An index whose lease renewal, once under way, ends with IndexUnavailable when it is
+    cancelled: asyncpg's can, when its cancel request cannot reach a server that is down."""
+
+    def __init__(self) -> None:
+        self.renewing = asyncio.Event()
+        self.renewals = 0
+
+    async def renew_leases(self, lease: Lease) -> int:
+        if lease.duration_s == 0:  # a release: not expected here
+            return 0
+        self.renewals += 1
+        self.renewing.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise IndexUnavailable("PostgreSQL index unavailable: cancel refused") from None
+        return 1
+
+
+async def test_a_lease_renewal_cut_off_at_the_end_of_the_batch_lets_the_batch_end() -> None:
+    # The renewer is cancelled when the batch's jobs ended; if the renewal in flight turns
+    # that cancellation into IndexUnavailable, the renewer must still stop, not take it
+    # for a failed round and renew on while the batch waits for it forever.
+    store = _RenewalCutOff()
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    worker = ProcessorWorker(settings, cast(IndexStore, store), {}, rules=[])
+    worker.lease = Lease(worker.lease.owner, 0.04)  # a renewal every 10 ms
+
+    async def batch() -> None:
+        async with worker._renewing_leases():
+            await store.renewing.wait()
+
+    running = asyncio.ensure_future(batch())
+    done, _ = await asyncio.wait({running}, timeout=5)
+    assert done, "the batch waited for its cut-off lease renewal forever"
+    running.result()
+    assert store.renewals == 1

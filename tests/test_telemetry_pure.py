@@ -117,6 +117,20 @@ def test_status_report_has_the_seeds_fields_plus_lag_and_dlq() -> None:
     assert "kafka                  ok (1.5 ms)" in table
 
 
+def test_a_role_waiting_on_a_failing_call_makes_the_report_degraded() -> None:
+    """Every check answers (a full disk under SQLite still answers reads), yet the indexer
+    retries its write: the report says degraded, and which role waits on what."""
+    checks = {"kafka": Check("kafka", True, 1.0), "index": Check("index", True, 1.0)}
+    waiting = {"indexer": {"last_failure": "index write: SQLite index cannot grow"}}
+    calm = {"indexer": {"last_failure": None}}
+    report = status_report(checks, {}, 0, OperationTotals(), waiting, NOW)
+    assert report["status"] == "degraded"
+    assert report["workers"]["indexer"]["last_failure"].startswith("index write")
+    assert status_report(checks, {}, 0, OperationTotals(), calm, NOW)["status"] == "healthy"
+    broken = {**checks, "index": Check("index", False, 5000.0, "no answer")}
+    assert status_report(broken, {}, 0, OperationTotals(), waiting, NOW)["status"] == "unhealthy"
+
+
 def test_request_line_parsing() -> None:
     assert _request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n") == ("GET", "/metrics")
     with pytest.raises(ValueError, match="not enough values"):

@@ -296,13 +296,19 @@ def test_the_stack_broker_gets_its_listeners_with_the_generated_user(tmp_path: P
         kafka_ssl_port=9104,
         kafka_scram_port=9105,
         kafka_controller_port=9103,
+        kafka_faults_port=9106,
+        kafka_faults_proxy_port=9107,
     )
     tls = tls_files(tmp_path / "tls")
     text = kafka_properties(state, tmp_path, creds, tls)
     props = dict(line.split("=", 1) for line in text.splitlines() if line)
     assert props["listeners"] == (
         "PLAINTEXT://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102,SSL://127.0.0.1:9104,"
-        "SASL_SSL://127.0.0.1:9105,CONTROLLER://127.0.0.1:9103"
+        "SASL_SSL://127.0.0.1:9105,CONTROLLER://127.0.0.1:9103,FAULTS://127.0.0.1:9106"
+    )
+    # The fault drills' listener is advertised where their proxy listens, the rest as bound.
+    assert props["advertised.listeners"] == props["listeners"].replace(
+        "FAULTS://127.0.0.1:9106", "FAULTS://127.0.0.1:9107"
     )
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "PLAIN"
@@ -387,7 +393,10 @@ def test_a_state_of_an_older_stack_is_restarted_not_reused() -> None:
     from infra.stack.lifecycle import has_every_port
 
     assert not has_every_port(StackState(1, 2, 3, 4, kafka_sasl_port=5, postgres_port=8))
-    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
+    # One from before the network-fault listener (Kafka's FAULTS) is restarted too.
+    assert not has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8))
+    faults = {"kafka_faults_port": 9, "kafka_faults_proxy_port": 10}
+    assert has_every_port(StackState(1, 2, 3, 4, 5, 6, 7, 8, **faults))
 
 
 def test_credentials_of_an_older_stack_are_kept_and_completed(tmp_path: Path) -> None:

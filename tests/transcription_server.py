@@ -2,7 +2,9 @@
 
 The only stand-in the project allows (the real API is paid and out of reach). It parses the
 multipart request for real and answers from a per-file script of (status, body) pairs, then
-with a default transcript; every request is recorded for the test to inspect.
+with a default transcript; every request is recorded for the test to inspect. With
+``hang_next`` set it takes that many requests and never answers them (a hung API); with
+``trickle_next``, it answers that many a byte at a time.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class StandIn:
         self._scripts: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
         self._delay_s = delay_s
+        # The next this many requests are taken (and billed) and never answered.
+        self.hang_next = 0
+        # The next this many are answered a byte every ``trickle_byte_s``: each read gets
+        # something, the answer takes long.
+        self.trickle_next = 0
+        self.trickle_byte_s = 0.25
+        self._released = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -77,6 +86,7 @@ class StandIn:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._released.set()  # hung requests end (unanswered) with the server
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -89,6 +99,31 @@ class StandIn:
                 return script.pop(0)
         return 200, {"text": f"transcript of {seen.filename}", "duration": 1.0}
 
+    def _hangs(self) -> bool:
+        with self._lock:
+            if self.hang_next <= 0:
+                return False
+            self.hang_next -= 1
+            return True
+
+    def _trickles(self) -> bool:
+        with self._lock:
+            if self.trickle_next <= 0:
+                return False
+            self.trickle_next -= 1
+            return True
+
+    def _write(self, out: Any, data: bytes, byte_s: float) -> None:
+        """``data`` at once, or a byte every ``byte_s`` (until the server stops)."""
+        if not byte_s:
+            out.write(data)
+            return
+        for n in range(len(data)):
+            if self._released.wait(byte_s):
+                return
+            out.write(data[n : n + 1])
+            out.flush()
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
 
@@ -97,6 +132,8 @@ class StandIn:
                 received_at = time.time()
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the upload broke off: a real API bills no incomplete request
                 if not self.path.endswith("/v1/audio/transcriptions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -107,11 +144,14 @@ class StandIn:
                     filename, audio, received_at,
                 )  # fmt: skip
                 answer = stand_in._answer(seen)  # recorded on arrival, like a billed call
+                if stand_in._hangs():
+                    stand_in._released.wait()
+                    return
                 if stand_in._delay_s:
                     time.sleep(stand_in._delay_s)
-                self._send(*answer)
+                self._send(*answer, byte_s=stand_in.trickle_byte_s if stand_in._trickles() else 0)
 
-            def _send(self, status: int, payload: Any) -> None:
+            def _send(self, status: int, payload: Any, byte_s: float = 0.0) -> None:
                 data = (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 )
@@ -119,7 +159,7 @@ class StandIn:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                stand_in._write(self.wfile, data, byte_s)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # quiet: the test inspects ``requests``

@@ -275,7 +275,9 @@ async def with_index(
     index that does not exist yet instead of creating an empty one."""
     if not create:
         require_index(settings.index_url)
-    async with open_index(settings.index_url) as store:
+    async with open_index(
+        settings.index_url, command_timeout_s=settings.index_command_timeout_s
+    ) as store:
         return await query(store)
 
 

@@ -216,5 +216,25 @@ def status_table(report: Mapping[str, Any]) -> str:
         rows.append((f"lag {group}", "-" if lag is None else str(lag["total"])))
     dlq = report["dlq_messages"]
     rows.append(("dlq_messages", "-" if dlq is None else str(dlq)))
+    rows += minio_queue_rows(report.get("minio_queue"))
     width = max(len(name) for name, _ in rows)
     return "".join(f"{name.ljust(width)}  {value}\n" for name, value in rows)
+
+
+def minio_queue_rows(queue: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The status table's lines about MinIO's queue for the notify target (none when
+    its reading is off)."""
+    if queue is None:
+        return []
+    if queue.get("error"):
+        return [("minio_queue", f"unknown: {queue['error']}")]
+    rate = queue.get("delivery_rate")
+    rows = [
+        ("minio_queue", f"{queue['queue_length']} events waiting ({queue['target']})"),
+        ("minio_failed_events", str(queue["failed_events"])),
+        ("minio_total_events", str(queue["total_events"])),
+        ("minio_delivery_rate", "-" if rate is None else f"{rate} events/s"),
+    ]
+    if queue.get("degraded"):
+        rows.append(("degraded", str(queue["degraded"])))
+    return rows

@@ -162,8 +162,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.health import fetch_or_build_status
+    from consumer.setup.notify_config import notify_target_id
 
-    report = asyncio.run(fetch_or_build_status(settings))
+    report = asyncio.run(fetch_or_build_status(settings, lambda: notify_target_id(settings)))
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:

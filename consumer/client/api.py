@@ -765,8 +765,10 @@ class VoxClient:
     async def health(self) -> dict[str, Any]:
         """The running consumer's /status report, or one built here (see `status`)."""
         from consumer.health import fetch_or_build_status
+        from consumer.setup.notify_config import notify_target_id
 
-        return await fetch_or_build_status(self.settings)
+        settings = self.settings
+        return await fetch_or_build_status(settings, lambda: notify_target_id(settings))
 
     # --- internals ------------------------------------------------------------------------
 
@@ -942,7 +944,10 @@ class VoxClient:
     async def _index(self) -> IndexStore:
         async with self._store_lock:
             if self._store is None:
-                store = open_index(self.settings.index_url)
+                store = open_index(
+                    self.settings.index_url,
+                    command_timeout_s=self.settings.index_command_timeout_s,
+                )
                 await store.start()
                 self._store = store
             return self._store

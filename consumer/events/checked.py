@@ -16,7 +16,8 @@ comes here for its verdict.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
@@ -38,6 +39,9 @@ from consumer.events.model import (
     user_id_for,
     user_metadata_from_record,
 )
+
+# Half a UTF-16 surrogate pair: not a character (see _load_json).
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 # --- wire shapes (private) -------------------------------------------------------------
 
@@ -132,12 +136,46 @@ def _decode(value: bytes | None, max_bytes: int) -> str:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise MalformedEvent("not_json", f"invalid JSON: {exc}") from None
     except RecursionError:
         # Deeply nested input exhausts the stack of the stdlib decoder.
         raise MalformedEvent("not_json", "JSON nested too deeply") from None
+    # Text only a \u escape can put in a JSON string, and that the index cannot store:
+    # half a UTF-16 surrogate pair, which is no character (UTF-8 cannot even encode it;
+    # msgspec refuses the message), and NUL, which no S3 server sends (not in a header, a
+    # key or a bucket name) and PostgreSQL's text refuses. Only the slow path pays for
+    # this look: the fast one leaves every message holding "\u0000" to it.
+    if "\\u" in text:
+        unstorable = _unstorable_text(document)
+        if unstorable == "surrogate":
+            raise MalformedEvent(
+                "not_json", "a \\u escape is half a surrogate pair, not a character"
+            )
+        if unstorable == "nul":
+            raise MalformedEvent("wrong_schema", "a string holds a NUL character (\\u0000)")
+    return document
+
+
+def _unstorable_text(document: Any) -> Literal["surrogate", "nul", ""]:
+    """Whether a string of ``document`` (a name or a value) holds half a surrogate pair
+    ("surrogate") or a NUL character ("nul"); "" when none does."""
+    # A loop, not recursion: the document may be nested as deep as json.loads could go.
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                return "surrogate"
+            if "\x00" in value:
+                return "nul"
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return ""
 
 
 def _reject_constant(name: str) -> Any:

@@ -29,6 +29,7 @@ from consumer.errors import ConnectionFailed, ConsumerError
 from consumer.index import IndexStore
 from consumer.kafka.lag import KafkaProbe
 from consumer.minio import describe_minio_failure, minio_client, minio_http_pool
+from consumer.minio.queue_watch import QueueWatch
 from consumer.settings import Settings
 from consumer.telemetry import OperationTotals, instruments, minio_operation
 
@@ -86,12 +87,22 @@ def status_report(
     totals: OperationTotals,
     workers: Mapping[str, Mapping[str, Any]],
     now: datetime,
+    minio_queue: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /status document. Pure."""
+    """The /status document; ``minio_queue``: MinIO's queue for the notify target
+    (``queue_fields``), whose ``degraded`` reason, if any, makes a healthy report
+    degraded. Pure."""
     indexer_lag = lags.get("indexer")
     total_lag = sum(indexer_lag.values()) if indexer_lag is not None else None
+    status = overall_status(checks, total_lag, totals.success_rate)
+    if status == "healthy" and any(stats.get("last_failure") for stats in workers.values()):
+        # Every check answers, yet a role waits on a failing call (a full disk under the
+        # index answers reads but takes no write): its workers entry says which.
+        status = "degraded"
+    if status == "healthy" and minio_queue and minio_queue.get("degraded"):
+        status = "degraded"
     return {
-        "status": overall_status(checks, total_lag, totals.success_rate),
+        "status": status,
         "checked_at": now.isoformat(),
         "connection_status": "connected"
         if all(check.ok for check in checks.values())
@@ -108,6 +119,7 @@ def status_report(
             for group, partitions in lags.items()
         },
         "dlq_messages": dlq_messages,
+        "minio_queue": dict(minio_queue) if minio_queue is not None else None,
         "workers": {name: dict(stats) for name, stats in workers.items()},
     }
 
@@ -162,6 +174,7 @@ class _Observed:
     lags: dict[str, dict[int, int] | None]
     dlq: int | None
     at: datetime
+    minio_queue: dict[str, Any] | None = None
 
 
 def health_minio_client(settings: Settings, timeout_s: float) -> Minio:
@@ -192,7 +205,11 @@ class HealthReporter:
         workers: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
         timeout_s: float = CHECK_TIMEOUT_S,
         cache_s: float | None = None,
+        notify_target: Callable[[], str] | None = None,
     ) -> None:
+        """``notify_target``: the notify target's id (from the notification file, which
+        the caller reads); without it, or with MINIO_METRICS_INTERVAL_S=0, /status has no
+        ``minio_queue``."""
         self._settings = settings
         self._store = store
         self._timeout_s = timeout_s
@@ -205,6 +222,11 @@ class HealthReporter:
         ttl = settings.health_cache_s if cache_s is None else cache_s
         self._ready = Shared(self.checks, ttl)
         self._observed = Shared(self._observe, ttl)
+        self._queue = (
+            QueueWatch(settings, notify_target, timeout_s)
+            if notify_target is not None and settings.minio_metrics_interval_s
+            else None
+        )
 
     @property
     def rounds(self) -> int:
@@ -234,19 +256,24 @@ class HealthReporter:
             instruments.minio_totals,
             self._workers(),
             observed.at,
+            observed.minio_queue,
         )
 
     async def _observe(self) -> _Observed:
         """One probe answers the Kafka check, the lags and the DLQ size."""
         facts: dict[str, Any] = {"lags": {}, "dlq": None}
-        kafka, index, minio = await asyncio.gather(
+        kafka, index, minio, queue = await asyncio.gather(
             # Each Kafka request is bounded by the time limit; six of them at most here.
             run_check("kafka", lambda: self._kafka(facts), 6 * self._timeout_s),
             run_check("index", self._index, self._timeout_s),
             run_check("minio", self._minio_answers, self._timeout_s),
+            self._queue_fields(),
         )
         checks = {"kafka": kafka, "index": index, "minio": minio}
-        return _Observed(checks, facts["lags"], facts["dlq"], datetime.now(UTC))
+        return _Observed(checks, facts["lags"], facts["dlq"], datetime.now(UTC), queue)
+
+    async def _queue_fields(self) -> dict[str, Any] | None:
+        return None if self._queue is None else await self._queue.fields()
 
     async def close(self) -> None:
         await self._ready.close()

@@ -4,6 +4,7 @@ built here when none answers."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -27,9 +28,12 @@ def status_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/status"
 
 
-async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
+async def fetch_or_build_status(
+    settings: Settings, notify_target: Callable[[], str] | None = None
+) -> dict[str, Any]:
     """The running consumer's /status (it knows its own counters); when none answers on
-    HEALTH_HOST:HEALTH_PORT, the same report built here, marked unhealthy."""
+    HEALTH_HOST:HEALTH_PORT, the same report built here, marked unhealthy (with MinIO's
+    queue for ``notify_target``, see HealthReporter)."""
     import httpx
 
     url = status_url(settings.health_host, settings.health_port)
@@ -50,14 +54,14 @@ async def fetch_or_build_status(settings: Settings) -> dict[str, Any]:
         return answered
     from consumer.index import open_index
 
-    store = open_index(settings.index_url)
+    store = open_index(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
     try:
         await asyncio.wait_for(store.start(), CHECK_TIMEOUT_S)
     except Exception:  # the report says the index is down
         store_for_checks: IndexStore | None = None
     else:
         store_for_checks = store
-    reporter = HealthReporter(settings, store_for_checks)
+    reporter = HealthReporter(settings, store_for_checks, notify_target=notify_target)
     try:
         report: dict[str, Any] = await reporter.status()
     finally:

@@ -75,17 +75,24 @@ __all__ = [
 
 _POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 _SQLITE_SCHEME: Final = "sqlite:///"
+POSTGRES_CONNECT_TIMEOUT_S: Final = 10.0
 
 
-def open_index(url: str) -> IndexStore:
-    """An unstarted store for ``url`` (the INDEX_URL setting).
+def open_index(url: str, *, command_timeout_s: float = 60.0) -> IndexStore:
+    """An unstarted store for ``url`` (the INDEX_URL setting); ``command_timeout_s``
+    (INDEX_COMMAND_TIMEOUT_S) bounds each PostgreSQL statement and each new connection.
 
     ``postgresql://…`` / ``postgres://…`` → PostgresIndex; ``sqlite:///relative.db``,
     ``sqlite:////abs/path.db`` or a bare file path → SqliteIndex.
     Raises ConfigError for anything else.
     """
     if url.startswith(_POSTGRES_SCHEMES):
-        return PostgresIndex(url)
+        # A new connection over a stalled network waits no longer than a statement would.
+        return PostgresIndex(
+            url,
+            command_timeout_s=command_timeout_s,
+            connect_timeout_s=min(POSTGRES_CONNECT_TIMEOUT_S, command_timeout_s),
+        )
     return SqliteIndex(sqlite_path(url))
 
 

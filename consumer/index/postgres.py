@@ -257,7 +257,7 @@ class PostgresIndex(SqlIndex[Any, Any]):
             yield
         except _TRANSIENT as exc:
             raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
-        except asyncpg.InterfaceError as exc:
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             if _connection_lost(exc):
                 raise IndexUnavailable(f"PostgreSQL index unavailable: {_describe(exc)}") from exc
             raise IndexWriteFailed(f"PostgreSQL index error: {_describe(exc)}") from exc
@@ -431,15 +431,26 @@ def _dumps(value: Any) -> str:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """An InterfaceError that only says the connection went away under an operation.
+    """An InterfaceError or InternalClientError that only says the connection went away
+    under an operation.
 
     When the server closes a connection inside a transaction (a shutdown, a restart, a
     terminated backend), asyncpg's transaction exit raises InterfaceError "... the
     underlying connection is closed", whether or not a statement failed first. The
     transaction did not commit, so the operation may be tried again once the server is
     back; any other InterfaceError (misuse of a connection) stays permanent.
+
+    At a shutdown the server also sends each idle connection a FATAL error before closing
+    it; asyncpg, expecting nothing while idle, leaves that connection's protocol in an
+    error state, and a statement sent on it before the close is noticed fails with
+    InternalClientError "cannot switch to state ...". The pool discards that connection,
+    so the operation may be tried again on another.
     """
-    return isinstance(exc.__context__, _TRANSIENT) or str(exc).endswith("connection is closed")
+    return (
+        isinstance(exc.__context__, _TRANSIENT)
+        or str(exc).endswith("connection is closed")
+        or str(exc).startswith("cannot switch to state")
+    )
 
 
 def _describe(exc: BaseException) -> str:

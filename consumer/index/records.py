@@ -126,6 +126,12 @@ class ObjectQuery:
         check_limit(self.limit)
         if self.text is not None and self.versions is Versions.ROWS:
             raise InvalidInput("a text search lists current objects or all versions")
+        # No indexed name or value holds a NUL (the decoder refuses such events), and
+        # PostgreSQL refuses it in a parameter: one answer for both backends.
+        searched = [self.bucket, self.user_id, self.prefix, self.processing_status, self.text]
+        searched += [part for item in (self.metadata or {}).items() for part in item]
+        if any(value is not None and "\x00" in value for value in searched):
+            raise InvalidInput("a listing filter holds a NUL character")
         # An empty filter is no filter; a frozen dataclass sets derived values this way.
         object.__setattr__(self, "metadata", lower_names(self.metadata) or None)
 

@@ -357,6 +357,12 @@ class SqliteIndex(SqlIndex[_Connection, _Connection]):
             yield
         except sqlite3.Error as exc:
             code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+                # Retried, like an outage: the batch is not committed, and it is written
+                # once space is freed (nothing else could make this write succeed).
+                raise IndexUnavailable(
+                    f"SQLite index cannot grow: {exc} (free space where {self._path} lives)"
+                ) from exc
             if code is not None and code & 0xFF in _TRANSIENT_CODES:
                 raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
             raise IndexWriteFailed(f"SQLite index error: {exc}") from exc

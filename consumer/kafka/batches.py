@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from consumer.errors import KafkaUnavailable, StopRequested
+from consumer.errors import ConsumerError, KafkaUnavailable, StopRequested
 from consumer.kafka.clients import (
     close_client,
     new_consumer,
@@ -92,6 +92,12 @@ class LoopStats:
     fetch_pauses: int = 0  # times fetching was paused to wait (for the index, jobs, the DLQ)
     rebalances: int = 0
     commits_refused: int = 0  # commits the group refused after a rebalance (redelivered)
+    # Why the latest retried call failed (the index full, the broker silent), until one
+    # succeeds again: /status says what the role waits for while it waits.
+    last_failure: str | None = None
+
+    def note_failure(self, reason: str | None) -> None:
+        self.last_failure = None if reason is None else reason[:300]
 
 
 class BatchHandler(Protocol):
@@ -470,6 +476,7 @@ class BatchLoop:
     # --- waiting with fetching paused ----------------------------------------------------
 
     async def retry_paused(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        operation = self._noting_failures(operation, what)
         pause = self._require_pause()
         if pause.held:
             # Already paused, with a poller at work: just wait.
@@ -505,6 +512,23 @@ class BatchLoop:
             if announced:
                 pause.release()
                 log.info("fetching resumed", after=what)
+
+    def _noting_failures(
+        self, operation: Callable[[], Awaitable[T]], what: str
+    ) -> Callable[[], Awaitable[T]]:
+        """``operation`` that notes in the stats why it failed, or that it succeeded."""
+
+        async def noted() -> T:
+            try:
+                result = await operation()
+            except ConsumerError as exc:
+                if exc.retriable:
+                    self.stats.note_failure(f"{what}: {exc}")
+                raise
+            self.stats.note_failure(None)
+            return result
+
+        return noted
 
     @contextlib.asynccontextmanager
     async def paused(self, reason: str) -> AsyncIterator[None]:

@@ -18,7 +18,6 @@ from consumer.errors import ConfigError
 from consumer.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
 
 
 def minio_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -45,7 +44,7 @@ def minio_http_pool(settings: Settings, *, maxsize: int = 16) -> urllib3.PoolMan
     """
     ssl_context = minio_ssl_context(settings)
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=settings.minio_read_timeout_s),
         retries=False,
         maxsize=maxsize,
         ssl_context=ssl_context,

@@ -8,6 +8,7 @@ Authorization header; it is never logged.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from collections.abc import Mapping
 from typing import Any, Final
@@ -50,6 +51,7 @@ class Transcriber:
         self._url = endpoint_url(base_url)
         self._model = settings.transcribe_model
         self._max_bytes = settings.transcribe_max_bytes
+        self._timeout_s = settings.transcribe_timeout_s
         key = settings.transcribe_api_key.get_secret_value()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.transcribe_timeout_s, connect=10.0),
@@ -66,7 +68,14 @@ class Transcriber:
         files = {"file": (posixpath.basename(job.key), audio, job.content_type or "audio/ogg")}
         form = {"model": self._model, "response_format": "json"}
         try:
-            response = await self._client.post(self._url, files=files, data=form)
+            # httpx's timeouts bound each read and write; an answer that trickles in a
+            # byte at a time would pass them all. The whole request ends within this.
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.post(self._url, files=files, data=form)
+        except TimeoutError as exc:
+            raise ProcessingRetriable(
+                f"transcription API did not answer within {self._timeout_s:g} s"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise ProcessingRetriable(
                 f"transcription API timed out ({type(exc).__name__})"

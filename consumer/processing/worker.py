@@ -293,6 +293,11 @@ class ProcessorWorker(LoopRole):
                 try:
                     await self._store.renew_leases(self.lease)
                 except ConsumerError as exc:
+                    if _being_cancelled():
+                        # The renewal cut off by our cancellation ended with its own error
+                        # (asyncpg's cancel request cannot reach a server that is down):
+                        # stop as asked, or the block's end would wait for us forever.
+                        raise asyncio.CancelledError from exc
                     log.warning("lease renewal failed; retried next round", error=str(exc))
 
         renewer = asyncio.create_task(renew_forever())
@@ -420,10 +425,16 @@ class ProcessorWorker(LoopRole):
             "attempt", attributes={"voxpersona.job.attempt": attempt}
         ) as span:
             try:
-                return await self._attempt_once(job, attempt)
+                location = await self._attempt_once(job, attempt)
             except ConsumerError as exc:
                 record_error(span, exc)
+                if not isinstance(exc, StopRequested):
+                    # /status names a failing dependency of the processor (the
+                    # transcription API has no check of its own) while it fails.
+                    self.stats.note_failure(f"{job.request.processor}: {exc}")
                 raise
+        self.stats.note_failure(None)
+        return location
 
     async def _attempt_once(self, job: Job, attempt: int) -> str:
         processor = self._processors[job.request.processor]
@@ -512,6 +523,13 @@ def _outcomes(ended: Sequence[DeadLetter | BaseException | None]) -> list[DeadLe
     if errors:
         raise next((e for e in errors if not isinstance(e, StopRequested)), errors[0])
     return [e for e in ended if not isinstance(e, BaseException)]
+
+
+def _being_cancelled() -> bool:
+    """Whether this task was asked to stop, even if another error replaced the
+    cancellation on its way up."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _ms(started: float) -> int:

@@ -15,7 +15,7 @@ with ``x-consumer-group`` naming the replay group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -41,21 +41,26 @@ def parse_since(text: str, now: datetime) -> datetime:
     """
     raw = text.strip()
     ago = duration_or_none(raw)
-    if ago is not None:
-        moment = now - ago
-    else:
-        try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
-            raise InvalidInput(
-                f"--since {text!r} is neither a duration (30m, 2h, 7d, 1w) nor an ISO-8601 time"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = _since_moment(raw, ago, now)
+    except OverflowError:  # a duration or a UTC offset taking it past year 1 or 9999
+        raise InvalidInput(f"--since {text!r} is outside the years 1 to 9999") from None
+    except ValueError:
+        raise InvalidInput(
+            f"--since {text!r} is neither a duration (30m, 2h, 7d, 1w) nor an ISO-8601 time"
+        ) from None
     if moment > now:
         raise InvalidInput(f"--since {text!r} is in the future")
     return moment
+
+
+def _since_moment(raw: str, ago: timedelta | None, now: datetime) -> datetime:
+    if ago is not None:
+        return (now - ago).astimezone(UTC)
+    moment = datetime.fromisoformat(raw)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def replay_group(base: str, now: datetime) -> str:

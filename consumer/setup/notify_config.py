@@ -138,3 +138,9 @@ def load_notify_config(path: Path, settings: Settings) -> NotifyConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top")
     return parse_notify_config(raw, settings)
+
+
+def notify_target_id(settings: Settings) -> str:
+    """The notify target's id (MINIO_NOTIFY_KAFKA_*_<ID> on the server), from the
+    notification file. Raises ConfigError."""
+    return load_notify_config(settings.minio_notify_config, settings).target.id

@@ -22,7 +22,8 @@ The parts: ``minio``, ``kafka`` and ``postgres`` — one module per server, each
 of the ``server.Server`` shape (install, start, ready, env), registered in
 ``lifecycle.SERVERS``; ``lifecycle`` (the Stack), ``state`` (the state directory),
 ``process`` (spawning, pids, stopping), ``install`` (the cache), ``tls`` (the test CA),
-``cli``.
+``cli``; ``toxiproxy`` builds the fault suite's network-fault proxy (``install`` builds
+it too; the tests start it).
 """
 
 from infra.stack.common import REPO_ROOT, StackError
@@ -32,6 +33,7 @@ from infra.stack.lifecycle import SERVER_NAMES, SERVERS, Stack
 from infra.stack.minio import MINIO_VERSION, NOTIFY_TARGET_ID, ensure_minio_binary
 from infra.stack.postgres import postgres_bin_dir
 from infra.stack.state import Credentials, StackState, free_port
+from infra.stack.toxiproxy import TOXIPROXY_VERSION, ensure_toxiproxy_binary
 
 __all__ = [
     "DEFAULT_DLQ_TOPIC",
@@ -41,6 +43,7 @@ __all__ = [
     "REPO_ROOT",
     "SERVERS",
     "SERVER_NAMES",
+    "TOXIPROXY_VERSION",
     "Credentials",
     "Stack",
     "StackError",
@@ -48,6 +51,7 @@ __all__ = [
     "cache_dir",
     "ensure_kafka_jars",
     "ensure_minio_binary",
+    "ensure_toxiproxy_binary",
     "free_port",
     "postgres_bin_dir",
 ]

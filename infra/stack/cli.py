@@ -16,6 +16,7 @@ from infra.stack.lifecycle import (
     Stack,
     where_to_look,
 )
+from infra.stack.toxiproxy import ensure_toxiproxy_binary
 
 
 @contextlib.contextmanager
@@ -69,6 +70,8 @@ def _install(stack: Stack, args: argparse.Namespace) -> int:
     if args.observed:
         for server in OBSERVERS:
             server.install()
+    # Not a server of the stack, but built the same way: the fault suite's proxy.
+    ensure_toxiproxy_binary()
     return 0
 
 

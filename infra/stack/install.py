@@ -52,3 +52,35 @@ def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], what: str) -
         raise StackError(
             f"{what} failed (exit {proc.returncode}): {tail(log_path, 1)}; log: {log_path}"
         )
+
+
+def go_installed_binary(*, name: str, package: str, version: str, binary: str) -> Path:
+    """``package@version`` built with ``go install`` into the cache (once), the path of
+    its ``binary``. The Go build caches live in the cache too, so a fresh clone reuses
+    them."""
+    target_dir = cache_dir() / name.lower() / version
+    built = target_dir / binary
+    if built.is_file() and os.access(built, os.X_OK):
+        return built
+    go = require_tool("go", f"install Go >= 1.24 (https://go.dev/doc/install) to build {name}")
+    say(f"building {name} {version} with go install (first time only)")
+    env = {
+        **os.environ,
+        "GOBIN": str(target_dir),
+        "GOPATH": str(cache_dir() / "go"),
+        "GOMODCACHE": str(cache_dir() / "gomod"),
+        "GOCACHE": str(cache_dir() / "gobuild"),
+        "GOFLAGS": "-mod=mod",
+        "CGO_ENABLED": "0",
+    }
+    started = time.monotonic()
+    run_logged(
+        [go, "install", f"{package}@{version}"],
+        cache_dir() / "logs" / f"{name.lower()}-build.log",
+        env,
+        f"building {name}",
+    )
+    if not built.is_file():
+        raise StackError(f"go install finished but {built} is missing")
+    say(f"{name} built in {time.monotonic() - started:.0f}s: {built}")
+    return built

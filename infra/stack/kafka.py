@@ -1,12 +1,13 @@
 """Apache Kafka (KRaft, broker and controller in one JVM): jars from Maven Central through
 infra/kafka/pom.xml, storage formatted once per state directory, then one broker with
-five listeners on 127.0.0.1:
+six listeners on 127.0.0.1:
 
 - PLAINTEXT: MinIO's notify target, the default settings, every test;
 - SASL_PLAINTEXT with PLAIN (the generated user in the JAAS config);
 - SSL: TLS with a server certificate of the stack's test CA (infra/stack/tls.py);
 - SASL_SSL with SCRAM-SHA-512: the same user, its SCRAM credential written into the
   KRaft metadata by ``kafka-storage format --add-scram`` (the KRaft way; no ZooKeeper);
+- FAULTS: PLAINTEXT, advertised at another port, where the fault suite's proxy listens;
 - CONTROLLER (KRaft's own).
 """
 
@@ -79,15 +80,17 @@ def ensure_kafka_jars() -> Path:
 def kafka_properties(state: StackState, data: Path, creds: Credentials, tls: TlsFiles) -> str:
     """server.properties of the one-node broker. Pure."""
     controller = f"127.0.0.1:{state.kafka_controller_port}"
-    listeners = ",".join(
-        [
-            f"PLAINTEXT://127.0.0.1:{state.kafka_port}",
-            f"SASL_PLAINTEXT://127.0.0.1:{state.kafka_sasl_port}",
-            f"SSL://127.0.0.1:{state.kafka_ssl_port}",
-            f"SASL_SSL://127.0.0.1:{state.kafka_scram_port}",
-            f"CONTROLLER://{controller}",
-        ]
-    )
+    common = [
+        f"PLAINTEXT://127.0.0.1:{state.kafka_port}",
+        f"SASL_PLAINTEXT://127.0.0.1:{state.kafka_sasl_port}",
+        f"SSL://127.0.0.1:{state.kafka_ssl_port}",
+        f"SASL_SSL://127.0.0.1:{state.kafka_scram_port}",
+        f"CONTROLLER://{controller}",
+    ]
+    listeners = ",".join([*common, f"FAULTS://127.0.0.1:{state.kafka_faults_port}"])
+    # FAULTS is advertised where the fault proxy listens: clients that bootstrap there
+    # are sent back there for every broker connection, never around the proxy.
+    advertised = ",".join([*common, f"FAULTS://127.0.0.1:{state.kafka_faults_proxy_port}"])
     # PLAIN's server side: one user, its password from the stack's credentials. Java
     # properties escape backslashes; token_urlsafe/hex never produce quotes or backslashes.
     plain_jaas = (
@@ -102,11 +105,11 @@ def kafka_properties(state: StackState, data: Path, creds: Credentials, tls: Tls
             "node.id=1",
             f"controller.quorum.bootstrap.servers={controller}",
             f"listeners={listeners}",
-            f"advertised.listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
-            "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,FAULTS:PLAINTEXT",
             "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN",
             f"listener.name.sasl_plaintext.plain.sasl.jaas.config={plain_jaas}",
             f"listener.name.sasl_ssl.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
@@ -222,7 +225,14 @@ def _add_scram_user(ctx: Context) -> None:
 
 class Kafka:
     name = "kafka"
-    ports = ("kafka_port", "kafka_sasl_port", "kafka_ssl_port", "kafka_scram_port")
+    ports = (
+        "kafka_port",
+        "kafka_sasl_port",
+        "kafka_ssl_port",
+        "kafka_scram_port",
+        "kafka_faults_port",
+        "kafka_faults_proxy_port",
+    )
     # KRaft stores the controller's address in its metadata log at format time.
     data_ports = ("kafka_controller_port",)
     # MinIO checks its notify target at start, so Kafka and the topics come first.
@@ -321,6 +331,10 @@ class Kafka:
             "KAFKA_SSL_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.kafka_ssl_port}",
             "KAFKA_SCRAM_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.kafka_scram_port}",
             "KAFKA_STACK_CAFILE": str(tls_files(ctx.state_dir / "tls").ca_file),
+            # Network-fault drills: a proxy listening at the second address forwarding to
+            # the first is the only way a client reaches the broker through FAULTS.
+            "KAFKA_FAULTS_LISTENER": f"127.0.0.1:{state.kafka_faults_port}",
+            "KAFKA_FAULTS_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.kafka_faults_proxy_port}",
             "KAFKA_EVENTS_TOPIC": ctx.topics.events,
             "KAFKA_DLQ_TOPIC": ctx.topics.dlq,
         }

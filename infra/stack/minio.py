@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from infra.stack.common import StackError, say
-from infra.stack.install import cache_dir, require_tool, run_logged
+from infra.stack.install import go_installed_binary
 from infra.stack.server import Context
 from infra.stack.state import Credentials
 
@@ -23,33 +21,11 @@ NOTIFY_TARGET_ID = "VOXPERSONA"
 
 
 def ensure_minio_binary() -> Path:
-    """Build the pinned MinIO server with ``go install`` unless the cache already has it."""
-    target_dir = cache_dir() / "minio" / MINIO_VERSION
-    binary = target_dir / "minio"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    go = require_tool("go", "install Go >= 1.24 (https://go.dev/doc/install) to build MinIO")
-    say(f"building MinIO {MINIO_VERSION} with go install (first time only, takes minutes)")
-    env = {
-        **os.environ,
-        "GOBIN": str(target_dir),
-        "GOPATH": str(cache_dir() / "go"),
-        "GOMODCACHE": str(cache_dir() / "gomod"),
-        "GOCACHE": str(cache_dir() / "gobuild"),
-        "GOFLAGS": "-mod=mod",
-        "CGO_ENABLED": "0",
-    }
-    started = time.monotonic()
-    run_logged(
-        [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
-        cache_dir() / "logs" / "minio-build.log",
-        env,
-        "building MinIO",
+    """Build the pinned MinIO server with ``go install`` unless the cache already has it
+    (takes minutes the first time)."""
+    return go_installed_binary(
+        name="MinIO", package=MINIO_MODULE, version=MINIO_VERSION, binary="minio"
     )
-    if not binary.is_file():
-        raise StackError(f"go install finished but {binary} is missing")
-    say(f"MinIO built in {time.monotonic() - started:.0f}s: {binary}")
-    return binary
 
 
 def minio_ready(port: int, creds: Credentials) -> bool:

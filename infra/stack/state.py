@@ -41,6 +41,11 @@ class StackState:
     zipkin_port: int = 0
     prometheus_port: int = 0
     consumer_metrics_port: int = 0
+    # A PLAINTEXT listener for network-fault drills: the broker binds the first port and
+    # advertises the second, where a fault proxy (Toxiproxy) listens and forwards to the
+    # first, so every connection of a client bootstrapped there passes the proxy.
+    kafka_faults_port: int = 0
+    kafka_faults_proxy_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
 
 

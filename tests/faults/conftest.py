@@ -12,21 +12,25 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from minio import Minio
 from minio.commonconfig import ENABLED
 from minio.versioningconfig import VersioningConfig
 
+from bench.private_minio import PrivateMinio
 from consumer.index import IndexStore, JobStatus, open_index
-from infra.stack import Stack
+from consumer.minio import minio_client
+from consumer.setup.notify_config import load_notify_config
+from consumer.setup.provisioning import ensure_notifications
+from infra.stack import NOTIFY_TARGET_ID, Stack
 from tests.conftest import REPO_ROOT, Backend, StackEndpoints, unique_name
 from tests.faults.harness import (
     ConsumerProcess,
@@ -39,7 +43,6 @@ from tests.faults.invariants import (
     Poison,
     Processing,
     check_all,
-    index_matches_bucket,
     index_rows,
     published_events,
     state_from_events,
@@ -52,6 +55,7 @@ from tests.helpers import (
     topic_end_offsets,
 )
 from tests.integration.test_cli_e2e import cli_env
+from tests.toxiproxy import ToxiproxyClient, ToxiproxyServer
 
 # Bounds of every scenario: the whole suite must stay a few minutes on 2 shared cores.
 CONVERGE_TIMEOUT_S = 150.0
@@ -60,6 +64,8 @@ RECONCILE_TIMEOUT_S = 120.0
 # How often ``converge`` looks again: a look costs under 0.1 s (measured), so a short
 # interval ends the wait soon after the consumer caught up, at little load.
 CONVERGE_POLL_S = 0.2
+# The HTTP client's limit on /status: longer than a round of the consumer's checks.
+STATUS_TIMEOUT_S = 40.0
 
 
 def fault_seed() -> int:
@@ -219,6 +225,19 @@ class Rig:
             )
         return "\n".join(lines)
 
+    async def status(self) -> dict[str, Any]:
+        """The consumer's /status report (its health port is in its log)."""
+        ports = [
+            e["port"]
+            for e in self.consumer.log_events()
+            if e.get("event") == "health server listening"
+        ]
+        assert ports, "the consumer logged no health port"
+        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT_S) as client:
+            response = await client.get(f"http://127.0.0.1:{ports[-1]}/status")
+        report: dict[str, Any] = response.json()
+        return report
+
     async def reopen_store(self) -> None:
         """A fresh connection (pool) to the index, after its server restarted."""
         await self.store.close()
@@ -256,39 +275,6 @@ class Rig:
             errors = [e for u in self.uploaders for e in u.errors.get(key, [])]
             print(f"{key!r}: its upload met {errors or 'no error'} before MinIO acknowledged it")
 
-    def reconcile(self, *, repair: bool) -> list[dict[str, object]]:
-        """``reconcile --bucket <the bucket> [--repair] --json`` as an operator runs it,
-        with the consumer's settings: its differences, one dict each. Must exit 0."""
-        command = [sys.executable, "-m", "consumer", "reconcile", "--bucket", self.bucket]
-        command += ["--repair", "--json"] if repair else ["--json"]
-        done = subprocess.run(
-            command,
-            env=self.env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=RECONCILE_TIMEOUT_S,
-            check=False,
-        )
-        assert done.returncode == 0, f"reconcile exited {done.returncode}: {done.stderr}"
-        print(done.stderr.strip())
-        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-
-    async def repair_and_require_index_equals_bucket(self) -> None:
-        """After a MinIO stop the index follows the published events, which may lack the
-        one write MinIO never published: ``reconcile --repair`` repairs that from the
-        listing, after which the index must equal the bucket and a second reconcile
-        must find nothing."""
-        repaired = await asyncio.to_thread(self.reconcile, repair=True)
-        lost = {row[0] for row in self.lost}
-        assert {str(r["key"]) for r in repaired} == lost, (
-            f"reconcile repaired {repaired}, but MinIO lost the events of {sorted(lost)}"
-        )
-        assert all(r.get("repair") in ("reindexed", "tombstoned") for r in repaired), repaired
-        await index_matches_bucket(self.store, self.minio, self.bucket, versioned=self.versioned)
-        again = await asyncio.to_thread(self.reconcile, repair=False)
-        assert again == [], f"differences left after the repair: {again}"
-
 
 def queued_events(queue_dir: Path | None) -> int:
     """Events MinIO holds in its queue_dir, not yet delivered to Kafka (0 when unknown)."""
@@ -298,6 +284,14 @@ def queued_events(queue_dir: Path | None) -> int:
 
 
 RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture(scope="session")
+def toxiproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxyClient]:
+    """One Toxiproxy for the session (started on first use): the network-fault scenarios
+    put their proxies on it and remove them when done."""
+    with ToxiproxyServer(tmp_path_factory.mktemp("toxiproxy") / "toxiproxy.log") as client:
+        yield client
 
 
 @pytest.fixture
@@ -317,16 +311,26 @@ async def make_rig(
         role: str = "all",
         processors: tuple[str, ...] = ("audio-probe",),
         env: dict[str, str] | None = None,
+        index_url: str | None = None,
+        auto_reconcile: bool = False,
+        private: PrivateMinio | None = None,
     ) -> Rig:
         seed = fault_seed()
         print(f"fault scenario seed: {seed} (rerun with FAULTS_SEED={seed})")
-        bucket = make_bucket("fault")
-        results = make_bucket("results", notify_events=False)
+        world, client, queue_dir = stack, minio, _stack_queue_dir(stack)
+        if private is None:
+            bucket = make_bucket("fault")
+            results = make_bucket("results", notify_events=False)
+        else:  # the scenario's own MinIO, the stack's Kafka
+            values = {**stack.values, "MINIO_ENDPOINT": private.endpoint}
+            world = replace(stack, values=values, control=None)
+            client, queue_dir = minio_client(world.settings()), private.queue_dir
+            bucket, results = _private_buckets(client, world)
         # Versioned results: every stored result is a version, so a job that ran twice
         # leaves two of them (jobs_ended_once counts them).
-        minio.set_bucket_versioning(results, VersioningConfig(ENABLED))
+        client.set_bucket_versioning(results, VersioningConfig(ENABLED))
         if versioned:
-            minio.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+            client.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
         dlq = await make_topic("dlq", 1)
         group = unique_name("fault")
         bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
@@ -338,11 +342,13 @@ async def make_rig(
             json.dumps({"rules": [{"bucket": bucket, "processors": list(processors)}]})
         )
         # No OpenTelemetry exporter from the caller's environment: traffic stays local.
-        inherited = {k: v for k, v in cli_env(stack, tmp_path, group).items() if "OTEL_" not in k}
+        inherited = {k: v for k, v in cli_env(world, tmp_path, group).items() if "OTEL_" not in k}
+        if auto_reconcile:
+            inherited |= _auto_reconcile_env(bucket, tmp_path)
         env = (
             inherited
             | {
-                "INDEX_URL": backend.url,
+                "INDEX_URL": index_url or backend.url,
                 "KAFKA_DLQ_TOPIC": dlq,
                 "MINIO_RESULTS_BUCKET_NAME": results,
                 "PROCESSING_RULES_FILE": str(rules),
@@ -357,20 +363,20 @@ async def make_rig(
             }
             | (env or {})
         )
-        store = open_index(backend.url)
+        store = open_index(index_url or backend.url)
         await store.start()
         rig = Rig(
-            stack=stack,
-            minio=minio,
+            stack=world,
+            minio=client,
             store=store,
-            store_url=backend.url,
+            store_url=index_url or backend.url,
             bucket=bucket,
             results_bucket=results,
             dlq_topic=dlq,
             group=group,
             versioned=versioned,
             start=start,
-            queue_dir=stack.control.state_dir / "minio" / "queue" if stack.control else None,
+            queue_dir=queue_dir,
             consumer=ConsumerProcess(env, tmp_path / f"consumer-{len(rigs)}", role=role),
             rng=random.Random(seed),
             seed=seed,
@@ -390,6 +396,53 @@ async def make_rig(
             for process in rig.processes:
                 process.close()
             await rig.store.close()
+
+
+def _stack_queue_dir(stack: StackEndpoints) -> Path | None:
+    return stack.control.state_dir / "minio" / "queue" if stack.control else None
+
+
+def _private_buckets(client: Minio, world: StackEndpoints) -> tuple[str, str]:
+    """A bucket wired to the private MinIO's Kafka target and a results bucket, there
+    (the server goes with its data at the end: nothing to clean up)."""
+    settings = world.settings()
+    notify = load_notify_config(REPO_ROOT / "minio-notify.json", settings)
+    bucket, results = unique_name("fault"), unique_name("results")
+    client.make_bucket(bucket)
+    client.make_bucket(results)
+    rules = notify.for_bucket(settings.minio_audio_bucket_name)
+    ensure_notifications(client, bucket, rules, notify.target.arn)
+    return bucket, results
+
+
+# The automatic reconcile, quick enough for a scenario: MinIO's metrics read every second,
+# no periodic run (only MinIO's triggers), settled past MinIO's 10 s metrics cache, and a
+# run only once the indexer has caught up.
+AUTO_RECONCILE_ENV = {
+    "RECONCILE_AUTO": "true",
+    "RECONCILE_INTERVAL_S": "0",
+    "RECONCILE_SETTLE_S": "15",
+    "RECONCILE_MIN_GAP_S": "0",
+    "RECONCILE_MAX_LAG": "0",
+    "MINIO_METRICS_INTERVAL_S": "1",
+}
+
+
+def _auto_reconcile_env(bucket: str, tmp_path: Path) -> dict[str, str]:
+    """The automatic reconcile on, for ``bucket`` alone (a notification file naming only
+    it: the stack's other buckets are other tests' business)."""
+    config = {
+        "target": {"id": NOTIFY_TARGET_ID, "arn": f"arn:minio:sqs::{NOTIFY_TARGET_ID}:kafka"},
+        "buckets": [
+            {
+                "bucket": bucket,
+                "rules": [{"id": "all", "events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}],
+            }
+        ],
+    }
+    path = tmp_path / f"notify-{bucket}.json"
+    path.write_text(json.dumps(config))
+    return AUTO_RECONCILE_ENV | {"MINIO_NOTIFY_CONFIG": str(path)}
 
 
 @asynccontextmanager

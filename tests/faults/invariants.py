@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from minio import Minio
 
+from consumer.events import RECONCILE_GONE
 from consumer.index import IndexStore, JobStatus, ObjectQuery
 from tests.faults.harness import Op, RawRecord, bucket_of, expected_objects, read_range
 from tests.helpers import Listing, bucket_listing
@@ -165,7 +166,13 @@ async def journal_holds_each_event_once(
 ) -> None:
     published = [event.ident for event in events]
     journal = await store.journal(bucket=bucket, limit=100_000)
-    journaled = [(j.key, j.version_id, j.event_name, int(j.sequencer, 16)) for j in journal]
+    # A reconcile's tombstone (an object gone whose removal MinIO never published) is
+    # journaled but not published: nothing is left to process. The index check covers it.
+    journaled = [
+        (j.key, j.version_id, j.event_name, int(j.sequencer, 16))
+        for j in journal
+        if j.event_name != RECONCILE_GONE
+    ]
     twice = [ident for ident, n in Counter(journaled).items() if n > 1]
     assert not twice, f"{len(twice)} events journaled more than once, e.g. {twice[:5]}"
     assert published, "no event of the bucket was published: the check would be empty"

@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 
+from bench.private_minio import PrivateMinio
 from consumer.index import JobStatus
-from infra.stack import Stack
+from consumer.repair.compare import RECONCILE_AGENT_PRODUCT
+from infra.stack import Stack, free_port
+from tests.conftest import REPO_ROOT, StackEndpoints
 from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, outage, queued_events
 from tests.faults.harness import (
     RawRecord,
@@ -154,29 +163,170 @@ async def _until_retried(rig: Rig, what: str, times: int, timeout_s: float = 90)
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("backend_name", ["sqlite"])
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
 async def test_minio_stopped_then_restarted_uploads_retry(
     make_rig: RigFactory, stack_control: Stack
 ) -> None:
-    rig = await make_rig()
     # A request MinIO takes while it stops may be written without its event
-    # (minio/minio#18404): the index must then follow the events, and no more may lack
-    # one. The uploader sends one request at a time, yet a CI run saw two consecutive
-    # writes without events (MinIO kept serving a moment into its graceful shutdown),
-    # so two are tolerated here; the reconcile --repair that follows must then make the
-    # index equal the bucket.
-    rig.minio_may_lose = 2
+    # (minio/minio#18404; a CI run saw two). The consumer sees MinIO's start time move
+    # and reconciles the bucket by itself: the index must equal the bucket, with no
+    # reconcile run by hand.
+    rig = await make_rig(auto_reconcile=True)
     uploader = rig.uploader(plan_traffic(rig.rng, UPLOADS), pace_s=0.08)
     rig.consumer.start()
+    # The restart is seen against a reading from before it: a consumer slow to start on a
+    # busy machine would otherwise first read MinIO after the restart, and see none.
+    await _until_logged(rig, "watching MinIO's queue")
     uploader.start()
     await _until_progress(uploader, 30)
     async with outage(stack_control, "minio"):
         await asyncio.sleep(10)
+    restarted_at = time.monotonic()
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     assert uploader.failed_attempts > 0, "no upload noticed that MinIO was down"
+    run = await _until_auto_reconciled(rig, "minio_restart")
     await rig.converge()
+    repaired = await _reconciled_messages(rig)
+    print(
+        f"MinIO restart → automatic reconcile done {run['at'] - restarted_at:.1f} s,"
+        f" → index equals the bucket {time.monotonic() - restarted_at:.1f} s;"
+        f" run: {run['event']}; {repaired} object(s) repaired and queued for processing"
+    )
     await rig.finish()
-    await rig.repair_and_require_index_equals_bucket()
+
+
+async def _until_auto_reconciled(rig: Rig, reason: str, timeout_s: float = 120) -> dict[str, Any]:
+    """The consumer's log line of its first automatic reconcile for ``reason`` (with
+    ``at``: this clock's time when it was seen)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for event in rig.consumer.log_events():
+            if event.get("event") == "automatic reconcile" and reason in event.get("reasons", []):
+                return {"at": time.monotonic(), "event": event}
+        rig.consumer.assert_alive()
+        if time.monotonic() > deadline:
+            ours = ("consumer.repair.auto", "consumer.minio.queue_watch")
+            said = [e for e in rig.consumer.log_events() if e.get("logger") in ours][-20:]
+            raise AssertionError(f"no automatic reconcile for {reason} in {timeout_s} s: {said}")
+        await asyncio.sleep(0.25)
+
+
+async def _until_logged(rig: Rig, event: str, timeout_s: float = 60) -> None:
+    """Until the consumer has logged ``event``."""
+    deadline = time.monotonic() + timeout_s
+    while not any(e.get("event") == event for e in rig.consumer.log_events()):
+        rig.consumer.assert_alive()
+        assert time.monotonic() < deadline, f"the consumer never logged {event!r}"
+        await asyncio.sleep(0.1)
+
+
+async def _reconciled_messages(rig: Rig) -> int:
+    """Repairs the reconcile queued for processing: its messages about the bucket."""
+    records = await read_range(rig.bootstrap, rig.topic, rig.start)
+    return sum(
+        1
+        for record in records
+        if bucket_of(record) == rig.bucket
+        and RECONCILE_AGENT_PRODUCT.encode() in (record.value or b"")
+    )
+
+
+QUEUE_LIMIT = 20
+OVERFLOW_UPLOADS = 70
+
+
+@pytest.fixture
+def small_queue_minio(stack: StackEndpoints) -> Iterator[PrivateMinio]:
+    """A MinIO of the scenario's own whose queue for Kafka holds QUEUE_LIMIT events."""
+    server = PrivateMinio(stack.values, stack.events_topic, queue_limit=QUEUE_LIMIT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+async def test_minio_drops_events_past_its_queue_limit_the_consumer_repairs(
+    small_queue_minio: PrivateMinio, make_rig: RigFactory, stack_control: Stack
+) -> None:
+    port = free_port()
+    env = {"HEALTH_PORT": str(port), "MINIO_QUEUE_DEGRADED_LENGTH": "5"}
+    rig = await make_rig(auto_reconcile=True, private=small_queue_minio, env=env)
+    ops = plan_traffic(rig.rng, OVERFLOW_UPLOADS)
+    before = rig.uploader(ops[:10], pace_s=0.05)
+    rig.consumer.start()
+    before.start()
+    await asyncio.to_thread(before.wait, UPLOAD_TIMEOUT_S)
+    await _until_working(rig)
+    await _until_logged(rig, "watching MinIO's queue")  # the drops rise against it
+    async with outage(stack_control, "kafka"):
+        during = rig.uploader(ops[10:], pace_s=0.03)
+        during.start()
+        overflow_at = await _until_queued(rig, QUEUE_LIMIT)
+        await asyncio.to_thread(during.wait, UPLOAD_TIMEOUT_S)
+        # The backlog and the drop, with their numbers, in the running consumer's status.
+        queue = await _status_queue(rig, port, lambda q: q.get("failed_events", 0) > 0)
+        assert queue["queue_length"] == QUEUE_LIMIT, queue
+        table = await asyncio.to_thread(_status_table, rig)
+        assert re.search(
+            rf"^minio_queue +{QUEUE_LIMIT} events waiting \(VOXPERSONA\)$", table, re.M
+        )
+        assert re.search(rf"^minio_failed_events +{queue['failed_events']}$", table, re.M), table
+        assert "MINIO_QUEUE_DEGRADED_LENGTH 5" in table, table
+        dropped = queue["failed_events"]
+    back_at = time.monotonic()
+    run = await _until_auto_reconciled(rig, "failed_events")
+    await rig.converge()
+    done_at = time.monotonic()
+    repaired = await _reconciled_messages(rig)
+    print(
+        f"MinIO dropped {dropped} events (queue_limit {QUEUE_LIMIT}); index equals the bucket"
+        f" {done_at - overflow_at:.1f} s after the overflow, {done_at - back_at:.1f} s after"
+        f" Kafka was back (the reconcile ended {run['at'] - back_at:.1f} s after);"
+        f" run: {run['event']}; {repaired} object(s) queued for processing"
+    )
+    assert run["event"]["reindexed"] + run["event"]["tombstoned"] > 0, run
+    await rig.finish()
+
+
+async def _until_queued(rig: Rig, events: int, timeout_s: float = 60) -> float:
+    """When MinIO's queue_dir first held ``events``: the moment it overflows."""
+    deadline = time.monotonic() + timeout_s
+    while queued_events(rig.queue_dir) < events:
+        assert time.monotonic() < deadline, f"MinIO queued fewer than {events} events"
+        await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def _status_queue(
+    rig: Rig, port: int, wanted: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+) -> dict[str, Any]:
+    """MinIO's queue in the running consumer's /status, once ``wanted`` holds (MinIO
+    caches its metrics 10 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with httpx.AsyncClient(timeout=45) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/status")
+        queue: dict[str, Any] = answer.json().get("minio_queue") or {}
+        if wanted(queue):
+            return queue
+        assert time.monotonic() < deadline, f"status never showed it: {queue}"
+        await asyncio.sleep(1)
+
+
+def _status_table(rig: Rig) -> str:
+    """``python -m consumer status`` as an operator runs it, beside the consumer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "status"],
+        env=rig.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    return done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("backend_name", ["postgres"])
@@ -191,6 +341,9 @@ async def test_postgres_stopped_for_20_s_under_the_index(
     rig.consumer.start()
     uploader.start()
     await _until_progress(uploader, 20)
+    # Under a consumer at work, not one still starting (an outage at start is
+    # tests/integration/test_outages.py's case).
+    await _until_working(rig)
     async with outage(stack_control, "postgres"):
         before = uploader.progress
         await asyncio.sleep(OUTAGE_S)

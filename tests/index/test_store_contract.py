@@ -158,6 +158,17 @@ class TestJournal:
         assert result == BatchResult(2, 0, 0, 0)
         assert await store.counts() == {"objects": 0, "tombstones": 0, "journal": 2}
 
+    async def test_a_noop_newer_than_a_live_row_tombstones_it(self, store: IndexStore) -> None:
+        # Seen on a distributed MinIO around a node's kill (tests/faults/test_minio_cluster.py):
+        # a DELETE of a live object answered with NoOP, the object gone all the same.
+        await apply(store, event(seq=1))
+        older = event(EventKind.NOOP, seq=0, key="user_1/b.ogg")
+        await apply(store, event(seq=2, key="user_1/b.ogg"), older)
+        result = await apply(store, event(EventKind.NOOP, seq=3))
+        assert result.objects_changed == 1
+        assert await keys(store) == ["user_1/b.ogg"]  # an older NoOP changed nothing
+        assert (await store.counts())["tombstones"] == 1
+
     async def test_prune_journal(self, store: IndexStore) -> None:
         old = event(seq=1, at=T0 - timedelta(days=10))
         recent = event(seq=2, at=T0 - timedelta(days=1))

@@ -38,6 +38,33 @@ async def test_postgres_on_a_closed_port_is_unavailable() -> None:
     await store.close()  # closing a store that never started is fine
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "cannot switch to state 15; another operation (2) is in progress",
+        'cannot switch to state 11; protocol is in the "failed" state',
+    ],
+)
+def test_a_postgres_connection_cut_while_idle_is_unavailable(message: str) -> None:
+    # At a shutdown PostgreSQL sends each idle connection a FATAL error, then closes it.
+    # asyncpg, expecting nothing while idle, leaves the protocol in an error state, and a
+    # statement sent on that connection before its close is noticed fails inside asyncpg
+    # with this (seen in the fault suite, under load): an outage to wait out, not an
+    # error that ends the consumer.
+    store = PostgresIndex("postgresql://127.0.0.1:1/index")
+    with pytest.raises(IndexUnavailable) as raised, store._translated():
+        raise asyncpg.InternalClientError(message)
+    assert raised.value.retriable
+    assert isinstance(raised.value.__cause__, asyncpg.InternalClientError)
+
+
+def test_other_asyncpg_client_errors_stay_permanent() -> None:
+    store = PostgresIndex("postgresql://127.0.0.1:1/index")
+    with pytest.raises(IndexWriteFailed) as raised, store._translated():
+        raise asyncpg.InternalClientError("unexpected codec state")
+    assert not raised.value.retriable
+
+
 class TestSqliteLocked:
     async def test_write_waits_busy_timeout_then_is_unavailable(self, tmp_path: Path) -> None:
         path = tmp_path / "index.sqlite3"

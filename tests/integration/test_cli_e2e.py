@@ -59,6 +59,8 @@ def cli_env(stack: StackEndpoints, tmp_path: Path, group: str) -> dict[str, str]
         KAFKA_PROCESSOR_GROUP_ID=f"{group}-processor",
         LOG_LEVEL="info",
         HEALTH_PORT="0",
+        # See StackEndpoints.settings: scenarios that want it turn it on.
+        RECONCILE_AUTO="false",
     )
     return env
 

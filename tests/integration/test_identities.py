@@ -35,6 +35,7 @@ from consumer.client import VoxClient
 from consumer.errors import ConfigError
 from consumer.index import JobStatus, open_index
 from consumer.indexer import Indexer
+from consumer.minio.notify_queue import MetricsUnreadable, NotifyQueueReader
 from consumer.processing.probe import AudioProbe
 from consumer.processing.worker import ProcessorWorker
 from consumer.retention.decisions import Outcome
@@ -44,6 +45,7 @@ from consumer.settings import Settings
 from consumer.setup.identities import IdentityOptions, minio_admin, secret_works, user_state
 from consumer.setup.provisioning import run_setup
 from consumer.setup.report import Action, Change
+from infra.stack import NOTIFY_TARGET_ID
 from tests import audio
 from tests.conftest import StackEndpoints, unique_name
 from tests.helpers import Published
@@ -428,3 +430,24 @@ async def test_the_bots_presigned_uploads_are_signed_by_the_uploader(
         _denied(lambda: as_uploader.stat_object(identities.audio, post.key))
         url = as_uploader.presigned_get_object(identities.audio, put.key)
         assert (await http.get(url)).status_code == 403
+
+
+async def test_the_consumer_keys_read_minios_queue_and_the_uploaders_do_not(
+    identities: Identities,
+) -> None:
+    # MinIO's metrics ask the token's key for admin:Prometheus: the consumer's policy has
+    # it, the uploader's not, and the refusal says what is missing.
+    ids = identities
+    await _setup(ids)
+    queue = await NotifyQueueReader(ids.consumer_settings(), NOTIFY_TARGET_ID).read()
+    assert queue.target_id == NOTIFY_TARGET_ID
+    assert queue.total_events >= queue.queue_length >= 0
+    uploader = ids.settings.model_copy(
+        update={
+            "minio_access_key": ids.uploader_key,
+            "minio_secret_key": SecretStr(ids.uploader_secret()),
+        }
+    )
+    with pytest.raises(MetricsUnreadable, match="needs the action admin:Prometheus") as refused:
+        await NotifyQueueReader(uploader, NOTIFY_TARGET_ID).read()
+    assert ids.uploader_key not in str(refused.value)

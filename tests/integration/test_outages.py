@@ -1,4 +1,5 @@
-"""Servers going away under the indexer: PostgreSQL stopped during uploads.
+"""Servers going away under the indexer: PostgreSQL stopped during uploads, or before
+the consumer first connects.
 
 The index database is stopped for real (its process group, through infra/stack) while
 objects keep arriving in MinIO and Kafka. Nothing may be committed past the first event the
@@ -9,11 +10,13 @@ journaled once, and the offsets move past all of it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from minio import Minio
@@ -22,7 +25,17 @@ from consumer.index import ObjectQuery, open_index
 from consumer.indexer import Indexer
 from infra.stack import Stack
 from tests.conftest import Backend, StackEndpoints, unique_name
-from tests.helpers import KafkaRecord, Published, committed_offsets, until, until_async
+from tests.faults.harness import ConsumerProcess
+from tests.helpers import (
+    KafkaRecord,
+    Published,
+    commit_group,
+    committed_offsets,
+    topic_end_offsets,
+    until,
+    until_async,
+)
+from tests.integration.test_cli_e2e import cli_env
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +139,77 @@ async def test_postgres_stopped_during_uploads_then_everything_indexed(
             await asyncio.to_thread(stack_control.start_server, "postgres")
         indexer.stop()
         await asyncio.wait_for(task, timeout=60)
+        await store.close()
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"])
+async def test_postgres_down_when_the_consumer_starts_is_waited_out(
+    stack: StackEndpoints,
+    stack_control: Stack,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
+    """An index outage that began before the consumer's first connection is waited out
+    like one later in its run: ``run --role all`` stays up, trying again, and indexes what
+    arrived meanwhile once PostgreSQL is back (it used to exit 1 at once); one stopped
+    while it waits exits 0."""
+    bucket = make_bucket("pgstart")
+    group = unique_name("g")
+    bootstrap = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    ends = await topic_end_offsets(bootstrap, stack.events_topic)
+    for name in (group, f"{group}-processor"):  # only this test's events are read
+        await commit_group(bootstrap, name, stack.events_topic, ends)
+    env = cli_env(stack, tmp_path, group) | {
+        "INDEX_URL": backend.url,
+        "INDEX_RETRY_BACKOFF_S": "0.2",
+        "MINIO_CLEANUP_DAYS": "0",
+    }
+    consumer = ConsumerProcess(env, tmp_path / "consumer", role="all")
+    # Another one, of its own group, that is stopped while it waits.
+    quitter = ConsumerProcess(
+        env | {"KAFKA_GROUP_ID": unique_name("q")}, tmp_path / "quitter", role="indexer"
+    )
+    store = open_index(backend.url)
+    postgres_down = False
+    try:
+        await asyncio.to_thread(stack_control.stop_server, "postgres")
+        postgres_down = True
+        consumer.start()
+        quitter.start()
+        _put(minio, bucket, "during.ogg")  # MinIO and Kafka keep its event meanwhile
+
+        async def retried_alive(process: ConsumerProcess, times: int) -> bool:
+            process.assert_alive()
+            events = process.log_events()
+            return sum(1 for e in events if e.get("what") == "index start") >= times
+
+        for process in (consumer, quitter):
+            await until_async(
+                functools.partial(retried_alive, process, 3),
+                f"{process.role} did not retry the index",
+                60,
+            )
+        assert await asyncio.to_thread(quitter.stop) == 0, quitter.log_tail()
+        assert "stopped before the index was reachable" in quitter.logs()
+        consumer.assert_alive()
+
+        await asyncio.to_thread(stack_control.start_server, "postgres")
+        postgres_down = False
+        await store.start()
+
+        async def indexed() -> bool:
+            consumer.assert_alive()
+            return bool(await store.list_objects(ObjectQuery(bucket=bucket)))
+
+        await until_async(indexed, "the event waiting in Kafka was not indexed", 90)
+        assert await asyncio.to_thread(consumer.stop) == 0, consumer.log_tail()
+    finally:
+        if postgres_down:
+            await asyncio.to_thread(stack_control.start_server, "postgres")
+        consumer.close()
+        quitter.close()
         await store.close()
 
 

@@ -165,6 +165,7 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
         "OTEL_TRACES_EXPORTER": "console",
         "MINIO_AUDIO_BUCKET_NAME": bucket,
         "MINIO_HEALTH_CHECK_INTERVAL": "0.5",
+        "MINIO_METRICS_INTERVAL_S": "1",
     }
     bootstrap, topic = stack.values["KAFKA_BOOTSTRAP_SERVERS"], stack.events_topic
     base = f"http://127.0.0.1:{port}"
@@ -216,6 +217,13 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
     assert moved("consumer_events_total", group=group, kind="created") == len(sizes)
     # Every event indexed has its delay measured (other tests' late events included).
     assert moved("index_delay_seconds_count") == moved("consumer_events_total", group=group)
+    # ... and split in MinIO's delivery and the consumer's part, for each of them.
+    assert moved("index_delay_minio_seconds_count") == moved("index_delay_seconds_count")
+    assert moved("index_delay_consumer_seconds_count") == moved("index_delay_seconds_count")
+    # MinIO's queue for the notify target, read by the indexer role (its numbers lag by
+    # MinIO's 10 s cache: test_minio_notify_queue.py follows them).
+    for name in ("queue_length", "failed_events", "total_events"):
+        assert f'minio_notify_{name}{{target="VOXPERSONA"}}' in after, name
     assert moved("index_batch_duration_seconds_count", backend="sqlite") >= 1
     assert _metric(after, "index_size_bytes", bucket=bucket) == sum(sizes)
     assert _metric(after, "minio_operations_total", operation="HeadBucket", outcome="ok") >= 1
@@ -230,6 +238,9 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
     assert report["operations_total"] >= 1
     assert report["workers"]["indexer"]["events"] >= len(sizes)
     assert isinstance(report["dlq_messages"], int)
+    queue = report["minio_queue"]
+    assert (queue["target"], queue["error"], queue["degraded"]) == ("VOXPERSONA", None, None)
+    assert queue["total_events"] >= queue["queue_length"] >= 0
 
     logs = err.read_text().splitlines()
     records = [json.loads(line) for line in logs if line.strip()]

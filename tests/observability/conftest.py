@@ -128,6 +128,10 @@ def _environment(
         RETENTION_POLICIES_FILE=str(_policies(work / "policies.json", storage, audio_bucket)),
         RETENTION_SWEEP_INTERVAL_S="1",
         INDEX_STORAGE_COUNT_INTERVAL_S="1",
+        # Its own buckets only (the notification file names them): the automatic
+        # reconcile's panels have series, and MinIO's queue is read often.
+        RECONCILE_AUTO="true",
+        MINIO_METRICS_INTERVAL_S="2",
         LOG_LEVEL="info",
     )
     return env, audio_bucket

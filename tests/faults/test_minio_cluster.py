@@ -1,0 +1,168 @@
+"""MinIO as users run it when one server is not enough: four nodes (127.0.0.1-127.0.0.4,
+one drive each, erasure coded over all four), each publishing the events of the requests
+it serves to the stack's Kafka through a queue_dir of its own. Uploads are spread over
+the nodes while one of them is killed with -9, with a request to it in flight, and
+started again.
+
+What the kill costs the uploads: the key whose write the dead node was serving stays
+locked for 1-2 minutes (MinIO lets a dead node's lock expire after lockValidityDuration,
+1 min, checked every minute; measured 108 s), so its retries fail meanwhile; every other
+key goes on through the other three nodes. The uploader holds such a key (its later
+operations in order) and goes on with the rest.
+
+The requests that node was serving when it died may be written without their event
+(minio/minio#18404): at most one per uploader may lack one, the index must then equal
+what the published events say, and ``reconcile --repair`` must make it equal the bucket.
+Events the node had queued but not yet sent are sent after its restart. Nothing is
+doubled, each key ends at its latest write, no paid transcription runs twice; the
+scenario prints how long the consumer took to index new events after the kill.
+
+A separate, slower part of the fault suite (``-m cluster``): the four nodes start once
+per module, before the scenario's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+from minio import Minio
+
+from infra.stack import Credentials
+from infra.stack.cluster import MinioCluster
+from tests.conftest import StackEndpoints
+from tests.faults.clusters import (
+    SpreadUploader,
+    index_follows_the_latest_event_of_each_key,
+    node_client,
+    seconds_until_indexed_after,
+)
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, RigFactory
+from tests.faults.harness import plan_traffic, read_range, uploader_client
+from tests.helpers import topic_end_offsets
+from tests.transcription_server import StandIn
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
+
+UPLOADS = 150
+KILLED_NODE = 3  # not node 1: the consumer, the checks and reconcile talk to node 1
+DOWN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def minio_cluster(
+    stack: StackEndpoints, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MinioCluster]:
+    """Four MinIO nodes with the session MinIO's credentials, publishing to the session's
+    Kafka."""
+    root = tmp_path_factory.mktemp("minio-cluster")
+    credentials = dataclasses.replace(
+        Credentials.generate(),
+        minio_access_key=stack.values["MINIO_ACCESS_KEY"],
+        minio_secret_key=stack.values["MINIO_SECRET_KEY"],
+    )
+    brokers = stack.values["KAFKA_BOOTSTRAP_SERVERS"]
+    started = time.monotonic()
+    with MinioCluster(root, credentials, brokers=brokers, topic=stack.events_topic) as cluster:
+        print(f"MinIO cluster of 4 nodes ready in {time.monotonic() - started:.1f} s")
+        yield cluster
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def minio(minio_cluster: MinioCluster) -> Minio:
+    """This module's MinIO (buckets, checks): the cluster, through node 1."""
+    values = minio_cluster.values()
+    return Minio(
+        values["MINIO_ENDPOINT"],
+        access_key=values["MINIO_ACCESS_KEY"],
+        secret_key=values["MINIO_SECRET_KEY"],
+        secure=False,
+    )
+
+
+# Over the suite's 300 s per test: the cluster's start counts toward it, and takes longer
+# while the whole suite shares the machine's two cores.
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_a_node_killed_9_and_restarted_under_spread_uploads(
+    make_rig: RigFactory, minio_cluster: MinioCluster
+) -> None:
+    with StandIn() as api:
+        rig = await make_rig(
+            processors=("audio-probe", "transcribe"),
+            # The consumer (and reconcile) reach the cluster through node 1.
+            env={"TRANSCRIBE_BASE_URL": api.base_url, **minio_cluster.values()},
+        )
+        rig.queue_dir = minio_cluster.queue_root  # converge waits for every node's queue
+        # One request in flight at a time: the kill can cost at most its event.
+        rig.minio_may_lose = 1
+        values = minio_cluster.values()
+        nodes = [(a.endpoint, node_client(a.endpoint, values)) for a in minio_cluster.addresses]
+        uploader = SpreadUploader(
+            uploader_client(values),
+            rig.bucket,
+            plan_traffic(rig.rng, UPLOADS),
+            pace_s=0.1,
+            # MinIO frees a dead node's lock on a key after 1-2 min (lockValidityDuration).
+            op_deadline_s=180,
+            nodes=nodes,
+        )
+        rig.uploaders.append(uploader)
+        rig.consumer.start()
+        uploader.start()
+        while uploader.progress < UPLOADS // 3:
+            assert uploader.running, "uploads ended early"
+            await asyncio.sleep(0.1)
+
+        # Killed while a request to it is in flight (if one comes within 10 s): that
+        # request's write may land without its event.
+        victim = minio_cluster.addresses[KILLED_NODE - 1].endpoint
+        for _ in range(2000):  # 10 s at most
+            if uploader.in_flight == victim:
+                break
+            await asyncio.sleep(0.005)
+        hit = uploader.in_flight == victim
+        killed_at = time.monotonic()
+        await asyncio.to_thread(minio_cluster.nodes[KILLED_NODE - 1].kill9)
+        print(f"killed node {KILLED_NODE} with a request to it in flight: {hit}")
+        # Resumed: an event published after the kill is indexed.
+        ends = await topic_end_offsets(rig.bootstrap, rig.topic)
+        resumed_s = await seconds_until_indexed_after(rig.store, rig.bucket, ends, killed_at)
+        await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - killed_at)))
+        restarted_at = time.monotonic()
+        await asyncio.to_thread(minio_cluster.nodes[KILLED_NODE - 1].start)
+        back_s = await asyncio.to_thread(
+            minio_cluster.wait_until,
+            "the restarted node ready",
+            lambda: minio_cluster.ready(KILLED_NODE),
+            60,
+        )
+        await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
+        await rig.converge()  # which waits for every node's queue_dir to drain
+        queues = [minio_cluster.node_home(n) / "queue" for n in range(1, 5)]
+        assert all(queue.is_dir() for queue in queues), "a node without its own queue_dir"
+        records = await read_range(rig.bootstrap, rig.topic, rig.start)
+        await index_follows_the_latest_event_of_each_key(rig.store, rig.bucket, records)
+        await rig.finish()
+        await rig.repair_and_require_index_equals_bucket()
+        billed = api.requests_by_file()
+        assert billed, "no transcription was requested"
+        assert set(billed.values()) == {1}, f"transcribed more than once: {billed}"
+        stalled_s = uploader.first_acknowledged_after(killed_at)
+        print(
+            f"minio cluster: first upload acknowledged {stalled_s:.1f} s after the kill"
+            f" (node restarted after {restarted_at - killed_at:.1f} s)"
+        )
+        print(
+            f"minio cluster: node {KILLED_NODE} killed; the consumer indexed an event"
+            f" published after the kill {resumed_s:.1f} s after it; the node was ready"
+            f" {back_s:.1f} s after its restart; acknowledged requests per node"
+            f" {dict(uploader.by_node)}; {uploader.failed_attempts} refused attempts;"
+            f" events lost by the kill, repaired by reconcile: {sorted(rig.lost)};"
+            f" keys held after a failed request and how long (s): {uploader.held_s}"
+        )
