@@ -5,7 +5,7 @@ A handler of the batch loop (consumer/kafka/batches.py):
     decode (poison → DLQ) → one index transaction → (the loop) commit offsets
 
 Decoding is the handler's ``prepare`` stage, so the loop decodes batch n+1 while batch
-n's transaction runs (in aiosqlite's thread, or in the PostgreSQL server).
+n's transaction runs (in the index's own thread, and in the PostgreSQL server).
 
 Offsets are committed only after the batch's index transaction committed, so a crash
 anywhere means redelivery, never loss; the index makes redelivery harmless (journal dedupe,

@@ -12,12 +12,11 @@ To change the schema, append a Migration with the next version; never edit an ap
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
-
-import aiosqlite
 
 from consumer.errors import IndexWriteFailed
 
@@ -221,6 +220,101 @@ _JOBS_LEASED: Final = (
     "CREATE INDEX jobs_leased ON jobs (lease_owner) WHERE status IN ('pending', 'running')"
 )
 
+# --- version 5: a layout designed for the batch's writes -----------------------------------
+#
+# Every index a batch inserts into at a random place costs a page write per event. SQLite:
+# ``objects`` is clustered on its primary key (WITHOUT ROWID: one B-tree, not a table and
+# its key index); the live-rows index gives way to a partial index of tombstones, and the
+# user index to a partial one of the rows whose key is not under ``user_<id>/`` (the
+# others are found by a primary-key range); the journal's identity is led by the
+# sequencer, which grows with time, so its inserts land on the same few pages; per-key
+# history is a chain (``prev_id``) from a head (``objects.last_journal_id``, or
+# ``journal_heads`` for a version with no objects row) instead of a second index by key.
+# PostgreSQL: the same identity index, and a hash index for per-key history.
+
+_OBJECT_COLUMN_LIST: Final = (
+    "bucket, key, version_id, size, etag, content_type, user_metadata, user_id,"
+    " first_event_time, last_event_time, sequencer, last_event_name, deleted, deleted_at,"
+    " indexed_at"
+)
+_JOURNAL_COLUMN_LIST: Final = (
+    "id, bucket, key, version_id, event_name, kind, event_time, sequencer, principal_id,"
+    " source_ip, user_agent, request_id, size, etag, kafka_topic, kafka_partition,"
+    " kafka_offset, recorded_at"
+)
+
+_SQLITE_OBJECTS_V5: Final = _SQLITE_OBJECTS.replace(
+    "CREATE TABLE objects (", "CREATE TABLE objects_v5 ("
+).replace(
+    "    PRIMARY KEY (bucket, key, version_id)\n)",
+    "    last_journal_id  INTEGER,\n    PRIMARY KEY (bucket, key, version_id)\n) WITHOUT ROWID",
+)
+
+_SQLITE_JOURNAL_V5: Final = _SQLITE_JOURNAL.replace(
+    "CREATE TABLE journal (", "CREATE TABLE journal_v5 ("
+).replace(
+    "    UNIQUE (bucket, key, version_id, event_name, sequencer)\n)",
+    "    prev_id         INTEGER\n)",
+)
+
+# The rows of a user's own folder (``user_<id>/…``) are a primary-key range; this index
+# holds only the others, so most inserts never touch it.
+SQLITE_OTHER_USER_ROWS: Final = (
+    "user_id IS NOT NULL AND substr(key, 1, length(user_id) + 6) IS NOT 'user_' || user_id || '/'"
+)
+
+_SQLITE_V5: Final = (
+    _SQLITE_JOURNAL_V5,
+    # Ids are kept; each entry points to the previous one of its (bucket, key, version).
+    f"INSERT INTO journal_v5 ({_JOURNAL_COLUMN_LIST}, prev_id)"  # noqa: S608 - constant
+    f" SELECT {_JOURNAL_COLUMN_LIST},"
+    " LAG(id) OVER (PARTITION BY bucket, key, version_id ORDER BY id)"
+    " FROM journal ORDER BY id",
+    # AUTOINCREMENT's high-water mark carries over: ids freed by pruning are never reused,
+    # so no chain can point to a stranger.
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'journal_v5', seq FROM sqlite_sequence"
+    " WHERE name = 'journal' AND NOT EXISTS"
+    " (SELECT 1 FROM sqlite_sequence WHERE name = 'journal_v5')",
+    "UPDATE sqlite_sequence SET seq = (SELECT max(seq) FROM sqlite_sequence"
+    " WHERE name IN ('journal', 'journal_v5')) WHERE name = 'journal_v5'",
+    _SQLITE_OBJECTS_V5,
+    f"INSERT INTO objects_v5 ({_OBJECT_COLUMN_LIST}, last_journal_id)"  # noqa: S608 - constant
+    f" SELECT {_OBJECT_COLUMN_LIST}, (SELECT max(j.id) FROM journal AS j"
+    " WHERE j.bucket = o.bucket AND j.key = o.key AND j.version_id = o.version_id)"
+    " FROM objects AS o ORDER BY bucket, key, version_id",
+    """
+CREATE TABLE journal_heads (
+    bucket          TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    version_id      TEXT    NOT NULL,
+    last_journal_id INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, version_id)
+) WITHOUT ROWID""",
+    "INSERT INTO journal_heads (bucket, key, version_id, last_journal_id)"
+    " SELECT bucket, key, version_id, max(id) FROM journal AS j WHERE NOT EXISTS"
+    " (SELECT 1 FROM objects AS o WHERE o.bucket = j.bucket AND o.key = j.key"
+    " AND o.version_id = j.version_id) GROUP BY bucket, key, version_id",
+    "DROP TABLE objects",
+    "DROP TABLE journal",
+    "ALTER TABLE objects_v5 RENAME TO objects",
+    "ALTER TABLE journal_v5 RENAME TO journal",
+    f"CREATE INDEX objects_by_other_user ON objects (user_id, bucket, key, version_id)"
+    f" WHERE {SQLITE_OTHER_USER_ROWS}",
+    "CREATE INDEX objects_gone ON objects (bucket, key) WHERE deleted = 1",
+    "CREATE UNIQUE INDEX journal_identity"
+    " ON journal (sequencer, bucket, key, version_id, event_name)",
+    "CREATE INDEX journal_by_event_time ON journal (event_time)",
+)
+
+_PG_V5: Final = (
+    "ALTER TABLE journal DROP CONSTRAINT journal_bucket_key_version_id_event_name_sequencer_key",
+    "CREATE UNIQUE INDEX journal_identity"
+    " ON journal (sequencer, bucket, key, version_id, event_name)",
+    "CREATE INDEX journal_by_key ON journal USING hash (key)",
+    "ANALYZE journal",
+)
+
+
 # Listing by (bucket, key) uses the primary key; the journal's UNIQUE serves per-key
 # history. Byte-wise collation ("C" on PostgreSQL, SQLite's BINARY) gives both backends
 # the same order and lets a LIKE prefix use the index.
@@ -271,6 +365,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         sqlite=_SQLITE_TRANSCRIPTS,
         postgres=_PG_TRANSCRIPTS,
     ),
+    Migration(
+        5,
+        "a layout designed for writing: clustered objects, sequencer-led journal identity,"
+        " per-key history chains",
+        sqlite=_SQLITE_V5,
+        postgres=_PG_V5,
+    ),
 )
 
 _SQLITE_BOOKKEEPING: Final = """
@@ -306,33 +407,37 @@ def pending(
     return sorted((m for m in migrations if m.version not in done), key=lambda m: m.version)
 
 
-async def migrate_sqlite(conn: aiosqlite.Connection) -> list[int]:
-    """Apply pending migrations on an autocommit connection; the versions applied.
+def migrate_sqlite(
+    conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> list[int]:
+    """Apply pending migrations on an autocommit connection (in the thread that owns it);
+    the versions applied.
 
     Raises sqlite3 errors untranslated; the caller translates them.
     """
     # IMMEDIATE takes the write lock before reading schema_migrations, so a concurrent
     # starter waits (busy_timeout) instead of applying the same migration twice.
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(_SQLITE_BOOKKEEPING)
-        rows = await conn.execute_fetchall("SELECT version FROM schema_migrations")
-        todo = pending(row[0] for row in rows)
+        conn.execute(_SQLITE_BOOKKEEPING)
+        rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        todo = pending((row[0] for row in rows), migrations)
         for migration in todo:
             for statement in migration.sqlite:
-                await conn.execute(statement)
-            await conn.execute(
+                conn.execute(statement)
+            conn.execute(
                 "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.description, _now_text()),
             )
-        await conn.execute("COMMIT")
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return [m.version for m in todo]
 
 
-async def migrate_postgres(conn: Any) -> list[int]:
+async def migrate_postgres(conn: Any, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
     """Apply pending migrations with an asyncpg connection; the versions applied.
 
     Raises asyncpg errors untranslated; the caller translates them.
@@ -342,7 +447,7 @@ async def migrate_postgres(conn: Any) -> list[int]:
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *PG_MIGRATION_LOCK)
         await conn.execute(_PG_BOOKKEEPING)
         rows = await conn.fetch("SELECT version FROM schema_migrations")
-        todo = pending(row["version"] for row in rows)
+        todo = pending((row["version"] for row in rows), migrations)
         for migration in todo:
             for statement in migration.postgres:
                 await conn.execute(statement)

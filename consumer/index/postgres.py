@@ -17,6 +17,7 @@ arrays (the batch's ``_Writer``, job claims).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -34,9 +35,10 @@ import msgspec
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json
+from consumer.index.decisions import canonical_json, run_batch
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
+    BatchResult,
     Item,
     JobRequest,
     JournalId,
@@ -57,11 +59,13 @@ from consumer.index.sql import (
     RowReader,
     dollar,
     journal_values,
+    key_is,
     search_config,
     search_words,
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
+from consumer.index.threads import LoopThread
 
 # Errors after which the same statement may well succeed later: the server is down,
 # restarting, full of connections, or chose this transaction as a deadlock victim.
@@ -82,25 +86,40 @@ _TRANSIENT: Final[tuple[type[BaseException], ...]] = (
 # unnest() yields the (already sorted) ids in array order, one lock call per row.
 _LOCK_KEYS: Final = "SELECT pg_advisory_xact_lock(lock_id) FROM unnest($1::bigint[]) AS lock_id"
 
-# The batch's rows travel as one JSON text parameter, expanded by json_to_recordset in
-# the server: one round trip per step, as with unnest() arrays, but asyncpg does not encode
-# (and type-check) every element of 16 arrays on the client, which took a third of the
-# indexer's time; msgspec writes the JSON in a microsecond a row. The record definitions
-# give each field its column type, so a value of the wrong type fails as with arrays.
-_JOURNAL_RECORD: Final = (
-    "bucket text, key text, version_id text, event_name text, kind text,"
+# The batch's journal entries and saved rows travel by COPY into a temporary staging
+# table of the connection (binary, one stream, no statement text or parameter per value),
+# then one INSERT … SELECT moves them into place. Staged rows go at COMMIT (and with a
+# rollback). Stage columns are plain types: user_metadata as text, cast to jsonb on the
+# way in, because COPY's binary format has no use for the text codec of jsonb.
+_JOURNAL_STAGE_COLUMNS: Final = (
+    "ord integer, bucket text, key text, version_id text, event_name text, kind text,"
     " event_time timestamptz, sequencer text, principal_id text, source_ip text,"
     " user_agent text, request_id text, size bigint, etag text, kafka_topic text,"
     " kafka_partition integer, kafka_offset bigint"
 )
-_JOURNAL_FIELDS: Final = tuple(part.split()[0] for part in _JOURNAL_RECORD.split(","))
+_JOURNAL_FIELDS: Final = tuple(part.split()[0] for part in _JOURNAL_STAGE_COLUMNS.split(","))
+_OBJECT_STAGE_COLUMNS: Final = (
+    "bucket text, key text, version_id text, size bigint, etag text, content_type text,"
+    " user_id text, user_metadata text, first_event_time timestamptz,"
+    " last_event_time timestamptz, sequencer text, indexed_at timestamptz, deleted boolean,"
+    " last_event_name text, deleted_at timestamptz"
+)
+_OBJECT_FIELDS: Final = tuple(part.split()[0] for part in _OBJECT_STAGE_COLUMNS.split(","))
+_STAGES: Final = (
+    f"CREATE TEMP TABLE IF NOT EXISTS journal_stage ({_JOURNAL_STAGE_COLUMNS})"
+    " ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE IF NOT EXISTS objects_stage ({_OBJECT_STAGE_COLUMNS})"
+    " ON COMMIT DELETE ROWS",
+)
+# In arrival order (ord), so ids follow it as before; a redelivered event hits the
+# identity index.
 _JOURNAL_NEW: Final = f"""
 INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
                      kafka_topic, kafka_partition, kafka_offset, recorded_at)
-SELECT {", ".join(_JOURNAL_FIELDS)}, $2::timestamptz
-FROM json_to_recordset($1::json) AS r({_JOURNAL_RECORD})
-ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING
+SELECT {", ".join(_JOURNAL_FIELDS[1:])}, $1::timestamptz
+FROM journal_stage ORDER BY ord
+ON CONFLICT (sequencer, bucket, key, version_id, event_name) DO NOTHING
 RETURNING bucket, key, version_id, event_name, sequencer"""  # noqa: S608 - constant fragments
 
 _LOAD_ROWS: Final = (
@@ -114,18 +133,11 @@ _LOAD_ALL_VERSIONS: Final = (
     " FROM json_to_recordset($1::json) AS r(bucket text, key text))"
 )
 
-_OBJECT_RECORD: Final = (
-    "bucket text, key text, version_id text, size bigint, etag text, content_type text,"
-    " user_id text, user_metadata jsonb, first_event_time timestamptz,"
-    " last_event_time timestamptz, sequencer text, indexed_at timestamptz, deleted boolean,"
-    " last_event_name text, deleted_at timestamptz"
-)
-_OBJECT_FIELDS: Final = tuple(part.split()[0] for part in _OBJECT_RECORD.split(","))
 _SAVE_ROWS: Final = (
     f"""
 INSERT INTO objects ({OBJECT_COLUMNS})
-SELECT {", ".join(_OBJECT_FIELDS)}
-FROM json_to_recordset($1::json) AS r({_OBJECT_RECORD})"""  # noqa: S608 - constant fragments
+SELECT {", ".join(_OBJECT_FIELDS).replace("user_metadata", "user_metadata::jsonb")}
+FROM objects_stage"""  # noqa: S608 - constant fragments
     + OBJECT_UPSERT
 )
 
@@ -188,6 +200,7 @@ _DIALECT: Final = Dialect(
     is_deleted="deleted",
     is_live="NOT deleted",
     add_metadata=_add_metadata,
+    add_key_history=key_is,
     moment=_as_is,
     text_hits=_TEXT_HITS,
     text_query=_text_query,
@@ -226,6 +239,11 @@ class PostgresIndex(SqlIndex[Any, Any]):
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
+        # Batches get a thread, an event loop and a pool of their own (``_apply``), made at
+        # the first batch: a CLI read never starts them.
+        self._batches: LoopThread | None = None
+        self._batch_pool: Any = None
+        self._batch_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return "PostgresIndex(<dsn hidden>)"
@@ -261,7 +279,16 @@ class PostgresIndex(SqlIndex[Any, Any]):
             await migrate_postgres(conn)
 
     async def _release(self, handle: Any) -> None:
-        await handle.close()  # waits for the connections in use to be released
+        try:
+            await handle.close()  # waits for the connections in use to be released
+        finally:
+            async with self._batch_lock:
+                batches, self._batches = self._batches, None
+                batch_pool, self._batch_pool = self._batch_pool, None
+                if batches is not None:
+                    if batch_pool is not None:
+                        await batches.run(batch_pool.close())
+                    await batches.stop()
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Any]:
@@ -298,6 +325,31 @@ class PostgresIndex(SqlIndex[Any, Any]):
     def _writer(self, conn: Any, now: datetime) -> BatchWriter:
         return _Writer(conn, now)
 
+    async def _apply(self, items: Sequence[Item], now: datetime) -> BatchResult:
+        # In the batches' own thread and loop: the batch's Python (planning, COPY rows)
+        # runs there while this loop decodes the next batch, instead of taking turns with
+        # it on one thread.
+        batches, pool = await self._batch_runner()
+        return await batches.run(self._apply_with(pool, items, now))
+
+    async def _batch_runner(self) -> tuple[LoopThread, Any]:
+        """The batches' thread and pool, made at the first batch after start()."""
+        self._started()
+        async with self._batch_lock:
+            if self._batches is None:
+                self._batches = LoopThread("postgres-index-batches")
+            if self._batch_pool is None:
+                with self._translated():
+                    self._batch_pool = await self._batches.run(self._open())
+            return self._batches, self._batch_pool
+
+    async def _apply_with(self, pool: Any, items: Sequence[Item], now: datetime) -> BatchResult:
+        with self._translated():
+            async with pool.acquire() as conn, conn.transaction():
+                # Before touching anything: the advisory lock of every object, in order.
+                await conn.execute(_LOCK_KEYS, _lock_ids((e.bucket, e.key) for e, _ in items))
+                return await run_batch(_Writer(conn, now), items, now)
+
     async def _stored_jobs(
         self, conn: Any, idents: Sequence[tuple[str, str, str, str]]
     ) -> list[Any]:
@@ -333,8 +385,11 @@ class _Writer:
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
         if not items:
             return set()
-        records = _records(_JOURNAL_FIELDS, (_journal_row(e, p) for e, p in items))
-        rows = await self._conn.fetch(_JOURNAL_NEW, records, self._now)
+        records = [(n, *_journal_row(e, p)) for n, (e, p) in enumerate(items)]
+        await self._conn.copy_records_to_table(
+            "journal_stage", records=records, columns=_JOURNAL_FIELDS
+        )
+        rows = await self._conn.fetch(_JOURNAL_NEW, self._now)
         return {tuple(row) for row in rows}
 
     async def load_rows(
@@ -348,8 +403,11 @@ class _Writer:
         return [_object_record(row) for row in found]
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
-        records = _records(_OBJECT_FIELDS, (_object_row(row) for row in rows))
-        await self._conn.execute(_SAVE_ROWS, records)
+        records = [_object_row(row) for row in rows]
+        await self._conn.copy_records_to_table(
+            "objects_stage", records=records, columns=_OBJECT_FIELDS
+        )
+        await self._conn.execute(_SAVE_ROWS)
         # What was said in a removed version is not searchable any more.
         gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
         if gone:
@@ -364,6 +422,8 @@ async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
+    for statement in _STAGES:  # the batch's staging tables, this connection's own
+        await conn.execute(statement)
 
 
 def _dumps(value: Any) -> str:
@@ -446,7 +506,7 @@ def _object_row(record: ObjectRecord) -> tuple[object, ...]:
         record.etag,
         record.content_type,
         record.user_id,
-        dict(record.metadata),
+        canonical_json(dict(record.metadata)),
         record.first_event_time,
         record.last_event_time,
         record.sequencer,

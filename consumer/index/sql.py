@@ -254,6 +254,11 @@ def numbered(template: str, placeholder: Callable[[int], str]) -> str:
     return template.format(*(placeholder(n) for n in range(1, template.count("{}") + 1)))
 
 
+def key_is(where: Conditions, bucket: str, key: str) -> None:
+    """The plain condition on one key's journal entries (PostgreSQL: its hash index)."""
+    where.add("bucket = {} AND key = {}", bucket, key)
+
+
 @dataclass(frozen=True)
 class Dialect:
     """The pieces of SQL in which the two backends differ, for the shared queries."""
@@ -267,6 +272,11 @@ class Dialect:
     # hit_version and snippet, with one {} where the query parameter goes.
     text_hits: str
     text_query: Callable[[str], object]  # the search text as that parameter
+    # The rows a user may own, as a FROM source with "?" marks and its parameters, where
+    # the plain ``user_id = …`` condition would not find them by an index (SQLite).
+    owned_rows: Callable[[str], tuple[str, list[object]]] | None = None
+    # The condition "an entry of this (bucket, key)" on the journal, likewise.
+    add_key_history: Callable[[Conditions, str, str], None] = key_is
 
     @property
     def gone(self) -> str:
@@ -275,16 +285,18 @@ class Dialect:
 
 
 def journal_conditions(
-    placeholder: Callable[[int], str],
+    dialect: Dialect,
     bucket: str | None,
     key: str | None,
     kinds: Collection[EventKind] | None,
 ) -> Conditions:
-    """The filters of ``journal``."""
-    where = Conditions(placeholder)
-    if bucket is not None:
+    """The filters of ``journal``: one key's history as the dialect finds it."""
+    where = Conditions(dialect.placeholder)
+    if bucket is not None and key is not None:
+        dialect.add_key_history(where, bucket, key)
+    elif bucket is not None:
         where.add("bucket = {}", bucket)
-    if key is not None:
+    elif key is not None:
         where.add("key = {}", key)
     if kinds is not None:
         ordered = sorted(str(kind) for kind in kinds)
@@ -296,7 +308,7 @@ def journal_conditions(
 
 
 def journal_query(
-    placeholder: Callable[[int], str],
+    dialect: Dialect,
     *,
     bucket: str | None,
     key: str | None,
@@ -304,7 +316,7 @@ def journal_query(
     limit: int,
 ) -> tuple[str, list[object]]:
     """SQL and parameters of ``journal``: the newest entries first."""
-    where = journal_conditions(placeholder, bucket, key, kinds)
+    where = journal_conditions(dialect, bucket, key, kinds)
     sql = (
         f"SELECT {JOURNAL_COLUMNS} FROM journal{where.where}"  # noqa: S608 - constant fragments
         f" ORDER BY id DESC LIMIT {where.next_placeholder()}"
@@ -367,17 +379,21 @@ def listing_query(query: ObjectQuery, dialect: Dialect) -> tuple[str, list[objec
     CURRENT and ALL views by ``version_listing_query``."""
     if query.versions is not Versions.ROWS:
         return version_listing_query(query, dialect)
-    where = Conditions(dialect.placeholder)
+    source, params = "objects", list[object]()
+    if query.user_id is not None and dialect.owned_rows is not None:
+        rows, params = dialect.owned_rows(query.user_id)
+        source = f"({rows}) AS objects"
+    where = Conditions(dialect.placeholder, first=len(params) + 1)
     if not query.include_deleted:
         where.add(dialect.is_live)
     add_key_conditions(where, query)
     add_row_conditions(where, query, dialect)
     sql = (
         f"SELECT {OBJECT_COLUMNS}, ({PROCESSING_STATUS_SQL}) AS processing_status"  # noqa: S608 - constant fragments
-        f" FROM objects{where.where}"
+        f" FROM {source}{where.where}"
         f" ORDER BY bucket, key, version_id LIMIT {where.next_placeholder()}"
     )
-    return sql, [*where.params, query.limit]
+    return sql, [*params, *where.params, query.limit]
 
 
 def add_key_conditions(where: Conditions, query: ObjectQuery) -> None:

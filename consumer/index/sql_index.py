@@ -105,6 +105,8 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
     event_day: ClassVar[str]
     # Inserts or replaces a transcript: ``_transcript_values`` then the time, as parameters.
     put_transcript_sql: ClassVar[str]
+    # Run in the pruning transaction once entries went (SQLite: heads left pointing nowhere).
+    after_prune: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self._handle: Handle | None = None
@@ -156,11 +158,19 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
         return await self._apply(items, datetime.now(UTC))
 
     async def prune_journal(self, older_than: datetime) -> int:
-        """Delete journal entries with event_time before ``older_than``; their count."""
+        """Delete journal entries with event_time before ``older_than``; their count.
+
+        On SQLite a key's history is a chain of entries and ends at the first one pruned:
+        an entry journaled before a pruned one but with a later event time (a late event
+        right at the cutoff) is no longer listed by key, and goes with a later prune.
+        """
         async with self._writing() as conn:
-            return await self._execute(
+            pruned = await self._execute(
                 conn, self._sql(_PRUNE_JOURNAL), (self.dialect.moment(older_than),)
             )
+            if pruned and self.after_prune is not None:
+                await self._execute(conn, self.after_prune, ())
+            return pruned
 
     async def put_transcript(self, transcript: Transcript) -> None:
         """See IndexStore.put_transcript."""
@@ -205,9 +215,7 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
         limit: int = 100,
     ) -> list[JournalRecord]:
         """See IndexStore.journal."""
-        sql, params = journal_query(
-            self.dialect.placeholder, bucket=bucket, key=key, kinds=kinds, limit=limit
-        )
+        sql, params = journal_query(self.dialect, bucket=bucket, key=key, kinds=kinds, limit=limit)
         return [self.row_reader.journal_record(row) for row in await self._fetch(sql, params)]
 
     async def counts(self) -> dict[str, int]:

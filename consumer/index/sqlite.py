@@ -1,10 +1,14 @@
-"""The embedded index: one SQLite file, WAL mode, one connection per process.
+"""The embedded index: one SQLite file, WAL mode, one connection per process, used by one
+thread of its own.
 
-WAL lets readers (the CLI) work while the indexer writes. Every write transaction starts
-with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s`` for the lock rather
-than failing half-way when a read lock cannot be upgraded. ``synchronous=FULL`` because
-Kafka offsets are committed after ``apply_batch`` returns: a transaction lost in a power
-cut would be an event lost for good.
+Every statement runs in that thread (``_Connection``: plain sqlite3 and a one-thread
+executor): the event loop never waits on the file, and a batch's whole transaction (its
+Python planning between the statements too) is one hop, so the loop decodes the next
+batch meanwhile. WAL lets readers (the CLI) work while the indexer writes. Every write
+transaction starts with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s``
+for the lock rather than failing half-way when a read lock cannot be upgraded.
+``synchronous=FULL`` because Kafka offsets are committed after ``apply_batch`` returns: a
+transaction lost in a power cut would be an event lost for good.
 
 Times are stored as ISO-8601 UTC text with microseconds (fixed width, so text order is
 time order); booleans as 0/1; user metadata as JSON text.
@@ -21,10 +25,9 @@ import asyncio
 import functools
 import json
 import sqlite3
-import sys
+import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Collection,
     Coroutine,
@@ -33,6 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -40,15 +44,14 @@ from contextlib import (
     suppress,
 )
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
-from typing import Any, Final, cast
-
-import aiosqlite
+from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json, journal_id, run_batch
-from consumer.index.migrations import migrate_sqlite
+from consumer.index.decisions import canonical_json, journal_id, row_id, run_batch
+from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
     Item,
@@ -75,6 +78,9 @@ from consumer.index.sql import (
 )
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
+from consumer.index.threads import hand_the_gil_over_promptly
+
+T = TypeVar("T")
 
 # Primary result codes (the low byte of extended codes) that mean "try again later".
 _TRANSIENT_CODES: Final = frozenset(
@@ -88,22 +94,25 @@ _TRANSIENT_CODES: Final = frozenset(
 # waits out a switch interval. Measured with prebuilt rows beside one busy Python thread,
 # per event: executemany 4.5 ms; multi-row statements 68 µs, and 23 µs with the shorter
 # switch interval below.
+#
+# The journal's entries get their ids here (one writer at a time: BEGIN IMMEDIATE), so
+# that each can point to the previous entry of its (bucket, key, version) in the same
+# statement. AUTOINCREMENT's high-water mark, not max(id): a pruned id is never reused.
+_NEXT_JOURNAL_ID: Final = (
+    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'journal'), 0) + 1"
+)
 _INSERT_JOURNAL: Final = """
-INSERT INTO journal (bucket, key, version_id, event_name, kind, event_time, sequencer,
+INSERT INTO journal (id, bucket, key, version_id, event_name, kind, event_time, sequencer,
                      principal_id, source_ip, user_agent, request_id, size, etag,
-                     kafka_topic, kafka_partition, kafka_offset, recorded_at)
-VALUES {rows}
-ON CONFLICT (bucket, key, version_id, event_name, sequencer) DO NOTHING"""
-# Ids only grow (AUTOINCREMENT): a row with an id above the largest before the insert was
-# inserted by it.
-_LAST_JOURNAL_ID: Final = "SELECT coalesce(max(id), 0) FROM journal"
-# "<stmt> (VALUES (?, …), …) AS v JOIN <table> ON …": one indexed lookup per listed row.
-_JOURNALED_SINCE: Final = """
-SELECT j.bucket, j.key, j.version_id, j.event_name, j.sequencer
+                     kafka_topic, kafka_partition, kafka_offset, recorded_at, prev_id)
+VALUES {rows}"""
+# The events of a batch journaled already (redeliveries), by the identity index: led by
+# the sequencer, so the lookups of a batch land on a few recent pages.
+_JOURNALED: Final = """
+SELECT j.sequencer, j.bucket, j.key, j.version_id, j.event_name
 FROM (VALUES {rows}) AS v
-JOIN journal AS j ON j.bucket = v.column1 AND j.key = v.column2 AND j.version_id = v.column3
-                 AND j.event_name = v.column4 AND j.sequencer = v.column5
-WHERE j.id > ?"""
+JOIN journal AS j ON j.sequencer = v.column1 AND j.bucket = v.column2 AND j.key = v.column3
+                 AND j.version_id = v.column4 AND j.event_name = v.column5"""
 # Rows per such statement at most: each distinct size is compiled (and cached) on its own,
 # so slices are a power of two (see ``_multi_row``); under the 999-parameter limit of
 # SQLite before 3.32 as well.
@@ -111,22 +120,40 @@ _MAX_PARAMETERS: Final = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) els
 _VALUES_ROWS: Final = 512
 # Job claims keep their historical slices (a few rows at a time anyway).
 _ROWS_PER_STATEMENT: Final = 150
-# Column names are unqualified: the VALUES side only has column1, column2, ...
+# A row as stored, then the head of its journal chain (last_journal_id). Column names are
+# unqualified: the VALUES side only has column1, column2, ...
+_STORED_COLUMNS: Final = f"{OBJECT_COLUMNS}, last_journal_id"
+_HEAD: Final = 15  # the position of last_journal_id in such a row
 _LOAD_ROWS: Final = (
-    f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    f"SELECT {_STORED_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
     " JOIN objects ON bucket = v.column1 AND key = v.column2 AND version_id = v.column3"
 )
 _LOAD_ALL_VERSIONS: Final = (
-    f"SELECT {OBJECT_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
+    f"SELECT {_STORED_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
     " JOIN objects ON bucket = v.column1 AND key = v.column2"
 )
+_LOAD_HEADS: Final = """
+SELECT h.bucket, h.key, h.version_id, h.last_journal_id FROM (VALUES {rows}) AS v
+JOIN journal_heads AS h ON h.bucket = v.column1 AND h.key = v.column2
+                       AND h.version_id = v.column3"""
 
 _SAVE_ROWS: Final = (
     f"""
-INSERT INTO objects ({OBJECT_COLUMNS})
+INSERT INTO objects ({_STORED_COLUMNS})
 VALUES {{rows}}"""  # noqa: S608 - constant fragments
     + OBJECT_UPSERT
+    + ",\n    last_journal_id = excluded.last_journal_id"
 )
+
+# The head of a version that has no objects row (an event that only goes to the journal).
+_SAVE_HEADS: Final = """
+INSERT INTO journal_heads (bucket, key, version_id, last_journal_id) VALUES {rows}
+ON CONFLICT (bucket, key, version_id) DO UPDATE SET last_journal_id = excluded.last_journal_id"""
+# A version whose every entry was pruned has no history left to point to.
+_DROP_PRUNED_HEADS: Final = (
+    "DELETE FROM journal_heads WHERE NOT EXISTS (SELECT 1 FROM journal WHERE id = last_journal_id)"
+)
+_DROP_HEAD: Final = "DELETE FROM journal_heads WHERE bucket = ? AND key = ? AND version_id = ?"
 
 _LOAD_JOBS: Final = (
     f"SELECT {JOB_COLUMNS} FROM (VALUES {{rows}}) AS v"  # noqa: S608 - constant fragments
@@ -165,6 +192,42 @@ _TEXT_HITS: Final = (
 )
 
 
+# One key's journal along its chains: from the head of each version (its objects row,
+# or journal_heads) back through prev_id. UNION: a version whose head moved from
+# journal_heads to its objects row has both, on one chain.
+_KEY_HISTORY: Final = """id IN (
+    WITH RECURSIVE chain(id) AS (
+        SELECT last_journal_id FROM objects
+        WHERE bucket = {} AND key = {} AND last_journal_id IS NOT NULL
+        UNION SELECT last_journal_id FROM journal_heads WHERE bucket = {} AND key = {}
+        UNION SELECT j.prev_id FROM chain JOIN journal AS j ON j.id = chain.id
+        WHERE j.prev_id IS NOT NULL
+    )
+    SELECT id FROM chain)"""
+
+
+def _add_key_history(where: Conditions, bucket: str, key: str) -> None:
+    where.add(_KEY_HISTORY, bucket, key, bucket, key)
+
+
+# The rows a user may own: their own folder (``user_<id>/…``) by primary-key ranges, one
+# per bucket (the buckets found by skipping through the key), and the others by the
+# partial index of them. The listing filters by user_id on top, and sorts what is found.
+_OWNED_ROWS: Final = (
+    "WITH RECURSIVE buckets(name) AS ("  # noqa: S608 - constant fragments
+    " SELECT min(bucket) FROM objects UNION ALL"
+    " SELECT (SELECT min(bucket) FROM objects WHERE bucket > buckets.name)"
+    " FROM buckets WHERE buckets.name IS NOT NULL)"
+    " SELECT o.* FROM buckets JOIN objects AS o"
+    " ON o.bucket = buckets.name AND o.key >= ? AND o.key < ?"
+    f" UNION ALL SELECT * FROM objects WHERE user_id = ? AND {SQLITE_OTHER_USER_ROWS}"
+)
+
+
+def _owned_rows(user_id: str) -> tuple[str, list[object]]:
+    return _OWNED_ROWS, [f"user_{user_id}/", f"user_{user_id}0", user_id]
+
+
 def _add_metadata(where: Conditions, metadata: dict[str, str]) -> None:
     for name, value in metadata.items():
         where.add(
@@ -184,6 +247,8 @@ _DIALECT: Final = Dialect(
     is_deleted="deleted = 1",
     is_live="deleted = 0",
     add_metadata=_add_metadata,
+    owned_rows=_owned_rows,
+    add_key_history=_add_key_history,
     moment=_text_of,
     text_hits=_TEXT_HITS,
     text_query=fts5_query,
@@ -193,7 +258,71 @@ _READER: Final = RowReader(time=datetime.fromisoformat, metadata=json.loads)
 _object_record: Final = _READER.object_record  # the name _Writer reads rows by
 
 
-class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
+class _Connection:
+    """The index's one sqlite3 connection and the one thread that uses it.
+
+    Every call on the connection runs in that thread, in the order it was made: a
+    one-thread executor is a queue, so an operation a cancelled caller left running
+    finishes before the next one starts (and a ROLLBACK sent after it runs after it).
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self._executor = executor
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, path: Path, busy_timeout_s: float) -> _Connection:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-index")
+        try:
+            conn = await _in(executor, _connect, path, busy_timeout_s)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, conn)
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(connection, *args)`` in the connection's thread."""
+        return await _in(self._executor, function, self.conn, *args)
+
+    async def close(self) -> None:
+        try:
+            await self.call(sqlite3.Connection.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+
+async def _in(executor: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(function, *args)
+    )
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit (isolation_level=None): transactions are the explicit BEGIN … COMMIT below.
+    # Made in the connection's thread and only ever used there (see _Connection).
+    return sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _row_count(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    conn.executemany(sql, rows)
+
+
+class SqliteIndex(SqlIndex[_Connection, _Connection]):
     """IndexStore on one SQLite file. Operations of one instance are serialised.
 
     ``busy_timeout_s``: how long a write waits for another process's lock before
@@ -205,6 +334,7 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
     row_reader = _READER
     event_day = "substr(event_time, 1, 10)"  # times are stored as UTC text: its prefix
     put_transcript_sql = _PUT_TRANSCRIPT
+    after_prune = _DROP_PRUNED_HEADS
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         super().__init__()
@@ -239,93 +369,84 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
         except OSError as exc:
             raise IndexUnavailable(f"SQLite index unavailable: {exc}") from exc
 
-    async def _open(self) -> aiosqlite.Connection:
-        await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
-        return await aiosqlite.connect(
-            self._path, timeout=self._busy_timeout_s, isolation_level=None
-        )
+    async def _open(self) -> _Connection:
+        return await _Connection.open(self._path, self._busy_timeout_s)
 
-    async def _prepare(self, handle: aiosqlite.Connection) -> None:
-        await _configure(handle)
-        await migrate_sqlite(handle)
+    async def _prepare(self, handle: _Connection) -> None:
+        await handle.call(_configure)
+        await handle.call(migrate_sqlite)
 
-    async def _release(self, handle: aiosqlite.Connection) -> None:
+    async def _release(self, handle: _Connection) -> None:
         await handle.close()
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _reading(self) -> AsyncIterator[_Connection]:
         async with self._lock:
             conn = self._started()
             with self._translated():
                 yield conn
 
     @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _writing(self) -> AsyncIterator[_Connection]:
         # IMMEDIATE: the file's write lock first, so a second writer waits busy_timeout_s
         # for it rather than failing half-way when its read lock cannot be upgraded.
         async with self._lock:
             conn = self._started()
             with self._translated():
-                await conn.execute("BEGIN IMMEDIATE")
+                await conn.call(_row_count, "BEGIN IMMEDIATE", ())
                 try:
                     yield conn
-                    await conn.execute("COMMIT")
+                    await conn.call(_row_count, "COMMIT", ())
                 except BaseException:
-                    await _rollback(conn)
+                    await conn.call(_rollback)
                     raise
 
     def _exclusive(
         self, objects: Iterable[tuple[str, str]]
-    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+    ) -> AbstractAsyncContextManager[_Connection]:
         # Every write transaction holds the file's one write lock: no other writer at all.
         return self._writing()
 
-    async def _rows(
-        self, conn: aiosqlite.Connection, sql: str, params: Sequence[object]
-    ) -> list[Any]:
-        return list(await conn.execute_fetchall(sql, params))
+    async def _rows(self, conn: _Connection, sql: str, params: Sequence[object]) -> list[Any]:
+        return await conn.call(_fetch_all, sql, params)
 
-    async def _execute(self, conn: aiosqlite.Connection, sql: str, params: Sequence[object]) -> int:
-        async with conn.execute(sql, params) as cursor:
-            return cursor.rowcount
+    async def _execute(self, conn: _Connection, sql: str, params: Sequence[object]) -> int:
+        return await conn.call(_row_count, sql, params)
 
-    async def _clock(self, conn: aiosqlite.Connection) -> datetime:
+    async def _clock(self, conn: _Connection) -> datetime:
         return datetime.now(UTC)  # the processes sharing a file share this host's clock
 
     # --- the steps whose rows travel as VALUES lists -----------------------------------
 
-    def _writer(self, conn: aiosqlite.Connection, now: datetime) -> BatchWriter:
-        return _Writer(conn._conn, now)
+    def _writer(self, conn: _Connection, now: datetime) -> BatchWriter:
+        return _Writer(conn.conn, now)
 
     async def _apply(self, items: Sequence[Item], now: datetime) -> BatchResult:
-        # The whole transaction in aiosqlite's thread, in one hop: BEGIN, the batch's
+        # The whole transaction in the connection's thread, in one hop: BEGIN, the batch's
         # Python (planning, rows) between its statements, COMMIT. The event loop's thread
         # stays free to fetch and decode the next batch the whole time, and the write never
         # waits for it: with BEGIN and COMMIT as hops of their own, each waited until the
         # event loop finished decoding a batch before it was even sent to the thread.
-        # aiosqlite has no public call for "run this function in the connection's thread";
-        # ``_execute`` is the one all its own calls go through.
         async with self._lock:
             conn = self._started()
             with self._translated():
-                batch = run_batch(self._writer(conn, now), items, now)
-                run_in_thread: Callable[..., Awaitable[BatchResult]] = conn._execute
-                return await run_in_thread(_committed, conn._conn, batch)
+                return await conn.call(_apply_batch, items, now)
 
     async def _stored_jobs(
-        self, conn: aiosqlite.Connection, idents: Sequence[tuple[str, str, str, str]]
+        self, conn: _Connection, idents: Sequence[tuple[str, str, str, str]]
     ) -> list[Any]:
         found: list[Any] = []
         for chunk in chunked(idents, _ROWS_PER_STATEMENT):
             sql = _LOAD_JOBS.format(rows=", ".join(["(?, ?, ?, ?)"] * len(chunk)))
-            found += await conn.execute_fetchall(sql, [v for i in chunk for v in i])
+            found += await conn.call(_fetch_all, sql, [v for i in chunk for v in i])
         return found
 
     async def _pend_jobs(
-        self, conn: aiosqlite.Connection, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+        self, conn: _Connection, jobs: Sequence[JobRequest], now: datetime, lease: Lease
     ) -> None:
         since, expires = _text(now), _text(lease.expires_at(now))
-        await conn.executemany(
+        await conn.call(
+            _execute_many,
             _PEND_JOB,
             [(*r.ident, r.sequencer, r.etag, since, since, lease.owner, expires) for r in jobs],
         )
@@ -344,44 +465,102 @@ class SqliteIndex(SqlIndex[aiosqlite.Connection, aiosqlite.Connection]):
 class _Writer:
     """The BatchWriter steps as SQLite statements, inside the batch's transaction.
 
-    On the plain sqlite3 connection, in aiosqlite's thread (see ``SqliteIndex._apply``):
-    its methods are coroutines only to fit ``run_batch``; none of them ever suspends.
+    On the plain sqlite3 connection, in its thread (see ``SqliteIndex._apply``): its
+    methods are coroutines only to fit ``run_batch``; none of them ever suspends.
+
+    Besides the rows, it keeps every journaled version's chain: the entries it journals
+    point to the version's head before them, and the head ends on the last one — in the
+    objects row when the version has one (saved with it, or by ``link_heads``), in
+    ``journal_heads`` when it has none.
     """
 
     def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self._conn = conn
         self._now = _text(now)
+        self._stored: dict[RowId, Sequence[Any]] = {}  # rows as loaded (_STORED_COLUMNS)
+        self._heads: dict[RowId, int] = {}  # the last entry this batch journaled, per row
+        self._saved: set[RowId] = set()
+        self._headed: set[RowId] = set()  # versions whose head was in journal_heads
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
-        # One writer at a time (BEGIN IMMEDIATE), so the largest id stays ours to compare
-        # with. A redelivered event hits the conflict.
-        rows = [self._journal_row(*item) for item in items]
-        last = self._conn.execute(_LAST_JOURNAL_ID).fetchall()
-        added = self._run(_INSERT_JOURNAL, rows)
-        identities = [journal_id(event) for event, _ in items]
-        if added == len(rows):  # the usual case: all of them were new
-            return set(identities)
-        # Some were journaled already: the new ones are those with a larger id.
-        since = next(iter(last))[0]
-        inserted: set[JournalId] = set()
-        for statement, params in _multi_row(_JOURNALED_SINCE, identities):
-            found = self._conn.execute(statement, [*params, since]).fetchall()
-            inserted.update(tuple(row) for row in found)
-        return inserted
+        identities = [(e.sequencer, e.bucket, e.key, e.version_id, e.event_name) for e, _ in items]
+        known = {tuple(row) for row in self._select(_JOURNALED, identities)}
+        new = [item for item, ident in zip(items, identities, strict=True) if ident not in known]
+        if not new:
+            return set()
+        heads = self._load_heads(list(dict.fromkeys(row_id(event) for event, _ in new)))
+        first = self._conn.execute(_NEXT_JOURNAL_ID).fetchone()[0]
+        rows = []
+        for number, (event, position) in enumerate(new, start=first):
+            rid = (event.bucket, event.key, event.version_id)
+            rows.append((number, *self._journal_row(event, position), heads.get(rid)))
+            heads[rid] = self._heads[rid] = number
+        self._run(_INSERT_JOURNAL, rows)
+        return {journal_id(event) for event, _ in new}
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
     ) -> list[ObjectRecord]:
-        found = await self._select(_LOAD_ROWS, list(rows))
+        # Every row of ``rows`` was loaded by journal_new (only new events change rows).
+        found = [self._stored[rid] for rid in rows if rid in self._stored]
         if all_versions_of:
-            found += await self._select(_LOAD_ALL_VERSIONS, list(all_versions_of))
-        return [_object_record(row) for row in found]
+            for row in self._select(_LOAD_ALL_VERSIONS, list(all_versions_of)):
+                rid = (row[0], row[1], row[2])
+                if rid not in rows:
+                    self._stored[rid] = row
+                    found.append(row)
+        return [_object_record(row[:_HEAD]) for row in found]
 
     async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
-        self._run(_SAVE_ROWS, [_object_row(row) for row in rows])
+        values = []
+        for row in rows:
+            rid = (row.bucket, row.key, row.version_id)
+            values.append((*_object_row(row), self._head(rid)))
+            self._saved.add(rid)
+        self._run(_SAVE_ROWS, values)
         # What was said in a removed version is not searchable any more.
         gone = [(row.bucket, row.key, row.version_id) for row in rows if row.is_gone]
         self._run(_DROP_TRANSCRIPTS, gone)
+
+    def link_heads(self) -> None:
+        """Move the head of every version journaled but not saved to its last entry."""
+        unsaved = [rid for rid in self._heads if rid not in self._saved]
+        # A row as stored with a new head: the upsert rewrites the page it is on anyway.
+        self._run(
+            _SAVE_ROWS,
+            [
+                (*self._stored[rid][:_HEAD], self._heads[rid])
+                for rid in unsaved
+                if rid in self._stored
+            ],
+        )
+        self._run(
+            _SAVE_HEADS,
+            [(*rid, self._heads[rid]) for rid in unsaved if rid not in self._stored],
+        )
+        # A version that has an objects row now keeps its head there (rare: an event that
+        # only went to the journal came first).
+        self._conn.executemany(_DROP_HEAD, [rid for rid in self._headed if rid in self._saved])
+
+    def _head(self, rid: RowId) -> int | None:
+        if rid in self._heads:
+            return self._heads[rid]
+        stored = self._stored.get(rid)
+        return None if stored is None else cast(int | None, stored[_HEAD])
+
+    def _load_heads(self, rids: Sequence[RowId]) -> dict[RowId, int]:
+        """The objects rows of ``rids`` (kept for load_rows) and every version's head."""
+        heads: dict[RowId, int] = {}
+        for row in self._select(_LOAD_ROWS, rids):
+            rid = (row[0], row[1], row[2])
+            self._stored[rid] = row
+            if row[_HEAD] is not None:
+                heads[rid] = row[_HEAD]
+        missing = [rid for rid in rids if rid not in self._stored]
+        for bucket, key, version_id, head in self._select(_LOAD_HEADS, missing):
+            heads[(bucket, key, version_id)] = head
+            self._headed.add((bucket, key, version_id))
+        return heads
 
     def _run(self, template: str, rows: Sequence[Sequence[object]]) -> int:
         """Run ``template`` over ``rows`` (multi-row slices); the rows it changed."""
@@ -390,7 +569,7 @@ class _Writer:
             changed += self._conn.execute(statement, params).rowcount
         return changed
 
-    async def _select(self, template: str, keys: Sequence[tuple[str, ...]]) -> list[Any]:
+    def _select(self, template: str, keys: Sequence[Sequence[object]]) -> list[Any]:
         """Rows of ``template`` joined to ``keys`` (a VALUES list), in slices."""
         found: list[Any] = []
         for statement, params in _multi_row(template, keys):
@@ -406,8 +585,10 @@ class _Writer:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _committed(conn: sqlite3.Connection, batch: Coroutine[Any, Any, BatchResult]) -> BatchResult:
-    """``batch`` run to completion in one write transaction of ``conn``, in this thread."""
+def _apply_batch(conn: sqlite3.Connection, items: Sequence[Item], now: datetime) -> BatchResult:
+    """``run_batch`` to completion in one write transaction of ``conn``, in this thread."""
+    writer = _Writer(conn, now)
+    batch = run_batch(writer, items, now)
     try:
         conn.execute("BEGIN IMMEDIATE")  # see SqliteIndex._writing
     except BaseException:
@@ -415,11 +596,10 @@ def _committed(conn: sqlite3.Connection, batch: Coroutine[Any, Any, BatchResult]
         raise
     try:
         result = _completed(batch)
+        writer.link_heads()
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return result
 
@@ -449,7 +629,7 @@ def _multi_row(
     for size in _slice_sizes(len(rows), min(_VALUES_ROWS, _MAX_PARAMETERS // width)):
         chunk = rows[start : start + size]
         start += size
-        yield template.format(rows=", ".join([marks] * size)), [v for r in chunk for v in r]
+        yield template.format(rows=", ".join([marks] * size)), list(chain.from_iterable(chunk))
 
 
 def _slice_sizes(count: int, largest: int) -> list[int]:
@@ -463,62 +643,49 @@ def _slice_sizes(count: int, largest: int) -> list[int]:
     return sizes
 
 
-# The longest a thread that wants the GIL waits before the running one must hand it over
-# (Python's default: 5 ms). The connection's thread gives the GIL away for each step of a
-# statement and wants it back right after; while the event loop's thread runs Python,
-# every such step waited up to the interval. Multi-row statements make those steps few;
-# a shorter interval makes each wait short (measured beside a busy Python thread: a
-# 2,000-event batch 2.9x faster at 0.5 ms than at 5 ms). Process-wide, only ever lowered.
-_GIL_SWITCH_INTERVAL_S: Final = 0.0005
-
-
-def _hand_the_gil_over_promptly() -> None:
-    if sys.getswitchinterval() > _GIL_SWITCH_INTERVAL_S:
-        sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
-
-
-async def _configure(conn: aiosqlite.Connection) -> None:
-    _hand_the_gil_over_promptly()
-    await _ensure_wal(conn)
-    await conn.execute("PRAGMA synchronous = FULL")
+def _configure(conn: sqlite3.Connection) -> None:
+    hand_the_gil_over_promptly()
+    _ensure_wal(conn)
+    conn.execute("PRAGMA synchronous = FULL")
     # LIKE is ASCII-case-insensitive by default; S3 keys are case-sensitive.
-    await conn.execute("PRAGMA case_sensitive_like = ON")
+    conn.execute("PRAGMA case_sensitive_like = ON")
     # 32 MiB of page cache instead of 2: a batch's journal and object index entries land on
     # random pages (keys are UUIDs), and with 2 MiB most of them were read back from the
     # file. Pages are cached as they are touched, so a short CLI read stays small.
-    await conn.execute("PRAGMA cache_size = -32768")
-    # Checkpoint the WAL into the main file every ~40 MiB instead of every ~4 MiB: a batch
+    conn.execute("PRAGMA cache_size = -32768")
+    # Checkpoint the WAL into the main file every ~400 MiB instead of every ~4 MiB: a batch
     # of 2,000 events writes more than 1,000 pages, so at SQLite's default every commit
     # also ran a checkpoint (copying and fsyncing the file); less often, a page written by
-    # several batches is copied once. About an eighth off each batch's write (measured
-    # in-process, docs/benchmarks.md); readers keep working meanwhile (WAL).
-    await conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    # several batches is copied once (10,000 pages took an eighth off each batch; 100,000
+    # about a tenth more at 1M events, docs/benchmarks.md). Readers keep working meanwhile
+    # (WAL); the WAL file is truncated back by the checkpoint's restart, not kept at size.
+    conn.execute("PRAGMA wal_autocheckpoint = 100000")
 
 
-async def _ensure_wal(conn: aiosqlite.Connection, attempts: int = 50) -> None:
+def _ensure_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
     """Switch the file to WAL (persistent, so usually already done).
 
     The switch needs an exclusive lock and SQLite answers SQLITE_BUSY at once, without the
-    busy handler, when another connection is opening the same new file: retry briefly.
+    busy handler, when another connection is opening the same new file: retry briefly (in
+    the connection's own thread, so the wait blocks nothing else).
     """
     for attempt in range(attempts):
-        async with conn.execute("PRAGMA journal_mode") as cursor:
-            row = await cursor.fetchone()
+        row = conn.execute("PRAGMA journal_mode").fetchone()
         if row is not None and str(row[0]).lower() == "wal":
             return
         try:
-            await conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError:
             if attempt == attempts - 1:
                 raise
-            await asyncio.sleep(0.02 * (attempt + 1))
+            time.sleep(0.02 * (attempt + 1))
 
 
-async def _rollback(conn: aiosqlite.Connection) -> None:
+def _rollback(conn: sqlite3.Connection) -> None:
     # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing to undo then.
     if conn.in_transaction:
         with suppress(sqlite3.Error):
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
 
 
 def _json(metadata: Mapping[str, str]) -> str:

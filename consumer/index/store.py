@@ -158,8 +158,8 @@ class IndexStore(Protocol):
 class BatchWriter(Protocol):
     """The set-wise steps of ``run_batch``, inside the backend's transaction. Each step is
     a few statements for the whole batch, never one per event: the batch is the unit of
-    work, and per-statement overhead (a thread hop for aiosqlite, a round trip for
-    PostgreSQL) would otherwise dominate."""
+    work, and per-statement overhead (a statement step handing the GIL over for SQLite, a
+    round trip for PostgreSQL) would otherwise dominate."""
 
     async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
         """Journal the items not journaled yet (identities are distinct within ``items``);

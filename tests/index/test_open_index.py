@@ -48,10 +48,11 @@ class TestMigrationList:
         assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
 
     def test_every_migration_has_both_dialects(self) -> None:
+        # Not as many statements each: version 5 rebuilds SQLite's tables, and only adds
+        # indexes on PostgreSQL.
         for migration in MIGRATIONS:
             assert migration.sqlite
             assert migration.postgres
-            assert len(migration.sqlite) == len(migration.postgres)
 
     def test_pending_skips_applied_and_keeps_order(self) -> None:
         latest = len(MIGRATIONS)
