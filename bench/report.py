@@ -144,7 +144,7 @@ def consumer_code(repo: Path) -> str:
 
 def library_versions() -> dict[str, str]:
     versions = {"Python": platform.python_version()}
-    for package in ("aiokafka", "aiosqlite", "asyncpg", "msgspec", "pydantic", "structlog"):
+    for package in ("aiokafka", "asyncpg", "msgspec", "pydantic", "structlog"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
