@@ -99,6 +99,9 @@ class Rig:
     poison: list[Poison] = field(default_factory=list)
     # MinIO stopped mid-request may lose that request's event (see events_lost_by_minio).
     minio_may_lose: int = 0
+    # Keys with a request whose outcome is unknown (a node killed under it): the bucket
+    # is not held against the acknowledged uploads for them (the index still is).
+    unsettled: frozenset[str] = frozenset()
     # MinIO's queue_dir (local stack): events not yet delivered to Kafka wait there.
     queue_dir: Path | None = None
     # The objects whose event MinIO lost (set by ``finish``).
@@ -269,6 +272,7 @@ class Rig:
             poison=self.poison,
             crashes=crashes,
             minio_may_lose=self.minio_may_lose,
+            unsettled=self.unsettled,
         )
         self.lost = lost
         for key in sorted({row[0] for row in lost}):
