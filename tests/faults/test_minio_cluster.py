@@ -42,11 +42,23 @@ from tests.faults.clusters import (
     seconds_until_indexed_after,
 )
 from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory
-from tests.faults.harness import expected_objects, plan_traffic, read_range, uploader_client
+from tests.faults.harness import (
+    RawRecord,
+    expected_objects,
+    plan_traffic,
+    read_range,
+    uploader_client,
+)
+from tests.faults.invariants import PublishedEvent, index_rows, published_events
 from tests.helpers import bucket_listing, topic_end_offsets
 from tests.transcription_server import StandIn
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.faults,
+    pytest.mark.cluster,
+    pytest.mark.minio_cluster,
+]
 
 UPLOADS = 150
 KILLED_NODE = 3  # not node 1: the consumer, the checks and reconcile talk to node 1
@@ -150,15 +162,14 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
         await index_follows_the_latest_event_of_each_key(rig.store, rig.bucket, records)
         # After the kill, this MinIO build's bucket can differ from what its clients were
         # told: a request that failed around the kill may still land, and an object whose
-        # delete was acknowledged while the node was down can come back with that node
-        # (seen in CI: 1-2 keys in some runs). Those keys are MinIO's to settle; the
-        # consumer's part is to follow the bucket, so the index is held against the bucket
-        # for them after the repair below, which must repair exactly them.
+        # delete was acknowledged (and published) while the node was down can come back
+        # with that node (seen in CI: 1-2 keys in some runs). Those keys are MinIO's to
+        # settle. The consumer's part: every other key repaired to equal the bucket.
         rig.unsettled = frozenset(uploader.errors) | minio_disagrees(rig, uploader)
         rig.minio_may_lose = max(rig.minio_may_lose, len(rig.unsettled))
         print(f"keys MinIO settled otherwise than acknowledged: {sorted(rig.unsettled)}")
         await rig.finish()
-        await rig.repair_and_require_index_equals_bucket()
+        await repaired_to_the_bucket_but_undone_deletes(rig)
         billed = api.requests_by_file()
         assert billed, "no transcription was requested"
         assert set(billed.values()) == {1}, f"transcribed more than once: {billed}"
@@ -182,3 +193,30 @@ def minio_disagrees(rig: Rig, uploader: SpreadUploader) -> frozenset[str]:
     expected = {(k, "", size, etag) for k, (size, etag) in expected_objects(uploader.done).items()}
     actual = bucket_listing(rig.minio, rig.bucket, versions=False)
     return frozenset(row[0] for row in expected ^ actual)
+
+
+def removed_by_their_latest_event(records: list[RawRecord], bucket: str) -> frozenset[str]:
+    """Keys whose latest published event (by sequencer) is a removal."""
+    latest: dict[str, PublishedEvent] = {}
+    for event in published_events(records, bucket):
+        if event.key not in latest or event.sequencer > latest[event.key].sequencer:
+            latest[event.key] = event
+    return frozenset(k for k, e in latest.items() if e.name.startswith("s3:ObjectRemoved:"))
+
+
+async def repaired_to_the_bucket_but_undone_deletes(rig: Rig) -> None:
+    """``reconcile --repair``, then the index equals the bucket except where MinIO undid a
+    delete it had acknowledged and published: reconcile never lets a found object beat a
+    newer real event, so such a key stays a tombstone (printed; MinIO's anomaly, not a
+    loss of ours). A second reconcile finds nothing else."""
+    await asyncio.to_thread(rig.reconcile, repair=True)
+    listing = bucket_listing(rig.minio, rig.bucket, versions=False)
+    records = await read_range(rig.bootstrap, rig.topic, rig.start)
+    undone = frozenset(row[0] for row in listing) & removed_by_their_latest_event(
+        records, rig.bucket
+    )
+    print(f"deletes MinIO acknowledged, published and then undid: {sorted(undone)}")
+    indexed = {row for row in await index_rows(rig.store, rig.bucket) if row[0] not in undone}
+    assert indexed == {row for row in listing if row[0] not in undone}
+    again = await asyncio.to_thread(rig.reconcile, repair=False)
+    assert {str(row["key"]) for row in again} <= undone, again
