@@ -313,11 +313,9 @@ def split_delays(decoded: DecodedBatch, now_s: float) -> Delays:
     a little apart, count as 0). Pure."""
     event_times = [event.event_time.timestamp() for event, _ in decoded.events]
     kafka_times = decoded.kafka_times_s
-    if len(kafka_times) != len(event_times):  # a batch decoded without them
-        kafka_times = []
     return Delays(
         total=[max(0.0, now_s - t) for t in event_times],
-        minio=[max(0.0, k - t) for t, k in zip(event_times, kafka_times, strict=False)],
+        minio=[max(0.0, k - t) for t, k in zip(event_times, kafka_times, strict=True)],
         consumer=[max(0.0, now_s - k) for k in kafka_times],
     )
 
