@@ -16,10 +16,13 @@ from consumer.minio.notify_queue import (
     MetricsUnreadable,
     NotifyQueue,
     delivery_rate,
+    holds_unsent,
     parse_notify_queue,
     prometheus_token,
     queue_too_long,
     restarted,
+    same_reading,
+    unchanged_since,
 )
 
 
@@ -125,6 +128,39 @@ class TestRestartAndRate:
         assert delivery_rate(_queue(read_at_s=5.0), _queue(read_at_s=5.0)) is None
 
 
+class TestUnchanged:
+    def test_a_queue_that_neither_sends_nor_takes_is_the_same_reading(self) -> None:
+        held = _queue(queue_length=1, total_events=40, read_at_s=0.0)
+        assert same_reading(held, _queue(queue_length=1, total_events=40, read_at_s=9.0))
+        assert not same_reading(held, _queue(queue_length=1, total_events=41))  # took one
+        assert not same_reading(held, _queue(queue_length=0, total_events=40))  # sent it
+        assert not same_reading(held, _queue(queue_length=1, total_events=40, failed_events=1))
+        restart = _queue(queue_length=1, total_events=40, started_at_s=2000.0)
+        assert not same_reading(held, restart)
+
+    def test_unchanged_since_the_first_equal_reading(self) -> None:
+        readings = [
+            _queue(queue_length=2, total_events=40, read_at_s=0.0),
+            _queue(queue_length=1, total_events=40, read_at_s=10.0),
+            _queue(queue_length=1, total_events=40, read_at_s=20.0),
+            _queue(queue_length=1, total_events=40, read_at_s=35.0),
+        ]
+        since, previous = None, None
+        firsts = []
+        for current in readings:
+            since = unchanged_since(since, previous, current)
+            previous = current
+            firsts.append(since.read_at_s)
+        assert firsts == [0.0, 10.0, 10.0, 10.0]
+        moved = _queue(queue_length=1, total_events=41, read_at_s=40.0)
+        assert unchanged_since(since, previous, moved) is moved
+
+    def test_holds_unsent_once_a_non_empty_queue_has_not_moved_for_long_enough(self) -> None:
+        assert holds_unsent(_queue(queue_length=1), 30.0, 30.0)
+        assert not holds_unsent(_queue(queue_length=1), 29.9, 30.0)
+        assert not holds_unsent(_queue(queue_length=0), 300.0, 30.0)
+
+
 class TestDegraded:
     def test_a_queue_longer_than_the_setting_names_the_number(self) -> None:
         assert queue_too_long(_queue(queue_length=1000), 1000) is None
@@ -140,6 +176,11 @@ class TestDegraded:
         assert rows["minio_failed_events"] == "3"
         assert rows["minio_delivery_rate"] == "4.5 events/s"
         assert rows["degraded"] == "too long"
+        assert "minio_queue_unchanged" not in rows
+        stuck = dict(minio_queue_rows({**fields, "unchanged_s": 42.4}))
+        assert stuck["minio_queue_unchanged"] == "42 s"
+        empty = {**_queue(queue_length=0).fields(), "unchanged_s": 60.0}
+        assert "minio_queue_unchanged" not in dict(minio_queue_rows(empty))
         assert minio_queue_rows(None) == []
         unknown = dict(minio_queue_rows({"target": None, "error": "refused"}))
         assert unknown == {"minio_queue": "unknown: refused"}

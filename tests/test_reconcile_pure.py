@@ -19,6 +19,7 @@ from consumer.repair.compare import (
     compare,
     found_event,
     found_moment,
+    found_sequencer,
     gone_event,
     minio_message,
     sequencer_at,
@@ -74,6 +75,18 @@ class TestCompare:
             "bucket_size": 11, "bucket_etag": "e1", "index_size": 10, "index_etag": "e1",
         }  # fmt: skip
 
+    def test_a_listed_object_the_index_holds_as_removed_is_missing_with_its_tombstone(
+        self,
+    ) -> None:
+        tombstone = row("a", deleted=True)
+        (found,) = compare([listed("a")], [tombstone, row("b", deleted=True)])
+        assert (found.kind, found.key, found.indexed, found.removed) == (
+            Difference.MISSING, "a", None, tombstone)  # fmt: skip
+        assert found.fields()["index_removed_at"] == WRITTEN.isoformat()
+        (plain,) = compare([listed("c")], [])
+        assert plain.removed is None
+        assert "index_removed_at" not in plain.fields()
+
     def test_versions_are_compared_one_by_one(self) -> None:
         v1 = ListedObject("bkt", "k", "v1", 1, "x", WRITTEN)
         indexed = ObjectRecord(**{**row("k").__dict__, "version_id": "v2"})
@@ -126,6 +139,30 @@ class TestRepairEvents:
         assert int(gone_event(future, stamp, "r").sequencer, 16) == int(future.sequencer, 16) + 1
         assert gone_event(row("e"), stamp, "r").event_name == RECONCILE_GONE
 
+    def test_found_is_stamped_with_its_content_unless_the_index_removed_it_later(
+        self,
+    ) -> None:
+        stamp = WRITTEN + timedelta(minutes=1)
+        assert found_sequencer(WRITTEN, None, stamp) == sequencer_at(WRITTEN)
+        older_removal = row("a", deleted=True, seq=int(sequencer_at(WRITTEN), 16) - 1)
+        assert found_sequencer(WRITTEN, older_removal, stamp) == sequencer_at(WRITTEN)
+
+    def test_found_after_a_removal_as_new_as_it_wins_over_the_removal(self) -> None:
+        # A delete acknowledged after the write, then undone by MinIO: the HEAD (after
+        # the removal) found the object, stamped before the HEAD.
+        stamp = WRITTEN + timedelta(minutes=1)
+        removal = row("a", deleted=True, seq=REAL_NS + 10**9)
+        assert found_sequencer(WRITTEN, removal, stamp) == sequencer_at(stamp)
+        same = row("a", deleted=True, seq=int(sequencer_at(WRITTEN), 16))
+        assert found_sequencer(WRITTEN, same, stamp) == sequencer_at(stamp)
+        # MinIO's clock ahead of this host's: one past the removal.
+        ahead = row("a", deleted=True, seq=int(sequencer_at(stamp), 16) + 10)
+        assert int(found_sequencer(WRITTEN, ahead, stamp), 16) == int(ahead.sequencer, 16) + 1
+        repair = found_event(
+            "bkt", "a", head(), WRITTEN, "r", sequencer=found_sequencer(WRITTEN, removal, stamp)
+        )
+        assert (repair.sequencer, repair.event_time) == (sequencer_at(stamp), WRITTEN)
+
     def test_published_message_parses_back_to_the_event(self) -> None:
         found = found_event("bkt", "user_7/a b+c%/ü.ogg", head(), WRITTEN, "run1")
         assert parse_message(minio_message(found)) == [found]
@@ -160,6 +197,19 @@ class TestRepairsAgainstRealEvents:
         plan = plan_objects([stored], [created, gone], WRITTEN)
         assert not plan.changed[("bkt", "user_1/a.ogg", "")].deleted
         assert plan.stale_ignored == 1
+
+    def test_a_repair_over_an_undone_delete_revives_the_tombstone(self) -> None:
+        removal = event(EventKind.REMOVED, seq=REAL_NS + 10**9, at=WRITTEN + timedelta(seconds=1))
+        stamp = WRITTEN + timedelta(minutes=1)
+        tombstone = plan_objects([], [removal], WRITTEN).changed[("bkt", "user_1/a.ogg", "")]
+        assert tombstone.deleted
+        sequencer = found_sequencer(WRITTEN, tombstone, stamp)
+        repair = found_event("bkt", "user_1/a.ogg", head(), WRITTEN, "r", sequencer=sequencer)
+        revived = plan_objects([tombstone], [repair], stamp).changed[("bkt", "user_1/a.ogg", "")]
+        assert (revived.deleted, revived.etag) == (False, "e1")
+        # Stamped with its content's time, the same repair would lose to the removal.
+        plain = found_event("bkt", "user_1/a.ogg", head(), WRITTEN, "r")
+        assert plan_objects([tombstone], [plain], stamp).stale_ignored == 1
 
     def test_a_removal_after_the_repair_wins(self) -> None:
         repair = found_event("bkt", "user_1/a.ogg", head(), WRITTEN, "r")

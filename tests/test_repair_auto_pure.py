@@ -168,6 +168,16 @@ class TestPlan:
         behind = plan(pending, _stored(), queue, 0, now=NOW, settings=SETTINGS, rate=9.0)
         assert behind.why == "MinIO's queue holds 140 events"
 
+    def test_a_queue_that_has_not_moved_for_the_settling_time_is_not_waited_for(self) -> None:
+        # An entry MinIO never sends (an empty queue file left by a kill): no delivery.
+        pending, stuck = _pending(Reason.MINIO_RESTART), _queue(queue_length=1)
+        waits = plan(pending, _stored(), stuck, 0, now=NOW, settings=SETTINGS, unchanged_s=29.0)
+        assert waits.why == "MinIO's queue holds 1 events"
+        runs = plan(pending, _stored(), stuck, 0, now=NOW, settings=SETTINGS, unchanged_s=30.0)
+        assert runs.run, runs.why
+        never = plan(pending, _stored(), stuck, 0, now=NOW, settings=SETTINGS, rate=0.0)
+        assert never.why == "MinIO's queue holds 1 events"
+
     def test_nothing_pending_nothing_to_do(self) -> None:
         assert not plan(Pending(), None, None, 0, now=NOW, settings=SETTINGS).run
 
@@ -233,6 +243,24 @@ class TestConcerned:
         late_gone = Mismatch(Difference.EXTRA, "b", "l", "", None, late)
         since = NOW - timedelta(hours=1)
         assert concerned([gone, fresh, late_gone], since, until) == [gone, late_gone]
+
+    def test_objects_whose_removal_the_index_holds_in_the_window_however_old(self) -> None:
+        since, until = NOW - timedelta(hours=1), NOW - timedelta(seconds=30)
+        written = since - timedelta(days=2)  # long before the clean point
+
+        def undone(key: str, removed_at: datetime, modified: datetime = written) -> Mismatch:
+            tombstone = replace(_row(key, removed_at), deleted=True)
+            return Mismatch(
+                Difference.MISSING, "b", key, "", _listed(key, modified), None, removed=tombstone
+            )
+
+        inside = undone("in", since + timedelta(minutes=1))
+        before = undone("before", since - timedelta(seconds=1))
+        after = undone("after", until)
+        # Written after the cutoff: its own event is still on its way.
+        rewritten = undone("rewritten", since + timedelta(minutes=1), modified=until)
+        assert concerned([inside, before, after, rewritten], since, until) == [inside]
+        assert concerned([before, after], None, until) == [before, after]
 
 
 def test_lease_generations_compare_as_text_in_order() -> None:

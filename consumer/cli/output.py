@@ -235,6 +235,10 @@ def minio_queue_rows(queue: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         ("minio_total_events", str(queue["total_events"])),
         ("minio_delivery_rate", "-" if rate is None else f"{rate} events/s"),
     ]
+    unchanged_s = queue.get("unchanged_s")
+    if queue["queue_length"] and unchanged_s:
+        # A queue that holds events and does not move: MinIO may never send them.
+        rows.append(("minio_queue_unchanged", f"{unchanged_s:.0f} s"))
     if queue.get("degraded"):
         rows.append(("degraded", str(queue["degraded"])))
     return rows

@@ -136,6 +136,39 @@ def delivery_rate(previous: NotifyQueue | None, current: NotifyQueue) -> float |
     return round(max(0, sent) / elapsed_s, 2)
 
 
+def same_reading(previous: NotifyQueue, current: NotifyQueue) -> bool:
+    """Whether MinIO's queue did not move between two readings: as many events waiting,
+    none handed to the target, none refused, and no restart in between. Pure."""
+    return (
+        current.queue_length == previous.queue_length
+        and current.total_events == previous.total_events
+        and current.failed_events == previous.failed_events
+        and not restarted(previous, current)
+    )
+
+
+def unchanged_since(
+    since: NotifyQueue | None, previous: NotifyQueue | None, current: NotifyQueue
+) -> NotifyQueue:
+    """The first of the readings equal to ``current``, given ``since`` (that of the
+    readings up to ``previous``): ``current`` itself when it differs from ``previous``.
+    Pure."""
+    if since is None or previous is None or not same_reading(previous, current):
+        return current
+    return since
+
+
+def holds_unsent(queue: NotifyQueue, unchanged_s: float, after_s: float) -> bool:
+    """Whether MinIO holds entries it does not send: its queue is not empty and has not
+    moved for ``after_s`` (``unchanged_s``: how long it has not). Pure.
+
+    This MinIO build leaves an entry in its queue for good when its process was killed
+    while writing it: an empty file is taken for one already sent (its send loop returns
+    without removing it), and a truncated one fails to decode on every round; either way
+    the target's queue length stays above 0 with nothing delivered."""
+    return queue.queue_length > 0 and unchanged_s >= after_s
+
+
 def queue_too_long(queue: NotifyQueue, limit: int) -> str | None:
     """Why the report is degraded by MinIO's queue (None: it is not), naming the number."""
     if queue.queue_length <= limit:

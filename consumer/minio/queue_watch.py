@@ -1,5 +1,7 @@
 """MinIO's queue for the notify target, watched: readings (``notify_queue``) turned into
-the /status part, the metrics of ours, and the delivery rate between readings.
+the /status part, the metrics of ours, the delivery rate between readings, and how long
+the reading has not changed (a queue that holds entries and does not move: MinIO does not
+send them).
 
 Used by the health reporter (each /status round) and by the automatic reconcile (its
 triggers); each keeps its own ``QueueWatch``. Never raises from ``fields``: a reading that
@@ -18,6 +20,7 @@ from consumer.minio.notify_queue import (
     delivery_rate,
     queue_too_long,
     restarted,
+    unchanged_since,
 )
 from consumer.settings import Settings
 from consumer.telemetry import instruments
@@ -39,8 +42,19 @@ class QueueWatch:
         self._timeout_s = timeout_s
         self._reader: NotifyQueueReader | None = None
         self._anchor: NotifyQueue | None = None  # the reading the rate is measured from
+        # The first of the readings equal to the latest one (see ``same_reading``).
+        self._unchanged_since: NotifyQueue | None = None
         self.latest: NotifyQueue | None = None
         self.rate: float | None = None
+
+    @property
+    def unchanged_s(self) -> float:
+        """Seconds the reading has not changed: from the first reading equal to the
+        latest to the latest (0 without readings; MinIO caches its answer 10 s, so a
+        queue that moves can look unchanged that long)."""
+        if self.latest is None or self._unchanged_since is None:
+            return 0.0
+        return self.latest.read_at_s - self._unchanged_since.read_at_s
 
     async def read(self) -> NotifyQueue:
         """A new reading, also published as metrics. Raises ConsumerError (ConfigError for
@@ -56,6 +70,7 @@ class QueueWatch:
         elif current.read_at_s - anchor.read_at_s >= RATE_WINDOW_S:
             self.rate = delivery_rate(anchor, current)
             self._anchor = current
+        self._unchanged_since = unchanged_since(self._unchanged_since, self.latest, current)
         self.latest = current
         publish(current, self.rate)
         return current
@@ -71,6 +86,7 @@ class QueueWatch:
         return {
             **queue.fields(),
             "delivery_rate": self.rate,
+            "unchanged_s": round(self.unchanged_s, 1),
             "degraded": degraded,
             "error": None,
         }

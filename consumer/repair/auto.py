@@ -42,7 +42,7 @@ from consumer.index import IndexStore, JobOutcome, JobRecord, JobRequest, JobSta
 from consumer.index.records import Lease
 from consumer.kafka.lag import group_lag
 from consumer.minio import minio_client
-from consumer.minio.notify_queue import NotifyQueue, restarted
+from consumer.minio.notify_queue import NotifyQueue, holds_unsent, restarted
 from consumer.minio.queue_watch import QueueWatch
 from consumer.processing.worker import new_owner_id
 from consumer.repair.compare import Difference, KeyFilter, Mismatch, ReconcileReport, watched
@@ -149,16 +149,17 @@ def plan(
     now: datetime,
     settings: Settings,
     rate: float | None = None,
+    unchanged_s: float = 0.0,
 ) -> Plan:
     """Whether to run now, given the pending reasons, the group's last run (the lease
-    row), MinIO's queue (and its delivery ``rate``, events/s) and the indexer's lag.
-    Pure."""
+    row), MinIO's queue (its delivery ``rate``, events/s, and for how long its reading has
+    not changed, ``unchanged_s``) and the indexer's lag. Pure."""
     whys = (
         "" if pending.reasons else "nothing to do",
         _lease_held(stored, now),
         _too_soon(stored, now, settings.reconcile_min_gap_s),
         _settling(pending, now, settings.reconcile_settle_s),
-        _backlog(queue, rate, settings.reconcile_settle_s),
+        _backlog(queue, rate, unchanged_s, settings.reconcile_settle_s),
         _lagging(lag, settings.reconcile_max_lag),
     )
     why = next((why for why in whys if why), "")
@@ -197,12 +198,18 @@ def _settling(pending: Pending, now: datetime, settle_s: float) -> str:
     return "" if waited >= settle_s else f"settling ({waited:.0f} of {settle_s:g} s)"
 
 
-def _backlog(queue: NotifyQueue | None, rate: float | None, settle_s: float) -> str:
+def _backlog(
+    queue: NotifyQueue | None, rate: float | None, unchanged_s: float, settle_s: float
+) -> str:
     """Why MinIO's queue is too long to run now: its events could be older than the
     cutoff, and their objects would look missing. A queue MinIO empties within half the
     settling time is fine (under steady traffic it is rarely empty); without a rate,
-    only an empty one."""
+    only an empty one. A queue that has not moved for the settling time is not waited
+    for: MinIO holds entries it does not send (``holds_unsent``), and would hold them
+    forever."""
     if queue is None or queue.queue_length == 0:
+        return ""
+    if holds_unsent(queue, unchanged_s, settle_s):
         return ""
     if rate and queue.queue_length / rate < settle_s / 2:
         return ""
@@ -219,20 +226,24 @@ def concerned(
     mismatches: Sequence[Mismatch], since: datetime | None, until: datetime
 ) -> list[Mismatch]:
     """The differences a run repairs: objects written in [since, until) (by the listing's
-    time), and index rows whose object is gone, of a write before ``until`` (its event's
-    time; a newer row may be of a write the listing came too early to see). Pure."""
-    kept: list[Mismatch] = []
-    for mismatch in mismatches:
-        if mismatch.kind is Difference.EXTRA:
-            if mismatch.indexed is not None and mismatch.indexed.last_event_time < until:
-                kept.append(mismatch)
-            continue
-        listed = mismatch.listed
-        if listed is None or listed.last_modified >= until:
-            continue
-        if since is None or listed.last_modified >= since:
-            kept.append(mismatch)
-    return kept
+    time), objects written before ``until`` that the index holds as removed in [since,
+    until) (the removal's time: a delete MinIO undid, however old the object), and index
+    rows whose object is gone, of
+    a write before ``until`` (its event's time; a newer row may be of a write the listing
+    came too early to see). Pure."""
+    return [m for m in mismatches if _in_window(m, since, until)]
+
+
+def _in_window(mismatch: Mismatch, since: datetime | None, until: datetime) -> bool:
+    if mismatch.kind is Difference.EXTRA:
+        return mismatch.indexed is not None and mismatch.indexed.last_event_time < until
+    listed = mismatch.listed
+    if listed is None or listed.last_modified >= until:
+        return False  # written too recently: left to its own event, still on its way
+    moments = [listed.last_modified]
+    if mismatch.removed is not None:
+        moments.append(mismatch.removed.last_event_time)
+    return any(since is None or since <= moment < until for moment in moments)
 
 
 def lease_request(generation: int) -> JobRequest:
@@ -288,6 +299,7 @@ class AutoReconcile:
         self._pending = Pending()
         self._previous: NotifyQueue | None = None
         self._readable = True
+        self._unsent_told = False  # "MinIO holds events it does not send" logged
         self._stop = asyncio.Event()
         self.stats = AutoStats()
         _zero_series()
@@ -324,9 +336,16 @@ class AutoReconcile:
         if periodic_due(stored, now, self._settings.reconcile_interval_s):
             self._pending.add({Reason.PERIODIC}, now.timestamp())
         lag = await self._lag_or_none() if self._pending.reasons else None
-        rate = self._watch.rate if self._watch is not None else None
+        watch = self._watch
         decided = plan(
-            self._pending, stored, queue, lag, now=now, settings=self._settings, rate=rate
+            self._pending,
+            stored,
+            queue,
+            lag,
+            now=now,
+            settings=self._settings,
+            rate=watch.rate if watch is not None else None,
+            unchanged_s=watch.unchanged_s if watch is not None else 0.0,
         )
         if decided.run:
             await self._run(decided)
@@ -378,7 +397,22 @@ class AutoReconcile:
             )
         self._pending.add(reasons, time.time())
         self._previous = current
+        self._say_if_unsent(current, self._watch.unchanged_s)
         return current
+
+    def _say_if_unsent(self, queue: NotifyQueue, unchanged_s: float) -> None:
+        """Logs once (until the queue moves again) that MinIO holds entries it does not
+        send: no delivery will ever empty them, so runs no longer wait for them."""
+        unsent = holds_unsent(queue, unchanged_s, self._settings.reconcile_settle_s)
+        if unsent and not self._unsent_told:
+            log.warning(
+                "MinIO holds events it does not send",
+                queue_length=queue.queue_length,
+                unchanged_s=round(unchanged_s, 1),
+                hint="an entry of its queue_dir left empty or cut short by a crash is never"
+                " sent nor removed; the automatic reconcile no longer waits for it",
+            )
+        self._unsent_told = unsent
 
     async def _lag_or_none(self) -> int | None:
         try:

@@ -1,7 +1,7 @@
-"""What ``reconcile`` decides, without I/O: a bucket listing set beside the index's live
-rows (``compare``), the buckets a notification config watches, and the repair events
-(found, gone) with their sequencers, as they go into the index and onto the events topic.
-The I/O around them is consumer/repair/reconcile.py."""
+"""What ``reconcile`` decides, without I/O: a bucket listing set beside the index's rows
+(``compare``), the buckets a notification config watches, and the repair events (found,
+gone) with their sequencers, as they go into the index and onto the events topic. The
+I/O around them is consumer/repair/reconcile.py."""
 
 from __future__ import annotations
 
@@ -67,8 +67,11 @@ class Mismatch:
     key: str
     version_id: str
     listed: ListedObject | None
-    indexed: ObjectRecord | None
+    indexed: ObjectRecord | None  # the live row (None: no live row)
     repair: Repair | None = None
+    # MISSING only: the index's tombstone of this object (version), if it holds one: the
+    # index saw the object removed, yet the bucket has it (a delete MinIO undid).
+    removed: ObjectRecord | None = None
 
     def fields(self) -> dict[str, Any]:
         """The ``reconcile --json`` line."""
@@ -82,6 +85,8 @@ class Mismatch:
             "index_size": self.indexed.size if self.indexed else None,
             "index_etag": self.indexed.etag if self.indexed else None,
         }
+        if self.removed is not None:
+            fields["index_removed_at"] = self.removed.last_event_time.isoformat()
         if self.repair is not None:
             fields["repair"] = self.repair.value
         return fields
@@ -93,16 +98,23 @@ def normalise_etag(etag: str | None) -> str | None:
 
 
 def compare(listed: Iterable[ListedObject], indexed: Iterable[ObjectRecord]) -> list[Mismatch]:
-    """The differences between a listing and the index's live rows, ordered by (bucket,
-    key, version). Tombstones in ``indexed`` are ignored: they are not live."""
+    """The differences between a listing and the index's rows, ordered by (bucket, key,
+    version). A tombstone in ``indexed`` is no live row: its object, if listed, is
+    MISSING, with the tombstone as the mismatch's ``removed``."""
     in_bucket = {(o.bucket, o.key, o.version_id): o for o in listed}
-    in_index = {(r.bucket, r.key, r.version_id): r for r in indexed if not r.deleted}
+    in_index: dict[tuple[str, str, str], ObjectRecord] = {}
+    tombstones: dict[tuple[str, str, str], ObjectRecord] = {}
+    for record in indexed:
+        ident = (record.bucket, record.key, record.version_id)
+        (tombstones if record.deleted else in_index)[ident] = record
     found: list[Mismatch] = []
     for ident in sorted(in_bucket.keys() | in_index.keys()):
         obj, row = in_bucket.get(ident), in_index.get(ident)
         if row is None:
-            kind = Difference.MISSING
-        elif obj is None:
+            removed = tombstones.get(ident)
+            found.append(Mismatch(Difference.MISSING, *ident, obj, None, removed=removed))
+            continue
+        if obj is None:
             kind = Difference.EXTRA
         elif obj.size != row.size or normalise_etag(obj.etag) != normalise_etag(row.etag):
             kind = Difference.STALE
@@ -166,14 +178,33 @@ def found_moment(head: HeadState, listed: ListedObject | None) -> datetime:
     return head.last_modified
 
 
+def found_sequencer(moment: datetime, removed: ObjectRecord | None, stamp: datetime) -> str:
+    """The found repair's sequencer: its content's ``moment``, so that any later real
+    event wins. But where the index holds a removal at least as new (``removed``, the
+    tombstone), the HEAD that found the object after that removal makes the bucket the
+    truth (MinIO undid the delete): then ``stamp`` (the clock read before the HEAD), and at
+    least one past the removal, so the repair wins over it. Pure."""
+    own = sequencer_at(moment)
+    if removed is None or removed.sequencer < own:
+        return own
+    return max(sequencer_at(stamp), after_sequencer(removed.sequencer))
+
+
 def agent(run_id: str) -> str:
     return f"{RECONCILE_AGENT_PRODUCT}/{run_id}"
 
 
 def found_event(
-    bucket: str, key: str, head: HeadState, moment: datetime, run_id: str
+    bucket: str,
+    key: str,
+    head: HeadState,
+    moment: datetime,
+    run_id: str,
+    *,
+    sequencer: str | None = None,
 ) -> ObjectEvent:
-    """The repair that writes the object's real state, as of ``moment``."""
+    """The repair that writes the object's real state, as of ``moment`` (its sequencer
+    that of ``moment`` unless given: see ``found_sequencer``)."""
     metadata = user_metadata_from_record(head.metadata)
     return ObjectEvent(
         bucket=bucket,
@@ -182,7 +213,7 @@ def found_event(
         event_name=RECONCILE_FOUND,
         kind=EventKind.RECONCILED,
         event_time=moment,
-        sequencer=sequencer_at(moment),
+        sequencer=sequencer or sequencer_at(moment),
         size=head.size,
         etag=normalise_etag(head.etag),
         content_type=head.content_type,

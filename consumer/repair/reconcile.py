@@ -18,7 +18,11 @@ Repairs never fight real events, because they go through ``decide`` like any eve
 * a found object's sequencer is its Last-Modified in nanoseconds (milliseconds from the
   listing when the HEAD saw the same content, else the HEAD's seconds); MinIO's own
   sequencer of that write is the same time to the nanosecond, so it is never older than
-  the repair, and any later write or removal is newer and wins;
+  the repair, and any later write or removal is newer and wins. One exception: the index
+  holds the object (version) as removed by an event at least as new, yet the HEAD, read
+  after that removal, finds it: MinIO undid the delete (a node that missed it came back),
+  and the bucket is the truth. The repair is then stamped like a gone one (below), past
+  the removal, so that it wins;
 * a gone object's tombstone is stamped with the clock read *before* its HEAD (at least
   one past the stored row's sequencer): a write that happens after the HEAD saw nothing
   is newer and wins. This assumes the clocks of MinIO and of this host agree to within
@@ -65,6 +69,7 @@ from consumer.repair.compare import (
     compare,
     found_event,
     found_moment,
+    found_sequencer,
     gone_event,
     minio_message,
     new_run_id,
@@ -138,7 +143,7 @@ class Reconciler:
         found = compare(listed, indexed)
         self.report.buckets.append(bucket)
         self.report.listed += len(listed)
-        self.report.indexed += len(indexed)
+        self.report.indexed += sum(1 for row in indexed if not row.deleted)
         self.report.mismatches += found
         return found
 
@@ -224,7 +229,10 @@ class Reconciler:
         head = await self._head(mismatch.bucket, mismatch.key, mismatch.version_id)
         if head is not None:
             moment = found_moment(head, mismatch.listed)
-            return found_event(mismatch.bucket, mismatch.key, head, moment, self.report.run_id)
+            sequencer = found_sequencer(moment, mismatch.removed, stamp)
+            return found_event(
+                mismatch.bucket, mismatch.key, head, moment, self.report.run_id, sequencer=sequencer
+            )
         if mismatch.indexed is None:
             return None
         return gone_event(mismatch.indexed, stamp, self.report.run_id)
@@ -232,11 +240,13 @@ class Reconciler:
     # --- the index and Kafka ------------------------------------------------------------
 
     async def _indexed(self, bucket: str) -> list[ObjectRecord]:
+        """The bucket's rows, tombstones too (a listed object the index holds as removed
+        is repaired over its removal: see ``found_sequencer``)."""
         rows: list[ObjectRecord] = []
         after: tuple[str, str, str] | None = None
         while True:
             page = await self._store.list_objects(
-                ObjectQuery(bucket=bucket, limit=_PAGE, after=after)
+                ObjectQuery(bucket=bucket, limit=_PAGE, after=after, include_deleted=True)
             )
             rows += page
             if len(page) < _PAGE:
