@@ -9,6 +9,7 @@ teardown, also when the scenario fails; servers a scenario stops are restarted b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -166,6 +167,7 @@ class Rig:
                 explained = await self._explain()
                 raise AssertionError(
                     f"no convergence in {timeout_s} s (seed {self.seed}): {state}\n{explained}"
+                    f"\n{queue_files(self.queue_dir)}"
                     f"\nconsumer log tail:\n{self.consumer.log_tail(10)}"
                 )
             await asyncio.sleep(CONVERGE_POLL_S)
@@ -230,6 +232,33 @@ class Rig:
                 f" upload errors before the acknowledgement: {errors}"
             )
         return "\n".join(lines)
+
+    async def until_logged(self, event: str, timeout_s: float = 60) -> None:
+        """Until the consumer has logged ``event``."""
+        deadline = time.monotonic() + timeout_s
+        while not any(e.get("event") == event for e in self.consumer.log_events()):
+            self.consumer.assert_alive()
+            assert time.monotonic() < deadline, f"the consumer never logged {event!r}"
+            await asyncio.sleep(0.1)
+
+    async def until_auto_reconciled(self, reason: str, timeout_s: float = 120) -> dict[str, Any]:
+        """The consumer's log line of its first automatic reconcile for ``reason`` (with
+        ``at``: this clock's time when it was seen)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for event in self.consumer.log_events():
+                if event.get("event") == "automatic reconcile" and reason in event.get(
+                    "reasons", []
+                ):
+                    return {"at": time.monotonic(), "event": event}
+            self.consumer.assert_alive()
+            if time.monotonic() > deadline:
+                ours = ("consumer.repair.auto", "consumer.minio.queue_watch")
+                said = [e for e in self.consumer.log_events() if e.get("logger") in ours][-20:]
+                raise AssertionError(
+                    f"no automatic reconcile for {reason} in {timeout_s} s: {said}"
+                )
+            await asyncio.sleep(0.25)
 
     async def status(self) -> dict[str, Any]:
         """The consumer's /status report (its health port is in its log)."""
@@ -316,11 +345,49 @@ class Rig:
         assert again == [], f"differences left after the repair: {again}"
 
 
+# An empty queue file older than this is one MinIO will never send (see queued_events);
+# a younger one may be an entry MinIO is writing right now.
+EMPTY_ENTRY_SETTLED_S = 2.0
+
+
 def queued_events(queue_dir: Path | None) -> int:
-    """Events MinIO holds in its queue_dir, not yet delivered to Kafka (0 when unknown)."""
+    """Events MinIO holds in its queue_dir and can still deliver to Kafka (0 when
+    unknown). An entry left empty by a kill -9 inside MinIO's write of it is not one:
+    its send loop reads an empty file as "not found", takes it for an entry already sent
+    and returns without removing it (internal/store/queuestore.go GetRaw,
+    internal/event/target/kafka.go SendFromStore), so the file stays for good while its
+    event was never published. Such an event is the node's loss, like an event a stopped
+    MinIO never queued; only a reconcile repairs it."""
     if queue_dir is None:
         return 0
-    return sum(1 for path in queue_dir.rglob("*") if path.is_file())
+    return sum(1 for path in _queue_entries(queue_dir) if _sendable(path))
+
+
+def _queue_entries(queue_dir: Path) -> list[Path]:
+    return sorted(path for path in queue_dir.rglob("*") if path.is_file())
+
+
+def _sendable(path: Path) -> bool:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:  # sent and removed meanwhile
+        return False
+    return stat.st_size > 0 or time.time() - stat.st_mtime < EMPTY_ENTRY_SETTLED_S
+
+
+def queue_files(queue_dir: Path | None) -> str:
+    """Every file of MinIO's queue_dir with its size and age (what a converge that timed
+    out prints: an empty entry is one MinIO never sends)."""
+    if queue_dir is None:
+        return "MinIO's queue_dir: unknown"
+    lines = [f"MinIO's queue_dir {queue_dir}:"]
+    for path in _queue_entries(queue_dir):
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            age_s = time.time() - stat.st_mtime
+            relative = path.relative_to(queue_dir)
+            lines.append(f"  {relative}  {stat.st_size} bytes, {age_s:.0f} s old")
+    return "\n".join(lines) if len(lines) > 1 else f"{lines[0]} empty"
 
 
 RigFactory = Callable[..., Awaitable[Rig]]

@@ -176,7 +176,7 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     rig.consumer.start()
     # The restart is seen against a reading from before it: a consumer slow to start on a
     # busy machine would otherwise first read MinIO after the restart, and see none.
-    await _until_logged(rig, "watching MinIO's queue")
+    await rig.until_logged("watching MinIO's queue")
     uploader.start()
     await _until_progress(uploader, 30)
     async with outage(stack_control, "minio"):
@@ -184,7 +184,7 @@ async def test_minio_stopped_then_restarted_uploads_retry(
     restarted_at = time.monotonic()
     await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
     assert uploader.failed_attempts > 0, "no upload noticed that MinIO was down"
-    run = await _until_auto_reconciled(rig, "minio_restart")
+    run = await rig.until_auto_reconciled("minio_restart")
     await rig.converge()
     repaired = await _reconciled_messages(rig)
     print(
@@ -193,31 +193,6 @@ async def test_minio_stopped_then_restarted_uploads_retry(
         f" run: {run['event']}; {repaired} object(s) repaired and queued for processing"
     )
     await rig.finish()
-
-
-async def _until_auto_reconciled(rig: Rig, reason: str, timeout_s: float = 120) -> dict[str, Any]:
-    """The consumer's log line of its first automatic reconcile for ``reason`` (with
-    ``at``: this clock's time when it was seen)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for event in rig.consumer.log_events():
-            if event.get("event") == "automatic reconcile" and reason in event.get("reasons", []):
-                return {"at": time.monotonic(), "event": event}
-        rig.consumer.assert_alive()
-        if time.monotonic() > deadline:
-            ours = ("consumer.repair.auto", "consumer.minio.queue_watch")
-            said = [e for e in rig.consumer.log_events() if e.get("logger") in ours][-20:]
-            raise AssertionError(f"no automatic reconcile for {reason} in {timeout_s} s: {said}")
-        await asyncio.sleep(0.25)
-
-
-async def _until_logged(rig: Rig, event: str, timeout_s: float = 60) -> None:
-    """Until the consumer has logged ``event``."""
-    deadline = time.monotonic() + timeout_s
-    while not any(e.get("event") == event for e in rig.consumer.log_events()):
-        rig.consumer.assert_alive()
-        assert time.monotonic() < deadline, f"the consumer never logged {event!r}"
-        await asyncio.sleep(0.1)
 
 
 async def _reconciled_messages(rig: Rig) -> int:
@@ -259,7 +234,7 @@ async def test_minio_drops_events_past_its_queue_limit_the_consumer_repairs(
     before.start()
     await asyncio.to_thread(before.wait, UPLOAD_TIMEOUT_S)
     await _until_working(rig)
-    await _until_logged(rig, "watching MinIO's queue")  # the drops rise against it
+    await rig.until_logged("watching MinIO's queue")  # the drops rise against it
     async with outage(stack_control, "kafka"):
         during = rig.uploader(ops[10:], pace_s=0.03)
         during.start()
@@ -276,7 +251,7 @@ async def test_minio_drops_events_past_its_queue_limit_the_consumer_repairs(
         assert "MINIO_QUEUE_DEGRADED_LENGTH 5" in table, table
         dropped = queue["failed_events"]
     back_at = time.monotonic()
-    run = await _until_auto_reconciled(rig, "failed_events")
+    run = await rig.until_auto_reconciled("failed_events")
     await rig.converge()
     done_at = time.monotonic()
     repaired = await _reconciled_messages(rig)

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 from collections.abc import Callable
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ from minio.versioningconfig import VersioningConfig
 from consumer.events import RECONCILE_FOUND, EventKind, parse_message
 from consumer.index import ObjectQuery, open_index
 from consumer.indexer import Indexer
+from consumer.repair.compare import normalise_etag, sequencer_at
 from consumer.setup.notify_config import load_notify_config
 from consumer.setup.provisioning import ensure_notifications
 from tests.conftest import REPO_ROOT, Backend, StackEndpoints, unique_name
 from tests.helpers import Published, bucket_listing, read_bucket_events, topic_end_offsets
+from tests.index.factories import event
 from tests.integration.test_cli_e2e import cli_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -159,6 +162,59 @@ async def test_reconcile_reports_and_repairs_lost_events(
     stats = await _index_topic(stack, backend.url)
     assert stats.duplicates >= 3
     assert await _indexed(backend.url, bucket) == listing
+
+
+async def test_reconcile_restores_an_object_whose_delete_minio_undid(
+    stack: StackEndpoints,
+    minio: Minio,
+    make_bucket: Callable[..., str],
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
+    """The index holds an object's removal, newer than the object's Last-Modified, yet the
+    bucket has the object: what a distributed MinIO left when a node that missed an
+    acknowledged (and published) delete came back. The bucket is the truth: the repair
+    wins over the removal, and a second run finds nothing."""
+    bucket = make_bucket("undone")
+    key = "user_4/came back.ogg"
+    with Unwatched(minio, stack, bucket):  # the events below are the test's, not MinIO's
+        _put(minio, bucket, key, b"recorded once", content_type="audio/ogg")
+    stat = minio.stat_object(bucket, key)
+    assert stat.last_modified is not None
+    written = stat.last_modified.astimezone(UTC)
+    written_ns = int(sequencer_at(written), 16)
+    etag = normalise_etag(stat.etag)
+    created = event(
+        seq=written_ns, bucket=bucket, key=key, at=written, size=13, etag=etag, user_id="4"
+    )
+    removed_at = written + timedelta(seconds=1)
+    removal = event(
+        EventKind.REMOVED, seq=written_ns + 10**9, bucket=bucket, key=key, at=removed_at
+    )
+    async with open_index(backend.url) as store:
+        await store.apply_batch([(created, None), (removal, None)])
+        tombstone = await store.get_object(bucket, key)
+    assert tombstone is not None
+    assert tombstone.deleted
+
+    env = cli_env(stack, tmp_path, unique_name("g"))
+    env["INDEX_URL"] = backend.url
+    (found,) = _json_lines(run_cli(env, "reconcile", "--bucket", bucket, "--json"))
+    assert (found["kind"], found["key"], found["index_size"]) == ("missing", key, None)
+    assert found["index_removed_at"] == removed_at.isoformat()
+
+    repaired = run_cli(env, "reconcile", "--bucket", bucket, "--repair", "--json")
+    (line,) = _json_lines(repaired)
+    assert line["repair"] == "reindexed", line
+    assert "objects_changed=1" in repaired.stderr
+    assert "superseded=0" in repaired.stderr
+    assert await _indexed(backend.url, bucket) == bucket_listing(minio, bucket)
+    async with open_index(backend.url) as store:
+        journal = await store.journal(bucket=bucket, key=key, kinds={EventKind.RECONCILED})
+    (entry,) = journal
+    assert entry.event_name == RECONCILE_FOUND
+    assert int(entry.sequencer, 16) > written_ns + 10**9  # past the removal
+    assert _json_lines(run_cli(env, "reconcile", "--bucket", bucket, "--json")) == []
 
 
 async def test_reconcile_versioned_bucket_compares_versions(

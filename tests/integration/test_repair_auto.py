@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from minio import Minio
@@ -70,10 +70,11 @@ async def test_one_run_at_a_time_and_the_next_narrowed_to_the_clean_point(
         (lease,) = await store.jobs(bucket=LEASE_BUCKET)
         assert (lease.status.value, lease.sequencer) == ("done", f"{1:016X}")
 
-        # A row the index lost (a tombstone newer than the object) written before the clean
-        # point is not this run's business; an object written since is.
+        # A row the index lost (a tombstone newer than the object) by a removal before the
+        # clean point is not this run's business; an object written since is.
+        removed_at = datetime.now(UTC) - timedelta(hours=1)
         tombstone = event(
-            EventKind.REMOVED, seq=2**64 - 1, bucket=bucket, key="old-0.bin", at=datetime.now(UTC)
+            EventKind.REMOVED, seq=2**64 - 1, bucket=bucket, key="old-0.bin", at=removed_at
         )
         await store.apply_batch([(tombstone, None)])
         minio.put_object(bucket, "new.bin", io.BytesIO(b"new"), 3)
