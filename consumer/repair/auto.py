@@ -272,6 +272,9 @@ class AutoStats:
     last_run_id: str | None = None
     last_reasons: list[str] = field(default_factory=list)
     waiting: str = ""
+    # MinIO's queue holds events and has not moved for RECONCILE_SETTLE_S: entries it
+    # does not send (see holds_unsent); runs no longer wait for them.
+    minio_unsent: bool = False
 
 
 class AutoReconcile:
@@ -299,7 +302,6 @@ class AutoReconcile:
         self._pending = Pending()
         self._previous: NotifyQueue | None = None
         self._readable = True
-        self._unsent_told = False  # "MinIO holds events it does not send" logged
         self._stop = asyncio.Event()
         self.stats = AutoStats()
         _zero_series()
@@ -404,7 +406,7 @@ class AutoReconcile:
         """Logs once (until the queue moves again) that MinIO holds entries it does not
         send: no delivery will ever empty them, so runs no longer wait for them."""
         unsent = holds_unsent(queue, unchanged_s, self._settings.reconcile_settle_s)
-        if unsent and not self._unsent_told:
+        if unsent and not self.stats.minio_unsent:
             log.warning(
                 "MinIO holds events it does not send",
                 queue_length=queue.queue_length,
@@ -412,7 +414,7 @@ class AutoReconcile:
                 hint="an entry of its queue_dir left empty or cut short by a crash is never"
                 " sent nor removed; the automatic reconcile no longer waits for it",
             )
-        self._unsent_told = unsent
+        self.stats.minio_unsent = unsent
 
     async def _lag_or_none(self) -> int | None:
         try:

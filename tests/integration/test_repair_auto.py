@@ -1,23 +1,30 @@
 """The automatic reconcile against the real MinIO and index (both backends): a group of
-processes runs one reconcile at a time (the lease in the jobs table), and a later run
-compares only what was written since the last clean point. The triggers from MinIO's
-queue run end to end in the fault suite (tests/faults/test_faults.py)."""
+processes runs one reconcile at a time (the lease in the jobs table), a later run
+compares only what was written since the last clean point, and a MinIO queue that holds
+an entry it never sends does not hold the runs up. The triggers from MinIO's queue run
+end to end in the fault suite (tests/faults/test_faults.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from minio import Minio
 
+from bench.private_minio import PrivateMinio
 from consumer.events import EventKind
 from consumer.index import open_index
 from consumer.minio import minio_client
+from consumer.minio.queue_watch import QueueWatch
 from consumer.repair.auto import LEASE_BUCKET, AutoReconcile, Reason
-from tests.conftest import Backend, StackEndpoints
+from infra.stack import NOTIFY_TARGET_ID
+from tests.conftest import Backend, StackEndpoints, unique_name
 from tests.faults.invariants import index_rows
 from tests.index.factories import event
 
@@ -90,3 +97,70 @@ async def test_one_run_at_a_time_and_the_next_narrowed_to_the_clean_point(
         }
         journal = await store.journal(bucket=bucket, key="new.bin")
         assert [entry.kind for entry in journal] == [EventKind.RECONCILED]
+
+
+@pytest.fixture
+def minio_with_an_empty_queue_entry(stack: StackEndpoints) -> Iterator[PrivateMinio]:
+    """A MinIO of the test's own whose queue_dir holds, from its start, an empty entry
+    named like its own (``<uuid>.event``): what a kill -9 inside MinIO's write of an
+    entry leaves behind."""
+    server = PrivateMinio(stack.values, stack.events_topic, queue_limit=100)
+    assert server.queue_dir is not None
+    server.queue_dir.mkdir(parents=True)
+    (server.queue_dir / f"{uuid.uuid4()}.event").touch()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_queue_minio_never_sends_does_not_hold_the_reconcile_up(
+    stack: StackEndpoints,
+    minio_with_an_empty_queue_entry: PrivateMinio,
+    tmp_path: Path,
+) -> None:
+    server = minio_with_an_empty_queue_entry
+    assert server.queue_dir is not None
+    settle_s = 3.0
+    settings = stack.settings(
+        INDEX_URL=f"sqlite:///{tmp_path / 'index.sqlite3'}",
+        MINIO_ENDPOINT=server.endpoint,
+        RECONCILE_AUTO=True,
+        RECONCILE_INTERVAL_S=0,
+        RECONCILE_SETTLE_S=settle_s,
+        RECONCILE_MIN_GAP_S=0,
+        MINIO_METRICS_INTERVAL_S=1,
+    )
+    client = minio_client(settings)
+    bucket = unique_name("stuck")
+    client.make_bucket(bucket)
+    client.put_object(bucket, "lost.bin", io.BytesIO(b"no event"), 8)  # none configured
+    watch = QueueWatch(settings, lambda: NOTIFY_TARGET_ID)
+    async with open_index(settings.index_url) as store:
+        runner = AutoReconcile(
+            settings,
+            store,
+            minio=lambda: client,
+            buckets=lambda: {bucket: None},
+            watch=watch,
+            lag=_no_lag,
+            owner="process-0",
+        )
+        runner.want(Reason.MINIO_RESTART)
+        decided = await runner.step()
+        deadline = time.monotonic() + 30
+        # Without a queue that does not move counting as MinIO's own, this waits for ever:
+        # the entry is never sent, so the queue never empties.
+        while not decided.run:
+            assert time.monotonic() < deadline, decided.why
+            await asyncio.sleep(1)
+            decided = await runner.step()
+        assert watch.unchanged_s >= settle_s
+        assert watch.latest is not None
+        assert watch.latest.queue_length == 1
+        assert runner.stats.minio_unsent
+        assert {row[0] for row in await index_rows(store, bucket)} == {"lost.bin"}
+    # MinIO's send loop (every 3 s) went over the entry and left it where it was.
+    (entry,) = server.queue_dir.iterdir()
+    assert entry.stat().st_size == 0

@@ -241,6 +241,9 @@ async def test_metrics_count_the_uploads_and_logs_are_clean_json(
     queue = report["minio_queue"]
     assert (queue["target"], queue["error"], queue["degraded"]) == ("VOXPERSONA", None, None)
     assert queue["total_events"] >= queue["queue_length"] >= 0
+    # How long the reading has not changed (a queue that holds events and does not move).
+    assert isinstance(queue["unchanged_s"], float)
+    assert queue["unchanged_s"] >= 0
 
     logs = err.read_text().splitlines()
     records = [json.loads(line) for line in logs if line.strip()]
