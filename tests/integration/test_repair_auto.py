@@ -99,6 +99,10 @@ async def test_one_run_at_a_time_and_the_next_narrowed_to_the_clean_point(
         assert [entry.kind for entry in journal] == [EventKind.RECONCILED]
 
 
+# Where MinIO keeps the Kafka target's entries in its queue_dir (one file each).
+TARGET_QUEUE = f"minio-kafka-{NOTIFY_TARGET_ID}"
+
+
 @pytest.fixture
 def minio_with_an_empty_queue_entry(stack: StackEndpoints) -> Iterator[PrivateMinio]:
     """A MinIO of the test's own whose queue_dir holds, from its start, an empty entry
@@ -106,8 +110,9 @@ def minio_with_an_empty_queue_entry(stack: StackEndpoints) -> Iterator[PrivateMi
     entry leaves behind."""
     server = PrivateMinio(stack.values, stack.events_topic, queue_limit=100)
     assert server.queue_dir is not None
-    server.queue_dir.mkdir(parents=True)
-    (server.queue_dir / f"{uuid.uuid4()}.event").touch()
+    target_queue = server.queue_dir / TARGET_QUEUE
+    target_queue.mkdir(parents=True)
+    (target_queue / f"{uuid.uuid4()}.event").touch()
     server.start()
     try:
         yield server
@@ -162,5 +167,5 @@ async def test_a_queue_minio_never_sends_does_not_hold_the_reconcile_up(
         assert runner.stats.minio_unsent
         assert {row[0] for row in await index_rows(store, bucket)} == {"lost.bin"}
     # MinIO's send loop (every 3 s) went over the entry and left it where it was.
-    (entry,) = server.queue_dir.iterdir()
+    (entry,) = (server.queue_dir / TARGET_QUEUE).iterdir()
     assert entry.stat().st_size == 0
