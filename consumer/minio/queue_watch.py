@@ -42,7 +42,7 @@ class QueueWatch:
         self._timeout_s = timeout_s
         self._reader: NotifyQueueReader | None = None
         self._anchor: NotifyQueue | None = None  # the reading the rate is measured from
-        # The first of the readings equal to the latest one (see ``same_reading``).
+        # The first of the readings equal to the latest one (see ``unchanged_since``).
         self._unchanged_since: NotifyQueue | None = None
         self.latest: NotifyQueue | None = None
         self.rate: float | None = None

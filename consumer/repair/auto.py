@@ -228,9 +228,8 @@ def concerned(
     """The differences a run repairs: objects written in [since, until) (by the listing's
     time), objects written before ``until`` that the index holds as removed in [since,
     until) (the removal's time: a delete MinIO undid, however old the object), and index
-    rows whose object is gone, of
-    a write before ``until`` (its event's time; a newer row may be of a write the listing
-    came too early to see). Pure."""
+    rows whose object is gone, of a write before ``until`` (its event's time; a newer row
+    may be of a write the listing came too early to see). Pure."""
     return [m for m in mismatches if _in_window(m, since, until)]
 
 
