@@ -375,6 +375,17 @@ def _sendable(path: Path) -> bool:
     return stat.st_size > 0 or time.time() - stat.st_mtime < EMPTY_ENTRY_SETTLED_S
 
 
+def empty_queue_entries(queue_dir: Path | None) -> list[str]:
+    """The entries of MinIO's queue_dir left empty for good (see queued_events)."""
+    if queue_dir is None:
+        return []
+    return [
+        str(path.relative_to(queue_dir))
+        for path in _queue_entries(queue_dir)
+        if path.exists() and not _sendable(path)
+    ]
+
+
 def queue_files(queue_dir: Path | None) -> str:
     """Every file of MinIO's queue_dir with its size and age (what a converge that timed
     out prints: an empty entry is one MinIO never sends)."""

@@ -54,7 +54,14 @@ from tests.faults.clusters import (
     node_client,
     seconds_until_indexed_after,
 )
-from tests.faults.conftest import UPLOAD_TIMEOUT_S, Rig, RigFactory, queue_files
+from tests.faults.conftest import (
+    UPLOAD_TIMEOUT_S,
+    Rig,
+    RigFactory,
+    empty_queue_entries,
+    queue_files,
+    queued_events,
+)
 from tests.faults.harness import (
     RawRecord,
     expected_objects,
@@ -174,7 +181,9 @@ async def test_a_node_killed_9_and_restarted_under_spread_uploads(
         )
         queues = [minio_cluster.node_home(n) / "queue" for n in range(1, 5)]
         assert all(queue.is_dir() for queue in queues), "a node without its own queue_dir"
-        print(f"after the restart, {queue_files(rig.queue_dir)}")
+        entries = await asyncio.to_thread(queued_events, rig.queue_dir)
+        empty = await asyncio.to_thread(empty_queue_entries, rig.queue_dir)
+        print(f"after the restart: {entries} entries to send, left empty: {empty}")
         await asyncio.to_thread(uploader.wait, UPLOAD_TIMEOUT_S)
         uploaded_at = time.monotonic()
         # The consumer repairs by itself what the kill cost: no reconcile by hand.
