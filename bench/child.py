@@ -24,16 +24,17 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.clients import topic_partitions
 from bench.stack_env import settings_for, stack_values
 from consumer.events import ObjectEvent, parse_message
-from consumer.index import IndexStore, open_index
+from consumer.index import open_index
 from consumer.index.records import BatchResult, Item, KafkaPosition
-from consumer.indexer import Indexer
+from consumer.index.writer_process import WriterProcess
+from consumer.indexer import BatchApplier, Indexer, Staging
 from consumer.kafka.clients import new_consumer
 from consumer.logs import configure_logging
 from consumer.settings import Settings
@@ -205,12 +206,13 @@ async def _batches_to_end(
 
 
 class TimedStore:
-    """Delegates to a store and notes when the first and last batch were applied."""
+    """Delegates to what writes batches and notes when the first and last were applied."""
 
-    def __init__(self, inner: IndexStore) -> None:
+    def __init__(self, inner: BatchApplier) -> None:
         self._inner = inner
         self.first: float | None = None
         self.last: float | None = None
+        self.batches = 0
 
     async def apply_batch(
         self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
@@ -219,10 +221,12 @@ class TimedStore:
             self.first = time.perf_counter()
         result = await self._inner.apply_batch(items)
         self.last = time.perf_counter()
+        self.batches += 1
         return result
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def stage(self, items: Sequence[Item]) -> None:
+        if isinstance(self._inner, Staging):
+            self._inner.stage(items)
 
 
 async def index(
@@ -232,22 +236,31 @@ async def index(
     seconds, the index's counts)."""
     store = open_index(index_url)
     await store.start()
+    # As the indexer makes its own (INDEX_WRITER_PROCESS), on this run's index.
+    process = (
+        WriterProcess(index_url, command_timeout_s=settings.index_command_timeout_s)
+        if settings.index_writer_process
+        else None
+    )
     try:
-        timed = TimedStore(store)
+        timed = TimedStore(process or store)
         indexer = Indexer(
             settings,
-            cast(IndexStore, timed),
+            store,
             topic=topic,
             group_id=f"bench-indexer-{os.getpid()}-{time.time_ns()}",
+            writes=timed,
         )
         stats = await indexer.run(burst=True)
         counts = await store.counts()
     finally:
+        if process is not None:
+            await process.close()
         await store.close()
     _check(stats.journaled, stats.dead_lettered, counts, expected)
     assert timed.first is not None
     assert timed.last is not None
-    return timed.last - timed.first, counts
+    return timed.last - timed.first, {**counts, "batches": timed.batches}
 
 
 async def index_alone(
@@ -270,7 +283,7 @@ async def index_alone(
     finally:
         await store.close()
     _check(len(items), 0, counts, expected)
-    return seconds, counts
+    return seconds, {**counts, "batches": -(-len(items) // size)}
 
 
 async def _decoded_topic(settings: Settings, topic: str) -> list[Item]:

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import structlog
 from aiokafka import TopicPartition
@@ -35,7 +35,8 @@ from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 
 from consumer.events import MalformedEvent, ObjectEvent, parse_message
 from consumer.index import IndexStore
-from consumer.index.records import BatchResult, KafkaPosition
+from consumer.index.records import BatchResult, Item, KafkaPosition
+from consumer.index.writer_process import WriterProcess
 from consumer.kafka.batches import Batch, BatchLoop, BatchWork, LoopRole, LoopStats, batch_size
 from consumer.kafka.dead_letters import DeadLetter
 from consumer.settings import Settings
@@ -48,6 +49,19 @@ from consumer.telemetry import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+class BatchApplier(Protocol):
+    """What writes a batch: the index store, or its writer process."""
+
+    async def apply_batch(self, items: Sequence[Item]) -> BatchResult: ...
+
+
+@runtime_checkable
+class Staging(Protocol):
+    """A writer that takes the next batch ahead, while it still writes the one before."""
+
+    def stage(self, items: Sequence[Item]) -> None: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -173,9 +187,18 @@ class Indexer(LoopRole):
         topic: str | None = None,
         group_id: str | None = None,
         stop_at: Mapping[TopicPartition, int] | None = None,
+        writes: BatchApplier | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        # Where batches are written: ``writes`` (the caller's), a process of the indexer's
+        # own (INDEX_WRITER_PROCESS), or the store in its thread.
+        self._writer_process = (
+            WriterProcess(settings.index_url, command_timeout_s=settings.index_command_timeout_s)
+            if writes is None and settings.index_writer_process
+            else None
+        )
+        self._writes: BatchApplier = writes or self._writer_process or store
         self.topic = topic or settings.kafka_events_topic
         self.group_id = group_id or settings.kafka_group_id
         self.stats = IndexerStats()
@@ -196,6 +219,8 @@ class Indexer(LoopRole):
             await self._loop.run(burst=burst)
         finally:
             await self._metrics.flush()
+            if self._writer_process is not None:
+                await self._writer_process.close()
         return self.stats
 
     def status(self) -> dict[str, object]:
@@ -233,6 +258,8 @@ class Indexer(LoopRole):
                 times.extend(part.kafka_times_s)
                 busy += time.perf_counter() - started
                 await asyncio.sleep(0)
+        if isinstance(self._writes, Staging):
+            self._writes.stage(events)
         return DecodedBatch(events, dead, decode_s=busy, kafka_times_s=times)
 
     async def handle(self, batch: Batch, work: BatchWork) -> Sequence[DeadLetter]:
@@ -272,7 +299,7 @@ class Indexer(LoopRole):
             "index write", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             result = await work.retry(
-                lambda: self._store.apply_batch(decoded.events), "index write"
+                lambda: self._writes.apply_batch(decoded.events), "index write"
             )
             span.set_attributes(
                 {

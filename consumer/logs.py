@@ -37,6 +37,16 @@ _SIGNED_PARTS: Final = re.compile(
 # The secret values configure_logging was given, for the other outputs that must be
 # scrubbed the same way (spans: consumer/telemetry.py).
 _configured_secrets: tuple[str, ...] = ()
+# What configure_logging was called with (the output resolved), for a child process to
+# log the same way (consumer/index/writer_process.py).
+LoggingSetup = tuple[str, bool, tuple[str, ...]]
+_configured_setup: LoggingSetup | None = None
+
+
+def configured_setup() -> LoggingSetup | None:
+    """The (level, json_output, secrets) configure_logging was last called with; None
+    before it was."""
+    return _configured_setup
 
 
 def scrub_configured(text: str) -> str:
@@ -216,9 +226,10 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_context,
     ]
-    global _configured_secrets
+    global _configured_secrets, _configured_setup
     redactor = _Redactor(secrets)
     _configured_secrets = redactor.secrets
+    _configured_setup = (level, json_output, redactor.secrets)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output

@@ -352,6 +352,13 @@ class Settings(BaseSettings):
         "may take, network included, before it fails and is retried: a stalled connection "
         "ends within this. Not used by SQLite",
     )
+    index_writer_process: bool = Field(
+        True,
+        alias="INDEX_WRITER_PROCESS",
+        description="the indexer's batch writes (run, replay) in a process of their own, "
+        "with a core and a GIL of their own while the indexer decodes the next batch "
+        "(false: in a thread of the indexer's process)",
+    )
 
     # --- Processing (role "processor") ---------------------------------------------------
     kafka_processor_group_id: str = Field(

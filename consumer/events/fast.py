@@ -19,7 +19,7 @@ fast path is the same function, faster on the messages that are valid
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Final, NoReturn
+from typing import Annotated, Any, Final, NoReturn
 
 import msgspec
 
@@ -193,10 +193,7 @@ def _event(record: _Record) -> ev.ObjectEvent:
     # What ObjectEvent.model_construct does for a complete set of fields, without its
     # per-field default handling (a third of the fast path's time): every value here is
     # already what ObjectEvent's validators would make of it.
-    event = _new(_ObjectEvent)
-    _set(
-        event,
-        "__dict__",
+    return assembled(
         {
             "bucket": record.s3.bucket.name,
             "key": key,
@@ -217,8 +214,17 @@ def _event(record: _Record) -> ev.ObjectEvent:
             "user_agent": user_agent,
             "request_id": (response.request_id if response else None) or None,
             "region": record.aws_region or request.region or None,
-        },
+        }
     )
+
+
+def assembled(fields: dict[str, Any]) -> ev.ObjectEvent:
+    """An ObjectEvent of ``fields`` (every field, in ObjectEvent's order), as
+    ``model_construct`` would make it but without its per-field default handling (a third
+    of the fast path's time): for values already what ObjectEvent's validators would make
+    of them (decoded here, or an event's own fields sent to another process)."""
+    event = _new(_ObjectEvent)
+    _set(event, "__dict__", fields)
     _set(event, "__pydantic_fields_set__", _FIELDS_SET)
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)

@@ -346,6 +346,10 @@ class BatchLoop:
             # commit is a task of its own, which the end of the loop waits for.
             handling = asyncio.ensure_future(self._work_then_commit_later(batch, prepared))
             try:
+                # Batch n's work first, up to its first wait (its write sent on): fetching
+                # ahead does not wait for the network when records are buffered, and would
+                # otherwise unpack and decode its first slice before the write even began.
+                await asyncio.sleep(0)
                 if not last:
                     ahead = await self._fetch_prepared(handler)
                 await asyncio.shield(handling)
@@ -611,7 +615,11 @@ def _new_clients(settings: Settings, group_id: str) -> tuple[AIOKafkaConsumer, A
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=max(1_048_576, settings.indexer_max_message_bytes + 1024),
+        # 4 MiB a partition (aiokafka's default: 1 MiB): a fetch then holds a whole batch
+        # of MinIO's ~1.3 KB events even from one partition. At 1 MiB a 4-partition fetch
+        # held ~3,000, so batches alternated 2,000 and ~1,000 and the small ones paid a
+        # commit each for half the events (115 batches for 200,000 events instead of 100).
+        max_partition_fetch_bytes=max(4 * 1_048_576, settings.indexer_max_message_bytes + 1024),
     )
     producer = new_producer(
         settings, client_id=f"voxpersona-{group_id}-dlq", acks="all", enable_idempotence=True

@@ -1,0 +1,203 @@
+"""The indexer's writer process (consumer/index/writer_process.py): a batch travels to a
+child process and back unchanged, the child writes exactly what the store writes in its
+own thread, a staged batch is applied only when asked for, a child killed with -9 is
+replaced, and a child never outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from consumer.errors import IndexUnavailable, IndexWriteFailed
+from consumer.events import EventKind
+from consumer.index import IndexStore, ObjectQuery, open_index
+from consumer.index.records import BatchResult, Item, KafkaPosition
+from consumer.index.writer_process import (
+    WriterProcess,
+    WriterStopped,
+    decode_items,
+    encode_items,
+    encode_reply,
+    reply_result,
+)
+from tests.conftest import Backend
+from tests.index.factories import T0, event
+
+
+def _batches() -> list[list[Item]]:
+    """Three batches over a few keys: writes, a removal, a metadata change, a redelivery
+    and an event older than the row it reaches."""
+    at = KafkaPosition
+    first = [
+        (event(seq=1, key="user_1/a.ogg", metadata={"lang": "ru"}, size=10), at("t", 0, 1)),
+        (event(seq=2, key="user_2/ü b.ogg", version_id="v1", size=20), at("t", 1, 7)),
+        (event(EventKind.CREATED, seq=3, key="other/x.wav", user_id=None), None),
+    ]
+    second = [
+        first[0],  # redelivered
+        (event(EventKind.REMOVED, seq=4, key="user_1/a.ogg"), at("t", 0, 2)),
+        (event(EventKind.METADATA_CHANGED, seq=5, key="other/x.wav", user_id=None), None),
+    ]
+    third: list[Item] = [
+        (event(seq=3, key="user_1/a.ogg", at=T0 - timedelta(days=1)), at("t", 0, 3)),
+        (event(seq=6, key="user_2/c.ogg", content_type="audio/ogg", size=0), at("t", 2, 0)),
+    ]
+    return [first, second, third]
+
+
+async def _rows(store: IndexStore) -> list[tuple[object, ...]]:
+    rows = await store.list_objects(ObjectQuery(include_deleted=True, limit=100))
+    return [
+        (r.bucket, r.key, r.version_id, r.size, r.etag, r.deleted, r.sequencer, r.metadata)
+        for r in rows
+    ]
+
+
+@pytest.fixture
+async def writer(backend: Backend) -> AsyncIterator[WriterProcess]:
+    # The parent has started the index (its migrations done) before the child opens it.
+    store = backend.new_store()
+    await store.start()
+    process = WriterProcess(backend.url, command_timeout_s=30)
+    try:
+        yield process
+    finally:
+        await process.close()
+        await store.close()
+
+
+def test_a_batch_travels_unchanged() -> None:
+    items = [item for batch in _batches() for item in batch]
+    assert decode_items(encode_items(items)) == items
+
+
+def test_answers_travel_unchanged() -> None:
+    assert reply_result(encode_reply(BatchResult(3, 1, 2, 0))) == BatchResult(3, 1, 2, 0)
+    with pytest.raises(IndexUnavailable, match="locked"):
+        reply_result(encode_reply(IndexUnavailable("database is locked")))
+    # A defect of the child is no class of ours: a write that failed, with its reason.
+    with pytest.raises(IndexWriteFailed, match="KeyError: 'x'"):
+        reply_result(encode_reply(KeyError("x")))
+
+
+async def test_the_child_writes_what_the_store_writes(
+    writer: WriterProcess, backend: Backend, tmp_path: Path
+) -> None:
+    by_process = [await writer.apply_batch(batch) for batch in _batches()]
+    reference = open_index(f"sqlite:///{tmp_path / 'reference.sqlite3'}")
+    await reference.start()
+    try:
+        by_thread = [await reference.apply_batch(batch) for batch in _batches()]
+        expected = await _rows(reference)
+    finally:
+        await reference.close()
+    assert by_process == by_thread
+    assert by_process[1].duplicates == 1
+    assert by_process[2].stale_ignored == 1
+    store = backend.new_store()
+    await store.start()
+    try:
+        assert await _rows(store) == expected
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_a_staged_batch_is_applied_only_when_asked(
+    writer: WriterProcess, backend: Backend
+) -> None:
+    dropped, sent_whole, staged = _batches()
+    writer.stage(dropped)  # fetched before a rebalance, say: never applied
+    assert (await writer.apply_batch(sent_whole)).journaled == 3
+    writer.stage(staged)
+    assert (await writer.apply_batch(staged)).journaled == 2
+    store = backend.new_store()
+    await store.start()
+    try:
+        keys = {row[1] for row in await _rows(store)}
+    finally:
+        await store.close()
+    assert "user_2/ü b.ogg" not in keys  # only in the dropped batch
+    assert {"user_1/a.ogg", "other/x.wav", "user_2/c.ogg"} <= keys
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_a_child_killed_9_is_replaced(writer: WriterProcess) -> None:
+    first, second, third = _batches()
+    await writer.apply_batch(first)
+    killed = writer.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    writer.stage(second)  # staged with the dying child
+    try:
+        result = await writer.apply_batch(second)
+    except WriterStopped:  # the child was seen dying: the indexer retries, as here
+        result = await writer.apply_batch(second)
+    assert result.journaled == 2
+    assert writer.pid not in (None, killed)
+    assert (await writer.apply_batch(third)).journaled == 2
+
+
+async def test_an_index_the_child_cannot_open_is_unavailable() -> None:
+    # Nothing listens on port 1: the child's start fails, and says why.
+    writer = WriterProcess("postgresql://u:secret@127.0.0.1:1/db", command_timeout_s=5)
+    try:
+        with pytest.raises(IndexUnavailable) as raised:
+            await writer.apply_batch(_batches()[0])
+        assert "secret" not in str(raised.value)
+        assert writer.pid is None
+    finally:
+        await writer.close()
+
+
+_ORPHAN = """
+import asyncio, sys
+from consumer.index import open_index
+from consumer.index.writer_process import WriterProcess
+from tests.index.test_writer_process import _batches
+
+async def main():
+    store = open_index(sys.argv[1])
+    await store.start()
+    writer = WriterProcess(sys.argv[1], command_timeout_s=30)
+    await writer.apply_batch(_batches()[0])
+    print("writer", writer.pid, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_the_child_ends_with_its_parent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    command = [sys.executable, "-c", _ORPHAN, url]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            lines = iter(parent.stdout.readline, "")
+            child = next(int(line.split()[1]) for line in lines if line.startswith("writer "))
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait(timeout=10)
+            deadline = time.monotonic() + 15
+            while _alive(child) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(child), "the writer process outlived its parent"
+        finally:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: it has ended, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
