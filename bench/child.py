@@ -16,6 +16,7 @@ hundreds). ``wall_seconds`` is the whole run, start to return, for reference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -85,7 +86,9 @@ class Measurement:
 
 
 class RssSampler:
-    """VmRSS every ``interval`` seconds, from a thread so a busy event loop cannot delay it."""
+    """The VmRSS of this process and its descendants (the indexer's writer process and the
+    server that starts it) every ``interval`` seconds, from a thread so a busy event loop
+    cannot delay it."""
 
     def __init__(self, interval: float = RSS_INTERVAL_S) -> None:
         self._interval = interval
@@ -111,12 +114,31 @@ class RssSampler:
 
     def _sample(self) -> None:
         elapsed = round(time.perf_counter() - self._started, 2)
-        self.series.append((elapsed, round(vm_rss_mb(), 1)))
+        self.series.append((elapsed, round(tree_rss_mb(), 1)))
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.series), default=0.0)
 
 
 def vm_rss_mb() -> float:
     """Current resident set size of this process."""
     return _proc_status_mb("VmRSS:")
+
+
+def tree_rss_mb() -> float:
+    """Current resident set size of this process and all its descendants."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The parent id follows the ")" that ends the command name.
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, grown = {os.getpid()}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(_proc_status_mb("VmRSS:", pid) for pid in tree)
 
 
 def peak_rss_mb() -> float:
@@ -134,10 +156,11 @@ def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _proc_status_mb(field_name: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name):
-            return int(line.split()[1]) / 1024
+def _proc_status_mb(field_name: str, pid: int | str = "self") -> float:
+    with contextlib.suppress(OSError):  # a process that ended meanwhile counts nothing
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 
@@ -351,7 +374,9 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
         seconds=round(seconds, 3),
         events_per_s=round(expected.events / seconds, 1),
         wall_seconds=round(wall, 3),
-        peak_rss_mb=round(peak_rss_mb(), 1),
+        # The process's own high-water mark, or the tree's (the writer process included)
+        # at a sample, whichever is higher.
+        peak_rss_mb=round(max(peak_rss_mb(), sampler.peak_mb), 1),
         ru_maxrss_mb=round(ru_maxrss_mb(), 1),
         rss_series=sampler.series,
         counts=counts,
