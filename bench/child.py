@@ -86,9 +86,9 @@ class Measurement:
 
 
 class RssSampler:
-    """The VmRSS of this process and its descendants (the indexer's writer process and the
-    server that starts it) every ``interval`` seconds, from a thread so a busy event loop
-    cannot delay it."""
+    """The memory of this process and its descendants (the indexer's writer process and
+    the server that starts it; see ``tree_rss_mb``) every ``interval`` seconds, from a
+    thread so a busy event loop cannot delay it."""
 
     def __init__(self, interval: float = RSS_INTERVAL_S) -> None:
         self._interval = interval
@@ -127,7 +127,9 @@ def vm_rss_mb() -> float:
 
 
 def tree_rss_mb() -> float:
-    """Current resident set size of this process and all its descendants."""
+    """Current memory of this process and all its descendants: the sum of their
+    proportional set sizes (Pss: a page shared by n of them counts 1/n in each, so the
+    pages a forked child shares with its parent are counted once)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -138,7 +140,15 @@ def tree_rss_mb() -> float:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= more
         grown = bool(more)
-    return sum(_proc_status_mb("VmRSS:", pid) for pid in tree)
+    return sum(_pss_mb(pid) for pid in tree)
+
+
+def _pss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):  # a process that ended meanwhile counts nothing
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def peak_rss_mb() -> float:
@@ -156,11 +166,10 @@ def ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _proc_status_mb(field_name: str, pid: int | str = "self") -> float:
-    with contextlib.suppress(OSError):  # a process that ended meanwhile counts nothing
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name):
-                return int(line.split()[1]) / 1024
+def _proc_status_mb(field_name: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1]) / 1024
     return 0.0
 
 
