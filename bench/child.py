@@ -284,6 +284,8 @@ async def index(
             writes=timed,
         )
         stats = await indexer.run(burst=True)
+        if process is not None:  # as the indexer's run ends it (the counts are the bench's)
+            await process.close()
         counts = await store.counts()
     finally:
         if process is not None:

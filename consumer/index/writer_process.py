@@ -246,6 +246,7 @@ class WriterProcess:
         self._pipe: Connection | None = None
         self._generation = 0  # children started so far
         self._broken = False  # the answers' end saw the child go: start another
+        self._closed = False
         self._last_id = 0
         # The batch staged last (its id and the list itself), and, once it went out, the
         # id and the child (generation) it went to: set and read in the sending thread.
@@ -289,7 +290,10 @@ class WriterProcess:
         return reply_result(reply)
 
     async def close(self) -> None:
-        """End the child after the batch it runs, and wait for it."""
+        """End the child after the batch it runs, and wait for it. Once is enough."""
+        if self._closed:
+            return
+        self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._sender, self._stop)
         self._sender.shutdown(wait=False)

@@ -144,6 +144,9 @@ async def test_a_child_killed_9_is_replaced(writer: WriterProcess) -> None:
     assert result.journaled == 2
     assert writer.pid not in (None, killed)
     assert (await writer.apply_batch(third)).journaled == 2
+    await writer.close()
+    assert writer.pid is None
+    await writer.close()  # closing again is harmless
 
 
 async def test_an_index_the_child_cannot_open_is_unavailable() -> None:
