@@ -175,7 +175,11 @@ class IndexerStats(LoopStats):
 
 
 class Indexer(LoopRole):
-    """Consumes the events topic into ``store``. ``run()`` until ``stop()`` (or drained)."""
+    """Consumes the events topic into ``store``. ``run()`` until ``stop()`` (or drained).
+
+    ``store`` must be the index of ``settings.index_url``: with INDEX_WRITER_PROCESS the
+    batches are written by a process that opens that URL itself (unless ``writes`` is
+    given, which then writes every batch)."""
 
     finish_before_revoke = True
 
