@@ -220,6 +220,8 @@ class Indexer(LoopRole):
     async def run(self, *, burst: bool = False) -> IndexerStats:
         """Consume until ``stop()``; with ``burst``, return once every partition is drained."""
         try:
+            if self._writer_process is not None:
+                await self._writer_process.start()
             await self._loop.run(burst=burst)
         finally:
             await self._metrics.flush()

@@ -277,6 +277,15 @@ class WriterProcess:
         self._staged = (batch_id, items)
         self._sender.submit(self._send_staged, batch_id, items)
 
+    async def start(self) -> None:
+        """Start the child ahead of the first batch, so that batch does not wait for it. A
+        failure is only logged: the first batch starts it again, and says why."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._sender, self._start_if_needed)
+        except errors.ConsumerError as exc:
+            log.info("index writer process not started yet", error=str(exc))
+
     async def apply_batch(self, items: Sequence[Item]) -> BatchResult:
         """See IndexStore.apply_batch. Raises what the child's apply_batch raised, or
         WriterStopped (retriable) when the child is not running."""
@@ -315,11 +324,13 @@ class WriterProcess:
         else:
             self._send(_BATCH, 0, items)
 
+    def _start_if_needed(self) -> Connection:
+        pipe = self._pipe if self._running() else None
+        return self._start() if pipe is None else pipe
+
     def _send(self, tag: bytes, batch_id: int, items: Sequence[Item]) -> None:
         """One frame: ``tag``, the id (STAGE, APPLY), the items encoded (STAGE, BATCH)."""
-        pipe = self._pipe if self._running() else None
-        if pipe is None:
-            pipe = self._start()
+        pipe = self._start_if_needed()
         frame = tag
         if tag != _BATCH:
             frame += batch_id.to_bytes(_ID_BYTES, "big")

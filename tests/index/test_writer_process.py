@@ -132,8 +132,11 @@ async def test_a_staged_batch_is_applied_only_when_asked(
 @pytest.mark.parametrize("backend_name", ["sqlite"])
 async def test_a_child_killed_9_is_replaced(writer: WriterProcess) -> None:
     first, second, third = _batches()
+    await writer.start()  # ahead of the first batch, as the indexer does
+    started = writer.pid
     await writer.apply_batch(first)
     killed = writer.pid
+    assert killed == started
     assert killed is not None
     os.kill(killed, signal.SIGKILL)
     writer.stage(second)  # staged with the dying child
@@ -153,6 +156,8 @@ async def test_an_index_the_child_cannot_open_is_unavailable() -> None:
     # Nothing listens on port 1: the child's start fails, and says why.
     writer = WriterProcess("postgresql://u:secret@127.0.0.1:1/db", command_timeout_s=5)
     try:
+        await writer.start()  # started ahead: only logged, the first batch says why
+        assert writer.pid is None
         with pytest.raises(IndexUnavailable) as raised:
             await writer.apply_batch(_batches()[0])
         assert "secret" not in str(raised.value)
