@@ -17,7 +17,7 @@ writes the one before: the child decodes it meanwhile, and ``apply_batch`` of th
 then only says "apply it". A staged batch that is never applied (dropped after a
 rebalance) is dropped by the child when a later one is applied.
 
-The child ends when the pipe closes: when the parent closes it, stops, or dies (kill -9
+The child ends when the pipe closes: when the parent closes it or dies (kill -9
 included). It ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole process
 group), so it always ends between two batches' transactions, or loses an uncommitted one
 (whose offsets were never committed). A child that died is started again at the next
@@ -63,7 +63,6 @@ START_TIMEOUT_S: Final = 60.0
 # How long ``close`` lets the child finish the batch it writes before killing it (its
 # transaction then rolls back; its offsets were never committed).
 CLOSE_GRACE_S: Final = 5.0
-_STOP: Final = b""  # a message of no bytes: end
 
 
 class WriterStopped(errors.IndexUnavailable):
@@ -189,18 +188,16 @@ def _read(
     while True:
         try:
             frame = pipe.recv_bytes()
-        except (EOFError, OSError):  # the parent closed its end, or died
-            frame = _STOP
+        except (EOFError, OSError):  # the parent closed its end, or died: the end
+            asked.put(None)
+            return
         tag = frame[:1]
         if tag == _STAGE:
             staged[_batch_id(frame)] = _decoded(frame[1 + _ID_BYTES :])
         elif tag == _APPLY:
             asked.put(_batch_id(frame))
-        elif tag == _BATCH:
-            asked.put(_decoded(frame[1:]))
         else:
-            asked.put(None)
-            return
+            asked.put(_decoded(frame[1:]) if tag == _BATCH else ValueError(f"frame {tag!r}"))
 
 
 def _batch_id(frame: bytes) -> int:
@@ -231,9 +228,9 @@ def _staged_batch(
 
 
 class WriterProcess:
-    """``apply_batch`` of the index at ``url``, run by a child process (started at the
-    first batch, and again after it died). ``stage`` sends the next batch ahead. ``close``
-    ends the child."""
+    """``apply_batch`` of the index at ``url``, run by a child process (started by
+    ``start`` or the first batch, and again after it died). ``stage`` sends the next batch
+    ahead. ``close`` ends the child."""
 
     def __init__(self, url: str, *, command_timeout_s: float) -> None:
         self._url = url
@@ -304,7 +301,7 @@ class WriterProcess:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._sender, self._stop)
+        await loop.run_in_executor(self._sender, self._forget)
         self._sender.shutdown(wait=False)
         self._receiver.shutdown(wait=False)
 
@@ -375,16 +372,9 @@ class WriterProcess:
         log.debug("index writer process started", pid=process.pid)
         return ours
 
-    def _stop(self) -> None:
-        if self._pipe is not None:
-            with contextlib.suppress(OSError):  # already gone
-                self._pipe.send_bytes(_STOP)
-        if self._process is not None:
-            self._process.join(timeout=CLOSE_GRACE_S)
-        self._forget()
-
     def _forget(self) -> None:
-        """Drop the child: its pipe closed (so it ends), the process reaped if it did."""
+        """Drop the child: its pipe closed, so it ends after the batch it writes (killed
+        if that takes over CLOSE_GRACE_S), and reaped."""
         if self._pipe is not None:
             self._pipe.close()
         if self._process is not None:
