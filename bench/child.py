@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.clients import topic_partitions
 from bench.stack_env import settings_for, stack_values
-from consumer.events import ObjectEvent, parse_message
+from consumer.events import parse_message
 from consumer.index import open_index
 from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.index.writer_process import WriterProcess
@@ -246,9 +246,7 @@ class TimedStore:
         self.last: float | None = None
         self.batches = 0
 
-    async def apply_batch(
-        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-    ) -> BatchResult:
+    async def apply_batch(self, items: Sequence[Item]) -> BatchResult:
         if self.first is None:
             self.first = time.perf_counter()
         result = await self._inner.apply_batch(items)

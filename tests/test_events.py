@@ -15,11 +15,13 @@ from pydantic import ValidationError
 from consumer.errors import InvalidInput
 from consumer.events import (
     ILM_EXPIRY_AGENT,
+    EventFacts,
     EventKind,
     MalformedEvent,
     ObjectEvent,
     decode_key,
     event_kind_of,
+    facts_of,
     normalise_sequencer,
     parse_message,
     user_id_for,
@@ -943,6 +945,27 @@ class TestObjectEventModel:
         assert (event.version_id, event.sequencer, event.size) == ("", "", None)
         assert event.user_metadata == {}
         assert event.user_id is None
+
+    def test_its_facts_are_its_fields_in_order(self) -> None:
+        event = ObjectEvent(
+            bucket="b",
+            key="user_7/k.ogg",
+            version_id="v1",
+            event_name="s3:ObjectCreated:Put",
+            kind=EventKind.CREATED,
+            event_time=datetime(2025, 1, 1, tzinfo=UTC),
+            sequencer="abc",
+            size=3,
+            user_metadata={"x-amz-meta-a": "1"},
+            user_id="7",
+        )
+        facts = event.facts()
+        assert EventFacts._fields == tuple(ObjectEvent.model_fields)
+        assert facts._asdict() == event.model_dump()
+        assert (facts.identity, hash(facts)) == (event.identity, hash(event))
+        assert facts_of(facts) is facts
+        assert facts.is_newer_than("ab")
+        assert not facts.is_newer_than("abc")
 
     def test_normalises_like_the_parser(self) -> None:
         event = ObjectEvent(

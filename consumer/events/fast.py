@@ -222,7 +222,7 @@ def assembled(fields: dict[str, Any]) -> ev.ObjectEvent:
     """An ObjectEvent of ``fields`` (every field, in ObjectEvent's order), as
     ``model_construct`` would make it but without its per-field default handling (a third
     of the fast path's time): for values already what ObjectEvent's validators would make
-    of them (decoded here, or an event's own fields sent to another process)."""
+    of them (decoded here)."""
     event = _new(_ObjectEvent)
     _set(event, "__dict__", fields)
     _set(event, "__pydantic_fields_set__", _FIELDS_SET)

@@ -17,7 +17,8 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final, Literal
+from operator import itemgetter
+from typing import Final, Literal, NamedTuple, TypeAlias
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -189,16 +190,74 @@ class ObjectEvent(BaseModel):
         """
         return self.sequencer > normalise_sequencer(sequencer)
 
+    def facts(self) -> EventFacts:
+        """This event's fields as an ``EventFacts`` (no validation: they are valid)."""
+        return EventFacts._make(_FIELD_VALUES(self.__dict__))
+
     def __hash__(self) -> int:
         # The default hash of a frozen model hashes every field and fails on the metadata
         # dict; the identity is hashable and equal events have equal identities.
         return hash(self.identity)
 
 
+class EventFacts(NamedTuple):
+    """An ObjectEvent's fields, same names, types and order, in a plain named tuple: for
+    code that reads every field of thousands of events, the index's write path.
+
+    Why: a pydantic model answers each attribute read through BaseModel's ``__getattr__``
+    hook, which keeps CPython 3.11 from specialising the read; it costs ~0.1 µs, ten times
+    a tuple field's, and a batch reads each of its events' fields about a hundred times.
+    Made by ``ObjectEvent.facts`` (or from an event's fields sent to another process),
+    never from unchecked input.
+    """
+
+    bucket: str
+    key: str
+    version_id: str
+    event_name: str
+    kind: EventKind
+    event_time: datetime
+    sequencer: str
+    size: int | None
+    etag: str | None
+    content_type: str | None
+    user_metadata: dict[str, str]
+    user_id: str | None
+    principal_id: str | None
+    source_ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    region: str | None
+
+    @property
+    def identity(self) -> tuple[str, str, str, str, str]:
+        """See ObjectEvent.identity."""
+        return (self.bucket, self.key, self.version_id, self.event_name, self.sequencer)
+
+    def is_newer_than(self, sequencer: str) -> bool:
+        """See ObjectEvent.is_newer_than."""
+        return self.sequencer > normalise_sequencer(sequencer)
+
+    def __hash__(self) -> int:
+        # As ObjectEvent's: a tuple's hash would fail on the metadata dict.
+        return hash(self.identity)
+
+
+_FIELD_VALUES: Final = itemgetter(*EventFacts._fields)
+
+# Either form of an event, for the rules that read an event's fields and nothing else.
+AnyEvent: TypeAlias = ObjectEvent | EventFacts
+
+
+def facts_of(event: AnyEvent) -> EventFacts:
+    """``event`` as EventFacts (itself if it is one)."""
+    return event if isinstance(event, EventFacts) else event.facts()
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 
-def writes_content(event: ObjectEvent) -> bool:
+def writes_content(event: AnyEvent) -> bool:
     """Whether the event stands for new content of its object: a created event, or a
     reconcile repair that found the object (and so stands for the create that was lost)."""
     return event.kind is EventKind.CREATED or (
@@ -206,7 +265,7 @@ def writes_content(event: ObjectEvent) -> bool:
     )
 
 
-def removes_object(event: ObjectEvent) -> bool:
+def removes_object(event: AnyEvent) -> bool:
     """Whether the event removes its object: a removal, an expiry, or a reconcile repair
     that found the object gone."""
     return event.kind in (EventKind.REMOVED, EventKind.EXPIRED) or (

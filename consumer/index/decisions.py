@@ -20,18 +20,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import msgspec
 
 from consumer.errors import IndexWriteFailed
-from consumer.events import EventKind, ObjectEvent, removes_object, writes_content
+from consumer.events import (
+    RECONCILE_FOUND,
+    RECONCILE_GONE,
+    AnyEvent,
+    EventFacts,
+    EventKind,
+    ObjectEvent,
+    facts_of,
+    removes_object,
+    writes_content,
+)
 from consumer.index.records import (
     BatchResult,
     Claims,
+    FactItem,
     Item,
     JobRecord,
     JobRequest,
@@ -42,6 +53,7 @@ from consumer.index.records import (
 from consumer.index.store import BatchWriter
 
 T = TypeVar("T")
+E = TypeVar("E", ObjectEvent, EventFacts)
 
 
 # --- what one event does to one row ----------------------------------------------------
@@ -51,9 +63,9 @@ T = TypeVar("T")
 DELETE_ALL_VERSIONS: Final = "s3:ObjectRemoved:DeleteAllVersions"
 
 
-@dataclass(frozen=True)
-class StoredState:
-    """The part of an ``objects`` row that decides whether an event is newer."""
+class StoredState(NamedTuple):
+    """The part of an ``objects`` row that decides whether an event is newer (a named
+    tuple: one is made per event of a batch)."""
 
     sequencer: str
     event_time: datetime
@@ -76,7 +88,7 @@ class Action(StrEnum):
         return self not in (Action.JOURNAL_ONLY, Action.STALE)
 
 
-def is_newer(event: ObjectEvent, stored: StoredState) -> bool:
+def is_newer(event: AnyEvent, stored: StoredState) -> bool:
     """Whether ``event`` happened after the event that last wrote ``stored``.
 
     Sequencer first, then event_time for equal sequencers; equal in both is not newer.
@@ -86,7 +98,7 @@ def is_newer(event: ObjectEvent, stored: StoredState) -> bool:
     return event.event_time > stored.event_time
 
 
-def decide(stored: StoredState | None, event: ObjectEvent) -> Action:
+def decide(stored: StoredState | None, event: AnyEvent) -> Action:
     """What ``event`` does to the row it addresses, given that row's state (None: no row).
 
     * OTHER only goes to the journal, and so does a NOOP unless it is newer than a live
@@ -113,7 +125,7 @@ def decide(stored: StoredState | None, event: ObjectEvent) -> Action:
     return Action.OVERWRITE if writes_content(event) else Action.TOUCH
 
 
-def _noop_action(stored: StoredState | None, event: ObjectEvent) -> Action:
+def _noop_action(stored: StoredState | None, event: AnyEvent) -> Action:
     """A NoOP says the key held nothing to delete at its moment. Normally no live row is
     older than that; but a distributed MinIO, under writes refused for want of quorum
     around a node's crash, was seen to answer a DELETE of a live object with a NoOP and
@@ -125,14 +137,23 @@ def _noop_action(stored: StoredState | None, event: ObjectEvent) -> Action:
     return Action.JOURNAL_ONLY
 
 
-def affects_objects(event: ObjectEvent) -> bool:
-    """Whether the event can change ``objects`` (OTHER only goes to the journal; a NOOP
-    can tombstone an older live row)."""
-    return (
-        event.kind in (EventKind.METADATA_CHANGED, EventKind.NOOP)
-        or writes_content(event)
-        or removes_object(event)
-    )
+def affects_objects(event: AnyEvent) -> bool:
+    """Whether the event can change ``objects``: a metadata change, content written or
+    removed (``writes_content``, ``removes_object``), or a NOOP, which can tombstone an
+    older live row. OTHER only goes to the journal."""
+    kind = event.kind
+    if kind is EventKind.RECONCILED:
+        return event.event_name in _RECONCILE_REPAIRS
+    return kind in _CHANGING_KINDS
+
+
+# One set lookup per event instead of the chain of tests ``writes_content`` and
+# ``removes_object`` make (tests/index/test_decisions.py checks they agree).
+_CHANGING_KINDS: Final = frozenset(
+    {EventKind.CREATED, EventKind.METADATA_CHANGED, EventKind.REMOVED, EventKind.EXPIRED,
+     EventKind.NOOP}
+)  # fmt: skip
+_RECONCILE_REPAIRS: Final = frozenset({RECONCILE_FOUND, RECONCILE_GONE})
 
 
 _JSON: Final = msgspec.json.Encoder(order="sorted")
@@ -149,7 +170,7 @@ def canonical_json(value: object) -> str:
         return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def sweeps_other_versions(event: ObjectEvent) -> bool:
+def sweeps_other_versions(event: AnyEvent) -> bool:
     """Whether a removal also tombstones the key's other versions (live and older).
 
     Only MinIO's DeleteAllVersions (a force delete) does: every version of the key is gone.
@@ -159,7 +180,7 @@ def sweeps_other_versions(event: ObjectEvent) -> bool:
     return removes_object(event) and event.event_name == DELETE_ALL_VERSIONS
 
 
-def order_for_apply(events: Sequence[ObjectEvent]) -> list[ObjectEvent]:
+def order_for_apply(events: Sequence[E]) -> list[E]:
     """``events`` grouped by (bucket, key), each group in (sequencer, event_time) order.
 
     Stable, so equal events keep arrival order. Grouping by key (not by version) keeps a
@@ -171,7 +192,7 @@ def order_for_apply(events: Sequence[ObjectEvent]) -> list[ObjectEvent]:
 
 
 def apply_action(
-    current: ObjectRecord | None, action: Action, event: ObjectEvent, now: datetime
+    current: ObjectRecord | None, action: Action, event: AnyEvent, now: datetime
 ) -> ObjectRecord:
     """The row after ``action`` (one that ``changes_objects``) for ``event``.
 
@@ -202,46 +223,55 @@ def apply_action(
     if action is Action.TOMBSTONE:
         return tombstoned(current, event, now)
     if action is Action.OVERWRITE:
-        content = replace(
-            current,
-            size=event.size,
-            etag=event.etag,
-            content_type=event.content_type,
-            user_id=event.user_id,
-            metadata=dict(event.user_metadata),
-        )
+        size, etag, content_type = event.size, event.etag, event.content_type
+        user_id, metadata = event.user_id, dict(event.user_metadata)
     elif action is Action.TOUCH:
-        content = replace(
-            current,
-            size=_first_known(event.size, current.size),
-            etag=_first_known(event.etag, current.etag),
-            content_type=_first_known(event.content_type, current.content_type),
-            user_id=_first_known(event.user_id, current.user_id),
-            metadata=dict(event.user_metadata) or current.metadata,
-        )
+        size = _first_known(event.size, current.size)
+        etag = _first_known(event.etag, current.etag)
+        content_type = _first_known(event.content_type, current.content_type)
+        user_id = _first_known(event.user_id, current.user_id)
+        metadata = dict(event.user_metadata) or current.metadata
     else:
         raise IndexWriteFailed(f"action {action} does not write objects")
-    return replace(
-        content,
+    # Built whole rather than with dataclasses.replace, which costs three times as much
+    # and runs for most events of a batch.
+    return ObjectRecord(
+        bucket=current.bucket,
+        key=current.key,
+        version_id=current.version_id,
+        size=size,
+        etag=etag,
+        content_type=content_type,
+        user_id=user_id,
+        metadata=metadata,
+        first_event_time=current.first_event_time,
         last_event_time=event.event_time,
         sequencer=event.sequencer,
-        last_event_name=event.event_name,
         indexed_at=now,
         deleted=False,
+        last_event_name=event.event_name,
         deleted_at=None,
     )
 
 
-def tombstoned(row: ObjectRecord, event: ObjectEvent, now: datetime) -> ObjectRecord:
+def tombstoned(row: ObjectRecord, event: AnyEvent, now: datetime) -> ObjectRecord:
     """``row`` marked deleted by the removal ``event``."""
-    return replace(
-        row,
-        deleted=True,
-        deleted_at=event.event_time,
+    return ObjectRecord(
+        bucket=row.bucket,
+        key=row.key,
+        version_id=row.version_id,
+        size=row.size,
+        etag=row.etag,
+        content_type=row.content_type,
+        user_id=row.user_id,
+        metadata=row.metadata,
+        first_event_time=row.first_event_time,
         last_event_time=event.event_time,
         sequencer=event.sequencer,
-        last_event_name=event.event_name,
         indexed_at=now,
+        deleted=True,
+        last_event_name=event.event_name,
+        deleted_at=event.event_time,
     )
 
 
@@ -252,7 +282,7 @@ def _first_known(value: T | None, fallback: T | None) -> T | None:
 # --- the batch algorithm both backends share -------------------------------------------
 
 
-def row_id(event: ObjectEvent) -> RowId:
+def row_id(event: AnyEvent) -> RowId:
     return (event.bucket, event.key, event.version_id)
 
 
@@ -260,15 +290,15 @@ def record_id(record: ObjectRecord) -> RowId:
     return (record.bucket, record.key, record.version_id)
 
 
-def journal_id(event: ObjectEvent) -> JournalId:
+def journal_id(event: AnyEvent) -> JournalId:
     """What makes a journal entry unique: a redelivered event has the same identity."""
     return (event.bucket, event.key, event.version_id, event.event_name, event.sequencer)
 
 
-def first_of_each_identity(items: Sequence[Item]) -> tuple[list[Item], int]:
+def first_of_each_identity(items: Sequence[FactItem]) -> tuple[list[FactItem], int]:
     """The items with identities unseen earlier in ``items``, and how many repeated one."""
     seen: set[JournalId] = set()
-    unique: list[Item] = []
+    unique: list[FactItem] = []
     for item in items:
         identity = journal_id(item[0])
         if identity not in seen:
@@ -283,10 +313,10 @@ async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -
     Events already in the journal are skipped: the transaction that journaled them also
     applied them, so applying them again could only repeat (or, after a newer event,
     undo) that effect. The caller owns the transaction; ``now`` is its ``indexed_at``.
+    The events are read as ``EventFacts`` from here on (see why there).
     """
-    unique, repeated = first_of_each_identity(items)
-    inserted = await writer.journal_new(unique)
-    fresh = [event for event, _ in unique if journal_id(event) in inserted]
+    unique, repeated = first_of_each_identity([(facts_of(event), at) for event, at in items])
+    fresh = [event for event, _ in await writer.journal_new(unique)]
     changing = order_for_apply([event for event in fresh if affects_objects(event)])
     stored: list[ObjectRecord] = []
     if changing:
@@ -320,7 +350,7 @@ class ObjectPlan:
 
 
 def plan_objects(
-    stored: Iterable[ObjectRecord], events: Sequence[ObjectEvent], now: datetime
+    stored: Iterable[ObjectRecord], events: Sequence[AnyEvent], now: datetime
 ) -> ObjectPlan:
     """Apply ``events`` (in apply order) to the ``stored`` rows in memory.
 
@@ -356,7 +386,7 @@ def _stored_state(row: ObjectRecord | None) -> StoredState | None:
     return StoredState(row.sequencer, row.last_event_time, row.deleted)
 
 
-def _swept_by(row: ObjectRecord, event: ObjectEvent) -> bool:
+def _swept_by(row: ObjectRecord, event: AnyEvent) -> bool:
     """A live, older, other version of the key a DeleteAllVersions removes."""
     return (
         (row.bucket, row.key) == (event.bucket, event.key)

@@ -34,14 +34,14 @@ import asyncpg
 import msgspec
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
-from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json, run_batch
+from consumer.events import EventFacts
+from consumer.index.decisions import canonical_json, journal_id, run_batch
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
     BatchResult,
+    FactItem,
     Item,
     JobRequest,
-    JournalId,
     KafkaPosition,
     Lease,
     ObjectRecord,
@@ -382,15 +382,15 @@ class _Writer:
         self._conn = conn
         self._now = now
 
-    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
         if not items:
-            return set()
+            return []
         records = [(n, *_journal_row(e, p)) for n, (e, p) in enumerate(items)]
         await self._conn.copy_records_to_table(
             "journal_stage", records=records, columns=_JOURNAL_FIELDS
         )
-        rows = await self._conn.fetch(_JOURNAL_NEW, self._now)
-        return {tuple(row) for row in rows}
+        inserted = {tuple(row) for row in await self._conn.fetch(_JOURNAL_NEW, self._now)}
+        return [item for item in items if journal_id(item[0]) in inserted]
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
@@ -492,7 +492,7 @@ def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[li
     return [[row[i] for row in materialised] for i in range(count)]
 
 
-def _journal_row(event: ObjectEvent, position: KafkaPosition | None) -> tuple[object, ...]:
+def _journal_row(event: EventFacts, position: KafkaPosition | None) -> tuple[object, ...]:
     return journal_values(event, position, event.event_time)
 
 

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from consumer.errors import IndexUnavailable, LeaseLost
-from consumer.events import EventKind, ObjectEvent
+from consumer.events import EventKind
 from consumer.index.decisions import decide_claims, latest_requests, run_batch
 from consumer.index.records import (
     BatchResult,
@@ -40,7 +40,6 @@ from consumer.index.records import (
     JobRequest,
     JobStatus,
     JournalRecord,
-    KafkaPosition,
     Lease,
     ObjectQuery,
     ObjectRecord,
@@ -148,9 +147,7 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
 
     # --- writes ------------------------------------------------------------------------
 
-    async def apply_batch(
-        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-    ) -> BatchResult:
+    async def apply_batch(self, items: Sequence[Item]) -> BatchResult:
         """See IndexStore.apply_batch: one transaction for the whole batch, exclusive for
         its objects."""
         if not items:

@@ -49,14 +49,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
-from consumer.events import ObjectEvent
-from consumer.index.decisions import canonical_json, journal_id, row_id, run_batch
+from consumer.events import EventFacts
+from consumer.index.decisions import canonical_json, run_batch
 from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
+    FactItem,
     Item,
     JobRequest,
-    JournalId,
     KafkaPosition,
     Lease,
     ObjectRecord,
@@ -482,13 +482,15 @@ class _Writer:
         self._saved: set[RowId] = set()
         self._headed: set[RowId] = set()  # versions whose head was in journal_heads
 
-    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
         identities = [(e.sequencer, e.bucket, e.key, e.version_id, e.event_name) for e, _ in items]
         known = {tuple(row) for row in self._select(_JOURNALED, identities)}
         new = [item for item, ident in zip(items, identities, strict=True) if ident not in known]
         if not new:
-            return set()
-        heads = self._load_heads(list(dict.fromkeys(row_id(event) for event, _ in new)))
+            return []
+        heads = self._load_heads(
+            list(dict.fromkeys([(e.bucket, e.key, e.version_id) for e, _ in new]))
+        )
         first = self._conn.execute(_NEXT_JOURNAL_ID).fetchone()[0]
         rows = []
         for number, (event, position) in enumerate(new, start=first):
@@ -496,7 +498,7 @@ class _Writer:
             rows.append((number, *self._journal_row(event, position), heads.get(rid)))
             heads[rid] = self._heads[rid] = number
         self._run(_INSERT_JOURNAL, rows)
-        return {journal_id(event) for event, _ in new}
+        return new
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
@@ -576,9 +578,7 @@ class _Writer:
             found += self._conn.execute(statement, params).fetchall()
         return found
 
-    def _journal_row(
-        self, event: ObjectEvent, position: KafkaPosition | None
-    ) -> tuple[object, ...]:
+    def _journal_row(self, event: EventFacts, position: KafkaPosition | None) -> tuple[object, ...]:
         return (*journal_values(event, position, _text(event.event_time)), self._now)
 
 

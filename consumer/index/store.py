@@ -13,19 +13,18 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-from consumer.events import EventKind, ObjectEvent
+from consumer.events import EventKind
 from consumer.index.records import (
     BatchResult,
     Claims,
+    FactItem,
     GrowthRow,
     Item,
     JobOutcome,
     JobRecord,
     JobRequest,
     JobStatus,
-    JournalId,
     JournalRecord,
-    KafkaPosition,
     Lease,
     ObjectQuery,
     ObjectRecord,
@@ -84,9 +83,7 @@ class IndexStore(Protocol):
     async def ping(self) -> None:
         """Round-trip to the database; raises IndexUnavailable if it does not answer."""
 
-    async def apply_batch(
-        self, items: Sequence[tuple[ObjectEvent, KafkaPosition | None]]
-    ) -> BatchResult:
+    async def apply_batch(self, items: Sequence[Item]) -> BatchResult:
         """Journal and apply ``items`` in ONE transaction; idempotent under redelivery."""
 
     async def list_objects(self, query: ObjectQuery) -> list[ObjectRecord]:
@@ -161,9 +158,9 @@ class BatchWriter(Protocol):
     work, and per-statement overhead (a statement step handing the GIL over for SQLite, a
     round trip for PostgreSQL) would otherwise dominate."""
 
-    async def journal_new(self, items: Sequence[Item]) -> set[JournalId]:
+    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
         """Journal the items not journaled yet (identities are distinct within ``items``);
-        the identities actually inserted."""
+        the items actually inserted, in their order."""
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]

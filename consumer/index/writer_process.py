@@ -38,24 +38,20 @@ import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from operator import attrgetter
 from typing import Any, Final
 
 import msgspec
 import structlog
 
 from consumer import errors
-from consumer.events import EventKind, ObjectEvent
-from consumer.events.fast import assembled
+from consumer.events import EventFacts, EventKind, facts_of
 from consumer.index import IndexStore, open_index
 from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.logs import LoggingSetup, configure_logging, configured_setup
 
 log = structlog.get_logger(__name__)
 
-_FIELDS: Final = tuple(ObjectEvent.model_fields)
-_KIND: Final = _FIELDS.index("kind")
-_VALUES: Final = attrgetter(*_FIELDS)
+_KIND: Final = EventFacts._fields.index("kind")
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder()
 # How long a starting child may take to open the index before the batch is retried.
@@ -76,19 +72,19 @@ def encode_items(items: Sequence[Item]) -> bytes:
     """A batch as MessagePack: per item, the event's fields and its position (or nil)."""
     return _ENCODER.encode(
         [
-            (_VALUES(event), None if at is None else (at.topic, at.partition, at.offset))
+            (facts_of(event), None if at is None else (at.topic, at.partition, at.offset))
             for event, at in items
         ]
     )
 
 
 def decode_items(payload: bytes) -> list[Item]:
-    """``encode_items``'s batch back: events equal to those sent."""
+    """``encode_items``'s batch back: the events' facts equal to those sent (as
+    ``EventFacts``, which the index's write path reads them as)."""
     items: list[Item] = []
     for values, at in _DECODER.decode(payload):
         values[_KIND] = EventKind(values[_KIND])
-        event = assembled(dict(zip(_FIELDS, values, strict=True)))
-        items.append((event, None if at is None else KafkaPosition(*at)))
+        items.append((EventFacts._make(values), None if at is None else KafkaPosition(*at)))
     return items
 
 

@@ -9,10 +9,17 @@ from datetime import timedelta
 import pytest
 
 from consumer.errors import InvalidInput
-from consumer.events import RECONCILE_GONE, EventKind
+from consumer.events import (
+    RECONCILE_FOUND,
+    RECONCILE_GONE,
+    EventKind,
+    removes_object,
+    writes_content,
+)
 from consumer.index.decisions import (
     Action,
     StoredState,
+    affects_objects,
     apply_action,
     decide,
     first_of_each_identity,
@@ -93,6 +100,27 @@ class TestDecide:
     def test_reconciled_gone_decides_like_a_removal(self, state: str) -> None:
         gone = event(EventKind.RECONCILED, seq=SEQ, event_name=RECONCILE_GONE)
         assert decide(STATES[state], gone) is EXPECTED[_R][state]
+
+    @pytest.mark.parametrize(("kind", "state"), CASES, ids=[f"{k}-{s}" for k, s in CASES])
+    def test_an_event_and_its_facts_decide_alike(self, kind: EventKind, state: str) -> None:
+        one = event(kind, seq=SEQ)
+        assert decide(STATES[state], one.facts()) is decide(STATES[state], one)
+
+    @pytest.mark.parametrize(
+        "name", ["s3:ObjectCreated:Put", RECONCILE_FOUND, RECONCILE_GONE, "s3:Other"]
+    )
+    @pytest.mark.parametrize("kind", list(EventKind))
+    def test_affects_objects_is_the_model_rules_in_one_lookup(
+        self, kind: EventKind, name: str
+    ) -> None:
+        one = event(kind, seq=SEQ, event_name=name)
+        by_rules = (
+            kind in (EventKind.METADATA_CHANGED, EventKind.NOOP)
+            or writes_content(one)
+            or removes_object(one)
+        )
+        assert affects_objects(one) is by_rules
+        assert affects_objects(one.facts()) is by_rules
 
     def test_only_journal_only_and_stale_leave_objects_alone(self) -> None:
         unchanged = {a for a in Action if not a.changes_objects}
