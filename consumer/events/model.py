@@ -249,11 +249,6 @@ _FIELD_VALUES: Final = itemgetter(*EventFacts._fields)
 AnyEvent: TypeAlias = ObjectEvent | EventFacts
 
 
-def facts_of(event: AnyEvent) -> EventFacts:
-    """``event`` as EventFacts (itself if it is one)."""
-    return event if isinstance(event, EventFacts) else event.facts()
-
-
 # --- pure helpers ----------------------------------------------------------------------
 
 

@@ -32,17 +32,13 @@ from consumer.events import (
     RECONCILE_FOUND,
     RECONCILE_GONE,
     AnyEvent,
-    EventFacts,
     EventKind,
-    ObjectEvent,
-    facts_of,
     removes_object,
     writes_content,
 )
 from consumer.index.records import (
     BatchResult,
     Claims,
-    FactItem,
     Item,
     JobRecord,
     JobRequest,
@@ -53,7 +49,7 @@ from consumer.index.records import (
 from consumer.index.store import BatchWriter
 
 T = TypeVar("T")
-E = TypeVar("E", ObjectEvent, EventFacts)
+E = TypeVar("E", bound=AnyEvent)
 
 
 # --- what one event does to one row ----------------------------------------------------
@@ -295,10 +291,10 @@ def journal_id(event: AnyEvent) -> JournalId:
     return (event.bucket, event.key, event.version_id, event.event_name, event.sequencer)
 
 
-def first_of_each_identity(items: Sequence[FactItem]) -> tuple[list[FactItem], int]:
+def first_of_each_identity(items: Sequence[Item]) -> tuple[list[Item], int]:
     """The items with identities unseen earlier in ``items``, and how many repeated one."""
     seen: set[JournalId] = set()
-    unique: list[FactItem] = []
+    unique: list[Item] = []
     for item in items:
         identity = journal_id(item[0])
         if identity not in seen:
@@ -313,9 +309,8 @@ async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -
     Events already in the journal are skipped: the transaction that journaled them also
     applied them, so applying them again could only repeat (or, after a newer event,
     undo) that effect. The caller owns the transaction; ``now`` is its ``indexed_at``.
-    The events are read as ``EventFacts`` from here on (see why there).
     """
-    unique, repeated = first_of_each_identity([(facts_of(event), at) for event, at in items])
+    unique, repeated = first_of_each_identity(items)
     fresh = [event for event, _ in await writer.journal_new(unique)]
     changing = order_for_apply([event for event in fresh if affects_objects(event)])
     stored: list[ObjectRecord] = []

@@ -34,12 +34,11 @@ import asyncpg
 import msgspec
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
-from consumer.events import EventFacts
+from consumer.events import AnyEvent
 from consumer.index.decisions import canonical_json, journal_id, run_batch
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
     BatchResult,
-    FactItem,
     Item,
     JobRequest,
     KafkaPosition,
@@ -382,7 +381,7 @@ class _Writer:
         self._conn = conn
         self._now = now
 
-    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
+    async def journal_new(self, items: Sequence[Item]) -> list[Item]:
         if not items:
             return []
         records = [(n, *_journal_row(e, p)) for n, (e, p) in enumerate(items)]
@@ -492,7 +491,7 @@ def _columns(rows: Iterable[Sequence[Any]], width: int | None = None) -> list[li
     return [[row[i] for row in materialised] for i in range(count)]
 
 
-def _journal_row(event: EventFacts, position: KafkaPosition | None) -> tuple[object, ...]:
+def _journal_row(event: AnyEvent, position: KafkaPosition | None) -> tuple[object, ...]:
     return journal_values(event, position, event.event_time)
 
 

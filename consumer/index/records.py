@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Final
 
 from consumer.errors import InvalidInput
-from consumer.events import AnyEvent, EventFacts, EventKind
+from consumer.events import AnyEvent, EventKind
 
 # --- the inventory and the journal -----------------------------------------------------
 
@@ -178,8 +178,6 @@ JournalId = tuple[str, str, str, str, str]  # the journal's unique identity of a
 
 # An event to index and where it was read (None: not from Kafka, e.g. a repair).
 Item = tuple[AnyEvent, KafkaPosition | None]
-# The same with the event as EventFacts: what the backends' batch writers are given.
-FactItem = tuple[EventFacts, KafkaPosition | None]
 
 
 # --- jobs ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 
 from consumer.errors import InvalidInput
-from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventFacts, EventKind
+from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, AnyEvent, EventKind
 from consumer.index.records import (
     DELETE_MARKER_CREATED,
     GrowthRow,
@@ -55,7 +55,7 @@ JOURNAL_COLUMNS: Final = (
 
 
 def journal_values(
-    event: EventFacts, position: KafkaPosition | None, event_time: object
+    event: AnyEvent, position: KafkaPosition | None, event_time: object
 ) -> tuple[object, ...]:
     """An entry's values in ``JOURNAL_COLUMNS`` order from bucket to kafka_offset (the
     database numbers it; the backend adds recorded_at where it writes one), with

@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
-from consumer.events import EventFacts
+from consumer.events import AnyEvent
 from consumer.index.decisions import canonical_json, run_batch
 from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
-    FactItem,
     Item,
     JobRequest,
     KafkaPosition,
@@ -482,7 +481,7 @@ class _Writer:
         self._saved: set[RowId] = set()
         self._headed: set[RowId] = set()  # versions whose head was in journal_heads
 
-    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
+    async def journal_new(self, items: Sequence[Item]) -> list[Item]:
         identities = [(e.sequencer, e.bucket, e.key, e.version_id, e.event_name) for e, _ in items]
         known = {tuple(row) for row in self._select(_JOURNALED, identities)}
         new = [item for item, ident in zip(items, identities, strict=True) if ident not in known]
@@ -578,7 +577,7 @@ class _Writer:
             found += self._conn.execute(statement, params).fetchall()
         return found
 
-    def _journal_row(self, event: EventFacts, position: KafkaPosition | None) -> tuple[object, ...]:
+    def _journal_row(self, event: AnyEvent, position: KafkaPosition | None) -> tuple[object, ...]:
         return (*journal_values(event, position, _text(event.event_time)), self._now)
 
 

@@ -17,7 +17,6 @@ from consumer.events import EventKind
 from consumer.index.records import (
     BatchResult,
     Claims,
-    FactItem,
     GrowthRow,
     Item,
     JobOutcome,
@@ -158,7 +157,7 @@ class BatchWriter(Protocol):
     work, and per-statement overhead (a statement step handing the GIL over for SQLite, a
     round trip for PostgreSQL) would otherwise dominate."""
 
-    async def journal_new(self, items: Sequence[FactItem]) -> list[FactItem]:
+    async def journal_new(self, items: Sequence[Item]) -> list[Item]:
         """Journal the items not journaled yet (identities are distinct within ``items``);
         the items actually inserted, in their order."""
 
