@@ -34,11 +34,9 @@ _SIGNED_PARTS: Final = re.compile(
 )
 
 
-# The secret values configure_logging was given, for the other outputs that must be
-# scrubbed the same way (spans: consumer/telemetry.py).
-_configured_secrets: tuple[str, ...] = ()
-# What configure_logging was called with (the output resolved), for a child process to
-# log the same way (consumer/index/writer_process.py).
+# What configure_logging was called with (the output resolved, the secrets as scrubbed):
+# for a child process to log the same way (consumer/index/writer_process.py), and for the
+# other outputs that must be scrubbed the same way (spans: consumer/telemetry.py).
 LoggingSetup = tuple[str, bool, tuple[str, ...]]
 _configured_setup: LoggingSetup | None = None
 
@@ -51,7 +49,7 @@ def configured_setup() -> LoggingSetup | None:
 
 def scrub_configured(text: str) -> str:
     """``text`` scrubbed of the configured secrets and signed-URL parts (as log lines are)."""
-    return scrub(text, _configured_secrets)
+    return scrub(text, () if _configured_setup is None else _configured_setup[2])
 
 
 def long_secrets(secrets: Iterable[str]) -> tuple[str, ...]:
@@ -226,9 +224,8 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_context,
     ]
-    global _configured_secrets, _configured_setup
+    global _configured_setup
     redactor = _Redactor(secrets)
-    _configured_secrets = redactor.secrets
     _configured_setup = (level, json_output, redactor.secrets)
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -31,8 +31,8 @@ MESSAGE = (
 @pytest.fixture
 def secrets_configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Logging configured with SECRET, as ``main`` configures it from the settings."""
-    # Put back the process's configured secrets afterwards.
-    monkeypatch.setattr(logs, "_configured_secrets", logs._configured_secrets)
+    # Put back the process's configured logging afterwards.
+    monkeypatch.setattr(logs, "_configured_setup", logs._configured_setup)
     configure_logging("info", json_output=True, secrets=[SECRET])
     try:
         yield
