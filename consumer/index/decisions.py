@@ -199,29 +199,13 @@ def apply_action(
     """
     if current is None or action in (Action.INSERT, Action.INSERT_TOMBSTONE):
         deleted = action is Action.INSERT_TOMBSTONE
-        return ObjectRecord(
-            bucket=event.bucket,
-            key=event.key,
-            version_id=event.version_id,
-            size=event.size,
-            etag=event.etag,
-            content_type=event.content_type,
-            user_id=event.user_id,
-            metadata=dict(event.user_metadata),
-            first_event_time=event.event_time,
-            last_event_time=event.event_time,
-            sequencer=event.sequencer,
-            indexed_at=now,
-            deleted=deleted,
-            last_event_name=event.event_name,
-            deleted_at=event.event_time if deleted else None,
+        return _recorded(
+            row_id(event), event.event_time, _carried(event), event, now, deleted=deleted
         )
     if action is Action.TOMBSTONE:
         return tombstoned(current, event, now)
     if action is Action.OVERWRITE:
-        content = _Content(
-            event.size, event.etag, event.content_type, event.user_id, dict(event.user_metadata)
-        )
+        content = _carried(event)
     elif action is Action.TOUCH:
         content = _Content(
             _first_known(event.size, current.size),
@@ -232,13 +216,15 @@ def apply_action(
         )
     else:
         raise IndexWriteFailed(f"action {action} does not write objects")
-    return _recorded(current, content, event, now, deleted=False)
+    return _recorded(
+        record_id(current), current.first_event_time, content, event, now, deleted=False
+    )
 
 
 def tombstoned(row: ObjectRecord, event: AnyEvent, now: datetime) -> ObjectRecord:
     """``row`` marked deleted by the removal ``event``."""
     content = _Content(row.size, row.etag, row.content_type, row.user_id, row.metadata)
-    return _recorded(row, content, event, now, deleted=True)
+    return _recorded(record_id(row), row.first_event_time, content, event, now, deleted=True)
 
 
 class _Content(NamedTuple):
@@ -251,22 +237,36 @@ class _Content(NamedTuple):
     metadata: dict[str, str]
 
 
+def _carried(event: AnyEvent) -> _Content:
+    """The content ``event`` carries (a removal carries none)."""
+    return _Content(
+        event.size, event.etag, event.content_type, event.user_id, dict(event.user_metadata)
+    )
+
+
 def _recorded(
-    row: ObjectRecord, content: _Content, event: AnyEvent, now: datetime, *, deleted: bool
+    rid: RowId,
+    first_event_time: datetime,
+    content: _Content,
+    event: AnyEvent,
+    now: datetime,
+    *,
+    deleted: bool,
 ) -> ObjectRecord:
-    """``row`` with ``content``, and ``event`` recorded as its latest. Built whole rather
-    than with dataclasses.replace, which costs three times as much and runs for most
-    events of a batch."""
+    """The row ``rid``, first seen at ``first_event_time``, with ``content`` and ``event``
+    recorded as its latest. Built whole rather than with dataclasses.replace, which costs
+    three times as much and runs for most events of a batch."""
+    bucket, key, version_id = rid
     return ObjectRecord(
-        bucket=row.bucket,
-        key=row.key,
-        version_id=row.version_id,
+        bucket=bucket,
+        key=key,
+        version_id=version_id,
         size=content.size,
         etag=content.etag,
         content_type=content.content_type,
         user_id=content.user_id,
         metadata=content.metadata,
-        first_event_time=row.first_event_time,
+        first_event_time=first_event_time,
         last_event_time=event.event_time,
         sequencer=event.sequencer,
         indexed_at=now,

@@ -50,7 +50,7 @@ from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import AnyEvent
-from consumer.index.decisions import canonical_json, run_batch
+from consumer.index.decisions import canonical_json, row_id, run_batch
 from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
@@ -487,9 +487,7 @@ class _Writer:
         new = [item for item, ident in zip(items, identities, strict=True) if ident not in known]
         if not new:
             return []
-        heads = self._load_heads(
-            list(dict.fromkeys([(e.bucket, e.key, e.version_id) for e, _ in new]))
-        )
+        heads = self._load_heads(list(dict.fromkeys(row_id(event) for event, _ in new)))
         first = self._conn.execute(_NEXT_JOURNAL_ID).fetchone()[0]
         rows = []
         for number, (event, position) in enumerate(new, start=first):

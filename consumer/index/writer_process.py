@@ -132,7 +132,7 @@ def serve(
     url: str, command_timeout_s: float, pipe: Connection, logging_setup: LoggingSetup | None
 ) -> None:
     """The child's main: open the index, then apply each batch asked for until the pipe
-    closes or says stop. Its first answer says whether the index opened. A thread of its
+    closes. Its first answer says whether the index opened. A thread of its
     own reads (and decodes) what comes, so a batch staged ahead is decoded while the
     previous one is written."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
