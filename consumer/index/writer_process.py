@@ -6,40 +6,44 @@ loop (fetching, decoding the next batch, the per-event metrics) on one GIL, and 
 indexer reached about half of what its index does alone (docs/benchmarks.md). In a process
 of its own it has a GIL, and a core, of its own.
 
-``WriterProcess.apply_batch`` is ``IndexStore.apply_batch`` done there: the child opens
-the same index (``open_index``; the parent has started it, so its migrations are done)
-and runs the real ``apply_batch``; a batch travels as MessagePack (an event's fields in
-ObjectEvent's order and its Kafka position) over a pipe, the result or the error comes
-back. Batches run one at a time, in the order they were sent.
+``WriterProcess.apply_batch`` is ``IndexStore.apply_batch`` done there: the child (this
+module, run by the same interpreter with one end of a socket pair) opens the same index
+(``open_index``; the parent has started it, so its migrations are done) and runs the real
+``apply_batch``; a batch travels as MessagePack (an event's fields in ObjectEvent's order
+and its Kafka position) over the socket, the result or the error comes back. Batches run
+one at a time, in the order they were sent.
 
 ``stage`` sends the next batch ahead, as soon as it is decoded and while the child still
 writes the one before: the child decodes it meanwhile, and ``apply_batch`` of that batch
 then only says "apply it". A staged batch that is never applied (dropped after a
 rebalance) is dropped by the child when a later one is applied.
 
-The child ends when the pipe closes: when the parent closes it or dies (kill -9
+The child ends when the socket closes: when the parent closes it or dies (kill -9
 included). It ignores SIGINT and SIGTERM (a terminal's Ctrl-C reaches the whole process
 group), so it always ends between two batches' transactions, or loses an uncommitted one
 (whose offsets were never committed). A child that died is started again at the next
 batch; meanwhile ``apply_batch`` raises IndexUnavailable, which the indexer retries.
 
-``encode_items``, ``decode_items``, ``encode_reply`` and ``reply_result`` are pure.
+``encode_items``, ``decode_items``, ``encode_start``, ``decode_start``, ``encode_reply``
+and ``reply_result`` are pure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from operator import attrgetter
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import structlog
@@ -88,6 +92,20 @@ def decode_items(payload: bytes) -> list[Item]:
         values[_KIND] = EventKind(values[_KIND])
         items.append((EventFacts._make(values), None if at is None else KafkaPosition(*at)))
     return items
+
+
+def encode_start(url: str, command_timeout_s: float, logging_setup: LoggingSetup | None) -> bytes:
+    """The child's first frame: what ``serve`` needs, the parent's logging setup included."""
+    return _ENCODER.encode((url, command_timeout_s, logging_setup))
+
+
+def decode_start(frame: bytes) -> tuple[str, float, LoggingSetup | None]:
+    """``encode_start``'s values back."""
+    url, command_timeout_s, setup = _DECODER.decode(frame)
+    if setup is None:
+        return url, command_timeout_s, None
+    level, json_output, secrets = setup
+    return url, command_timeout_s, (level, json_output, tuple(secrets))
 
 
 def encode_reply(outcome: BatchResult | BaseException) -> bytes:
@@ -233,11 +251,11 @@ class WriterProcess:
     def __init__(self, url: str, *, command_timeout_s: float) -> None:
         self._url = url
         self._command_timeout_s = command_timeout_s
-        # forkserver: the indexer's process has threads, which fork must not copy; its
-        # server, with this module loaded, makes a child in milliseconds, not a second.
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([__name__])
-        self._process: Any = None  # multiprocessing's process of the chosen context
+        # The child is a fresh interpreter running this module: not forked (the indexer's
+        # process has threads, which fork must not copy), nor made by multiprocessing's
+        # forkserver, which keeps its server (~29 MB) and a resource tracker (~8 MB)
+        # running beside the child. Starting takes a few hundred milliseconds, once.
+        self._process: subprocess.Popen[bytes] | None = None
         self._pipe: Connection | None = None
         self._generation = 0  # children started so far
         self._broken = False  # the answers' end saw the child go: start another
@@ -259,7 +277,8 @@ class WriterProcess:
     @property
     def pid(self) -> int | None:
         """The child's process id; None while none runs."""
-        return self._process.pid if self._running() else None
+        process = self._process
+        return process.pid if process is not None and self._running() else None
 
     def stage(self, items: Sequence[Item]) -> None:
         """Send ``items`` ahead (encoded in the sending thread); ``apply_batch`` of this
@@ -340,27 +359,39 @@ class WriterProcess:
     def _running(self) -> bool:
         if self._broken or self._pipe is None or self._process is None:
             return False
-        return bool(self._process.is_alive())
+        return self._process.poll() is None
 
     def _start(self) -> Connection:
         self._forget()
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=serve,
-            args=(self._url, self._command_timeout_s, theirs, configured_setup()),
-            name="voxpersona-index-writer",
-            daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self._process, self._pipe = process, ours
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise WriterStopped(f"index writer process not started: {exc}") from exc
+        finally:
+            theirs.close()
+        pipe = Connection(ours.detach())
+        self._process, self._pipe = process, pipe
         self._generation += 1
         self._broken = False
-        if not ours.poll(START_TIMEOUT_S):
+        try:
+            # What it needs to open the index goes down the pipe: argv and the environment
+            # are visible to other users (ps, /proc), and the URL may hold a password.
+            pipe.send_bytes(encode_start(self._url, self._command_timeout_s, configured_setup()))
+            ready = pipe.poll(START_TIMEOUT_S)
+        except OSError as exc:
+            self._forget()
+            raise WriterStopped(f"index writer process ended at its start: {exc}") from exc
+        if not ready:
             self._forget()
             raise WriterStopped(f"index writer process not ready in {START_TIMEOUT_S:g} s")
         try:
-            reply_result(ours.recv_bytes())  # raises what opening the index raised
+            reply_result(pipe.recv_bytes())  # raises what opening the index raised
         except (EOFError, OSError) as exc:
             self._forget()
             raise WriterStopped(f"index writer process ended at its start: {exc}") from exc
@@ -368,7 +399,7 @@ class WriterProcess:
             self._forget()
             raise
         log.debug("index writer process started", pid=process.pid)
-        return ours
+        return pipe
 
     def _forget(self) -> None:
         """Drop the child: its pipe closed, so it ends after the batch it writes (killed
@@ -376,10 +407,11 @@ class WriterProcess:
         if self._pipe is not None:
             self._pipe.close()
         if self._process is not None:
-            self._process.join(timeout=CLOSE_GRACE_S)
-            if self._process.is_alive():
+            try:
+                self._process.wait(timeout=CLOSE_GRACE_S)
+            except subprocess.TimeoutExpired:
                 self._process.kill()
-                self._process.join()
+                self._process.wait()
         self._process, self._pipe = None, None
 
     # --- in the receiving thread -----------------------------------------------------------
@@ -393,3 +425,18 @@ class WriterProcess:
         except (EOFError, OSError) as exc:
             self._broken = True  # the sending thread starts another child
             raise WriterStopped(f"index writer process ended during a batch: {exc}") from exc
+
+
+def main(argv: Sequence[str]) -> None:
+    """``python -m consumer.index.writer_process FD``: serve the parent on the connected
+    socket FD, whose first frame says which index to open and how to log."""
+    pipe = Connection(int(argv[1]))
+    try:
+        url, command_timeout_s, logging_setup = decode_start(pipe.recv_bytes())
+    except (EOFError, OSError):
+        return  # the parent went before saying what to open
+    serve(url, command_timeout_s, pipe, logging_setup)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -24,8 +24,10 @@ from consumer.index.writer_process import (
     WriterProcess,
     WriterStopped,
     decode_items,
+    decode_start,
     encode_items,
     encode_reply,
+    encode_start,
     reply_result,
 )
 from tests.conftest import Backend
@@ -87,6 +89,28 @@ def test_answers_travel_unchanged() -> None:
     # A defect of the child is no class of ours: a write that failed, with its reason.
     with pytest.raises(IndexWriteFailed, match="KeyError: 'x'"):
         reply_result(encode_reply(KeyError("x")))
+
+
+def test_the_start_travels_unchanged() -> None:
+    setup = ("info", True, ("s3cr3t", "p@ss"))
+    assert decode_start(encode_start("sqlite:///x", 2.5, setup)) == ("sqlite:///x", 2.5, setup)
+    assert decode_start(encode_start("sqlite:///x", 30, None)) == ("sqlite:///x", 30, None)
+
+
+@pytest.mark.parametrize("backend_name", ["postgres"])
+async def test_the_index_url_reaches_the_child_by_its_socket_only(
+    writer: WriterProcess, backend: Backend
+) -> None:
+    # The URL holds the database's password: not in the child's command line or
+    # environment, which other users of the machine can read (ps, /proc).
+    await writer.start()
+    pid = writer.pid
+    assert pid is not None
+    password = backend.url.split("@", 1)[0].rsplit(":", 1)[1]
+    assert len(password) >= 8
+    for exposed in ("cmdline", "environ"):
+        assert password.encode() not in _read_proc(pid, exposed)
+    assert (await writer.apply_batch(_batches()[0])).journaled == 3
 
 
 async def test_the_child_writes_what_the_store_writes(
@@ -201,6 +225,10 @@ def test_the_child_ends_with_its_parent(tmp_path: Path) -> None:
             assert not _alive(child), "the writer process outlived its parent"
         finally:
             parent.kill()
+
+
+def _read_proc(pid: int, name: str) -> bytes:
+    return Path(f"/proc/{pid}/{name}").read_bytes()
 
 
 def _alive(pid: int) -> bool:
