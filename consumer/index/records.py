@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from consumer.errors import InvalidInput
 from consumer.events import AnyEvent, EventKind
@@ -25,9 +25,12 @@ from consumer.events import AnyEvent, EventKind
 DELETE_MARKER_CREATED: Final = "s3:ObjectRemoved:DeleteMarkerCreated"
 
 
-@dataclass(frozen=True)
-class KafkaPosition:
-    """Where an event was read from; stored in the journal for tracing and replay."""
+class KafkaPosition(NamedTuple):
+    """Where an event was read from; stored in the journal for tracing and replay.
+
+    A named tuple, not a frozen dataclass: the indexer makes one per event, and the
+    writer process decodes them straight from what it is sent (``decode_items``).
+    """
 
     topic: str
     partition: int

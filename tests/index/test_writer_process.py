@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
@@ -89,6 +90,13 @@ def test_answers_travel_unchanged() -> None:
     # A defect of the child is no class of ours: a write that failed, with its reason.
     with pytest.raises(IndexWriteFailed, match="KeyError: 'x'"):
         reply_result(encode_reply(KeyError("x")))
+
+
+def test_a_field_of_the_wrong_type_fails_the_batch() -> None:
+    (item,) = decode_items(encode_items(_batches()[0][:1]))
+    wrong = item[0]._replace(size="ten bytes")  # as a defect of the parent would send it
+    with pytest.raises(msgspec.ValidationError, match=r"int \| null.*\$\[0\]\[0\]\[7\]"):
+        decode_items(encode_items([(wrong, item[1])]))
 
 
 def test_the_start_travels_unchanged() -> None:
