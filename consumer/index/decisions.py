@@ -42,6 +42,7 @@ from consumer.index.records import (
     Item,
     JobRecord,
     JobRequest,
+    JobStatus,
     JournalId,
     ObjectRecord,
     RowId,
@@ -399,18 +400,36 @@ def _swept_by(row: ObjectRecord, event: AnyEvent) -> bool:
 # --- jobs ------------------------------------------------------------------------------
 
 
+def same_content(stored: JobRecord, request: JobRequest) -> bool:
+    """Whether the stored job and the request are of the same bytes: equal etags (MinIO's
+    etag is the content's MD5, or its parts' for a multipart upload); an unknown etag
+    matches nothing. Pure.
+
+    One write can be announced under two sequencers: the reconcile's repair stamps a lost
+    event's object with its Last-Modified (milliseconds), while MinIO's own event of that
+    write, still in its queue, carries the nanoseconds. Content, not the sequencer, says
+    whether the work was done."""
+    return bool(stored.etag) and stored.etag == request.etag
+
+
 def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
     """Whether to (re)run a requested job, given the stored one.
 
     A job for newer content always runs; for older content never (the newer content's job
     supersedes it). For the same content a finished job is not run again (a redelivered
-    event), while a pending or running one is: its process died before finishing it.
+    event, or a second announcement of the same write), while a pending or running one is:
+    its process died before finishing it. A newer write of the same bytes runs a failed
+    job again: writing the object again is how a user asks for another try.
     """
     if stored is None:
         return True
-    if request.sequencer != stored.sequencer:
-        return request.sequencer > stored.sequencer
-    return not stored.status.finished
+    if request.sequencer < stored.sequencer:
+        return False
+    if request.sequencer == stored.sequencer:
+        return not stored.status.finished
+    if same_content(stored, request):
+        return stored.status is not JobStatus.DONE
+    return True
 
 
 class ClaimDecision(StrEnum):
@@ -424,15 +443,18 @@ def claim_decision(
 ) -> ClaimDecision:
     """What a processor does with a job it was asked to run, given the stored one. Pure.
 
-    Content first (``job_should_run``). An unfinished job of the same content is running
+    Content first (``job_should_run``). Newer content runs at once, even while the older
+    content's runner holds its lease. An unfinished job of the same content is running
     somewhere while its lease is live — in another process, or in this one when the event
-    is redelivered after a rebalance — so it is waited for, never run twice; once the lease
-    expired (its runner died) it is taken over. A pending row without a lease (written by
-    an older consumer) is taken at once.
+    is redelivered after a rebalance or the write announced twice — so it is waited for,
+    never run twice; once the lease expired (its runner died) it is taken over. A pending
+    row without a lease (written by an older consumer) is taken at once.
     """
     if not job_should_run(stored, request):
         return ClaimDecision.SKIP
-    if stored is None or stored.sequencer != request.sequencer:
+    if stored is None or stored.status.finished:
+        return ClaimDecision.RUN
+    if stored.sequencer != request.sequencer and not same_content(stored, request):
         return ClaimDecision.RUN
     if stored.lease_expires_at is not None and stored.lease_expires_at > now:
         return ClaimDecision.WAIT

@@ -98,12 +98,18 @@ ON CONFLICT (bucket, key, version_id) DO UPDATE SET
     deleted_at = excluded.deleted_at"""
 
 
-# A job for new content starts over; for the same content (a redelivery after a crash)
-# its attempts carry on.
-JOB_PEND_UPSERT: Final = """
+# A claim takes over the same job (its attempts carry on) when the stored row is of the
+# same content and unfinished: the same sequencer, or the same write announced again under
+# another one (see decisions.same_content). Anything else starts a new job.
+_SAME_JOB: Final = (
+    "jobs.sequencer = excluded.sequencer OR (jobs.etag = excluded.etag"
+    " AND jobs.status IN ('pending', 'running'))"
+)
+
+JOB_PEND_UPSERT: Final = f"""
 ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
-    attempts = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.attempts ELSE 0 END,
-    last_error = CASE WHEN jobs.sequencer = excluded.sequencer THEN jobs.last_error END,
+    attempts = CASE WHEN {_SAME_JOB} THEN jobs.attempts ELSE 0 END,
+    last_error = CASE WHEN {_SAME_JOB} THEN jobs.last_error END,
     sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
     updated_at = excluded.updated_at, lease_owner = excluded.lease_owner,
     lease_expires_at = excluded.lease_expires_at"""

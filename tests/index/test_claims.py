@@ -3,6 +3,7 @@ nothing; one request per job."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,17 +14,23 @@ from consumer.index.records import JobRecord, JobRequest, JobStatus, Lease
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 
-def request(seq: int, key: str = "a.wav") -> JobRequest:
-    return JobRequest("b", key, "", "transcribe", f"{seq:04X}", f"e{seq}", 1)
+def request(seq: int, key: str = "a.wav", *, etag: str | None = None) -> JobRequest:
+    """Each sequencer its own content (etag) unless ``etag`` says otherwise."""
+    return JobRequest("b", key, "", "transcribe", f"{seq:04X}", etag or f"e{seq}", 1)
 
 
 def stored(
-    seq: int, status: JobStatus, *, lease_left_s: float | None, key: str = "a.wav"
+    seq: int,
+    status: JobStatus,
+    *,
+    lease_left_s: float | None,
+    key: str = "a.wav",
+    etag: str | None = None,
 ) -> JobRecord:
     expires = None if lease_left_s is None else NOW + timedelta(seconds=lease_left_s)
     return JobRecord(
-        "b", key, "", "transcribe", f"{seq:04X}", f"e{seq}", status, 1, None, None, None,
-        NOW, NOW, None, None, NOW, lease_owner="host:1:x", lease_expires_at=expires,
+        "b", key, "", "transcribe", f"{seq:04X}", etag or f"e{seq}", status, 1, None, None,
+        None, NOW, NOW, None, None, NOW, lease_owner="host:1:x", lease_expires_at=expires,
     )  # fmt: skip
 
 
@@ -46,6 +53,30 @@ def stored(
 )
 def test_claim_decision(row: JobRecord | None, seq: int, expected: ClaimDecision) -> None:
     assert claim_decision(row, request(seq), now=NOW) is expected
+
+
+# One write announced twice: the reconcile's repair (its Last-Modified, milliseconds) and
+# then MinIO's own queued event (nanoseconds, so a greater sequencer) of the same bytes.
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (stored(1, JobStatus.DONE, lease_left_s=None, etag="same"), ClaimDecision.SKIP),
+        (stored(1, JobStatus.RUNNING, lease_left_s=30, etag="same"), ClaimDecision.WAIT),
+        (stored(1, JobStatus.PENDING, lease_left_s=30, etag="same"), ClaimDecision.WAIT),
+        (stored(1, JobStatus.RUNNING, lease_left_s=-1, etag="same"), ClaimDecision.RUN),
+        # Writing the same bytes again is how a user asks a failed job for another try.
+        (stored(1, JobStatus.FAILED, lease_left_s=None, etag="same"), ClaimDecision.RUN),
+    ],
+)
+def test_the_same_content_under_a_newer_sequencer_is_the_same_job(
+    row: JobRecord, expected: ClaimDecision
+) -> None:
+    assert claim_decision(row, request(2, etag="same"), now=NOW) is expected
+
+
+def test_an_unknown_etag_is_never_the_same_content() -> None:
+    row = replace(stored(1, JobStatus.DONE, lease_left_s=None), etag=None)
+    assert claim_decision(row, replace(request(2), etag=None), now=NOW) is ClaimDecision.RUN
 
 
 def test_decide_claims_sorts_requests_into_run_and_held() -> None:

@@ -593,6 +593,25 @@ class TestJobs:
         assert (record.sequencer, record.attempts, record.last_error) == ("2", 0, None)
         assert (record.status, record.lease_owner) == (JobStatus.PENDING, B.owner)
 
+    async def test_one_write_announced_twice_is_one_job(self, store: IndexStore) -> None:
+        # The reconcile's repair (its Last-Modified) first, then MinIO's own event of the
+        # same bytes with a greater sequencer: the second waits, takes the job over with its
+        # attempts once the lease expired, and is skipped once the job is done.
+        repaired = job(1)
+        announced, again = (dataclasses.replace(job(n), etag=repaired.etag) for n in (2, 3))
+        short = Lease(A.owner, 0.3)
+        await store.claim_jobs([repaired], short)
+        await store.start_job(repaired, A.owner)
+        assert await store.claim_jobs([announced], B) == Claims(run=[], held=[announced])
+        await asyncio.sleep(0.5)  # the runner died
+        assert await store.claim_jobs([announced], B) == Claims(run=[announced], held=[])
+        assert await store.start_job(announced, B.owner) == 2
+        assert await store.finish_job(announced, JobOutcome(JobStatus.DONE, 1), B.owner)
+        assert await store.claim_jobs([announced], A) == Claims(run=[], held=[])
+        assert await store.claim_jobs([again], A) == Claims(run=[], held=[])
+        (record,) = await store.jobs()
+        assert (record.sequencer, record.attempts, record.status) == ("2", 2, JobStatus.DONE)
+
     async def test_new_content_is_claimed_while_old_content_runs(self, store: IndexStore) -> None:
         first, second = job(1), job(2)
         await store.claim_jobs([first], A)

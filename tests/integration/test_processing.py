@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from minio import Minio
 from minio.commonconfig import Tags
 
@@ -236,6 +237,86 @@ async def test_transient_errors_are_retried_then_dead_lettered(
     assert headers["x-error-class"] == "flaky:RetriesExhausted"
     assert "upstream busy" in headers["x-error-reason"]
     assert int(headers["x-original-offset"]) == records[0].offset
+
+
+class _Counting:
+    """Counts its calls per object: what a paid API would bill."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def process(self, job: Job, source: SourceObject) -> Mapping[str, Any]:
+        self.calls[job.key] += 1
+        return {"size": await source.size()}
+
+    async def close(self) -> None:
+        return None
+
+
+async def _announce_as_minio(
+    stack: StackEndpoints, repair: dict[str, Any], *, nanoseconds: int
+) -> str:
+    """Publish the write ``repair`` (the reconcile's message) names as MinIO's own event
+    of it: the same object and content, MinIO's event name and source, and its sequencer,
+    the write's Last-Modified to the nanosecond where the repair has the millisecond.
+    Returns that sequencer."""
+    record = repair["Records"][0]
+    sequencer = f"{int(record['s3']['object']['sequencer'], 16) + nanoseconds:X}"
+    record = {
+        **record,
+        "eventName": "s3:ObjectCreated:Put",
+        "eventSource": "minio:s3",
+        "source": {"userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"},
+        "s3": {**record["s3"], "object": {**record["s3"]["object"], "sequencer": sequencer}},
+    }
+    message = {**repair, "EventName": "s3:ObjectCreated:Put", "Records": [record]}
+    producer = AIOKafkaProducer(bootstrap_servers=stack.values["KAFKA_BOOTSTRAP_SERVERS"])
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            stack.events_topic, json.dumps(message).encode(), key=repair["Key"].encode()
+        )
+    finally:
+        await producer.stop()
+    return sequencer
+
+
+async def test_a_write_announced_by_the_reconcile_then_by_minio_is_processed_once(
+    stack: StackEndpoints, minio: Minio, make_bucket: Callable[..., str], tmp_path: Path
+) -> None:
+    """MinIO dropped events (its queue was full) and the reconcile found this object and
+    queued it, stamped with its Last-Modified in milliseconds; MinIO's own event of the
+    same write, still in its queue, comes after, stamped in nanoseconds. Same bytes: one
+    job, run once — the second announcement is no new content."""
+    bucket = make_bucket("twice", notify_events=False)  # MinIO's own event: published below
+    results = make_bucket("res", notify_events=False)
+    settings = _settings(stack, tmp_path, bucket, results)
+    _put(minio, bucket, "user_1/a.wav", audio.wav(0.1), "audio/wav")
+    published = Published(stack)
+    await published.mark()
+    env = cli_env(stack, tmp_path, unique_name("g"))
+    assert env["INDEX_URL"] == settings.index_url
+    reconciled = run_cli(env, "reconcile", "--bucket", bucket, "--repair", "--json")
+    assert reconciled.returncode == 0, reconciled.stderr
+    (repair,) = await published.wait(bucket, 1)
+
+    counting, group = _Counting(), unique_name("p")
+    rules = [Rule(bucket=bucket, processors=("counting",))]
+    await _process(settings, {"counting": counting}, rules=rules, group_id=group)
+    assert counting.calls == {"user_1/a.wav": 1}
+    await published.mark()
+    announced = await _announce_as_minio(stack, repair.value, nanoseconds=654_321)
+    await published.wait(bucket, 1)
+    jobs = await _process(settings, {"counting": counting}, rules=rules, group_id=group)
+
+    assert counting.calls == {"user_1/a.wav": 1}, "the same bytes were processed twice"
+    job = jobs["user_1/a.wav counting"]
+    assert (job.status, job.attempts) == (JobStatus.DONE, 1)
+    # The job is the repair's, the first announcement of the write.
+    repaired_at = int(repair.value["Records"][0]["s3"]["object"]["sequencer"], 16)
+    assert int(job.sequencer, 16) == repaired_at < int(announced, 16)
 
 
 class _Slow:
