@@ -390,8 +390,8 @@ RECONCILE_RUNS: Final = MetricSpec(
     "reconcile.auto.runs",
     "counter",
     "{run}",
-    "Automatic reconcile runs, by reason (failed_events, minio_restart, periodic) and "
-    "outcome (done, failed)",
+    "Automatic reconcile runs, by reason (failed_events, minio_restart, periodic, recheck)"
+    " and outcome (done, failed)",
     ("reason", "outcome"),
 )
 RECONCILE_REPAIRS: Final = MetricSpec(

@@ -13,9 +13,11 @@ from consumer.repair.auto import (
     Reason,
     clean_point,
     concerned,
+    follow_up,
     lease_request,
     periodic_due,
     plan,
+    still_while_reachable,
     triggers,
 )
 from consumer.repair.compare import Difference, ListedObject, Mismatch
@@ -180,6 +182,51 @@ class TestPlan:
 
     def test_nothing_pending_nothing_to_do(self) -> None:
         assert not plan(Pending(), None, None, 0, now=NOW, settings=SETTINGS).run
+
+    def test_a_queue_still_only_while_kafka_was_down_is_waited_for(self) -> None:
+        # Kafka stopped: MinIO kept its full queue (nothing moved for minutes); Kafka back
+        # 5 s ago: MinIO is about to send it, and has not shown it yet.
+        assert still_while_reachable(300.0, None) == 0.0
+        assert still_while_reachable(300.0, 5.0) == 5.0
+        assert still_while_reachable(12.0, 600.0) == 12.0
+        pending, full = _pending(Reason.FAILED_EVENTS), _queue(queue_length=20)
+        unchanged_s = still_while_reachable(300.0, 5.0)
+        back = plan(
+            pending, _stored(), full, 0, now=NOW, settings=SETTINGS, unchanged_s=unchanged_s
+        )
+        assert back.why == "MinIO's queue holds 20 events"
+
+    def test_a_run_says_whether_events_were_still_on_their_way(self) -> None:
+        pending = _pending(Reason.FAILED_EVENTS)
+        quiet = plan(pending, _stored(), _queue(), 0, now=NOW, settings=SETTINGS)
+        assert (quiet.run, quiet.in_flight) == (True, False)
+        queued = plan(pending, _stored(), _queue(queue_length=140), 0, now=NOW, settings=SETTINGS,
+                      rate=10.0)  # fmt: skip
+        assert (queued.run, queued.in_flight) == (True, True)
+        lagging = plan(pending, _stored(), _queue(), 3, now=NOW, settings=SETTINGS)
+        assert (lagging.run, lagging.in_flight) == (True, True)
+
+
+class TestFollowUp:
+    def test_a_triggered_run_with_events_on_their_way_is_checked_once_more(self) -> None:
+        in_flight = plan(_pending(Reason.FAILED_EVENTS), _stored(), _queue(), 3, now=NOW,
+                         settings=SETTINGS)  # fmt: skip
+        assert follow_up({Reason.FAILED_EVENTS}, in_flight)
+        assert follow_up({Reason.MINIO_RESTART, Reason.PERIODIC}, in_flight)
+        # Once: the recheck itself is not followed; nor is anti-entropy.
+        assert not follow_up({Reason.RECHECK}, in_flight)
+        assert not follow_up({Reason.PERIODIC}, in_flight)
+
+    def test_nothing_on_its_way_nothing_to_check_again(self) -> None:
+        quiet = plan(_pending(Reason.FAILED_EVENTS), _stored(), _queue(), 0, now=NOW,
+                     settings=SETTINGS)  # fmt: skip
+        assert not follow_up({Reason.FAILED_EVENTS}, quiet)
+
+    def test_a_recheck_waits_the_settling_time_like_any_trigger(self) -> None:
+        pending = Pending()
+        pending.add({Reason.RECHECK}, (NOW - timedelta(seconds=10)).timestamp())
+        decided = plan(pending, _stored(), _queue(), 0, now=NOW, settings=SETTINGS)
+        assert decided.why == "settling (10 of 30 s)"
 
 
 class TestPeriodic:

@@ -4,19 +4,23 @@
 * MinIO's failed-events count for the notify target rises (its queue was full: events
   dropped),
 * MinIO restarted (its start time moved: a PUT in flight may have no event), or
-* RECONCILE_INTERVAL_S passed since the group's last run (anti-entropy; 0: never).
+* RECONCILE_INTERVAL_S passed since the group's last run (anti-entropy; 0: never), or
+* a run of the first two kinds went ahead while events were still on their way (a
+  recheck, once: ``follow_up``).
 
 Narrowed: the buckets of the notification file; of their listing, only objects written
 since the last clean point (the previous run's cutoff) and before this run's cutoff
 (RECONCILE_SETTLE_S ago: newer writes are left to their events, still on their way).
 A triggered run waits RECONCILE_SETTLE_S after the latest trigger, so what MinIO lost
-before it is older than the cutoff. Deferred while MinIO's queue holds events or the indexer lags
-more than RECONCILE_MAX_LAG (those objects would look missing, and be repaired ahead of
-their own events). Throttled (RECONCILE_MIN_GAP_S between runs of the group) and run by
-one process at a time: the run holds a lease in the index's jobs table (the row
-``~reconcile/auto``, processor ``reconcile``; ``~`` is never in a bucket name), a job
-whose sequencer is the run's generation, so two processes asking for the next generation
-race in one transaction and one waits.
+before it is older than the cutoff. Deferred while MinIO's queue holds events or the
+indexer lags more than RECONCILE_MAX_LAG (those objects would look missing, and be
+repaired ahead of their own events), unless the queue stood still for RECONCILE_SETTLE_S
+while Kafka could be reached (``still_while_reachable``): MinIO holds those entries for
+good. Throttled (RECONCILE_MIN_GAP_S between runs of the group) and run by one process at
+a time: the run holds a lease in the index's jobs table (the row ``~reconcile/auto``,
+processor ``reconcile``; ``~`` is never in a bucket name), a job whose sequencer is the
+run's generation, so two processes asking for the next generation race in one
+transaction and one waits.
 
 Each run is counted (reconcile_auto_runs_total, reconcile_auto_repairs_total) and logged
 with its figures; the journal records its repairs as ``reconciled``, and repaired objects
@@ -64,6 +68,9 @@ class Reason(StrEnum):
     FAILED_EVENTS = "failed_events"  # MinIO's target refused events: dropped
     MINIO_RESTART = "minio_restart"  # a PUT in flight at the stop may have no event
     PERIODIC = "periodic"  # anti-entropy
+    # A triggered run went ahead while events were still on their way (in MinIO's queue
+    # or not yet indexed): one more look once they have arrived (see ``follow_up``).
+    RECHECK = "recheck"
 
 
 # --- pure -------------------------------------------------------------------------------
@@ -119,6 +126,9 @@ class Plan:
     since: datetime | None = None  # None: every object (no clean point known)
     until: datetime | None = None
     generation: int = 0
+    # Events still on their way when the run was decided: in MinIO's queue (one MinIO
+    # empties fast enough, or holds for good) or in Kafka, not yet indexed (the lag).
+    in_flight: bool = False
 
 
 def periodic_due(stored: JobRecord | None, now: datetime, interval_s: float) -> bool:
@@ -170,7 +180,29 @@ def plan(
         since=clean_point(stored, settings.reconcile_settle_s),
         until=now - timedelta(seconds=settings.reconcile_settle_s),
         generation=int(stored.sequencer, 16) + 1 if stored is not None else 1,
+        in_flight=bool(queue is not None and queue.queue_length) or bool(lag),
     )
+
+
+def follow_up(reasons: set[Reason], decided: Plan) -> bool:
+    """Whether a run that ended well calls for one more (RECHECK). Pure.
+
+    Events on their way at the run (``decided.in_flight``) may be older than its cutoff
+    and arrive after its listing: a create whose object was deleted meanwhile, its delete
+    dropped by MinIO, then brings back a row of an object the bucket no longer has. The
+    next run finds it (a row whose object is gone is compared whatever its age). Only
+    after a triggered run, and once: anti-entropy runs are followed by the next one
+    anyway, and under steady traffic there is always something on its way."""
+    return decided.in_flight and bool(reasons & {Reason.FAILED_EVENTS, Reason.MINIO_RESTART})
+
+
+def still_while_reachable(unchanged_s: float, reachable_s: float | None) -> float:
+    """How long MinIO's queue has stood still while Kafka could be reached (``reachable_s``:
+    since when it could, None: it cannot, or not known yet). While Kafka is down nothing
+    moves, and once it is back MinIO needs a moment (its retry loop, its metrics cached
+    10 s) to show it sends again: a queue still only for that is no queue MinIO holds for
+    good (``holds_unsent``). Pure."""
+    return 0.0 if reachable_s is None else min(unchanged_s, reachable_s)
 
 
 def _lease_held(stored: JobRecord | None, now: datetime) -> str:
@@ -301,6 +333,9 @@ class AutoReconcile:
         self._pending = Pending()
         self._previous: NotifyQueue | None = None
         self._readable = True
+        # Since when (monotonic seconds) the indexer's lag, read from Kafka, has been
+        # readable without a break; None while it is not (see still_while_reachable).
+        self._kafka_since: float | None = None
         self._stop = asyncio.Event()
         self.stats = AutoStats()
         _zero_series()
@@ -346,7 +381,9 @@ class AutoReconcile:
             now=now,
             settings=self._settings,
             rate=watch.rate if watch is not None else None,
-            unchanged_s=watch.unchanged_s if watch is not None else 0.0,
+            unchanged_s=still_while_reachable(watch.unchanged_s, self._kafka_reachable_s())
+            if watch is not None
+            else 0.0,
         )
         if decided.run:
             await self._run(decided)
@@ -417,10 +454,17 @@ class AutoReconcile:
 
     async def _lag_or_none(self) -> int | None:
         try:
-            return await self._lag()
+            lag = await self._lag()
         except ConsumerError as exc:
             log.debug("indexer lag not read", error=str(exc))
+            self._kafka_since = None
             return None
+        if self._kafka_since is None:
+            self._kafka_since = time.monotonic()
+        return lag
+
+    def _kafka_reachable_s(self) -> float | None:
+        return None if self._kafka_since is None else time.monotonic() - self._kafka_since
 
     async def _stored(self) -> JobRecord | None:
         rows = await self._store.jobs(bucket=LEASE_BUCKET, key=LEASE_KEY, limit=1)
@@ -457,6 +501,8 @@ class AutoReconcile:
                 instruments.reconcile_runs.add(1, {"reason": reason, "outcome": outcome})
         await self._finish(request, JobStatus.DONE, started, None)
         self._record(report, reasons, decided, time.perf_counter() - started)
+        if follow_up(taken.reasons, decided):
+            self._pending.add({Reason.RECHECK}, time.time())
 
     async def _reconcile(self, decided: Plan) -> ReconcileReport:
         assert decided.until is not None
