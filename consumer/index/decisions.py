@@ -432,6 +432,29 @@ def job_should_run(stored: JobRecord | None, request: JobRequest) -> bool:
     return True
 
 
+class JobStart(NamedTuple):
+    """A claimed job as it is stored, pending: the request, and the attempts and last
+    error it carries on from the stored job when the claim takes that job over."""
+
+    request: JobRequest
+    attempts: int
+    last_error: str | None
+
+
+def job_start(stored: JobRecord | None, request: JobRequest) -> JobStart:
+    """How a claimed job starts. The claim takes the stored job over (its attempts carry
+    on) when that job is unfinished and of the same content: the same sequencer, or the
+    same write announced again under another (``same_content``). Anything else starts a
+    new job. Pure."""
+    if (
+        stored is not None
+        and not stored.status.finished
+        and (stored.sequencer == request.sequencer or same_content(stored, request))
+    ):
+        return JobStart(request, stored.attempts, stored.last_error)
+    return JobStart(request, 0, None)
+
+
 class ClaimDecision(StrEnum):
     RUN = "run"  # the claimer takes the job (and its lease) now
     WAIT = "wait"  # a live lease holds it: its runner is at work; ask again later

@@ -35,12 +35,11 @@ import msgspec
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import AnyEvent
-from consumer.index.decisions import canonical_json, journal_id, run_batch
+from consumer.index.decisions import JobStart, canonical_json, journal_id, run_batch
 from consumer.index.migrations import migrate_postgres
 from consumer.index.records import (
     BatchResult,
     Item,
-    JobRequest,
     KafkaPosition,
     Lease,
     ObjectRecord,
@@ -148,10 +147,11 @@ _LOAD_JOBS: Final = (
 
 _PEND_JOBS: Final = (
     """
-INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at, lease_owner, lease_expires_at)
-SELECT *, 'pending', 0, $7::timestamptz, $7::timestamptz, $8::text, $9::timestamptz
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"""
+INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, attempts, last_error,
+                  status, created_at, updated_at, lease_owner, lease_expires_at)
+SELECT *, 'pending', $9::timestamptz, $9::timestamptz, $10::text, $11::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::int[], $8::text[])"""
     + JOB_PEND_UPSERT
 )
 
@@ -355,9 +355,9 @@ class PostgresIndex(SqlIndex[Any, Any]):
         return list(await conn.fetch(_LOAD_JOBS, *_columns(idents)))
 
     async def _pend_jobs(
-        self, conn: Any, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+        self, conn: Any, jobs: Sequence[JobStart], now: datetime, lease: Lease
     ) -> None:
-        values = [(*r.ident, r.sequencer, r.etag) for r in jobs]
+        values = [(*r.ident, r.sequencer, r.etag, attempts, error) for r, attempts, error in jobs]
         await conn.execute(_PEND_JOBS, *_columns(values), now, lease.owner, lease.expires_at(now))
 
     def _transcript_values(self, transcript: Transcript) -> tuple[object, ...]:

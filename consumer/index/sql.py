@@ -98,18 +98,10 @@ ON CONFLICT (bucket, key, version_id) DO UPDATE SET
     deleted_at = excluded.deleted_at"""
 
 
-# A claim takes over the same job (its attempts carry on) when the stored row is of the
-# same content and unfinished: the same sequencer, or the same write announced again under
-# another one (see decisions.same_content). Anything else starts a new job.
-_SAME_JOB: Final = (
-    "jobs.sequencer = excluded.sequencer OR (jobs.etag = excluded.etag"
-    " AND jobs.status IN ('pending', 'running'))"
-)
-
-JOB_PEND_UPSERT: Final = f"""
+# A claimed job as decisions.job_start says it starts (its attempts carried on or not).
+JOB_PEND_UPSERT: Final = """
 ON CONFLICT (bucket, key, version_id, processor) DO UPDATE SET
-    attempts = CASE WHEN {_SAME_JOB} THEN jobs.attempts ELSE 0 END,
-    last_error = CASE WHEN {_SAME_JOB} THEN jobs.last_error END,
+    attempts = excluded.attempts, last_error = excluded.last_error,
     sequencer = excluded.sequencer, etag = excluded.etag, status = 'pending',
     updated_at = excluded.updated_at, lease_owner = excluded.lease_owner,
     lease_expires_at = excluded.lease_expires_at"""

@@ -29,7 +29,13 @@ from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from consumer.errors import IndexUnavailable, LeaseLost
 from consumer.events import EventKind
-from consumer.index.decisions import decide_claims, latest_requests, run_batch
+from consumer.index.decisions import (
+    JobStart,
+    decide_claims,
+    job_start,
+    latest_requests,
+    run_batch,
+)
 from consumer.index.records import (
     BatchResult,
     Claims,
@@ -234,7 +240,8 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
             now = await self._clock(conn)
             claims = decide_claims(requests, stored, now=now)
             if claims.run:
-                await self._pend_jobs(conn, claims.run, now, lease)
+                starts = [job_start(stored.get(r.ident), r) for r in claims.run]
+                await self._pend_jobs(conn, starts, now, lease)
             return claims
 
     async def start_job(self, request: JobRequest, owner: str) -> int:
@@ -364,7 +371,7 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
 
     @abstractmethod
     async def _pend_jobs(
-        self, conn: Conn, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+        self, conn: Conn, jobs: Sequence[JobStart], now: datetime, lease: Lease
     ) -> None:
         """Store ``jobs`` as pending from ``now``, leased to ``lease.owner``."""
 

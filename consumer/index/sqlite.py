@@ -50,12 +50,11 @@ from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import AnyEvent
-from consumer.index.decisions import canonical_json, row_id, run_batch
+from consumer.index.decisions import JobStart, canonical_json, row_id, run_batch
 from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
     Item,
-    JobRequest,
     KafkaPosition,
     Lease,
     ObjectRecord,
@@ -163,8 +162,8 @@ _LOAD_JOBS: Final = (
 _PEND_JOB: Final = (
     """
 INSERT INTO jobs (bucket, key, version_id, processor, sequencer, etag, status, attempts,
-                  created_at, updated_at, lease_owner, lease_expires_at)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)"""
+                  last_error, created_at, updated_at, lease_owner, lease_expires_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"""
     + JOB_PEND_UPSERT
 )
 
@@ -441,13 +440,16 @@ class SqliteIndex(SqlIndex[_Connection, _Connection]):
         return found
 
     async def _pend_jobs(
-        self, conn: _Connection, jobs: Sequence[JobRequest], now: datetime, lease: Lease
+        self, conn: _Connection, jobs: Sequence[JobStart], now: datetime, lease: Lease
     ) -> None:
         since, expires = _text(now), _text(lease.expires_at(now))
         await conn.call(
             _execute_many,
             _PEND_JOB,
-            [(*r.ident, r.sequencer, r.etag, since, since, lease.owner, expires) for r in jobs],
+            [
+                (*r.ident, r.sequencer, r.etag, attempts, error, since, since, lease.owner, expires)
+                for r, attempts, error in jobs
+            ],
         )
 
     def _transcript_values(self, transcript: Transcript) -> tuple[object, ...]:

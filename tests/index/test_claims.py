@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.index.decisions import ClaimDecision, claim_decision, decide_claims, latest_requests
+from consumer.index.decisions import (
+    ClaimDecision,
+    JobStart,
+    claim_decision,
+    decide_claims,
+    job_start,
+    latest_requests,
+)
 from consumer.index.records import JobRecord, JobRequest, JobStatus, Lease
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -77,6 +84,25 @@ def test_the_same_content_under_a_newer_sequencer_is_the_same_job(
 def test_an_unknown_etag_is_never_the_same_content() -> None:
     row = replace(stored(1, JobStatus.DONE, lease_left_s=None), etag=None)
     assert claim_decision(row, replace(request(2), etag=None), now=NOW) is ClaimDecision.RUN
+
+
+@pytest.mark.parametrize(
+    ("row", "carried"),
+    [
+        (None, False),
+        (stored(2, JobStatus.RUNNING, lease_left_s=-1), True),  # a dead runner's job
+        (stored(1, JobStatus.RUNNING, lease_left_s=-1, etag="e2"), True),  # announced twice
+        (stored(1, JobStatus.FAILED, lease_left_s=None, etag="e2"), False),  # asked again
+        (stored(1, JobStatus.RUNNING, lease_left_s=30), False),  # newer content
+    ],
+)
+def test_a_claim_carries_the_attempts_on_only_when_it_takes_the_job_over(
+    row: JobRecord | None, carried: bool
+) -> None:
+    if row is not None:
+        row = replace(row, attempts=3, last_error="busy")
+    expected = JobStart(request(2), 3, "busy") if carried else JobStart(request(2), 0, None)
+    assert job_start(row, request(2)) == expected
 
 
 def test_decide_claims_sorts_requests_into_run_and_held() -> None:
