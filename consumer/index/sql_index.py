@@ -66,6 +66,7 @@ from consumer.index.sql import (
     usage_query,
 )
 from consumer.index.store import AsyncLifecycle, BatchWriter
+from consumer.index.threads import collector_paused
 
 Handle = TypeVar("Handle")  # what start() opens: a connection, a pool
 Conn = TypeVar("Conn")  # what one operation works on: a connection
@@ -158,7 +159,8 @@ class SqlIndex(AsyncLifecycle, ABC, Generic[Handle, Conn]):
         its objects."""
         if not items:
             return BatchResult(0, 0, 0, 0)
-        return await self._apply(items, datetime.now(UTC))
+        with collector_paused():
+            return await self._apply(items, datetime.now(UTC))
 
     async def prune_journal(self, older_than: datetime) -> int:
         """Delete journal entries with event_time before ``older_than``; their count.
