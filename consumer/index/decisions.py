@@ -441,16 +441,22 @@ class JobStart(NamedTuple):
     last_error: str | None
 
 
-def job_start(stored: JobRecord | None, request: JobRequest) -> JobStart:
-    """How a claimed job starts. The claim takes the stored job over (its attempts carry
-    on) when that job is unfinished and of the same content: the same sequencer, or the
-    same write announced again under another (``same_content``). Anything else starts a
-    new job. Pure."""
-    if (
+def takes_over(stored: JobRecord | None, request: JobRequest) -> bool:
+    """Whether a claim of ``request`` is the stored job itself, unfinished: the same
+    sequencer, or the same write announced again under another (``same_content``). Such a
+    job is waited for while its lease is live and taken over, its attempts carried on, once
+    it expired. Pure."""
+    return (
         stored is not None
         and not stored.status.finished
         and (stored.sequencer == request.sequencer or same_content(stored, request))
-    ):
+    )
+
+
+def job_start(stored: JobRecord | None, request: JobRequest) -> JobStart:
+    """How a claimed job starts: with the stored job's attempts and last error when the
+    claim takes it over (``takes_over``), as a new job otherwise. Pure."""
+    if stored is not None and takes_over(stored, request):
         return JobStart(request, stored.attempts, stored.last_error)
     return JobStart(request, 0, None)
 
@@ -475,9 +481,7 @@ def claim_decision(
     """
     if not job_should_run(stored, request):
         return ClaimDecision.SKIP
-    if stored is None or stored.status.finished:
-        return ClaimDecision.RUN
-    if stored.sequencer != request.sequencer and not same_content(stored, request):
+    if stored is None or not takes_over(stored, request):
         return ClaimDecision.RUN
     if stored.lease_expires_at is not None and stored.lease_expires_at > now:
         return ClaimDecision.WAIT
