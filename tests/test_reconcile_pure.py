@@ -11,6 +11,7 @@ from consumer.errors import InvalidInput
 from consumer.events import RECONCILE_FOUND, RECONCILE_GONE, EventKind, parse_message
 from consumer.index import Action, ObjectRecord
 from consumer.index.decisions import plan_objects
+from consumer.index.records import ObjectRow
 from consumer.repair.compare import (
     Difference,
     HeadState,
@@ -45,6 +46,11 @@ def row(key: str, size: int = 10, etag: str = "e1", *, deleted: bool = False, se
         user_id=None, metadata={}, first_event_time=WRITTEN, last_event_time=WRITTEN,
         sequencer=f"{seq:032X}", indexed_at=WRITTEN, deleted=deleted,
     )  # fmt: skip
+
+
+def as_planned(record: ObjectRecord) -> ObjectRow:
+    """``record`` as the batch's row, what plan_objects takes."""
+    return ObjectRow(*(getattr(record, name) for name in ObjectRow._fields))
 
 
 def head(etag: str = "e1", size: int = 10, at: datetime = WRITTEN) -> HeadState:
@@ -192,9 +198,9 @@ class TestRepairsAgainstRealEvents:
         created = event(seq=REAL_NS + 6 * 10**9, at=stamp + timedelta(seconds=1))
         stored = row("user_1/a.ogg", seq=REAL_NS)
         gone = gone_event(stored, stamp, "r")
-        plan = plan_objects([stored], [gone, created], WRITTEN)
+        plan = plan_objects([as_planned(stored)], [gone, created], WRITTEN)
         assert not plan.changed[("bkt", "user_1/a.ogg", "")].deleted
-        plan = plan_objects([stored], [created, gone], WRITTEN)
+        plan = plan_objects([as_planned(stored)], [created, gone], WRITTEN)
         assert not plan.changed[("bkt", "user_1/a.ogg", "")].deleted
         assert plan.stale_ignored == 1
 
@@ -203,7 +209,7 @@ class TestRepairsAgainstRealEvents:
         stamp = WRITTEN + timedelta(minutes=1)
         tombstone = plan_objects([], [removal], WRITTEN).changed[("bkt", "user_1/a.ogg", "")]
         assert tombstone.deleted
-        sequencer = found_sequencer(WRITTEN, tombstone, stamp)
+        sequencer = found_sequencer(WRITTEN, ObjectRecord(**tombstone._asdict()), stamp)
         repair = found_event("bkt", "user_1/a.ogg", head(), WRITTEN, "r", sequencer=sequencer)
         revived = plan_objects([tombstone], [repair], stamp).changed[("bkt", "user_1/a.ogg", "")]
         assert (revived.deleted, revived.etag) == (False, "e1")

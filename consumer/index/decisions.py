@@ -44,7 +44,7 @@ from consumer.index.records import (
     JobRequest,
     JobStatus,
     JournalId,
-    ObjectRecord,
+    ObjectRow,
     RowId,
 )
 from consumer.index.store import BatchWriter
@@ -189,92 +189,53 @@ def order_for_apply(events: Sequence[E]) -> list[E]:
 
 
 def apply_action(
-    current: ObjectRecord | None, action: Action, event: AnyEvent, now: datetime
-) -> ObjectRecord:
+    current: ObjectRow | None, action: Action, event: AnyEvent, now: datetime
+) -> ObjectRow:
     """The row after ``action`` (one that ``changes_objects``) for ``event``.
 
     INSERT / INSERT_TOMBSTONE build a row from the event; OVERWRITE replaces the content;
     TOUCH keeps stored values the event does not carry (a metadata change carries what it
     carries); TOMBSTONE marks the row deleted. All of them record the event as the row's
-    latest.
+    latest. Rows are built whole, by position: this runs for most events of a batch.
     """
     if current is None or action in (Action.INSERT, Action.INSERT_TOMBSTONE):
         deleted = action is Action.INSERT_TOMBSTONE
-        return _recorded(
-            row_id(event), event.event_time, _carried(event), event, now, deleted=deleted
-        )
+        # A removal carries no content: its size, etag, type are None.
+        return ObjectRow(
+            event.bucket, event.key, event.version_id, event.size, event.etag,
+            event.content_type, event.user_id, event.user_metadata, event.event_time,
+            event.event_time, event.sequencer, now, deleted, event.event_name,
+            event.event_time if deleted else None,
+        )  # fmt: skip
     if action is Action.TOMBSTONE:
         return tombstoned(current, event, now)
     if action is Action.OVERWRITE:
-        content = _carried(event)
-    elif action is Action.TOUCH:
-        content = _Content(
+        return ObjectRow(
+            current.bucket, current.key, current.version_id, event.size, event.etag,
+            event.content_type, event.user_id, event.user_metadata, current.first_event_time,
+            event.event_time, event.sequencer, now, False, event.event_name, None,
+        )  # fmt: skip
+    if action is Action.TOUCH:
+        return ObjectRow(
+            current.bucket, current.key, current.version_id,
             _first_known(event.size, current.size),
             _first_known(event.etag, current.etag),
             _first_known(event.content_type, current.content_type),
             _first_known(event.user_id, current.user_id),
-            dict(event.user_metadata) or current.metadata,
-        )
-    else:
-        raise IndexWriteFailed(f"action {action} does not write objects")
-    return _recorded(
-        record_id(current), current.first_event_time, content, event, now, deleted=False
-    )
+            event.user_metadata or current.metadata, current.first_event_time,
+            event.event_time, event.sequencer, now, False, event.event_name, None,
+        )  # fmt: skip
+    raise IndexWriteFailed(f"action {action} does not write objects")
 
 
-def tombstoned(row: ObjectRecord, event: AnyEvent, now: datetime) -> ObjectRecord:
-    """``row`` marked deleted by the removal ``event``."""
-    content = _Content(row.size, row.etag, row.content_type, row.user_id, row.metadata)
-    return _recorded(record_id(row), row.first_event_time, content, event, now, deleted=True)
-
-
-class _Content(NamedTuple):
-    """What a row says of its object's content."""
-
-    size: int | None
-    etag: str | None
-    content_type: str | None
-    user_id: str | None
-    metadata: dict[str, str]
-
-
-def _carried(event: AnyEvent) -> _Content:
-    """The content ``event`` carries (a removal carries none)."""
-    return _Content(
-        event.size, event.etag, event.content_type, event.user_id, dict(event.user_metadata)
-    )
-
-
-def _recorded(
-    rid: RowId,
-    first_event_time: datetime,
-    content: _Content,
-    event: AnyEvent,
-    now: datetime,
-    *,
-    deleted: bool,
-) -> ObjectRecord:
-    """The row ``rid``, first seen at ``first_event_time``, with ``content`` and ``event``
-    recorded as its latest. Built whole rather than with dataclasses.replace, which costs
-    three times as much and runs for most events of a batch."""
-    bucket, key, version_id = rid
-    return ObjectRecord(
-        bucket=bucket,
-        key=key,
-        version_id=version_id,
-        size=content.size,
-        etag=content.etag,
-        content_type=content.content_type,
-        user_id=content.user_id,
-        metadata=content.metadata,
-        first_event_time=first_event_time,
-        last_event_time=event.event_time,
-        sequencer=event.sequencer,
-        indexed_at=now,
-        deleted=deleted,
-        last_event_name=event.event_name,
-        deleted_at=event.event_time if deleted else None,
-    )
+def tombstoned(row: ObjectRow, event: AnyEvent, now: datetime) -> ObjectRow:
+    """``row`` marked deleted by the removal ``event``: its content kept, the removal
+    recorded as its latest event."""
+    return ObjectRow(
+        row.bucket, row.key, row.version_id, row.size, row.etag, row.content_type,
+        row.user_id, row.metadata, row.first_event_time, event.event_time, event.sequencer,
+        now, True, event.event_name, event.event_time,
+    )  # fmt: skip
 
 
 def _first_known(value: T | None, fallback: T | None) -> T | None:
@@ -288,7 +249,7 @@ def row_id(event: AnyEvent) -> RowId:
     return (event.bucket, event.key, event.version_id)
 
 
-def record_id(record: ObjectRecord) -> RowId:
+def record_id(record: ObjectRow) -> RowId:
     return (record.bucket, record.key, record.version_id)
 
 
@@ -319,7 +280,7 @@ async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -
     unique, repeated = first_of_each_identity(items)
     fresh = [event for event, _ in await writer.journal_new(unique)]
     changing = order_for_apply([event for event in fresh if affects_objects(event)])
-    stored: list[ObjectRecord] = []
+    stored: list[ObjectRow] = []
     if changing:
         stored = await writer.load_rows(
             {(e.bucket, e.key, e.version_id) for e in changing},
@@ -345,13 +306,13 @@ async def run_batch(writer: BatchWriter, items: Sequence[Item], now: datetime) -
 class ObjectPlan:
     """The rows a batch changes (final state per row) and what it did to get there."""
 
-    changed: dict[RowId, ObjectRecord] = field(default_factory=dict)
+    changed: dict[RowId, ObjectRow] = field(default_factory=dict)
     objects_changed: int = 0  # actions that changed a row, sweeps counted per row
     stale_ignored: int = 0
 
 
 def plan_objects(
-    stored: Iterable[ObjectRecord], events: Sequence[AnyEvent], now: datetime
+    stored: Iterable[ObjectRow], events: Sequence[AnyEvent], now: datetime
 ) -> ObjectPlan:
     """Apply ``events`` (in apply order) to the ``stored`` rows in memory.
 
@@ -381,13 +342,13 @@ def plan_objects(
     return plan
 
 
-def _stored_state(row: ObjectRecord | None) -> StoredState | None:
+def _stored_state(row: ObjectRow | None) -> StoredState | None:
     if row is None:
         return None
     return StoredState(row.sequencer, row.last_event_time, row.deleted)
 
 
-def _swept_by(row: ObjectRecord, event: AnyEvent) -> bool:
+def _swept_by(row: ObjectRow, event: AnyEvent) -> bool:
     """A live, older, other version of the key a DeleteAllVersions removes."""
     return (
         (row.bucket, row.key) == (event.bucket, event.key)

@@ -42,7 +42,7 @@ from consumer.index.records import (
     Item,
     KafkaPosition,
     Lease,
-    ObjectRecord,
+    ObjectRow,
     RowId,
     Transcript,
 )
@@ -207,7 +207,7 @@ _DIALECT: Final = Dialect(
 
 # asyncpg decodes timestamptz as datetime, and JSONB as a dict (``_init_connection``).
 _READER: Final = RowReader(time=_as_is, metadata=_as_is)
-_object_record: Final = _READER.object_record  # the name _Writer reads rows by
+_object_row_of: Final = _READER.object_row  # the name _Writer reads rows by
 
 
 class PostgresIndex(SqlIndex[Any, Any]):
@@ -393,16 +393,16 @@ class _Writer:
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
-    ) -> list[ObjectRecord]:
+    ) -> list[ObjectRow]:
         keys = _records(("bucket", "key", "version_id"), rows)
         found = list(await self._conn.fetch(_LOAD_ROWS, keys))
         if all_versions_of:
             objects = _records(("bucket", "key"), all_versions_of)
             found += await self._conn.fetch(_LOAD_ALL_VERSIONS, objects)
-        return [_object_record(row) for row in found]
+        return [_object_row_of(row) for row in found]
 
-    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
-        records = [_object_row(row) for row in rows]
+    async def save_rows(self, rows: Sequence[ObjectRow]) -> None:
+        records = [_stored_values(row) for row in rows]
         await self._conn.copy_records_to_table(
             "objects_stage", records=records, columns=_OBJECT_FIELDS
         )
@@ -495,22 +495,7 @@ def _journal_row(event: AnyEvent, position: KafkaPosition | None) -> tuple[objec
     return journal_values(event, position, event.event_time)
 
 
-def _object_row(record: ObjectRecord) -> tuple[object, ...]:
-    """``record`` as values in ``OBJECT_COLUMNS`` order."""
-    return (
-        record.bucket,
-        record.key,
-        record.version_id,
-        record.size,
-        record.etag,
-        record.content_type,
-        record.user_id,
-        canonical_json(dict(record.metadata)),
-        record.first_event_time,
-        record.last_event_time,
-        record.sequencer,
-        record.indexed_at,
-        record.deleted,
-        record.last_event_name,
-        record.deleted_at,
-    )
+def _stored_values(row: ObjectRow) -> tuple[object, ...]:
+    """``row`` as values in ``OBJECT_COLUMNS`` order: the metadata as JSON text (COPY
+    sends it as it is), the rest as they are."""
+    return (*row[:7], canonical_json(dict(row.metadata)), *row[8:])

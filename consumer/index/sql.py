@@ -30,6 +30,7 @@ from consumer.index.records import (
     KafkaPosition,
     ObjectQuery,
     ObjectRecord,
+    ObjectRow,
     Versions,
     check_limit,
 )
@@ -155,6 +156,14 @@ class RowReader:
             is_latest=bool(row[16]) if len(row) > 16 else None,
             snippet=row[17] if len(row) > 17 else None,
         )
+
+    def object_row(self, row: Any) -> ObjectRow:
+        """A stored row of ``OBJECT_COLUMNS`` as a batch plans it (see ObjectRow)."""
+        return ObjectRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], self.metadata(row[7]),
+            self.time(row[8]), self.time(row[9]), row[10], self.time(row[11]), bool(row[12]),
+            row[13], self.optional_time(row[14]),
+        )  # fmt: skip
 
     def job_record(self, row: Any) -> JobRecord:
         return JobRecord(

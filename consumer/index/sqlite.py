@@ -57,7 +57,7 @@ from consumer.index.records import (
     Item,
     KafkaPosition,
     Lease,
-    ObjectRecord,
+    ObjectRow,
     RowId,
     Transcript,
 )
@@ -253,7 +253,7 @@ _DIALECT: Final = Dialect(
 )
 
 _READER: Final = RowReader(time=datetime.fromisoformat, metadata=json.loads)
-_object_record: Final = _READER.object_record  # the name _Writer reads rows by
+_object_row_of: Final = _READER.object_row  # the name _Writer reads rows by
 
 
 class _Connection:
@@ -501,7 +501,7 @@ class _Writer:
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
-    ) -> list[ObjectRecord]:
+    ) -> list[ObjectRow]:
         # Every row of ``rows`` was loaded by journal_new (only new events change rows).
         found = [self._stored[rid] for rid in rows if rid in self._stored]
         if all_versions_of:
@@ -510,13 +510,13 @@ class _Writer:
                 if rid not in rows:
                     self._stored[rid] = row
                     found.append(row)
-        return [_object_record(row[:_HEAD]) for row in found]
+        return [_object_row_of(row) for row in found]
 
-    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
+    async def save_rows(self, rows: Sequence[ObjectRow]) -> None:
         values = []
         for row in rows:
             rid = (row.bucket, row.key, row.version_id)
-            values.append((*_object_row(row), self._head(rid)))
+            values.append((*_stored_values(row), self._head(rid)))
             self._saved.add(rid)
         self._run(_SAVE_ROWS, values)
         # What was said in a removed version is not searchable any more.
@@ -691,25 +691,15 @@ def _json(metadata: Mapping[str, str]) -> str:
     return canonical_json(dict(metadata))
 
 
-def _object_row(record: ObjectRecord) -> tuple[object, ...]:
-    """``record`` as parameters in ``OBJECT_COLUMNS`` order."""
+def _stored_values(row: ObjectRow) -> tuple[object, ...]:
+    """``row`` as parameters in ``OBJECT_COLUMNS`` order: times as text, booleans as 0/1,
+    the metadata as JSON."""
+    deleted_at = row.deleted_at
     return (
-        record.bucket,
-        record.key,
-        record.version_id,
-        record.size,
-        record.etag,
-        record.content_type,
-        record.user_id,
-        _json(record.metadata),
-        _text(record.first_event_time),
-        _text(record.last_event_time),
-        record.sequencer,
-        _text(record.indexed_at),
-        int(record.deleted),
-        record.last_event_name,
-        None if record.deleted_at is None else _text(record.deleted_at),
-    )
+        *row[:7], _json(row.metadata), _text(row.first_event_time),
+        _text(row.last_event_time), row.sequencer, _text(row.indexed_at), int(row.deleted),
+        row.last_event_name, None if deleted_at is None else _text(deleted_at),
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8192)

@@ -27,6 +27,7 @@ from consumer.index.records import (
     Lease,
     ObjectQuery,
     ObjectRecord,
+    ObjectRow,
     RowId,
     Transcript,
     UsageRow,
@@ -163,9 +164,9 @@ class BatchWriter(Protocol):
 
     async def load_rows(
         self, rows: Collection[RowId], all_versions_of: Collection[tuple[str, str]]
-    ) -> list[ObjectRecord]:
+    ) -> list[ObjectRow]:
         """The stored rows (tombstones too) of ``rows``, and every version of each
         (bucket, key) in ``all_versions_of``."""
 
-    async def save_rows(self, rows: Sequence[ObjectRecord]) -> None:
+    async def save_rows(self, rows: Sequence[ObjectRow]) -> None:
         """Insert each row, or replace every column of the stored row with its values."""
