@@ -320,26 +320,32 @@ def plan_objects(
     they were written one at a time, but every row is written once, in its final state.
     """
     rows = {record_id(record): record for record in stored}
-    plan = ObjectPlan()
+    changed: dict[RowId, ObjectRow] = {}
+    objects_changed = stale_ignored = 0
     for event in events:
         rid = (event.bucket, event.key, event.version_id)  # row_id(event), once
         current = rows.get(rid)
         action = decide(_stored_state(current), event)
-        if action is Action.STALE:
-            plan.stale_ignored += 1
-        if not action.changes_objects:
+        if action not in _WRITING:
+            if action is Action.STALE:
+                stale_ignored += 1
             continue
-        updates = {rid: apply_action(current, action, event, now)}
+        rows[rid] = changed[rid] = apply_action(current, action, event, now)
+        objects_changed += 1
         if event.event_name == DELETE_ALL_VERSIONS and sweeps_other_versions(event):
-            updates.update(
-                (record_id(row), tombstoned(row, event, now))
+            swept = {
+                record_id(row): tombstoned(row, event, now)
                 for row in rows.values()
                 if _swept_by(row, event)
-            )
-        rows.update(updates)
-        plan.changed.update(updates)
-        plan.objects_changed += len(updates)
-    return plan
+            }
+            rows.update(swept)
+            changed.update(swept)
+            objects_changed += len(swept)
+    return ObjectPlan(changed, objects_changed, stale_ignored)
+
+
+# The actions that change a row (Action.changes_objects), as a set: one lookup per event.
+_WRITING: Final = frozenset(action for action in Action if action.changes_objects)
 
 
 def _stored_state(row: ObjectRow | None) -> StoredState | None:

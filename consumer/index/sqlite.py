@@ -49,13 +49,11 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
-from consumer.events import AnyEvent
 from consumer.index.decisions import JobStart, canonical_json, row_id, run_batch
 from consumer.index.migrations import SQLITE_OTHER_USER_ROWS, migrate_sqlite
 from consumer.index.records import (
     BatchResult,
     Item,
-    KafkaPosition,
     Lease,
     ObjectRow,
     RowId,
@@ -492,9 +490,11 @@ class _Writer:
         heads = self._load_heads(list(dict.fromkeys(row_id(event) for event, _ in new)))
         first = self._conn.execute(_NEXT_JOURNAL_ID).fetchone()[0]
         rows = []
+        now = self._now
         for number, (event, position) in enumerate(new, start=first):
             rid = (event.bucket, event.key, event.version_id)
-            rows.append((number, *self._journal_row(event, position), heads.get(rid)))
+            values = journal_values(event, position, _text(event.event_time))
+            rows.append((number, *values, now, heads.get(rid)))
             heads[rid] = self._heads[rid] = number
         self._run(_INSERT_JOURNAL, rows)
         return new
@@ -577,9 +577,6 @@ class _Writer:
             found += self._conn.execute(statement, params).fetchall()
         return found
 
-    def _journal_row(self, event: AnyEvent, position: KafkaPosition | None) -> tuple[object, ...]:
-        return (*journal_values(event, position, _text(event.event_time)), self._now)
-
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -623,12 +620,20 @@ def _multi_row(
     if not rows:
         return
     width = len(rows[0])
-    marks = "(" + ", ".join("?" * width) + ")"
     start = 0
     for size in _slice_sizes(len(rows), min(_VALUES_ROWS, _MAX_PARAMETERS // width)):
         chunk = rows[start : start + size]
         start += size
-        yield template.format(rows=", ".join([marks] * size)), list(chain.from_iterable(chunk))
+        yield _statement(template, width, size), list(chain.from_iterable(chunk))
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(template: str, width: int, rows: int) -> str:
+    """``template`` with its ``{rows}`` a VALUES list of ``rows`` rows of ``width`` values:
+    kept, since a batch's few slice sizes come again in every batch (a 512-row list of
+    the journal is ~30 KB of text to build)."""
+    marks = "(" + ", ".join("?" * width) + ")"
+    return template.format(rows=", ".join([marks] * rows))
 
 
 def _slice_sizes(count: int, largest: int) -> list[int]:
