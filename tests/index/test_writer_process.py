@@ -5,8 +5,10 @@ replaced, and a child never outlives its parent."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import pytest
 
 from consumer.errors import IndexUnavailable, IndexWriteFailed
 from consumer.events import EventKind
-from consumer.index import IndexStore, ObjectQuery, open_index
+from consumer.index import IndexStore, ObjectQuery, open_index, sqlite_path
 from consumer.index.records import BatchResult, Item, KafkaPosition
 from consumer.index.writer_process import (
     WriterProcess,
@@ -160,6 +162,71 @@ async def test_a_staged_batch_is_applied_only_when_asked(
         await store.close()
     assert "user_2/ü b.ogg" not in keys  # only in the dropped batch
     assert {"user_1/a.ogg", "other/x.wav", "user_2/c.ogg"} <= keys
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_the_batch_staged_after_an_applied_one_is_written_before_it_is_asked(
+    writer: WriterProcess, backend: Backend
+) -> None:
+    first, second, _ = _batches()
+    await writer.start()
+    # Another writer holds the file while the child applies the first batch, so the second
+    # is staged (and decoded) by the time the first is answered, as in the indexer.
+    holder = sqlite3.connect(sqlite_path(backend.url), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    writer.stage(first)
+    applying = asyncio.ensure_future(writer.apply_batch(first))
+    await asyncio.sleep(0)  # the ask for the first batch goes out
+    writer.stage(second)
+    await asyncio.sleep(0.3)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert (await applying).journaled == 3
+    # Not asked for yet, the second batch is written: the removal it carries shows.
+    assert await _eventually_deleted(backend, "user_1/a.ogg")
+    # Its answer is the one written ahead (not a second write, which would journal nothing).
+    result = await writer.apply_batch(second)
+    assert (result.journaled, result.duplicates) == (2, 1)
+
+
+async def _eventually_deleted(backend: Backend, key: str, timeout_s: float = 10.0) -> bool:
+    store = backend.new_store()
+    await store.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = await store.get_object("bkt", key)
+            if found is not None and found.deleted:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite"])
+async def test_after_a_failed_batch_the_staged_one_waits_to_be_asked(
+    writer: WriterProcess, backend: Backend
+) -> None:
+    first, second, _ = _batches()
+    await writer.start()
+    holder = sqlite3.connect(sqlite_path(backend.url), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # held past the child's busy timeout: the batch fails
+    try:
+        writer.stage(first)
+        applying = asyncio.ensure_future(writer.apply_batch(first))
+        await asyncio.sleep(0)
+        writer.stage(second)
+        with pytest.raises(IndexUnavailable):
+            await applying
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.sleep(0.5)
+    assert not await _eventually_deleted(backend, "user_1/a.ogg", timeout_s=0.2)
+    # Retried first, as the indexer does, then the staged one when asked: in their order.
+    assert (await writer.apply_batch(first)).journaled == 3
+    assert (await writer.apply_batch(second)).journaled == 2
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite"])
