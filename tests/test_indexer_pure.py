@@ -6,7 +6,9 @@ what MinIO (and plain S3) really publish.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
@@ -17,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from consumer.events import EventKind
 from consumer.index.records import BatchResult, KafkaPosition
 from consumer.index.sqlite import _slice_sizes
-from consumer.indexer import DecodedBatch, IndexerStats, decode_batch
+from consumer.indexer import DecodedBatch, DeferredRecords, IndexerStats, decode_batch
 from consumer.kafka.batches import offsets_to_commit
 from consumer.kafka.dead_letters import DeadLetter, dead_letter_headers
 
@@ -318,3 +320,39 @@ def test_sqlite_slices_are_full_then_powers_of_two() -> None:
     assert _slice_sizes(0, 512) == []
     for count in range(0, 1100, 7):
         assert sum(_slice_sizes(count, 512)) == count
+
+
+def _slices(made: list[tuple[int, int]], batch: int, count: int = 3) -> Iterator[None]:
+    for part in range(count):
+        made.append((batch, part))
+        yield
+
+
+async def _turns(count: int = 20) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_deferred_records_wait_while_held_off_then_run_in_order() -> None:
+    made: list[tuple[int, int]] = []
+    records = DeferredRecords()
+    with records.held_off():  # the next batch being decoded
+        records.record(_slices(made, 1))
+        records.record(_slices(made, 2))
+        await _turns()
+        assert made == []
+    await records.flush()
+    assert made == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+
+
+async def test_deferred_records_stop_between_slices_while_held_off() -> None:
+    made: list[tuple[int, int]] = []
+    records = DeferredRecords()
+    records.record(_slices(made, 1, count=50))
+    await asyncio.sleep(0)
+    with records.held_off():
+        started = len(made)
+        await _turns()
+        assert 0 < started == len(made) < 50  # at most the slice under way finished
+    await records.flush()
+    assert made == [(1, part) for part in range(50)]
