@@ -1,7 +1,8 @@
 """The indexer's writer process (consumer/index/writer_process.py): a batch travels to a
 child process and back unchanged, the child writes exactly what the store writes in its
-own thread, a staged batch is applied only when asked for, a child killed with -9 is
-replaced, and a child never outlives its parent."""
+own thread, a staged batch is written ahead only right after a batch asked for and
+written (else when asked for), a child killed with -9 is replaced, and a child never
+outlives its parent."""
 
 from __future__ import annotations
 
