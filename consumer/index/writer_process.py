@@ -189,11 +189,12 @@ def serve(
 
 
 class _WrittenAhead(NamedTuple):
-    """A staged batch written before it was asked for, and how that went."""
+    """A staged batch written before it was asked for, and how that went; its items only
+    when that failed (they are written again when asked for), else let go at once."""
 
     batch_id: int
-    items: list[DecodedItem]
     outcome: BatchResult | Exception
+    items: list[DecodedItem] | None
 
 
 def _answer(
@@ -207,7 +208,7 @@ def _answer(
     outcome of the batch written ahead when it is that one and was written, else the
     outcome of writing it now (a batch written ahead in vain is tried again, as asked)."""
     if ahead is not None and ahead.batch_id == job:
-        if isinstance(ahead.outcome, BatchResult):
+        if ahead.items is None:
             return ahead.outcome
         return _applied(loop, store, ahead.items)
     items = _staged_batch(staged, job) if isinstance(job, int) else job
@@ -225,7 +226,8 @@ def _write_ahead(
     if items is None or isinstance(items, Exception):
         return None  # not here yet, or undecodable: its ask gets the answer
     del staged[batch_id]
-    return _WrittenAhead(batch_id, items, _applied(loop, store, items))
+    outcome = _applied(loop, store, items)
+    return _WrittenAhead(batch_id, outcome, None if isinstance(outcome, BatchResult) else items)
 
 
 def _applied(
