@@ -7,13 +7,14 @@ outlives its parent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -173,21 +174,38 @@ async def test_the_batch_staged_after_an_applied_one_is_written_before_it_is_ask
     await writer.start()
     # Another writer holds the file while the child applies the first batch, so the second
     # is staged (and decoded) by the time the first is answered, as in the indexer.
-    holder = sqlite3.connect(sqlite_path(backend.url), isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    writer.stage(first)
-    applying = asyncio.ensure_future(writer.apply_batch(first))
-    await asyncio.sleep(0)  # the ask for the first batch goes out
-    writer.stage(second)
-    await asyncio.sleep(0.3)
-    holder.execute("ROLLBACK")
-    holder.close()
+    with _file_held(backend):
+        applying = await _ask_then_stage(writer, first, second)
+        await asyncio.sleep(0.3)
     assert (await applying).journaled == 3
     # Not asked for yet, the second batch is written: the removal it carries shows.
     assert await _eventually_deleted(backend, "user_1/a.ogg")
     # Its answer is the one written ahead (not a second write, which would journal nothing).
     result = await writer.apply_batch(second)
     assert (result.journaled, result.duplicates) == (2, 1)
+
+
+@contextlib.contextmanager
+def _file_held(backend: Backend) -> Iterator[None]:
+    """Another connection holds the SQLite file's write lock for the block."""
+    holder = sqlite3.connect(sqlite_path(backend.url), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        holder.close()  # rolls back
+
+
+async def _ask_then_stage(
+    writer: WriterProcess, first: list[Item], second: list[Item]
+) -> asyncio.Future[BatchResult]:
+    """``first`` staged and asked for (the ask sent), then ``second`` staged behind it, as
+    the indexer does; the first batch's answer to come."""
+    writer.stage(first)
+    applying = asyncio.ensure_future(writer.apply_batch(first))
+    await asyncio.sleep(0)  # the ask for the first batch goes out
+    writer.stage(second)
+    return applying
 
 
 async def _eventually_deleted(backend: Backend, key: str, timeout_s: float = 10.0) -> bool:
@@ -211,18 +229,10 @@ async def test_after_a_failed_batch_the_staged_one_waits_to_be_asked(
 ) -> None:
     first, second, _ = _batches()
     await writer.start()
-    holder = sqlite3.connect(sqlite_path(backend.url), isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # held past the child's busy timeout: the batch fails
-    try:
-        writer.stage(first)
-        applying = asyncio.ensure_future(writer.apply_batch(first))
-        await asyncio.sleep(0)
-        writer.stage(second)
+    with _file_held(backend):  # past the child's busy timeout: the first batch fails
+        applying = await _ask_then_stage(writer, first, second)
         with pytest.raises(IndexUnavailable):
             await applying
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     await asyncio.sleep(0.5)
     assert not await _eventually_deleted(backend, "user_1/a.ogg", timeout_s=0.2)
     # Retried first, as the indexer does, then the staged one when asked: in their order.
