@@ -1,10 +1,12 @@
-"""The embedded index: one SQLite file, WAL mode, one connection per process, used by one
-thread of its own.
+"""The embedded index: one SQLite file, WAL mode, one connection per process for its
+statements, used by one thread of its own.
 
 Every statement runs in that thread (``_Connection``: plain sqlite3 and a one-thread
 executor): the event loop never waits on the file, and a batch's whole transaction (its
 Python planning between the statements too) is one hop, so the loop decodes the next
-batch meanwhile. WAL lets readers (the CLI) work while the indexer writes. Every write
+batch meanwhile. WAL lets readers (the CLI) work while the indexer writes; once a
+process has written, a thread of its own copies the WAL into the file on a second
+connection (``wal_checkpoints``), so the writer never stops for that. Every write
 transaction starts with BEGIN IMMEDIATE so a second writer waits up to ``busy_timeout_s``
 for the lock rather than failing half-way when a read lock cannot be upgraded.
 ``synchronous=FULL`` because Kafka offsets are committed after ``apply_batch`` returns: a
@@ -75,6 +77,7 @@ from consumer.index.sql import (
 from consumer.index.sql_index import SqlIndex
 from consumer.index.store import BatchWriter
 from consumer.index.threads import hand_the_gil_over_promptly
+from consumer.index.wal_checkpoints import WalCheckpointer
 
 T = TypeVar("T")
 
@@ -262,9 +265,10 @@ class _Connection:
     finishes before the next one starts (and a ROLLBACK sent after it runs after it).
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, path: Path) -> None:
         self._executor = executor
         self.conn = conn
+        self._checkpointer = WalCheckpointer(path)
 
     @classmethod
     async def open(cls, path: Path, busy_timeout_s: float) -> _Connection:
@@ -274,17 +278,30 @@ class _Connection:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, conn)
+        return cls(executor, conn, path)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """``function(connection, *args)`` in the connection's thread."""
         return await _in(self._executor, function, self.conn, *args)
 
+    async def commit(self, function: Callable[..., T], *args: Any) -> T:
+        """``call`` of a function that commits a transaction: the WAL checkpointer is
+        nudged right after it, from the connection's thread (not once the event loop gets
+        round to it)."""
+        return await _in(self._executor, self._nudging, function, *args)
+
     async def close(self) -> None:
         try:
+            await _in(self._executor, self._checkpointer.stop)
             await self.call(sqlite3.Connection.close)
         finally:
             self._executor.shutdown(wait=False)
+
+    def _nudging(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return function(self.conn, *args)
+        finally:
+            self._checkpointer.nudge()
 
     @property
     def in_transaction(self) -> bool:
@@ -392,7 +409,7 @@ class SqliteIndex(SqlIndex[_Connection, _Connection]):
                 await conn.call(_row_count, "BEGIN IMMEDIATE", ())
                 try:
                     yield conn
-                    await conn.call(_row_count, "COMMIT", ())
+                    await conn.commit(_row_count, "COMMIT", ())
                 except BaseException:
                     await conn.call(_rollback)
                     raise
@@ -426,7 +443,7 @@ class SqliteIndex(SqlIndex[_Connection, _Connection]):
         async with self._lock:
             conn = self._started()
             with self._translated():
-                return await conn.call(_apply_batch, items, now)
+                return await conn.commit(_apply_batch, items, now)
 
     async def _stored_jobs(
         self, conn: _Connection, idents: Sequence[tuple[str, str, str, str]]
