@@ -62,10 +62,6 @@ class WalCheckpointer:
     def __repr__(self) -> str:
         return f"WalCheckpointer({str(self._path)!r})"
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def nudge(self) -> None:
         """A commit added pages to the log: copy them soon."""
         if self._stopping.is_set():
@@ -103,7 +99,7 @@ class WalCheckpointer:
 
 def _checkpoint(conn: sqlite3.Connection, failed_before: bool) -> bool:
     """One PASSIVE checkpoint; whether it failed. A failure is logged once until one
-    succeeds again: the writer's own checkpoints still bound the log meanwhile."""
+    succeeds again: the writer's own checkpoints still run meanwhile."""
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     except sqlite3.Error as exc:
