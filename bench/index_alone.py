@@ -39,15 +39,13 @@ if not __package__:
 from bench.generate import EventFactory, Message
 from consumer.events import parse_message
 from consumer.index import open_index
-from consumer.index.records import KafkaPosition
+from consumer.index.records import Item, KafkaPosition
 
 # The same stream for every run and version: the generator's clock starts here.
 _START_NS: Final = 1_780_000_000_000_000_000
 _BUCKET: Final = "audio"
 _PARTITIONS: Final = 4
 _TOPIC: Final = "t"  # as in the runs docs/benchmarks.md reports
-
-Item = tuple[Any, KafkaPosition]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -298,10 +298,9 @@ class _Connection:
             self._executor.shutdown(wait=False)
 
     def _nudging(self, function: Callable[..., T], *args: Any) -> T:
-        try:
-            return function(self.conn, *args)
-        finally:
-            self._checkpointer.nudge()
+        result = function(self.conn, *args)
+        self._checkpointer.nudge()  # only once committed: a rollback added nothing to copy
+        return result
 
     @property
     def in_transaction(self) -> bool:
