@@ -11,6 +11,11 @@ window runs from the first ``apply_batch`` call to the return of the last one, r
 through a thin wrapper around the store, so the indexer itself is used unmodified; it
 misses the decode of the first batch and the commit of the last one (one batch in
 hundreds). ``wall_seconds`` is the whole run, start to return, for reference.
+
+CPU. ``machine_busy_cores`` is the whole machine's CPU time over the active window (every
+process: this one, the writer process, the broker, PostgreSQL) divided by the window, from
+``/proc/stat``; ``machine_cpu_us_per_event`` is that time per event. On a machine of two
+cores a mode near 2.0 is bound by the CPU, not by waiting on anything.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class Measurement:
     ru_maxrss_mb: float
     rss_series: list[tuple[float, float]]
     counts: dict[str, int]
+    machine_busy_cores: float | None = None
+    machine_cpu_us_per_event: float | None = None
 
 
 class RssSampler:
@@ -176,6 +183,44 @@ def _proc_status_mb(field_name: str) -> float:
 # --- drain: the baseline ------------------------------------------------------------------
 
 
+def machine_busy_s() -> float:
+    """Seconds of CPU the whole machine has spent busy since boot (every core, every
+    process: ``/proc/stat``'s first line less idle and iowait)."""
+    fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]
+    # user nice system idle iowait irq softirq steal (guest time is already in user).
+    ticks = [int(value) for value in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _CLOCK_TICKS
+
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Window:
+    """The active window's times: wall (perf_counter) and the machine's busy CPU."""
+
+    started: float
+    busy_started: float
+    ended: float = 0.0
+    busy_ended: float = 0.0
+
+    @classmethod
+    def start(cls) -> Window:
+        return cls(time.perf_counter(), machine_busy_s())
+
+    def end(self) -> None:
+        self.ended = time.perf_counter()
+        self.busy_ended = machine_busy_s()
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def busy_s(self) -> float:
+        return self.busy_ended - self.busy_started
+
+
 async def drain(settings: Settings, topic: str) -> tuple[float, int]:
     """Read the whole topic and discard it, as the indexer's consumer would read it (same
     group semantics and fetch size). Returns (active seconds, records read)."""
@@ -238,19 +283,19 @@ async def _batches_to_end(
 
 
 class TimedStore:
-    """Delegates to what writes batches and notes when the first and last were applied."""
+    """Delegates to what writes batches and notes the window from the first batch applied
+    to the last."""
 
     def __init__(self, inner: BatchApplier) -> None:
         self._inner = inner
-        self.first: float | None = None
-        self.last: float | None = None
+        self.window: Window | None = None
         self.batches = 0
 
     async def apply_batch(self, items: Sequence[Item]) -> BatchResult:
-        if self.first is None:
-            self.first = time.perf_counter()
+        if self.window is None:
+            self.window = Window.start()
         result = await self._inner.apply_batch(items)
-        self.last = time.perf_counter()
+        self.window.end()
         self.batches += 1
         return result
 
@@ -261,9 +306,9 @@ class TimedStore:
 
 async def index(
     settings: Settings, topic: str, index_url: str, expected: Expected
-) -> tuple[float, dict[str, int]]:
-    """Run the real Indexer in burst mode; check it journaled everything. Returns (active
-    seconds, the index's counts)."""
+) -> tuple[Window, dict[str, int]]:
+    """Run the real Indexer in burst mode; check it journaled everything. Returns (the
+    active window, the index's counts)."""
     store = open_index(index_url)
     await store.start()
     # As the indexer makes its own (INDEX_WRITER_PROCESS), on this run's index.
@@ -290,32 +335,31 @@ async def index(
             await process.close()
         await store.close()
     _check(stats.journaled, stats.dead_lettered, counts, expected)
-    assert timed.first is not None
-    assert timed.last is not None
-    return timed.last - timed.first, {**counts, "batches": timed.batches}
+    assert timed.window is not None
+    return timed.window, {**counts, "batches": timed.batches}
 
 
 async def index_alone(
     settings: Settings, topic: str, index_url: str, expected: Expected
-) -> tuple[float, dict[str, int]]:
+) -> tuple[Window, dict[str, int]]:
     """The index's own pace: the whole topic read and decoded first (not timed), then
     ``apply_batch`` over batches of INDEXER_BATCH_MAX_RECORDS events (timed), one after
     the other, as the indexer would hand them over if reading and decoding cost nothing.
-    Returns (active seconds, the index's counts)."""
+    Returns (the active window, the index's counts)."""
     items = await _decoded_topic(settings, topic)
     store = open_index(index_url)
     await store.start()
     try:
         size = settings.indexer_batch_max_records
-        started = time.perf_counter()
+        window = Window.start()
         for start in range(0, len(items), size):
             await store.apply_batch(items[start : start + size])
-        seconds = time.perf_counter() - started
+        window.end()
         counts = await store.counts()
     finally:
         await store.close()
     _check(len(items), 0, counts, expected)
-    return seconds, {**counts, "batches": -(-len(items) // size)}
+    return window, {**counts, "batches": -(-len(items) // size)}
 
 
 async def _decoded_topic(settings: Settings, topic: str) -> list[Item]:
@@ -366,6 +410,8 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
     if mode != "drain":
         _telemetry_on(traced=mode.endswith(TRACED_SUFFIX))
     started = time.perf_counter()
+    busy_cores: float | None = None
+    cpu_us_per_event: float | None = None
     with RssSampler() as sampler:
         if mode == "drain":
             seconds, read = asyncio.run(drain(settings, topic))
@@ -374,8 +420,11 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
             counts = {"records": read}
         else:
             run = index_alone if mode.endswith(ALONE_SUFFIX) else index
-            seconds, counts = asyncio.run(run(settings, topic, os.environ[INDEX_URL_ENV], expected))
+            window, counts = asyncio.run(run(settings, topic, os.environ[INDEX_URL_ENV], expected))
             _flush_spans()
+            seconds = window.seconds
+            busy_cores = round(window.busy_s / seconds, 2)
+            cpu_us_per_event = round(window.busy_s / expected.events * 1e6, 1)
     wall = time.perf_counter() - started
     return Measurement(
         mode=mode,
@@ -389,6 +438,8 @@ def run_child(mode: str, topic: str, expected: Expected, batch: int | None) -> M
         ru_maxrss_mb=round(ru_maxrss_mb(), 1),
         rss_series=sampler.series,
         counts=counts,
+        machine_busy_cores=busy_cores,
+        machine_cpu_us_per_event=cpu_us_per_event,
     )
 
 

@@ -374,9 +374,16 @@ def _print_run(number: int, rounds: int, result: Mapping[str, Any]) -> None:
     print(
         f"round {number}/{rounds} {result['mode']:>8}: {result['events_per_s']:>9,.0f} events/s "
         f"({result['seconds']:.1f} s active, {result['wall_seconds']:.1f} s wall), "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB",
+        f"peak RSS {result['peak_rss_mb']:.0f} MB{_cpu_text(result)}",
         flush=True,
     )
+
+
+def _cpu_text(result: Mapping[str, Any]) -> str:
+    cores = result.get("machine_busy_cores")
+    if cores is None:
+        return ""
+    return f", machine {cores:.2f} cores busy, {result['machine_cpu_us_per_event']:.0f} µs/event"
 
 
 def _environ_without_index() -> dict[str, str]:
