@@ -318,6 +318,8 @@ async def index(
         else None
     )
     try:
+        if process is not None:  # as the indexer's run starts it, ahead of the first batch
+            await process.start()
         timed = TimedStore(process or store)
         indexer = Indexer(
             settings,
