@@ -10,7 +10,8 @@ join, the burst mode's final half-second poll on an empty topic). For the indexe
 window runs from the first ``apply_batch`` call to the return of the last one, read
 through a thin wrapper around the store, so the indexer itself is used unmodified; it
 misses the decode of the first batch and the commit of the last one (one batch in
-hundreds). ``wall_seconds`` is the whole run, start to return, for reference.
+hundreds). The indexer's writer process is started before the window, as the indexer's
+own run starts it. ``wall_seconds`` is the whole run, start to return, for reference.
 
 CPU. ``machine_busy_cores`` is the whole machine's CPU time over the active window (every
 process: this one, the writer process, the broker, PostgreSQL) divided by the window, from
@@ -183,6 +184,9 @@ def _proc_status_mb(field_name: str) -> float:
 # --- drain: the baseline ------------------------------------------------------------------
 
 
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy_s() -> float:
     """Seconds of CPU the whole machine has spent busy since boot (every core, every
     process: ``/proc/stat``'s first line less idle and iowait)."""
@@ -190,9 +194,6 @@ def machine_busy_s() -> float:
     # user nice system idle iowait irq softirq steal (guest time is already in user).
     ticks = [int(value) for value in fields[:8]]
     return (sum(ticks) - ticks[3] - ticks[4]) / _CLOCK_TICKS
-
-
-_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
